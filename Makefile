@@ -1,0 +1,34 @@
+# seam: the commands humans and CI run. `make help` lists them.
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+serve: ## Run seam on ./seam-data (release build)
+	$(CARGO) run --release -- serve
+
+test-deps: ## Install the peers the tests use (pyarrow as an independent Parquet reader)
+	@python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyarrow
+
+test: test-deps ## Run every test (unit, integration, benchmarks in test mode)
+	$(CARGO) test --workspace --all-targets
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+fmt-check: ## Check formatting
+	$(CARGO) fmt --all -- --check
+
+lint: ## Clippy, warnings are errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+docs: ## Regenerate docs/tables.md from the schemas
+	SEAM_BLESS=1 $(CARGO) test -p seam-schemas docs
+
+bench: ## Run the benchmarks (numbers go to benches/README.md)
+	$(CARGO) bench -p seam-benches
+
+ci: fmt-check lint test ## What .ci/run executes
+
+.PHONY: help serve test-deps test fmt fmt-check lint docs bench ci

@@ -1,0 +1,113 @@
+//! Collector settings: receiver limits and storage behaviour.
+//!
+//! Takes values from the `seam` binary's configuration loader; gives validated structs with
+//! documented defaults. Durations are written like `"5s"` or `"500ms"` in TOML.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Limits applied by every receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes, as sent (compressed). Default 16 MiB.
+    pub max_request_bytes: usize,
+    /// Largest body after gzip decompression, in bytes. Default 64 MiB. A body that would
+    /// inflate past it is refused without being inflated further.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How accepted data becomes Parquet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
+    /// see accepted rows at once either way (recent rows are served from memory).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Flush a table as soon as it holds this many unflushed rows. Default 200000.
+    pub flush_rows: usize,
+    /// Most memory (bytes) that unflushed rows of all tables may hold. Past it, receivers
+    /// answer with a retryable status (gRPC UNAVAILABLE, HTTP 503). Default 512 MiB.
+    pub max_buffer_bytes: usize,
+    /// Rows per Parquet row group. Default 131072.
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages (1-22). Default 3.
+    pub zstd_level: i32,
+    /// Merge this many files of one compaction level in one hour partition into one file of
+    /// the next level. Default 8.
+    pub compaction_fanout: usize,
+    /// Merge all files of an hour partition into one once no file was added to it for this
+    /// long. Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub compaction_idle: Duration,
+    /// Do not merge partitions whose files add up to more than this many bytes. Default 1 GiB.
+    pub compaction_max_bytes: u64,
+    /// Keep files replaced by a compaction this long before deleting them, so queries that
+    /// started before the swap can finish. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub delete_grace: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(10),
+            flush_rows: 200_000,
+            max_buffer_bytes: 512 << 20,
+            row_group_rows: 131_072,
+            zstd_level: 3,
+            compaction_fanout: 8,
+            compaction_idle: Duration::from_secs(120),
+            compaction_max_bytes: 1 << 30,
+            delete_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks ranges, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flush_rows == 0 {
+            return Err("storage.flush_rows must be at least 1".into());
+        }
+        if self.row_group_rows < 1024 {
+            return Err("storage.row_group_rows must be at least 1024".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err("storage.zstd_level must be between 1 and 22".into());
+        }
+        if self.compaction_fanout < 2 {
+            return Err("storage.compaction_fanout must be at least 2".into());
+        }
+        if self.flush_interval.is_zero() {
+            return Err("storage.flush_interval must be more than 0s".into());
+        }
+        Ok(())
+    }
+}
+
+impl LimitsConfig {
+    /// Checks ranges, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_request_bytes < 1024 {
+            return Err("limits.max_request_bytes must be at least 1024".into());
+        }
+        if self.max_decompressed_bytes < self.max_request_bytes {
+            return Err(
+                "limits.max_decompressed_bytes must be at least limits.max_request_bytes".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Ingest errors and their disposition: the one place that decides whether a client should
+//! retry, and which gRPC code and HTTP status a failure maps to (OTLP specification,
+//! "Failures" and "Retryable Response Codes").
+
+/// Whether the client should send the same request again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Sending again later may succeed (overload, storage trouble).
+    Retryable,
+    /// Sending again will fail the same way (bad payload, wrong content type).
+    Permanent,
+}
+
+/// Why an ingest request failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The payload could not be decoded or is invalid.
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// The Content-Type is not one seam accepts on this endpoint.
+    #[error("unsupported content type {0:?}: send application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+    /// The Content-Encoding is not one seam accepts.
+    #[error("unsupported content encoding {0:?}: send the body uncompressed or with gzip")]
+    UnsupportedEncoding(String),
+    /// The body (or its decompressed form) is larger than the configured limit.
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Which size was exceeded.
+        what: &'static str,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// seam cannot take more data right now; retry later.
+    #[error("seam is overloaded ({0}); retry later")]
+    Overloaded(String),
+    /// The signal is not supported.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// seam is shutting down.
+    #[error("seam is shutting down; retry later")]
+    ShuttingDown,
+}
+
+impl IngestError {
+    /// Whether the client should retry.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            IngestError::Overloaded(_) | IngestError::ShuttingDown => Disposition::Retryable,
+            _ => Disposition::Permanent,
+        }
+    }
+
+    /// The gRPC status code for this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            IngestError::InvalidPayload(_)
+            | IngestError::UnsupportedMediaType(_)
+            | IngestError::UnsupportedEncoding(_) => tonic::Code::InvalidArgument,
+            IngestError::TooLarge { .. } => tonic::Code::InvalidArgument,
+            IngestError::Overloaded(_) | IngestError::ShuttingDown => tonic::Code::Unavailable,
+            IngestError::Unimplemented(_) => tonic::Code::Unimplemented,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            IngestError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Overloaded(_) | IngestError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            IngestError::Unimplemented(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::InvalidPayload(_) => "invalid_payload",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Overloaded(_) => "overloaded",
+            IngestError::Unimplemented(_) => "unimplemented",
+            IngestError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<IngestError> for tonic::Status {
+    fn from(e: IngestError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}

@@ -1,0 +1,263 @@
+//! seam's collector: OTLP in, Parquet out.
+//!
+//! ```text
+//!  OTLP gRPC ─┐                                                        ┌─▶ TableSource (recent rows + files) ─▶ query
+//!  OTLP HTTP ─┴─▶ receive ─▶ decode ─▶ normalise ─▶ buffer ─▶ persist ─┤
+//!                 (edge,     (bytes →   (records,    (Arrow    (memory, └─▶ Parquet + manifest (object_store)
+//!                  limits)    protos)    redaction)   batches)  flush, compaction)
+//! ```
+//!
+//! Takes OTLP export requests from [`receive`]; gives rows in the `spans` and `logs` tables
+//! through [`persist::Storage`], which is also the [`seam_schemas::source::TableSource`] the
+//! query service reads. The write-ahead log that makes acknowledged rows survive a crash sits
+//! between buffer and persist (issue "Never lose what was acknowledged"); until it lands, rows
+//! accepted but not yet flushed live in memory and are flushed on a graceful stop.
+
+pub mod buffer;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod normalise;
+pub mod persist;
+pub mod receive;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::response::Response;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use seam_schemas::tables;
+
+use crate::config::LimitsConfig;
+use crate::decode::Encoding;
+use crate::error::IngestError;
+use crate::persist::Storage;
+use crate::telemetry::Metrics;
+
+/// How a request arrived, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC.
+    Grpc,
+    /// HTTP.
+    Http,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What happened to the records of one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Records stored.
+    pub accepted: u64,
+    /// Records refused as invalid.
+    pub rejected: u64,
+    /// Why the first refused record was refused, and where.
+    pub message: Option<String>,
+}
+
+/// The ingest side of seam: validates, normalises and stores what receivers hand it.
+#[derive(Debug)]
+pub struct Collector {
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+    limits: LimitsConfig,
+    closing: AtomicBool,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Collector {
+    /// A collector storing into `storage`.
+    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, limits: LimitsConfig) -> Self {
+        Self {
+            storage,
+            metrics,
+            limits,
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// The receivers' limits.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// The metrics this collector updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Refuses new requests from now on (graceful shutdown).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn count_bytes(&self, t: Transport, _signal: &str, n: usize) {
+        self.metrics.add(
+            telemetry::BYTES_RECEIVED,
+            &[("transport", t.label())],
+            n as u64,
+        );
+    }
+
+    fn record(&self, signal: &str, t: Transport, received: u64, out: &Outcome) {
+        let l = [("signal", signal), ("transport", t.label())];
+        self.metrics.add(telemetry::RECORDS_RECEIVED, &l, received);
+        self.metrics
+            .add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
+        if out.rejected > 0 {
+            self.metrics.add(
+                telemetry::RECORDS_REJECTED,
+                &[
+                    ("signal", signal),
+                    ("transport", t.label()),
+                    ("reason", "invalid_record"),
+                ],
+                out.rejected,
+            );
+        }
+        let outcome = if out.rejected > 0 { "partial" } else { "ok" };
+        self.metrics.add(
+            telemetry::REQUESTS,
+            &[
+                ("signal", signal),
+                ("transport", t.label()),
+                ("outcome", outcome),
+            ],
+            1,
+        );
+    }
+
+    /// Counts a refused request and builds its HTTP response.
+    fn refuse(&self, enc: Option<Encoding>, e: IngestError, signal: &str) -> Response {
+        self.metrics.add(
+            telemetry::REQUESTS,
+            &[
+                ("signal", signal),
+                ("transport", "http"),
+                ("outcome", e.reason()),
+            ],
+            1,
+        );
+        tracing::debug!(signal, error = %e, "Refused an HTTP ingest request.");
+        receive::otlp_http::error_response(enc, &e)
+    }
+
+    fn check_open(&self) -> Result<(), IngestError> {
+        if self.closing.load(Ordering::SeqCst) {
+            Err(IngestError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stores the spans of a trace export request.
+    ///
+    /// # Errors
+    /// Retryable when seam is overloaded or shutting down.
+    pub fn ingest_traces(
+        &self,
+        req: ExportTraceServiceRequest,
+        t: Transport,
+    ) -> Result<Outcome, IngestError> {
+        self.check_open()?;
+        let ingest = now_ns();
+        let n = normalise::spans(req);
+        let received = n.records.len() as u64 + n.rejected;
+        let out = self.store(
+            tables::spans::TABLE,
+            || buffer::spans_batch(&n.records, ingest),
+            &n,
+        );
+        self.finish("spans", t, received, out)
+    }
+
+    /// Stores the records of a logs export request.
+    ///
+    /// # Errors
+    /// Retryable when seam is overloaded or shutting down.
+    pub fn ingest_logs(
+        &self,
+        req: ExportLogsServiceRequest,
+        t: Transport,
+    ) -> Result<Outcome, IngestError> {
+        self.check_open()?;
+        let ingest = now_ns();
+        let n = normalise::logs(req, ingest);
+        let received = n.records.len() as u64 + n.rejected;
+        let out = self.store(
+            tables::logs::TABLE,
+            || buffer::logs_batch(&n.records, ingest),
+            &n,
+        );
+        self.finish("logs", t, received, out)
+    }
+
+    fn store<T>(
+        &self,
+        table: &str,
+        build: impl FnOnce() -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
+        n: &normalise::Normalised<T>,
+    ) -> Result<Outcome, IngestError> {
+        if !n.records.is_empty() {
+            let batch = build().map_err(|e| {
+                IngestError::InvalidPayload(format!("records could not be stored: {e}"))
+            })?;
+            self.storage.append(table, batch)?;
+        }
+        Ok(Outcome {
+            accepted: n.records.len() as u64,
+            rejected: n.rejected,
+            message: n.first_error.clone(),
+        })
+    }
+
+    fn finish(
+        &self,
+        signal: &str,
+        t: Transport,
+        received: u64,
+        out: Result<Outcome, IngestError>,
+    ) -> Result<Outcome, IngestError> {
+        match &out {
+            Ok(o) => self.record(signal, t, received, o),
+            Err(e) => {
+                let l = [
+                    ("signal", signal),
+                    ("transport", t.label()),
+                    ("reason", e.reason()),
+                ];
+                self.metrics
+                    .add(telemetry::RECORDS_RECEIVED, &l[..2], received);
+                self.metrics.add(telemetry::RECORDS_REJECTED, &l, received);
+                if t == Transport::Grpc {
+                    self.metrics.add(
+                        telemetry::REQUESTS,
+                        &[
+                            ("signal", signal),
+                            ("transport", "grpc"),
+                            ("outcome", e.reason()),
+                        ],
+                        1,
+                    );
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,484 @@
+//! Stage 3, normalise: OTLP request messages to seam's records.
+//!
+//! Takes a decoded `Export{Trace,Logs}ServiceRequest` and the ingest time; gives one
+//! [`SpanRecord`] or [`LogRecord`] per valid item plus a count and description of the items
+//! it rejected (partial success). Pure and synchronous; never panics on input.
+//!
+//! What it does to every record: ids to lower-case hex (and length checks: 16 bytes for a
+//! trace id, 8 for a span id), times to signed UTC nanoseconds, attribute values to text with
+//! credentials redacted ([`redact`]), and the promoted columns (HTTP facts, correlation id)
+//! looked up under both the current and the older semantic-convention names.
+
+pub mod attributes;
+pub mod redact;
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+
+use attributes::{Attr, first, first_scalar, flatten};
+
+/// Attribute keys that carry a producer's correlation id, in order of preference.
+pub const CORRELATION_KEYS: &[&str] = &[
+    "correlation.id",
+    "correlation_id",
+    "correlationId",
+    "http.request.header.x-correlation-id",
+    "http.request.header.x_correlation_id",
+    "http.request.header.x-ms-correlation-id",
+    "x-correlation-id",
+];
+
+/// Resource and scope facts shared by the records of one scope.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `service.name`.
+    pub service_name: Option<String>,
+    /// Scope name.
+    pub scope_name: Option<String>,
+    /// Scope version.
+    pub scope_version: Option<String>,
+    /// Resource attributes.
+    pub resource_attributes: Arc<Vec<Attr>>,
+}
+
+/// One span event.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Event time (ns).
+    pub time_ns: Option<i64>,
+    /// Event name.
+    pub name: String,
+    /// Event attributes.
+    pub attributes: Vec<Attr>,
+}
+
+/// One span link.
+#[derive(Debug, Clone)]
+pub struct LinkRecord {
+    /// Linked trace id (hex).
+    pub trace_id: String,
+    /// Linked span id (hex).
+    pub span_id: String,
+    /// Link attributes.
+    pub attributes: Vec<Attr>,
+}
+
+/// One normalised span: a row of the `spans` table.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// Start (ns since epoch, UTC).
+    pub time_ns: i64,
+    /// End (ns), when known.
+    pub end_time_ns: Option<i64>,
+    /// Trace id (hex).
+    pub trace_id: String,
+    /// Span id (hex).
+    pub span_id: String,
+    /// Parent span id (hex).
+    pub parent_span_id: Option<String>,
+    /// Trace state.
+    pub trace_state: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Kind, lower case.
+    pub kind: &'static str,
+    /// Status code, lower case.
+    pub span_status: &'static str,
+    /// Status message.
+    pub span_status_message: Option<String>,
+    /// Resource and scope.
+    pub origin: Arc<Origin>,
+    /// Span attributes.
+    pub attributes: Vec<Attr>,
+    /// Events.
+    pub events: Vec<EventRecord>,
+    /// Links.
+    pub links: Vec<LinkRecord>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// URL path.
+    pub url_path: Option<String>,
+    /// Route template.
+    pub http_route: Option<String>,
+    /// HTTP status.
+    pub status_code: Option<i32>,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+}
+
+/// One normalised log record: a row of the `logs` table.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// Event time (ns).
+    pub time_ns: i64,
+    /// Observed time (ns).
+    pub observed_time_ns: Option<i64>,
+    /// Severity text.
+    pub level: Option<String>,
+    /// Severity number.
+    pub severity_number: Option<i32>,
+    /// Body as text.
+    pub body: Option<String>,
+    /// Trace id (hex).
+    pub trace_id: Option<String>,
+    /// Span id (hex).
+    pub span_id: Option<String>,
+    /// Trace flags.
+    pub flags: Option<i32>,
+    /// Event name.
+    pub event_name: Option<String>,
+    /// Resource and scope.
+    pub origin: Arc<Origin>,
+    /// Attributes.
+    pub attributes: Vec<Attr>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+}
+
+/// The result of normalising one request.
+#[derive(Debug)]
+pub struct Normalised<T> {
+    /// Valid records.
+    pub records: Vec<T>,
+    /// How many items were rejected.
+    pub rejected: u64,
+    /// What was wrong with the first rejected item, and where.
+    pub first_error: Option<String>,
+}
+
+impl<T> Default for Normalised<T> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            rejected: 0,
+            first_error: None,
+        }
+    }
+}
+
+impl<T> Normalised<T> {
+    fn reject(&mut self, msg: impl FnOnce() -> String) {
+        self.rejected += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(msg());
+        }
+    }
+}
+
+fn origin(scope: Option<&InstrumentationScope>, res_attrs: &Arc<Vec<Attr>>) -> Origin {
+    Origin {
+        service_name: first(res_attrs, &["service.name"]).map(str::to_string),
+        scope_name: scope.map(|s| s.name.clone()).filter(|s| !s.is_empty()),
+        scope_version: scope.map(|s| s.version.clone()).filter(|s| !s.is_empty()),
+        resource_attributes: Arc::clone(res_attrs),
+    }
+}
+
+fn time_ns(t: u64) -> Option<i64> {
+    i64::try_from(t).ok()
+}
+
+fn opt_string(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+fn check_id(id: &[u8], len: usize, allow_empty: bool) -> Result<Option<String>, String> {
+    if id.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    if id.len() != len {
+        return Err(format!("must be {len} bytes, got {}", id.len()));
+    }
+    if id.iter().all(|b| *b == 0) {
+        return if allow_empty {
+            Ok(None)
+        } else {
+            Err("must not be all zeros".into())
+        };
+    }
+    Ok(Some(hex::encode(id)))
+}
+
+const KINDS: [&str; 6] = [
+    "unspecified",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+];
+const STATUSES: [&str; 3] = ["unset", "ok", "error"];
+
+/// Normalises a trace export request.
+pub fn spans(req: ExportTraceServiceRequest) -> Normalised<SpanRecord> {
+    let mut out = Normalised::default();
+    for (ri, rs) in req.resource_spans.into_iter().enumerate() {
+        let res_attrs = Arc::new(flatten(
+            rs.resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default(),
+        ));
+        for (si, ss) in rs.scope_spans.into_iter().enumerate() {
+            let origin = Arc::new(origin(ss.scope.as_ref(), &res_attrs));
+            for (pi, span) in ss.spans.into_iter().enumerate() {
+                let at = || format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]");
+                let trace_id = match check_id(&span.trace_id, 16, false) {
+                    Ok(Some(id)) => id,
+                    Ok(None) | Err(_) => {
+                        let e = check_id(&span.trace_id, 16, false)
+                            .err()
+                            .unwrap_or_default();
+                        out.reject(|| format!("{}.traceId {e}", at()));
+                        continue;
+                    }
+                };
+                let span_id = match check_id(&span.span_id, 8, false) {
+                    Ok(Some(id)) => id,
+                    Ok(None) | Err(_) => {
+                        let e = check_id(&span.span_id, 8, false).err().unwrap_or_default();
+                        out.reject(|| format!("{}.spanId {e}", at()));
+                        continue;
+                    }
+                };
+                let parent_span_id = match check_id(&span.parent_span_id, 8, true) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        out.reject(|| format!("{}.parentSpanId {e}", at()));
+                        continue;
+                    }
+                };
+                let Some(start) = time_ns(span.start_time_unix_nano) else {
+                    out.reject(|| format!("{}.startTimeUnixNano is out of range", at()));
+                    continue;
+                };
+                let end = time_ns(span.end_time_unix_nano).filter(|e| *e > 0);
+                let attributes = flatten(span.attributes);
+                let kind = KINDS
+                    .get(span.kind as usize)
+                    .copied()
+                    .unwrap_or("unspecified");
+                let (span_status, span_status_message) = match span.status {
+                    Some(s) => (
+                        STATUSES.get(s.code as usize).copied().unwrap_or("unset"),
+                        opt_string(s.message),
+                    ),
+                    None => ("unset", None),
+                };
+                let events = span
+                    .events
+                    .into_iter()
+                    .map(|e| EventRecord {
+                        time_ns: time_ns(e.time_unix_nano).filter(|t| *t > 0),
+                        name: e.name,
+                        attributes: flatten(e.attributes),
+                    })
+                    .collect();
+                let links = span
+                    .links
+                    .into_iter()
+                    .map(|l| LinkRecord {
+                        trace_id: hex::encode(&l.trace_id),
+                        span_id: hex::encode(&l.span_id),
+                        attributes: flatten(l.attributes),
+                    })
+                    .collect();
+                let http = HttpFacts::from_attrs(&attributes, kind == "server");
+                out.records.push(SpanRecord {
+                    time_ns: start,
+                    end_time_ns: end,
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    trace_state: opt_string(span.trace_state),
+                    name: span.name,
+                    kind,
+                    span_status,
+                    span_status_message,
+                    origin: Arc::clone(&origin),
+                    events,
+                    links,
+                    method: http.method,
+                    url_path: http.url_path,
+                    http_route: http.http_route,
+                    status_code: http.status_code,
+                    client_ip: http.client_ip,
+                    user_agent: http.user_agent,
+                    correlation_id: first_scalar(&attributes, CORRELATION_KEYS),
+                    attributes,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Normalises a logs export request. `ingest_ns` stands in for a record without any time.
+pub fn logs(req: ExportLogsServiceRequest, ingest_ns: i64) -> Normalised<LogRecord> {
+    let mut out = Normalised::default();
+    for (ri, rl) in req.resource_logs.into_iter().enumerate() {
+        let res_attrs = Arc::new(flatten(
+            rl.resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default(),
+        ));
+        for (si, sl) in rl.scope_logs.into_iter().enumerate() {
+            let origin = Arc::new(origin(sl.scope.as_ref(), &res_attrs));
+            for (li, rec) in sl.log_records.into_iter().enumerate() {
+                let at = || format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{li}]");
+                let trace_id = match check_id(&rec.trace_id, 16, true) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        out.reject(|| format!("{}.traceId {e}", at()));
+                        continue;
+                    }
+                };
+                let span_id = match check_id(&rec.span_id, 8, true) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        out.reject(|| format!("{}.spanId {e}", at()));
+                        continue;
+                    }
+                };
+                let (Some(t), Some(observed)) = (
+                    time_ns(rec.time_unix_nano),
+                    time_ns(rec.observed_time_unix_nano),
+                ) else {
+                    out.reject(|| format!("{}: timeUnixNano is out of range", at()));
+                    continue;
+                };
+                let observed = Some(observed).filter(|o| *o > 0);
+                let time = if t > 0 {
+                    t
+                } else {
+                    observed.unwrap_or(ingest_ns)
+                };
+                let severity_number = Some(rec.severity_number).filter(|n| *n > 0);
+                let level = opt_string(rec.severity_text)
+                    .or_else(|| severity_number.map(|n| level_of(n).to_string()));
+                let body = rec.body.and_then(|b| b.value).map(attributes::to_text);
+                let attributes = flatten(rec.attributes);
+                out.records.push(LogRecord {
+                    time_ns: time,
+                    observed_time_ns: observed,
+                    level,
+                    severity_number,
+                    body,
+                    trace_id,
+                    span_id,
+                    flags: Some(rec.flags as i32).filter(|f| *f != 0),
+                    event_name: opt_string(rec.event_name),
+                    origin: Arc::clone(&origin),
+                    correlation_id: first_scalar(&attributes, CORRELATION_KEYS),
+                    attributes,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The short severity name of an OpenTelemetry severity number.
+pub fn level_of(n: i32) -> &'static str {
+    match n {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => "UNSPECIFIED",
+    }
+}
+
+/// HTTP facts promoted from span attributes, under current and older convention names.
+#[derive(Debug, Default)]
+struct HttpFacts {
+    method: Option<String>,
+    url_path: Option<String>,
+    http_route: Option<String>,
+    status_code: Option<i32>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl HttpFacts {
+    fn from_attrs(a: &[Attr], server: bool) -> Self {
+        let url_path = first(a, &["url.path"])
+            .map(str::to_string)
+            .or_else(|| first(a, &["http.target"]).map(strip_query))
+            .or_else(|| first(a, &["url.full", "http.url"]).and_then(path_of_url));
+        let mut client_keys = vec!["client.address", "http.client_ip"];
+        if server {
+            client_keys.extend(["network.peer.address", "net.sock.peer.addr", "net.peer.ip"]);
+        }
+        HttpFacts {
+            method: first(a, &["http.request.method", "http.method"]).map(str::to_string),
+            url_path,
+            http_route: first(a, &["http.route"]).map(str::to_string),
+            status_code: first(a, &["http.response.status_code", "http.status_code"])
+                .and_then(|s| s.trim().parse::<i32>().ok()),
+            client_ip: first(a, &client_keys).map(str::to_string),
+            user_agent: first(a, &["user_agent.original", "http.user_agent"]).map(str::to_string),
+        }
+    }
+}
+
+fn strip_query(target: &str) -> String {
+    target.split(['?', '#']).next().unwrap_or("").to_string()
+}
+
+/// The path of an absolute URL (`https://host/a/b?q` → `/a/b`), or of a relative one.
+fn path_of_url(url: &str) -> Option<String> {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find(['/', '?', '#']) {
+                Some(j) if after[j..].starts_with('/') => &after[j..],
+                _ => "/",
+            }
+        }
+        None => url,
+    };
+    let p = strip_query(rest);
+    if p.is_empty() { None } else { Some(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(
+            path_of_url("https://h.example/a/b?x=1").as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(path_of_url("https://h.example").as_deref(), Some("/"));
+        assert_eq!(path_of_url("https://h.example?x").as_deref(), Some("/"));
+        assert_eq!(
+            path_of_url("/api/orders?status=OPEN").as_deref(),
+            Some("/api/orders")
+        );
+        assert_eq!(strip_query("/a#frag"), "/a");
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(
+            check_id(&[1; 8], 8, false).unwrap().unwrap(),
+            "0101010101010101"
+        );
+        assert!(check_id(&[1; 7], 8, false).is_err());
+        assert!(check_id(&[0; 16], 16, false).is_err());
+        assert_eq!(check_id(&[], 8, true).unwrap(), None);
+    }
+}

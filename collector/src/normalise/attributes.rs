@@ -1,0 +1,155 @@
+//! OTLP attribute values to text, and lookups over flattened attribute lists.
+//!
+//! Takes `KeyValue`s; gives `(key, text)` pairs in arrival order. Non-string values are
+//! rendered as text: integers in decimal, doubles in shortest round-trip form, booleans as
+//! `true`/`false`, bytes as base64, arrays and key-value lists as JSON.
+
+use base64::Engine as _;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Av};
+use serde_json::Value as Json;
+
+use super::redact;
+
+/// One attribute as stored: key and text value (`None` for an empty AnyValue).
+pub type Attr = (String, Option<String>);
+
+/// Flattens OTLP attributes into stored pairs, redacting credential-bearing values.
+pub fn flatten(kvs: Vec<KeyValue>) -> Vec<Attr> {
+    kvs.into_iter()
+        .map(|kv| {
+            let value = kv.value.and_then(|v| v.value);
+            let text = if redact::is_sensitive_key(&kv.key) && value.is_some() {
+                Some(redact::MARKER.to_string())
+            } else {
+                value.map(to_text)
+            };
+            (kv.key, text)
+        })
+        .collect()
+}
+
+/// Renders an AnyValue as text.
+pub fn to_text(v: Av) -> String {
+    match v {
+        Av::StringValue(s) => s,
+        Av::BoolValue(b) => b.to_string(),
+        Av::IntValue(i) => i.to_string(),
+        Av::DoubleValue(d) => d.to_string(),
+        Av::BytesValue(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        other => to_json(Some(other)).to_string(),
+    }
+}
+
+fn to_json(v: Option<Av>) -> Json {
+    match v {
+        None => Json::Null,
+        Some(Av::StringValue(s)) => Json::String(s),
+        Some(Av::BoolValue(b)) => Json::Bool(b),
+        Some(Av::IntValue(i)) => Json::from(i),
+        Some(Av::DoubleValue(d)) => serde_json::Number::from_f64(d)
+            .map_or_else(|| Json::String(d.to_string()), Json::Number),
+        Some(Av::BytesValue(b)) => {
+            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(Av::ArrayValue(a)) => Json::Array(
+            a.values
+                .into_iter()
+                .map(|v: AnyValue| to_json(v.value))
+                .collect(),
+        ),
+        Some(Av::StringValueStrindex(i)) => Json::from(i),
+        Some(Av::KvlistValue(kv)) => Json::Object(
+            kv.values
+                .into_iter()
+                .map(|kv| {
+                    let v = if redact::is_sensitive_key(&kv.key) {
+                        Json::String(redact::MARKER.into())
+                    } else {
+                        to_json(kv.value.and_then(|v| v.value))
+                    };
+                    (kv.key, v)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The first value among `keys` (in that order of preference) that is set.
+pub fn first<'a>(attrs: &'a [Attr], keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| {
+        attrs
+            .iter()
+            .find(|(ak, v)| ak == k && v.is_some())
+            .and_then(|(_, v)| v.as_deref())
+    })
+}
+
+/// Like [`first`], but unwraps a JSON array (header attributes are string arrays) to its
+/// first element.
+pub fn first_scalar(attrs: &[Attr], keys: &[&str]) -> Option<String> {
+    let v = first(attrs, keys)?;
+    if v.starts_with('[')
+        && let Ok(Json::Array(items)) = serde_json::from_str::<Json>(v)
+    {
+        return items.into_iter().find_map(|i| match i {
+            Json::String(s) => Some(s),
+            Json::Null => None,
+            other => Some(other.to_string()),
+        });
+    }
+    Some(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    use super::*;
+
+    fn kv(k: &str, v: Av) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn renders_every_value_type() {
+        let attrs = flatten(vec![
+            kv("s", Av::StringValue("x".into())),
+            kv("i", Av::IntValue(443)),
+            kv("d", Av::DoubleValue(1.5)),
+            kv("b", Av::BoolValue(true)),
+            kv("y", Av::BytesValue(vec![1, 2])),
+            kv(
+                "a",
+                Av::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Av::StringValue("corr-1".into())),
+                    }],
+                }),
+            ),
+            kv(
+                "m",
+                Av::KvlistValue(KeyValueList {
+                    values: vec![kv("Authorization", Av::StringValue("Bearer abc".into()))],
+                }),
+            ),
+            kv(
+                "http.request.header.authorization",
+                Av::StringValue("Bearer abc".into()),
+            ),
+        ]);
+        let get = |k: &str| first(&attrs, &[k]).unwrap().to_string();
+        assert_eq!(get("s"), "x");
+        assert_eq!(get("i"), "443");
+        assert_eq!(get("d"), "1.5");
+        assert_eq!(get("b"), "true");
+        assert_eq!(get("y"), "AQI=");
+        assert_eq!(get("a"), r#"["corr-1"]"#);
+        assert_eq!(first_scalar(&attrs, &["a"]).unwrap(), "corr-1");
+        assert!(!get("m").contains("abc"));
+        assert_eq!(get("http.request.header.authorization"), redact::MARKER);
+    }
+}

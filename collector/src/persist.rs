@@ -1,0 +1,800 @@
+//! Stage 5, persist: accepted batches to Parquet files listed in a per-table manifest, and
+//! the consistent view of them that queries read.
+//!
+//! Takes `RecordBatch`es in a table's schema ([`Storage::append`]); gives Parquet files under
+//! the data directory's object store (`seam_schemas::layout`) and, through
+//! [`TableSource`], snapshots of persisted files plus rows not yet flushed, so that accepted
+//! data is queryable at once.
+//!
+//! Invariants:
+//! - a row is either in `recent` or in a file listed in the manifest, never both: the swap
+//!   from memory to file happens under the table's lock;
+//! - files are written whole through `object_store` (the local store writes a temporary file
+//!   and renames it), then listed in the manifest, which is rewritten the same way; a file not
+//!   in the manifest is not part of the table and is removed at start;
+//! - rows inside a file are sorted by `time`; files are cut per UTC hour of `time`, so a
+//!   time-range query opens only the files whose `[min_time, max_time]` overlaps it;
+//! - flushes and compactions are serialised by one I/O lock, so manifest writes never race;
+//! - memory is bounded: past `max_buffer_bytes` of unflushed rows, [`Storage::append`]
+//!   refuses with a retryable error and the flusher is woken;
+//! - a failed write leaves the rows in memory and is retried (a full disk becomes a retryable
+//!   refusal, never a loss of accepted rows while the process lives).
+//!
+//! Compaction: files written by flushes are level 0. When an hour partition holds
+//! `compaction_fanout` files of one level, they are merged into one file of the next level;
+//! once a partition has seen no new file for `compaction_idle`, all its files are merged into
+//! one. Replaced files are deleted after `delete_grace`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array,
+};
+use arrow::compute::{cast, concat_batches, sort_to_indices, take, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use seam_schemas::layout::{self, FileEntry, MANIFEST_VERSION, Manifest};
+use seam_schemas::source::{TableSnapshot, TableSource};
+use seam_schemas::{SCHEMA_VERSION, columns, tables};
+use tokio::sync::Notify;
+
+use crate::config::StorageConfig;
+use crate::error::IngestError;
+use crate::telemetry::{self, Metrics};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Reading or writing the object store failed.
+    #[error("object store operation on {path} failed: {source}")]
+    ObjectStore {
+        /// The object's path.
+        path: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Encoding or decoding Parquet failed.
+    #[error("Parquet encoding of {path} failed: {source}")]
+    Parquet {
+        /// The file's path.
+        path: String,
+        /// What the encoder said.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// An Arrow operation failed (schemas that do not match).
+    #[error("Arrow operation on table {table} failed: {source}")]
+    Arrow {
+        /// The table.
+        table: String,
+        /// What Arrow said.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    /// A manifest could not be read.
+    #[error("manifest {path} is unreadable: {reason}")]
+    Manifest {
+        /// The manifest's path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Files exist but the manifest that would list them does not.
+    #[error(
+        "table {table} has Parquet files under {prefix} but no manifest at {manifest}; restore \
+         the manifest or move the files away before starting seam"
+    )]
+    MissingManifest {
+        /// The table.
+        table: String,
+        /// Its directory.
+        prefix: String,
+        /// The missing manifest.
+        manifest: String,
+    },
+    /// A background task failed to join.
+    #[error("background encoding task failed: {0}")]
+    Join(String),
+}
+
+type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+struct TableState {
+    schema: SchemaRef,
+    recent: Vec<RecordBatch>,
+    recent_rows: usize,
+    recent_bytes: usize,
+    files: Vec<FileEntry>,
+    manifest_dirty: bool,
+    /// When a file was last added to each hour partition (by partition directory).
+    last_write: HashMap<String, Instant>,
+}
+
+/// The table store: in-memory recent rows plus Parquet files, per table.
+#[derive(Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    config: StorageConfig,
+    tables: BTreeMap<&'static str, Mutex<TableState>>,
+    buffered_bytes: AtomicUsize,
+    flush_wanted: Notify,
+    io: tokio::sync::Mutex<()>,
+    pending_delete: Mutex<Vec<(Instant, Path)>>,
+    seq: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic while holding it; the state is still consistent because
+    // every critical section only swaps whole vectors.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn os_err(path: &Path, source: object_store::Error) -> StorageError {
+    StorageError::ObjectStore {
+        path: path.to_string(),
+        source,
+    }
+}
+
+impl Storage {
+    /// Opens every table: reads its manifest and removes files the manifest does not list.
+    ///
+    /// # Errors
+    /// A manifest that cannot be parsed, or Parquet files without a manifest.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        config: StorageConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>> {
+        let mut tables = BTreeMap::new();
+        for def in tables::all() {
+            let files = load_manifest(&store, def.name).await?;
+            metrics.set(
+                telemetry::TABLE_FILES,
+                &[("table", def.name)],
+                files.len() as f64,
+            );
+            tables.insert(
+                def.name,
+                Mutex::new(TableState {
+                    schema: def.schema,
+                    recent: Vec::new(),
+                    recent_rows: 0,
+                    recent_bytes: 0,
+                    files,
+                    manifest_dirty: false,
+                    last_write: HashMap::new(),
+                }),
+            );
+        }
+        let storage = Arc::new(Self {
+            store,
+            config,
+            tables,
+            buffered_bytes: AtomicUsize::new(0),
+            flush_wanted: Notify::new(),
+            io: tokio::sync::Mutex::new(()),
+            pending_delete: Mutex::new(Vec::new()),
+            seq: AtomicU64::new(0),
+            metrics,
+        });
+        Ok(storage)
+    }
+
+    fn table(&self, name: &str) -> Option<&Mutex<TableState>> {
+        self.tables.get(name)
+    }
+
+    /// Accepts a batch into `table`'s in-memory rows; visible to queries on return.
+    ///
+    /// # Errors
+    /// [`IngestError::Overloaded`] (retryable) when unflushed rows already hold
+    /// `max_buffer_bytes`.
+    pub fn append(&self, table: &str, batch: RecordBatch) -> Result<(), IngestError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let Some(t) = self.table(table) else {
+            return Err(IngestError::InvalidPayload(format!(
+                "unknown table {table}"
+            )));
+        };
+        let size = batch.get_array_memory_size();
+        let held = self.buffered_bytes.load(Ordering::Relaxed);
+        if held + size > self.config.max_buffer_bytes {
+            self.flush_wanted.notify_one();
+            return Err(IngestError::Overloaded(format!(
+                "{held} bytes of accepted rows are waiting to be written to Parquet"
+            )));
+        }
+        let rows = {
+            let mut st = lock(t);
+            st.recent_rows += batch.num_rows();
+            st.recent_bytes += size;
+            st.recent.push(batch);
+            st.recent_rows
+        };
+        let total = self.buffered_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        self.metrics
+            .set(telemetry::BUFFERED_BYTES, &[], total as f64);
+        self.metrics
+            .set(telemetry::BUFFERED_ROWS, &[("table", table)], rows as f64);
+        if rows >= self.config.flush_rows {
+            self.flush_wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Names of all tables.
+    pub fn table_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.tables.keys().copied()
+    }
+
+    /// Writes `table`'s in-memory rows to Parquet (one file per hour partition) and publishes
+    /// them in the manifest. Returns the number of rows written.
+    ///
+    /// # Errors
+    /// Encoding or object-store failures; the rows then stay in memory.
+    pub async fn flush_table(&self, table: &'static str) -> Result<usize> {
+        let Some(t) = self.table(table) else {
+            return Ok(0);
+        };
+        let _io = self.io.lock().await;
+        let (schema, batches) = {
+            let st = lock(t);
+            (st.schema.clone(), st.recent.clone())
+        };
+        if batches.is_empty() {
+            return self.write_manifest_if_dirty(table).await.map(|_| 0);
+        }
+        let taken = batches.len();
+        let merged = concat_batches(&schema, &batches).map_err(|source| StorageError::Arrow {
+            table: table.into(),
+            source,
+        })?;
+        let rows = merged.num_rows();
+        let mut written: Vec<FileEntry> = Vec::new();
+        for (hour, part) in split_by_hour(table, &merged)? {
+            match self.write_file(table, hour, 0, part).await {
+                Ok(entry) => written.push(entry),
+                Err(e) => {
+                    for f in &written {
+                        let _ = self.store.delete(&Path::from(f.path.as_str())).await;
+                    }
+                    self.metrics
+                        .add(telemetry::FLUSH_ERRORS, &[("table", table)], 1);
+                    return Err(e);
+                }
+            }
+        }
+        let now = Instant::now();
+        let freed = {
+            let mut st = lock(t);
+            let drained: Vec<RecordBatch> = st.recent.drain(..taken).collect();
+            let freed: usize = drained.iter().map(|b| b.get_array_memory_size()).sum();
+            st.recent_rows -= drained.iter().map(|b| b.num_rows()).sum::<usize>();
+            st.recent_bytes -= freed;
+            for f in &written {
+                st.last_write.insert(partition_of(&f.path).to_string(), now);
+            }
+            st.files.extend(written.iter().cloned());
+            st.manifest_dirty = true;
+            self.metrics.set(
+                telemetry::BUFFERED_ROWS,
+                &[("table", table)],
+                st.recent_rows as f64,
+            );
+            freed
+        };
+        let left = self.buffered_bytes.fetch_sub(freed, Ordering::Relaxed) - freed;
+        self.metrics
+            .set(telemetry::BUFFERED_BYTES, &[], left as f64);
+        self.metrics.add(
+            telemetry::FLUSHES,
+            &[("table", table)],
+            written.len() as u64,
+        );
+        self.write_manifest_if_dirty(table).await?;
+        Ok(rows)
+    }
+
+    /// Flushes every table; returns the first error after trying all.
+    ///
+    /// # Errors
+    /// The first flush failure.
+    pub async fn flush_all(&self) -> Result<()> {
+        let mut first = None;
+        for name in self.tables.keys() {
+            if let Err(e) = self.flush_table(name).await {
+                tracing::error!(table = name, error = %e, "Flush failed; rows stay in memory.");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn write_file(
+        &self,
+        table: &str,
+        hour: i64,
+        level: u32,
+        batch: RecordBatch,
+    ) -> Result<FileEntry> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = format!(
+            "{}/L{level}-{stamp:020}-{seq:06}.parquet",
+            layout::partition_dir(table, hour)
+        );
+        let cfg = self.config.clone();
+        let table_name = table.to_string();
+        let p = path.clone();
+        let (bytes, rows, min, max) =
+            tokio::task::spawn_blocking(move || encode_parquet(&table_name, &p, batch, &cfg))
+                .await
+                .map_err(|e| StorageError::Join(e.to_string()))??;
+        let size = bytes.len() as u64;
+        let opath = Path::from(path.as_str());
+        self.store
+            .put(&opath, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| os_err(&opath, e))?;
+        self.metrics
+            .add(telemetry::PARQUET_BYTES, &[("table", table)], size);
+        Ok(FileEntry {
+            path,
+            size,
+            rows,
+            min_time_ns: min,
+            max_time_ns: max,
+            level,
+        })
+    }
+
+    async fn write_manifest_if_dirty(&self, table: &str) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        let manifest = {
+            let st = lock(t);
+            if !st.manifest_dirty {
+                return Ok(());
+            }
+            Manifest {
+                version: MANIFEST_VERSION,
+                table: table.to_string(),
+                schema_version: SCHEMA_VERSION,
+                files: st.files.clone(),
+            }
+        };
+        let count = manifest.files.len();
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StorageError::Manifest {
+            path: layout::manifest_path(table),
+            reason: e.to_string(),
+        })?;
+        let path = Path::from(layout::manifest_path(table));
+        self.store
+            .put(&path, PutPayload::from(json))
+            .await
+            .map_err(|e| os_err(&path, e))?;
+        let mut st = lock(t);
+        // Only clear the flag if nothing changed meanwhile (the I/O lock makes that certain).
+        st.manifest_dirty = false;
+        drop(st);
+        self.metrics
+            .set(telemetry::TABLE_FILES, &[("table", table)], count as f64);
+        Ok(())
+    }
+
+    /// Merges small files of `table` (see the module docs). Returns the number of merges.
+    ///
+    /// # Errors
+    /// Encoding or object-store failures; the old files then stay listed.
+    pub async fn compact_table(&self, table: &'static str) -> Result<usize> {
+        let Some(t) = self.table(table) else {
+            return Ok(0);
+        };
+        let _io = self.io.lock().await;
+        let (schema, plans) = {
+            let st = lock(t);
+            (st.schema.clone(), plan_compaction(&st, &self.config))
+        };
+        let mut merged = 0;
+        for (inputs, level) in plans {
+            let mut batches = Vec::new();
+            for f in &inputs {
+                batches.extend(self.read_file(&f.path, &schema).await?);
+            }
+            let all = concat_batches(&schema, &batches).map_err(|source| StorageError::Arrow {
+                table: table.into(),
+                source,
+            })?;
+            let hour = layout::hour_of(inputs.iter().map(|f| f.min_time_ns).min().unwrap_or(0));
+            let entry = self.write_file(table, hour, level, all).await?;
+            {
+                let mut st = lock(t);
+                st.files
+                    .retain(|f| !inputs.iter().any(|i| i.path == f.path));
+                st.files.push(entry);
+                st.manifest_dirty = true;
+            }
+            self.write_manifest_if_dirty(table).await?;
+            let at = Instant::now() + self.config.delete_grace;
+            lock(&self.pending_delete)
+                .extend(inputs.iter().map(|f| (at, Path::from(f.path.as_str()))));
+            self.metrics
+                .add(telemetry::COMPACTIONS, &[("table", table)], 1);
+            merged += 1;
+        }
+        Ok(merged)
+    }
+
+    async fn read_file(&self, path: &str, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let opath = Path::from(path);
+        let bytes: Bytes = self
+            .store
+            .get(&opath)
+            .await
+            .map_err(|e| os_err(&opath, e))?
+            .bytes()
+            .await
+            .map_err(|e| os_err(&opath, e))?;
+        let schema = schema.clone();
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let perr = |source| StorageError::Parquet {
+                path: path.clone(),
+                source,
+            };
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .map_err(perr)?
+                .build()
+                .map_err(perr)?;
+            let mut out = Vec::new();
+            for b in reader {
+                let b = b.map_err(|source| StorageError::Arrow {
+                    table: path.clone(),
+                    source,
+                })?;
+                out.push(adapt(&b, &schema).map_err(|source| StorageError::Arrow {
+                    table: path.clone(),
+                    source,
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    async fn delete_due(&self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<Path> = {
+            let mut pending = lock(&self.pending_delete);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(at, _)| all || *at <= now);
+            *pending = keep;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
+        for p in due {
+            if let Err(e) = self.store.delete(&p).await {
+                tracing::warn!(path = %p, error = %e, "Could not delete a compacted file.");
+            }
+        }
+    }
+
+    /// Removes files under each table's directory that its manifest does not list (left by
+    /// a flush or compaction that stopped before publishing).
+    ///
+    /// # Errors
+    /// Listing failures.
+    pub async fn remove_orphans(&self) -> Result<usize> {
+        let mut removed = 0;
+        for (name, t) in &self.tables {
+            let listed: std::collections::HashSet<String> =
+                lock(t).files.iter().map(|f| f.path.clone()).collect();
+            let prefix = Path::from(format!("{}/{name}", layout::TABLES_DIR));
+            let objects: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| os_err(&prefix, e))?;
+            let manifest = layout::manifest_path(name);
+            for o in objects {
+                let p = o.location.to_string();
+                if p != manifest && !listed.contains(&p) {
+                    tracing::warn!(path = %p, "Removing a file no manifest lists.");
+                    let _ = self.store.delete(&o.location).await;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs flushes, compactions and deferred deletes until `stop` resolves, then flushes
+    /// everything one last time.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let tick = Duration::from_millis(500).min(self.config.flush_interval);
+        let mut last_flush = Instant::now();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.flush_wanted.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let due = last_flush.elapsed() >= self.config.flush_interval;
+            for name in self.tables.keys() {
+                let (rows, dirty) = self
+                    .table(name)
+                    .map(|t| {
+                        let st = lock(t);
+                        (st.recent_rows, st.manifest_dirty)
+                    })
+                    .unwrap_or((0, false));
+                let over_budget =
+                    self.buffered_bytes.load(Ordering::Relaxed) >= self.config.max_buffer_bytes / 2;
+                if ((rows > 0 && (due || rows >= self.config.flush_rows || over_budget)) || dirty)
+                    && let Err(e) = self.flush_table(name).await
+                {
+                    tracing::error!(table = name, error = %e, "Flush failed; rows stay in memory and will be retried.");
+                }
+                if let Err(e) = self.compact_table(name).await {
+                    tracing::error!(table = name, error = %e, "Compaction failed; files stay as they are.");
+                }
+            }
+            if due {
+                last_flush = Instant::now();
+            }
+            self.delete_due(false).await;
+        }
+        if let Err(e) = self.flush_all().await {
+            tracing::error!(error = %e, "Final flush failed.");
+        }
+        self.delete_due(true).await;
+    }
+
+    /// Rows not yet in Parquet, all tables.
+    pub fn buffered_rows(&self) -> usize {
+        self.tables.values().map(|t| lock(t).recent_rows).sum()
+    }
+}
+
+impl TableSource for Storage {
+    fn snapshot(&self, table: &str) -> TableSnapshot {
+        match self.table(table) {
+            Some(t) => {
+                let st = lock(t);
+                TableSnapshot {
+                    files: st.files.clone(),
+                    recent: st.recent.clone(),
+                }
+            }
+            None => TableSnapshot::default(),
+        }
+    }
+}
+
+async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Vec<FileEntry>> {
+    let path = Path::from(layout::manifest_path(table));
+    match store.get(&path).await {
+        Ok(r) => {
+            let bytes = r.bytes().await.map_err(|e| os_err(&path, e))?;
+            let m: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| StorageError::Manifest {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if m.version > MANIFEST_VERSION {
+                return Err(StorageError::Manifest {
+                    path: path.to_string(),
+                    reason: format!(
+                        "manifest version {} is newer than this seam understands ({MANIFEST_VERSION})",
+                        m.version
+                    ),
+                });
+            }
+            Ok(m.files)
+        }
+        Err(object_store::Error::NotFound { .. }) => {
+            let prefix = Path::from(format!("{}/{table}", layout::TABLES_DIR));
+            let any_parquet = store
+                .list(Some(&prefix))
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| os_err(&prefix, e))?
+                .iter()
+                .any(|o| o.location.as_ref().ends_with(".parquet"));
+            if any_parquet {
+                return Err(StorageError::MissingManifest {
+                    table: table.into(),
+                    prefix: prefix.to_string(),
+                    manifest: path.to_string(),
+                });
+            }
+            Ok(Vec::new())
+        }
+        Err(e) => Err(os_err(&path, e)),
+    }
+}
+
+fn partition_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// Decides which files to merge: (inputs, output level) per merge.
+fn plan_compaction(st: &TableState, cfg: &StorageConfig) -> Vec<(Vec<FileEntry>, u32)> {
+    let mut by_partition: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
+    for f in &st.files {
+        by_partition
+            .entry(partition_of(&f.path))
+            .or_default()
+            .push(f);
+    }
+    let mut plans = Vec::new();
+    for (part, files) in by_partition {
+        if files.len() < 2 {
+            continue;
+        }
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let idle = st
+            .last_write
+            .get(part)
+            .is_none_or(|t| t.elapsed() >= cfg.compaction_idle);
+        let max_level = files.iter().map(|f| f.level).max().unwrap_or(0);
+        if idle && total <= cfg.compaction_max_bytes {
+            plans.push((files.into_iter().cloned().collect(), max_level + 1));
+            continue;
+        }
+        let mut by_level: BTreeMap<u32, Vec<&FileEntry>> = BTreeMap::new();
+        for f in files {
+            by_level.entry(f.level).or_default().push(f);
+        }
+        for (level, group) in by_level {
+            let size: u64 = group.iter().map(|f| f.size).sum();
+            if group.len() >= cfg.compaction_fanout && size <= cfg.compaction_max_bytes {
+                plans.push((group.into_iter().cloned().collect(), level + 1));
+            }
+        }
+    }
+    plans
+}
+
+/// Splits a batch into one batch per UTC hour of its `time` column.
+fn split_by_hour(table: &str, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    let times = time_column(batch).ok_or_else(|| StorageError::Arrow {
+        table: table.into(),
+        source: arrow::error::ArrowError::SchemaError("no time column".into()),
+    })?;
+    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, t) in times.values().iter().enumerate() {
+        groups
+            .entry(layout::hour_of(*t))
+            .or_default()
+            .push(i as u32);
+    }
+    if groups.len() == 1 {
+        return Ok(groups.into_keys().map(|h| (h, batch.clone())).collect());
+    }
+    groups
+        .into_iter()
+        .map(|(h, idx)| {
+            take_record_batch(batch, &UInt32Array::from(idx))
+                .map(|b| (h, b))
+                .map_err(|source| StorageError::Arrow {
+                    table: table.into(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+fn time_column(batch: &RecordBatch) -> Option<&TimestampNanosecondArray> {
+    batch
+        .column_by_name(columns::TIME)?
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+}
+
+/// Makes `batch` match `schema`: columns by name, missing ones as NULL, other types cast.
+fn adapt(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return RecordBatch::try_new(schema.clone(), batch.columns().to_vec());
+    }
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => cast(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<_, _>>()?;
+    RecordBatch::try_new(schema.clone(), cols)
+}
+
+/// Sorts a batch by `time` and encodes it as Parquet. Returns bytes, rows, min and max time.
+fn encode_parquet(
+    table: &str,
+    path: &str,
+    batch: RecordBatch,
+    cfg: &StorageConfig,
+) -> Result<(Bytes, u64, i64, i64)> {
+    let arrow_err = |source| StorageError::Arrow {
+        table: table.into(),
+        source,
+    };
+    let perr = |source| StorageError::Parquet {
+        path: path.into(),
+        source,
+    };
+    let times = time_column(&batch).ok_or_else(|| {
+        arrow_err(arrow::error::ArrowError::SchemaError(
+            "no time column".into(),
+        ))
+    })?;
+    let order = sort_to_indices(times, None, None).map_err(arrow_err)?;
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &order, None))
+        .collect::<Result<_, _>>()
+        .map_err(arrow_err)?;
+    let sorted = RecordBatch::try_new(batch.schema(), columns).map_err(arrow_err)?;
+    let times = time_column(&sorted).ok_or_else(|| {
+        arrow_err(arrow::error::ArrowError::SchemaError(
+            "no time column".into(),
+        ))
+    })?;
+    let n = sorted.num_rows();
+    let (min, max) = if n == 0 {
+        (0, 0)
+    } else {
+        (times.value(0), times.value(n - 1))
+    };
+    let zstd = ZstdLevel::try_new(cfg.zstd_level).map_err(perr)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true)
+        .set_column_bloom_filter_enabled(ColumnPath::from(columns::CORRELATION_ID), true)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("seam.table".to_string(), table.to_string()),
+            KeyValue::new(
+                "seam.schema_version".to_string(),
+                SCHEMA_VERSION.to_string(),
+            ),
+        ]))
+        .build();
+    let mut buf = Vec::with_capacity(n * 64);
+    let mut writer = ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props)).map_err(perr)?;
+    writer.write(&sorted).map_err(perr)?;
+    writer.close().map_err(perr)?;
+    Ok((Bytes::from(buf), n as u64, min, max))
+}

@@ -1,0 +1,67 @@
+//! Query errors and how each reaches the user: the one table from error kind to HTTP status
+//! (and, with the PostgreSQL wire protocol, to SQLSTATE).
+
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+
+/// Why a statement did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement would change data, settings or touch files: seam's SQL is read-only.
+    #[error("statement refused: seam's SQL is read-only ({0})")]
+    Refused(String),
+    /// The SQL is malformed or names something that does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// The statement ran past the time limit.
+    #[error("query cancelled: it ran longer than the limit of {0:?}")]
+    Timeout(Duration),
+    /// The statement needed more memory than its limit.
+    #[error("query cancelled: it needed more memory than the limit ({0})")]
+    ResourcesExhausted(String),
+    /// Something failed inside seam.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// A short machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::Refused(_) => "refused",
+            QueryError::Invalid(_) => "invalid",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::ResourcesExhausted(_) => "resources_exhausted",
+            QueryError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status the API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            QueryError::Refused(_) => 403,
+            QueryError::Invalid(_) => 400,
+            QueryError::Timeout(_) => 408,
+            QueryError::ResourcesExhausted(_) => 400,
+            QueryError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        let root = e.find_root();
+        match root {
+            DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Execution(_)
+            | DataFusionError::Configuration(_)
+            | DataFusionError::ArrowError(..) => QueryError::Invalid(root.to_string()),
+            _ => QueryError::Internal(root.to_string()),
+        }
+    }
+}

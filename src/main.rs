@@ -1,0 +1,213 @@
+//! The `seam` command line.
+//!
+//! - `seam serve`: collector and query service in one process over a local data directory;
+//! - `seam query "SQL"`: runs SQL against a running server's API and prints the result.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use seam::config::{self, Overrides, SeamConfig};
+use seam::server::Server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seam",
+    version,
+    about = "Joins API gateway, integration and trace evidence into one SQL-queryable audit store."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive OTLP, store Parquet and serve SQL, all in one process.
+    Serve(ServeArgs),
+    /// Run one SQL statement against a running seam and print the result.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see seam.example.toml).
+    #[arg(long, env = "SEAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./seam-data].
+    #[arg(long, env = "SEAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long, env = "SEAM_OTLP_GRPC_ADDR")]
+    otlp_grpc_addr: Option<SocketAddr>,
+    /// Ingest HTTP listen address: OTLP/HTTP /v1/traces and /v1/logs [default: 127.0.0.1:4318].
+    #[arg(long, env = "SEAM_INGEST_HTTP_ADDR")]
+    ingest_http_addr: Option<SocketAddr>,
+    /// API listen address: POST /api/v1/sql, /health, /metrics [default: 127.0.0.1:7317].
+    #[arg(long, env = "SEAM_API_ADDR")]
+    api_addr: Option<SocketAddr>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log filter, e.g. `info` or `seam_collector=debug` [default: info].
+    #[arg(long, env = "SEAM_LOG")]
+    log_filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// The SQL statement; `-` reads it from standard input.
+    sql: String,
+    /// The server's API address.
+    #[arg(long, env = "SEAM_SERVER", default_value_t = format!("http://{}", config::DEFAULT_API))]
+    server: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Query(args) => query(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = SeamConfig::load(
+        args.config.as_deref(),
+        Overrides {
+            data_dir: args.data_dir,
+            otlp_grpc_addr: args.otlp_grpc_addr,
+            ingest_http_addr: args.ingest_http_addr,
+            api_addr: args.api_addr,
+        },
+    )?;
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(args.log_filter.as_deref().unwrap_or("info"))
+            .context("invalid --log-filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    runtime()?.block_on(async move {
+        let server = Server::start(cfg).await?;
+        let a = server.addrs();
+        println!(
+            "seam listening otlp_grpc={} ingest_http={} api={}",
+            a.otlp_grpc, a.ingest_http, a.api
+        );
+        wait_for_signal().await?;
+        tracing::info!("Shutting down: no new requests; flushing what was acknowledged.");
+        server.shutdown().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let sql = if args.sql == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read SQL from standard input")?;
+        s
+    } else {
+        args.sql
+    };
+    let format = match args.format {
+        OutputFormat::Table => "arrow",
+        OutputFormat::Csv => "csv",
+        OutputFormat::Json => "json",
+    };
+    let url = format!(
+        "{}/api/v1/sql?format={format}",
+        args.server.trim_end_matches('/')
+    );
+    runtime()?.block_on(async move {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(sql)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach seam at {}", args.server))?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("reading the response")?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            anyhow::bail!("query failed ({status}): {msg}");
+        }
+        let out = if format == "arrow" {
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+                    .context("decoding the result")?;
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<Result<Vec<_>, _>>()
+                .context("decoding the result")?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let table = if batches.is_empty() {
+                arrow::util::pretty::pretty_format_batches(&[
+                    arrow::record_batch::RecordBatch::new_empty(schema),
+                ])
+            } else {
+                arrow::util::pretty::pretty_format_batches(&batches)
+            }
+            .context("formatting the result")?;
+            format!(
+                "{table}\n({rows} row{})\n",
+                if rows == 1 { "" } else { "s" }
+            )
+        } else {
+            let mut s = String::from_utf8_lossy(&body).into_owned();
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
+            s
+        };
+        print!("{out}");
+        Ok(())
+    })
+}

@@ -1,0 +1,262 @@
+//! The all-in-one server behind `seam serve`.
+//!
+//! Takes a [`SeamConfig`]; gives a running [`Server`]: the collector's receivers (OTLP/gRPC
+//! and the ingest HTTP listener), the storage loop (flush, compaction) and the API listener
+//! (SQL over HTTP, `/health`, `/metrics`), all over one data directory. The collector's
+//! [`Storage`] is handed to the query service as its `TableSource`, so rows are queryable as
+//! soon as they are acknowledged.
+//!
+//! Shutdown order (backend before frontend): refuse new ingest requests with a retryable
+//! status, let in-flight requests finish and close the receivers, flush every table to
+//! Parquet and publish the manifests, then stop the API listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use seam_collector::Collector;
+use seam_collector::persist::Storage;
+use seam_collector::telemetry::Metrics;
+use seam_query::QueryService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::SeamConfig;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be created or opened.
+    #[error("cannot use data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storage failed to open.
+    #[error(transparent)]
+    Storage(#[from] seam_collector::persist::StorageError),
+    /// The query service failed to start.
+    #[error(transparent)]
+    Query(#[from] seam_query::QueryError),
+    /// The final flush failed: some acknowledged rows could not be written.
+    #[error("final flush failed: {0}")]
+    FinalFlush(String),
+}
+
+/// The addresses the listeners are bound to (useful with port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// Ingest HTTP (OTLP/HTTP).
+    pub ingest_http: SocketAddr,
+    /// API (SQL, health, metrics).
+    pub api: SocketAddr,
+}
+
+/// A running seam.
+#[derive(Debug)]
+pub struct Server {
+    addrs: BoundAddrs,
+    collector: Arc<Collector>,
+    storage: Arc<Storage>,
+    query: Arc<QueryService>,
+    stop_receivers: watch::Sender<bool>,
+    stop_storage: watch::Sender<bool>,
+    stop_api: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    storage_task: JoinHandle<()>,
+    api_task: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+impl Server {
+    /// Opens the data directory, binds every listener and starts serving.
+    ///
+    /// # Errors
+    /// See [`ServerError`].
+    pub async fn start(cfg: SeamConfig) -> Result<Self, ServerError> {
+        let dir_err = |reason: String| ServerError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let data_dir = std::fs::canonicalize(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            LocalFileSystem::new_with_prefix(&data_dir).map_err(|e| dir_err(e.to_string()))?,
+        );
+        let base_url = url::Url::from_directory_path(&data_dir)
+            .map_err(|_| dir_err("not an absolute path".into()))?;
+
+        let metrics = Arc::new(Metrics::default());
+        let storage = Storage::open(store, cfg.storage.clone(), Arc::clone(&metrics)).await?;
+        let orphans = storage.remove_orphans().await?;
+        if orphans > 0 {
+            tracing::warn!(orphans, "Removed files that no manifest listed.");
+        }
+        let collector = Arc::new(Collector::new(
+            Arc::clone(&storage),
+            Arc::clone(&metrics),
+            cfg.limits.clone(),
+        ));
+        let query = Arc::new(QueryService::new(
+            Arc::clone(&storage) as Arc<dyn seam_schemas::source::TableSource>,
+            base_url.as_str(),
+            cfg.query.clone(),
+        )?);
+
+        let grpc_l = bind("--otlp-grpc-addr", cfg.listen.otlp_grpc_addr).await?;
+        let http_l = bind("--ingest-http-addr", cfg.listen.ingest_http_addr).await?;
+        let api_l = bind("--api-addr", cfg.listen.api_addr).await?;
+        let local = |l: &TcpListener, what, addr| {
+            l.local_addr()
+                .map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let addrs = BoundAddrs {
+            otlp_grpc: local(&grpc_l, "--otlp-grpc-addr", cfg.listen.otlp_grpc_addr)?,
+            ingest_http: local(&http_l, "--ingest-http-addr", cfg.listen.ingest_http_addr)?,
+            api: local(&api_l, "--api-addr", cfg.listen.api_addr)?,
+        };
+
+        let (stop_receivers, rx_recv) = watch::channel(false);
+        let (stop_storage, rx_storage) = watch::channel(false);
+        let (stop_api, rx_api) = watch::channel(false);
+
+        let grpc = {
+            let c = Arc::clone(&collector);
+            let stop = stopped(rx_recv.clone());
+            tokio::spawn(async move {
+                if let Err(e) = seam_collector::receive::otlp_grpc::serve(c, grpc_l, stop).await {
+                    tracing::error!(error = %e, "OTLP/gRPC receiver failed.");
+                }
+            })
+        };
+        let http = {
+            let router = seam_collector::receive::otlp_http::router(Arc::clone(&collector));
+            let stop = stopped(rx_recv);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(http_l, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "Ingest HTTP listener failed.");
+                }
+            })
+        };
+        let storage_task = {
+            let s = Arc::clone(&storage);
+            tokio::spawn(s.run(stopped(rx_storage)))
+        };
+        let api_task = {
+            let m = Arc::clone(&metrics);
+            let q = Arc::clone(&query);
+            let metrics_route = get(move || {
+                let text = format!("{}{}", m.render(), q.metrics_text());
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response()
+                }
+            });
+            let router = Router::new()
+                .route("/metrics", metrics_route)
+                .merge(seam_query::http::router(Arc::clone(&query)));
+            let stop = stopped(rx_api);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(api_l, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "API listener failed.");
+                }
+            })
+        };
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            otlp_grpc = %addrs.otlp_grpc,
+            ingest_http = %addrs.ingest_http,
+            api = %addrs.api,
+            "seam is serving."
+        );
+        Ok(Self {
+            addrs,
+            collector,
+            storage,
+            query,
+            stop_receivers,
+            stop_storage,
+            stop_api,
+            receivers: vec![grpc, http],
+            storage_task,
+            api_task,
+        })
+    }
+
+    /// Where the listeners are bound.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// The query service (for in-process callers such as tests and benchmarks).
+    pub fn query(&self) -> &Arc<QueryService> {
+        &self.query
+    }
+
+    /// Stops in order: refuse new ingest, finish in-flight requests, flush everything
+    /// acknowledged to Parquet, stop the API.
+    ///
+    /// # Errors
+    /// [`ServerError::FinalFlush`] when rows could not be written.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.collector.close();
+        let _ = self.stop_receivers.send(true);
+        for t in self.receivers {
+            let _ = t.await;
+        }
+        let _ = self.stop_storage.send(true);
+        let _ = self.storage_task.await;
+        let left = self.storage.buffered_rows();
+        let _ = self.stop_api.send(true);
+        let _ = self.api_task.await;
+        if left > 0 {
+            return Err(ServerError::FinalFlush(format!(
+                "{left} acknowledged rows could not be written to Parquet"
+            )));
+        }
+        tracing::info!("seam stopped; everything acknowledged is in Parquet.");
+        Ok(())
+    }
+}
