@@ -1,1 +1,122 @@
-//! placeholder
+//! Seeded generators shared by seam's benchmarks: realistic OTLP payloads (random 16-byte
+//! trace ids and 8-byte span ids, UUID-like correlation ids, attribute sets like the shared
+//! samples' Mule and client spans). Deterministic for a given seed, no external RNG crate.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+/// A small, fast, seeded generator (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// A UUID-shaped random id.
+    pub fn uuid(&mut self) -> String {
+        let h = hex(&self.bytes(16));
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A trace export request of `spans` spans in batches shaped like a Mule runtime's export:
+/// one resource, one scope, server/flow/requester spans with the legacy HTTP attributes.
+pub fn trace_request(rng: &mut Rng, spans: usize) -> ExportTraceServiceRequest {
+    let base = 1_730_798_043_000_000_000u64;
+    let spans = (0..spans)
+        .map(|i| {
+            let start = base + i as u64 * 1_000_000;
+            let corr = rng.uuid();
+            let status = if i % 10 == 0 { "401" } else { "200" };
+            Span {
+                trace_id: rng.bytes(16),
+                span_id: rng.bytes(8),
+                parent_span_id: rng.bytes(8),
+                name: "GET /api/*".into(),
+                kind: 2,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 160_000_000,
+                attributes: vec![
+                    kv("correlation.id", &corr),
+                    kv("location", "orders-papi-main"),
+                    kv("thread.start.id", "118"),
+                    kv("thread.start.name", "[MuleRuntime].uber.03: [orders-papi-prd].orders-papi-main.CPU_LITE @4f1a2b3c"),
+                    kv("http.method", "GET"),
+                    kv("http.flavor", "1.1"),
+                    kv("http.target", "/api/orders/ORD-1001"),
+                    kv("http.route", "/api/*"),
+                    kv("http.scheme", "http"),
+                    kv("http.user_agent", "acme-erp-connector/4.2.1 Java-http-client/17.0.9"),
+                    kv("http.status_code", status),
+                    kv("http.request.header.authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+                ],
+                status: Some(Status::default()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "orders-papi-prd"),
+                    kv("telemetry.sdk.language", "java"),
+                    kv("telemetry.sdk.name", "opentelemetry"),
+                    kv("telemetry.sdk.version", "1.43.0"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "mule-tracer".into(),
+                    version: "1.0.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}

@@ -733,8 +733,12 @@ fn adapt(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::
     RecordBatch::try_new(schema.clone(), cols)
 }
 
-/// Sorts a batch by `time` and encodes it as Parquet. Returns bytes, rows, min and max time.
-fn encode_parquet(
+/// Sorts a batch by `time` and encodes it as Parquet with seam's writer settings. Returns
+/// bytes, rows, min and max time. `path` only names the file in errors.
+///
+/// # Errors
+/// A batch without a `time` column, or an encoder failure.
+pub fn encode_parquet(
     table: &str,
     path: &str,
     batch: RecordBatch,

@@ -1,1 +1,14 @@
-//! e2e
+//! seam's integration tests: one binary, one module per topic. Every test starts real
+//! servers on 127.0.0.1 port 0 (in process, or the real `seam` binary) and talks to them with
+//! real clients: the `opentelemetry-otlp` exporters, HTTP, `seam query`, and pyarrow.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests fail loudly, like the tests"
+)]
+
+mod binary;
+mod otlp_grpc;
+mod otlp_http;
+mod sql_api;
+mod support;

@@ -1,0 +1,86 @@
+//! The in-process stack: `seam::server::Server` on loopback port 0 over a temporary data
+//! directory, and the helpers tests use against it.
+
+use std::time::Duration;
+
+use seam::config::SeamConfig;
+use seam::server::{BoundAddrs, Server};
+use tempfile::TempDir;
+
+pub use seam_tests::{count, sample, scalar, sql, sql_raw, wait_until};
+
+/// How long tests wait for data to become visible.
+pub const VISIBLE: Duration = Duration::from_secs(20);
+
+/// A running seam over a temporary directory.
+pub struct Stack {
+    pub server: Option<Server>,
+    pub dir: TempDir,
+    pub addrs: BoundAddrs,
+}
+
+/// A configuration for tests: loopback port 0 everywhere, data in `dir`.
+pub fn test_config(dir: &std::path::Path) -> SeamConfig {
+    let mut cfg = SeamConfig {
+        data_dir: dir.to_path_buf(),
+        ..SeamConfig::default()
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    cfg.listen.otlp_grpc_addr = any;
+    cfg.listen.ingest_http_addr = any;
+    cfg.listen.api_addr = any;
+    cfg
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut SeamConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let server = Server::start(cfg).await.unwrap();
+        let addrs = server.addrs();
+        Self {
+            server: Some(server),
+            dir,
+            addrs,
+        }
+    }
+
+    pub fn api(&self) -> String {
+        self.addrs.api.to_string()
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.ingest_http)
+    }
+
+    /// Stops gracefully and hands back the data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+        self.dir
+    }
+}
+
+/// Waits until `query` (a count) returns `expected`.
+pub async fn wait_count(api: &str, query: &str, expected: i64) -> i64 {
+    let api = api.to_string();
+    let q = query.to_string();
+    wait_until(&format!("{query} = {expected}"), VISIBLE, || {
+        let api = api.clone();
+        let q = q.clone();
+        async move {
+            match count(&api, &q).await {
+                Ok(n) if n == expected => Some(n),
+                _ => None,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
