@@ -3,8 +3,9 @@
 //! Takes a [`TableSource`] snapshot (Parquet files from the manifest plus recent in-memory
 //! batches); gives an execution plan that unions a Parquet scan of the files whose
 //! `[min_time, max_time]` overlaps the query's `time` filters with a memory scan of the
-//! recent batches. Filters are also handed to the Parquet scan for row-group and page
-//! pruning (statistics, page index, bloom filters on `trace_id` and `correlation_id`).
+//! recent batches. The filters stay above the scan (they are inexact), and DataFusion's
+//! physical optimiser pushes them into the Parquet reader for row-group and page pruning
+//! (statistics, page index, bloom filters on `trace_id` and `correlation_id`).
 
 use std::sync::Arc;
 
@@ -12,10 +13,11 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
@@ -24,6 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use seam_schemas::columns;
+use seam_schemas::layout::FileEntry;
 use seam_schemas::source::TableSource;
 
 /// One seam table as DataFusion sees it.
@@ -86,17 +89,7 @@ impl TableProvider for SeamTable {
             .filter(|f| f.max_time_ns >= lo && f.min_time_ns <= hi)
             .collect();
         if !files.is_empty() {
-            let urls = files
-                .iter()
-                .map(|f| ListingTableUrl::parse(format!("{}{}", self.base_url, f.path)))
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(self.schema.clone());
-            let table = ListingTable::try_new(config)?;
-            plans.push(table.scan(state, projection, filters, limit).await?);
+            plans.push(self.parquet_scan(state, &files, projection, limit).await?);
         }
         if !snap.recent.is_empty() {
             let mem = MemTable::try_new(self.schema.clone(), vec![snap.recent])?;
@@ -110,6 +103,39 @@ impl TableProvider for SeamTable {
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         UnionExec::try_new(plans)
+    }
+}
+
+impl SeamTable {
+    /// A Parquet scan of exactly the listed files (sizes from the manifest, no listing or
+    /// HEAD request per query). A listed file that is missing fails the query instead of
+    /// silently reading as empty.
+    async fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        files: &[&FileEntry],
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let base = ListingTableUrl::parse(&self.base_url)?;
+        let groups = state.config().target_partitions().max(1).min(files.len());
+        let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+        for (i, f) in files.iter().enumerate() {
+            let location = format!(
+                "{}/{}",
+                base.prefix().as_ref().trim_end_matches('/'),
+                f.path
+            );
+            file_groups[i % groups].push(PartitionedFile::new(location, f.size));
+        }
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let config = FileScanConfigBuilder::new(base.object_store(), source)
+            .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
     }
 }
 
@@ -218,5 +244,59 @@ mod tests {
             time_bounds(&[col("end_time").gt(ts(5))]),
             (i64::MIN, i64::MAX)
         );
+    }
+}
+
+#[cfg(test)]
+mod pruning_tests {
+    use std::sync::Arc;
+
+    use seam_schemas::layout::FileEntry;
+    use seam_schemas::source::{TableSnapshot, TableSource};
+
+    use crate::{QueryConfig, QueryService};
+
+    /// Lists one file that does not exist, holding rows of 2020-01-01. A query whose time
+    /// filter excludes it must not open it; one that includes it must try to.
+    #[derive(Debug)]
+    struct OneMissingFile;
+
+    impl TableSource for OneMissingFile {
+        fn snapshot(&self, table: &str) -> TableSnapshot {
+            let day = 1_577_836_800_000_000_000_i64;
+            TableSnapshot {
+                files: vec![FileEntry {
+                    path: format!("tables/{table}/date=2020-01-01/hour=00/missing.parquet"),
+                    size: 1000,
+                    rows: 10,
+                    min_time_ns: day,
+                    max_time_ns: day + 3_600_000_000_000 - 1,
+                    level: 0,
+                }],
+                recent: Vec::new(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn time_filters_skip_files_outside_the_range() {
+        let dir = std::env::temp_dir();
+        let url = format!("file://{}/seam-pruning-test-nonexistent/", dir.display());
+        let q = QueryService::new(Arc::new(OneMissingFile), &url, QueryConfig::default()).unwrap();
+        let r = q
+            .execute("SELECT count(*) FROM spans WHERE time >= '2024-11-05T00:00:00Z'")
+            .await
+            .unwrap();
+        assert_eq!(r.num_rows(), 1);
+        let r = q
+            .execute("SELECT trace_id FROM spans WHERE time < '2019-12-31T00:00:00Z'")
+            .await
+            .unwrap();
+        assert_eq!(r.num_rows(), 0);
+        let err = q
+            .execute("SELECT trace_id FROM spans WHERE time >= '2020-01-01T00:30:00Z'")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("missing.parquet"), "{err}");
     }
 }

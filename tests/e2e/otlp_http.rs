@@ -349,3 +349,92 @@ async fn bad_requests_get_documented_statuses_and_the_server_keeps_serving() {
     assert!(metrics.contains("outcome=\"too_large\""), "{metrics}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_with_retryable_statuses() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    // A buffer too small for the sample: every export is pushed back, nothing is stored.
+    let stack = Stack::start_with(|c| c.storage.max_buffer_bytes = 1024).await;
+    let resp = reqwest::Client::new()
+        .post(stack.http_url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body(sample("otlp-traces.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("overloaded"), "{body}");
+
+    let json = sample("otlp-traces.json");
+    let req: ExportTraceServiceRequest = serde_json::from_slice(&json).unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", stack.addrs.otlp_grpc))
+        .await
+        .unwrap();
+    let err = client.export(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        count(&stack.api(), "SELECT count(*) FROM spans")
+            .await
+            .unwrap(),
+        0
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frequent_flushes_are_compacted_into_one_file_per_hour() {
+    let stack = Stack::start_with(|c| {
+        c.storage.flush_interval = std::time::Duration::from_millis(50);
+        c.storage.compaction_fanout = 4;
+        c.storage.compaction_idle = std::time::Duration::from_millis(300);
+        c.storage.delete_grace = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let url = stack.http_url("/v1/traces");
+    let body = sample("otlp-traces.json");
+    for i in 0..12 {
+        let (s, _, _) = post(&url, "application/json", None, body.clone()).await;
+        assert_eq!(s, 200);
+        // Let each request become its own flush.
+        let api = stack.api();
+        let want = 20 * (i + 1);
+        wait_count(&api, "SELECT count(*) FROM spans", want).await;
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    }
+    let manifest = stack.dir.path().join("tables/spans/_manifest.json");
+    let files = wait_until("compaction to one file", VISIBLE, || {
+        let manifest = manifest.clone();
+        async move {
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&manifest).ok()?).ok()?;
+            let files = m["files"].as_array()?.clone();
+            (files.len() == 1).then_some(files)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(files[0]["rows"], 240);
+    assert!(files[0]["level"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        count(&stack.api(), "SELECT count(*) FROM spans")
+            .await
+            .unwrap(),
+        240
+    );
+    // Replaced files are deleted after the grace period.
+    let dir = stack
+        .dir
+        .path()
+        .join("tables/spans/date=2024-11-05/hour=09");
+    wait_until("replaced files to be deleted", VISIBLE, || {
+        let dir = dir.clone();
+        async move { (std::fs::read_dir(&dir).ok()?.count() == 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    stack.stop().await;
+}
