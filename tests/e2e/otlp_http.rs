@@ -388,10 +388,10 @@ async fn overload_is_answered_with_retryable_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frequent_flushes_are_compacted_into_one_file_per_hour() {
     let stack = Stack::start_with(|c| {
-        c.storage.flush_interval = std::time::Duration::from_millis(50);
+        c.storage.flush_interval = Duration::from_millis(50);
         c.storage.compaction_fanout = 4;
-        c.storage.compaction_idle = std::time::Duration::from_millis(300);
-        c.storage.delete_grace = std::time::Duration::from_millis(100);
+        c.storage.compaction_idle = Duration::from_millis(300);
+        c.storage.delete_grace = Duration::from_millis(100);
     })
     .await;
     let url = stack.http_url("/v1/traces");
@@ -403,7 +403,7 @@ async fn frequent_flushes_are_compacted_into_one_file_per_hour() {
         let api = stack.api();
         let want = 20 * (i + 1);
         wait_count(&api, "SELECT count(*) FROM spans", want).await;
-        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
     }
     let manifest = stack.dir.path().join("tables/spans/_manifest.json");
     let files = wait_until("compaction to one file", VISIBLE, || {
