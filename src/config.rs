@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use seam_collector::config::{LimitsConfig, StorageConfig};
+use seam_collector::wal::WalConfig;
 use seam_query::QueryConfig;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,8 @@ pub struct SeamConfig {
     pub listen: ListenConfig,
     /// Receiver limits.
     pub limits: LimitsConfig,
+    /// Write-ahead log.
+    pub wal: WalConfig,
     /// Flushing and compaction.
     pub storage: StorageConfig,
     /// Query limits.
@@ -73,6 +76,7 @@ impl Default for SeamConfig {
             data_dir: PathBuf::from("./seam-data"),
             listen: ListenConfig::default(),
             limits: LimitsConfig::default(),
+            wal: WalConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
         }
@@ -172,6 +176,7 @@ impl SeamConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.wal.validate().map_err(ConfigError::Invalid)?;
         self.query.validate().map_err(ConfigError::Invalid)?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));

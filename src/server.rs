@@ -22,6 +22,7 @@ use object_store::local::LocalFileSystem;
 use seam_collector::Collector;
 use seam_collector::persist::Storage;
 use seam_collector::telemetry::Metrics;
+use seam_collector::wal::{Wal, WalError};
 use seam_query::QueryService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] seam_collector::persist::StorageError),
+    /// The write-ahead log could not be replayed or opened.
+    #[error(transparent)]
+    Wal(#[from] WalError),
     /// The query service failed to start.
     #[error(transparent)]
     Query(#[from] seam_query::QueryError),
@@ -78,6 +82,7 @@ pub struct BoundAddrs {
 pub struct Server {
     addrs: BoundAddrs,
     collector: Arc<Collector>,
+    wal: Arc<Wal>,
     storage: Arc<Storage>,
     query: Arc<QueryService>,
     stop_receivers: watch::Sender<bool>,
@@ -122,8 +127,21 @@ impl Server {
         if orphans > 0 {
             tracing::warn!(orphans, "Removed files that no manifest listed.");
         }
-        let collector = Arc::new(Collector::new(
+        let (wal, replay) = Wal::open(
+            data_dir.join("wal"),
+            cfg.wal.clone(),
             Arc::clone(&storage),
+            Arc::clone(&metrics),
+        )?;
+        if replay.replayed_rows > 0 {
+            tracing::info!(
+                rows = replay.replayed_rows,
+                entries = replay.replayed_entries,
+                "Replayed acknowledged rows that had not reached Parquet."
+            );
+        }
+        let collector = Arc::new(Collector::new(
+            Arc::clone(&wal),
             Arc::clone(&metrics),
             cfg.limits.clone(),
         ));
@@ -214,6 +232,7 @@ impl Server {
         Ok(Self {
             addrs,
             collector,
+            wal,
             storage,
             query,
             stop_receivers,
@@ -246,6 +265,7 @@ impl Server {
         for t in self.receivers {
             let _ = t.await;
         }
+        self.wal.close().await;
         let _ = self.stop_storage.send(true);
         let _ = self.storage_task.await;
         let left = self.storage.buffered_rows();
@@ -253,7 +273,8 @@ impl Server {
         let _ = self.api_task.await;
         if left > 0 {
             return Err(ServerError::FinalFlush(format!(
-                "{left} acknowledged rows could not be written to Parquet"
+                "{left} acknowledged rows could not be written to Parquet; they are safe in \
+                 the write-ahead log and will be replayed at the next start"
             )));
         }
         tracing::info!("seam stopped; everything acknowledged is in Parquet.");

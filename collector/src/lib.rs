@@ -1,17 +1,18 @@
 //! seam's collector: OTLP in, Parquet out.
 //!
 //! ```text
-//!  OTLP gRPC ─┐                                                        ┌─▶ TableSource (recent rows + files) ─▶ query
-//!  OTLP HTTP ─┴─▶ receive ─▶ decode ─▶ normalise ─▶ buffer ─▶ persist ─┤
-//!                 (edge,     (bytes →   (records,    (Arrow    (memory, └─▶ Parquet + manifest (object_store)
-//!                  limits)    protos)    redaction)   batches)  flush, compaction)
+//!            ◀──────────────── ack once the WAL append is fsynced ────────────┐
+//!  OTLP gRPC ─┐                                                                ┌─▶ TableSource (recent rows + files) ─▶ query
+//!  OTLP HTTP ─┴─▶ receive ─▶ decode ─▶ normalise ─▶ buffer ─▶ wal ─▶ persist ─┤
+//!                 (edge,     (bytes →   (records,    (Arrow    (group  (memory, └─▶ Parquet + manifest (object_store)
+//!                  limits)    protos)    redaction)   batches)  commit) flush, compaction)
 //! ```
 //!
 //! Takes OTLP export requests from [`receive`]; gives rows in the `spans` and `logs` tables
 //! through [`persist::Storage`], which is also the [`seam_schemas::source::TableSource`] the
-//! query service reads. The write-ahead log that makes acknowledged rows survive a crash sits
-//! between buffer and persist (issue "Never lose what was acknowledged"); until it lands, rows
-//! accepted but not yet flushed live in memory and are flushed on a graceful stop.
+//! query service reads. Between buffer and persist sits the [`wal`]: a request is
+//! acknowledged only once its rows are fsynced there, and a restart replays what had not yet
+//! reached Parquet.
 
 pub mod buffer;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod normalise;
 pub mod persist;
 pub mod receive;
 pub mod telemetry;
+pub mod wal;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +35,8 @@ use seam_schemas::tables;
 use crate::config::LimitsConfig;
 use crate::decode::Encoding;
 use crate::error::IngestError;
-use crate::persist::Storage;
 use crate::telemetry::Metrics;
+use crate::wal::Wal;
 
 /// How a request arrived, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +70,7 @@ pub struct Outcome {
 /// The ingest side of seam: validates, normalises and stores what receivers hand it.
 #[derive(Debug)]
 pub struct Collector {
-    storage: Arc<Storage>,
+    wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     limits: LimitsConfig,
     closing: AtomicBool,
@@ -82,10 +84,10 @@ fn now_ns() -> i64 {
 }
 
 impl Collector {
-    /// A collector storing into `storage`.
-    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, limits: LimitsConfig) -> Self {
+    /// A collector that makes records durable in `wal` (which hands them to storage).
+    pub fn new(wal: Arc<Wal>, metrics: Arc<Metrics>, limits: LimitsConfig) -> Self {
         Self {
-            storage,
+            wal,
             metrics,
             limits,
             closing: AtomicBool::new(false),
@@ -170,7 +172,7 @@ impl Collector {
     ///
     /// # Errors
     /// Retryable when seam is overloaded or shutting down.
-    pub fn ingest_traces(
+    pub async fn ingest_traces(
         &self,
         req: ExportTraceServiceRequest,
         t: Transport,
@@ -179,11 +181,13 @@ impl Collector {
         let ingest = now_ns();
         let n = normalise::spans(req);
         let received = n.records.len() as u64 + n.rejected;
-        let out = self.store(
-            tables::spans::TABLE,
-            || buffer::spans_batch(&n.records, ingest),
-            &n,
-        );
+        let out = self
+            .store(
+                tables::spans::TABLE,
+                || buffer::spans_batch(&n.records, ingest),
+                &n,
+            )
+            .await;
         self.finish("spans", t, received, out)
     }
 
@@ -191,7 +195,7 @@ impl Collector {
     ///
     /// # Errors
     /// Retryable when seam is overloaded or shutting down.
-    pub fn ingest_logs(
+    pub async fn ingest_logs(
         &self,
         req: ExportLogsServiceRequest,
         t: Transport,
@@ -200,17 +204,19 @@ impl Collector {
         let ingest = now_ns();
         let n = normalise::logs(req, ingest);
         let received = n.records.len() as u64 + n.rejected;
-        let out = self.store(
-            tables::logs::TABLE,
-            || buffer::logs_batch(&n.records, ingest),
-            &n,
-        );
+        let out = self
+            .store(
+                tables::logs::TABLE,
+                || buffer::logs_batch(&n.records, ingest),
+                &n,
+            )
+            .await;
         self.finish("logs", t, received, out)
     }
 
-    fn store<T>(
+    async fn store<T>(
         &self,
-        table: &str,
+        table: &'static str,
         build: impl FnOnce() -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
         n: &normalise::Normalised<T>,
     ) -> Result<Outcome, IngestError> {
@@ -218,7 +224,7 @@ impl Collector {
             let batch = build().map_err(|e| {
                 IngestError::InvalidPayload(format!("records could not be stored: {e}"))
             })?;
-            self.storage.append(table, batch)?;
+            self.wal.append(table, batch).await?;
         }
         Ok(Outcome {
             accepted: n.records.len() as u64,

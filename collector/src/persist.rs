@@ -116,6 +116,10 @@ type Result<T, E = StorageError> = std::result::Result<T, E>;
 struct TableState {
     schema: SchemaRef,
     recent: Vec<RecordBatch>,
+    /// WAL sequence number of each batch in `recent` (same order; increasing).
+    recent_seqs: Vec<u64>,
+    /// Highest WAL sequence number whose rows are all in listed files.
+    wal_seq: u64,
     recent_rows: usize,
     recent_bytes: usize,
     files: Vec<FileEntry>,
@@ -163,7 +167,7 @@ impl Storage {
     ) -> Result<Arc<Self>> {
         let mut tables = BTreeMap::new();
         for def in tables::all() {
-            let files = load_manifest(&store, def.name).await?;
+            let (files, wal_seq) = load_manifest(&store, def.name).await?;
             metrics.set(
                 telemetry::TABLE_FILES,
                 &[("table", def.name)],
@@ -174,6 +178,8 @@ impl Storage {
                 Mutex::new(TableState {
                     schema: def.schema,
                     recent: Vec::new(),
+                    recent_seqs: Vec::new(),
+                    wal_seq,
                     recent_rows: 0,
                     recent_bytes: 0,
                     files,
@@ -200,21 +206,12 @@ impl Storage {
         self.tables.get(name)
     }
 
-    /// Accepts a batch into `table`'s in-memory rows; visible to queries on return.
+    /// Checks that `size` more bytes of unflushed rows fit in the memory budget.
     ///
     /// # Errors
     /// [`IngestError::Overloaded`] (retryable) when unflushed rows already hold
-    /// `max_buffer_bytes`.
-    pub fn append(&self, table: &str, batch: RecordBatch) -> Result<(), IngestError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let Some(t) = self.table(table) else {
-            return Err(IngestError::InvalidPayload(format!(
-                "unknown table {table}"
-            )));
-        };
-        let size = batch.get_array_memory_size();
+    /// `max_buffer_bytes`; the flusher is woken.
+    pub fn admit(&self, size: usize) -> Result<(), IngestError> {
         let held = self.buffered_bytes.load(Ordering::Relaxed);
         if held + size > self.config.max_buffer_bytes {
             self.flush_wanted.notify_one();
@@ -222,11 +219,27 @@ impl Storage {
                 "{held} bytes of accepted rows are waiting to be written to Parquet"
             )));
         }
+        Ok(())
+    }
+
+    /// Adds a batch that is durable in the WAL under `seq` to `table`'s in-memory rows;
+    /// visible to queries on return. Batches of one table must arrive in increasing `seq`
+    /// order (the WAL writer and replay guarantee it). A batch whose `seq` is already in
+    /// Parquet (replay after a crash that followed the flush) is ignored.
+    pub fn push_recent(&self, table: &str, batch: RecordBatch, seq: u64) {
+        let Some(t) = self.table(table) else {
+            return;
+        };
+        let size = batch.get_array_memory_size();
         let rows = {
             let mut st = lock(t);
+            if seq <= st.wal_seq {
+                return;
+            }
             st.recent_rows += batch.num_rows();
             st.recent_bytes += size;
             st.recent.push(batch);
+            st.recent_seqs.push(seq);
             st.recent_rows
         };
         let total = self.buffered_bytes.fetch_add(size, Ordering::Relaxed) + size;
@@ -237,7 +250,15 @@ impl Storage {
         if rows >= self.config.flush_rows {
             self.flush_wanted.notify_one();
         }
-        Ok(())
+    }
+
+    /// For every table, the highest WAL sequence number whose rows are all in Parquet files
+    /// listed in a manifest: WAL entries at or below it are no longer needed.
+    pub fn wal_watermarks(&self) -> BTreeMap<&'static str, u64> {
+        self.tables
+            .iter()
+            .map(|(name, t)| (*name, lock(t).wal_seq))
+            .collect()
     }
 
     /// Names of all tables.
@@ -286,6 +307,8 @@ impl Storage {
         let freed = {
             let mut st = lock(t);
             let drained: Vec<RecordBatch> = st.recent.drain(..taken).collect();
+            let flushed_seq = st.recent_seqs.drain(..taken).max().unwrap_or(0);
+            st.wal_seq = st.wal_seq.max(flushed_seq);
             let freed: usize = drained.iter().map(|b| b.get_array_memory_size()).sum();
             st.recent_rows -= drained.iter().map(|b| b.num_rows()).sum::<usize>();
             st.recent_bytes -= freed;
@@ -382,6 +405,7 @@ impl Storage {
                 version: MANIFEST_VERSION,
                 table: table.to_string(),
                 schema_version: SCHEMA_VERSION,
+                wal_seq: st.wal_seq,
                 files: st.files.clone(),
             }
         };
@@ -595,7 +619,7 @@ impl TableSource for Storage {
     }
 }
 
-async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Vec<FileEntry>> {
+async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<(Vec<FileEntry>, u64)> {
     let path = Path::from(layout::manifest_path(table));
     match store.get(&path).await {
         Ok(r) => {
@@ -614,7 +638,7 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Vec<
                     ),
                 });
             }
-            Ok(m.files)
+            Ok((m.files, m.wal_seq))
         }
         Err(object_store::Error::NotFound { .. }) => {
             let prefix = Path::from(format!("{}/{table}", layout::TABLES_DIR));
@@ -632,7 +656,7 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Vec<
                     manifest: path.to_string(),
                 });
             }
-            Ok(Vec::new())
+            Ok((Vec::new(), 0))
         }
         Err(e) => Err(os_err(&path, e)),
     }
@@ -717,7 +741,13 @@ fn time_column(batch: &RecordBatch) -> Option<&TimestampNanosecondArray> {
 }
 
 /// Makes `batch` match `schema`: columns by name, missing ones as NULL, other types cast.
-fn adapt(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+///
+/// # Errors
+/// A column that cannot be cast.
+pub fn adapt(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     if batch.schema().fields() == schema.fields() {
         return RecordBatch::try_new(schema.clone(), batch.columns().to_vec());
     }

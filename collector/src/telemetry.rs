@@ -33,6 +33,25 @@ pub const BUFFERED_BYTES: &str = "seam_buffered_bytes";
 /// Files listed in a table's manifest, by `table` (gauge).
 pub const TABLE_FILES: &str = "seam_table_files";
 
+/// Bytes appended to the write-ahead log.
+pub const WAL_BYTES: &str = "seam_wal_bytes_total";
+/// Group commits (one write, one fsync, many requests).
+pub const WAL_GROUPS: &str = "seam_wal_group_commits_total";
+/// fsync calls of the write-ahead log.
+pub const WAL_FSYNCS: &str = "seam_wal_fsyncs_total";
+/// Time spent in write-ahead log fsync calls.
+pub const WAL_FSYNC_SECONDS: &str = "seam_wal_fsync_seconds_total";
+/// Failed write-ahead log writes (the requests got a retryable error).
+pub const WAL_WRITE_ERRORS: &str = "seam_wal_write_errors_total";
+/// Appends waiting for the writer (gauge).
+pub const WAL_QUEUE_DEPTH: &str = "seam_wal_queue_depth";
+/// Segments on disk (gauge).
+pub const WAL_SEGMENTS: &str = "seam_wal_segments";
+/// Torn tails cut at start.
+pub const WAL_TORN_TAILS: &str = "seam_wal_torn_tails_total";
+/// Corrupt segments quarantined at start.
+pub const WAL_QUARANTINED: &str = "seam_wal_quarantined_segments_total";
+
 /// Name, type and help of every metric the collector exports.
 pub const METRICS: &[(&str, &str, &str)] = &[
     (
@@ -103,6 +122,13 @@ impl Metrics {
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], by: u64) {
         if let Ok(mut m) = self.values.lock() {
             *m.entry((name, labels(pairs))).or_insert(0.0) += by as f64;
+        }
+    }
+
+    /// Adds a fractional amount (seconds) to a counter.
+    pub fn add_f(&self, name: &'static str, pairs: &[(&str, &str)], by: f64) {
+        if let Ok(mut m) = self.values.lock() {
+            *m.entry((name, labels(pairs))).or_insert(0.0) += by;
         }
     }
 

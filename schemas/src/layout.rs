@@ -50,6 +50,10 @@ pub struct Manifest {
     pub table: String,
     /// Schema version ([`crate::SCHEMA_VERSION`]) of the newest writer.
     pub schema_version: u32,
+    /// Highest write-ahead-log sequence number whose rows are all in the listed files; WAL
+    /// entries at or below it are skipped on replay (so no row is stored twice).
+    #[serde(default)]
+    pub wal_seq: u64,
     /// Every file of the table.
     pub files: Vec<FileEntry>,
 }

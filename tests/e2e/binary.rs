@@ -10,23 +10,35 @@ use crate::support::*;
 
 const SEAM: &str = env!("CARGO_BIN_EXE_seam");
 
-struct Running {
-    child: Child,
-    api: String,
-    http: String,
+pub struct Running {
+    pub child: Child,
+    pub api: String,
+    pub http: String,
+    pub grpc: String,
 }
 
 fn spawn(data_dir: &Path) -> Running {
+    spawn_with(data_dir, "")
+}
+
+/// Starts `seam serve`, setting each listener a different way: the gRPC address in a config
+/// file, the API address through `SEAM_API_ADDR`, the ingest address and the data directory
+/// by flag (the flag beats the file's `data_dir`). `extra_toml` is appended to the file.
+pub fn spawn_with(data_dir: &Path, extra_toml: &str) -> Running {
+    let config = data_dir.with_extension("toml");
+    let text = format!(
+        "data_dir = \"/nonexistent/overridden-by-flag\"\n\
+         [listen]\notlp_grpc_addr = \"127.0.0.1:0\"\n{extra_toml}"
+    );
+    std::fs::write(&config, text).unwrap();
     let mut child = Command::new(SEAM)
-        .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0"])
-        .args([
-            "--ingest-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--ingest-http-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
+        .env("SEAM_API_ADDR", "127.0.0.1:0")
         .env("SEAM_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -44,6 +56,7 @@ fn spawn(data_dir: &Path) -> Running {
     Running {
         api: field("api"),
         http: field("ingest_http"),
+        grpc: field("otlp_grpc"),
         child,
     }
 }

@@ -8,6 +8,7 @@
 )]
 
 mod binary;
+mod crash;
 mod otlp_grpc;
 mod otlp_http;
 mod sql_api;

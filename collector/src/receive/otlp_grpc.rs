@@ -47,7 +47,8 @@ impl TraceService for Svc {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let out = self
             .0
-            .ingest_traces(request.into_inner(), Transport::Grpc)?;
+            .ingest_traces(request.into_inner(), Transport::Grpc)
+            .await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportTracePartialSuccess {
                 rejected_spans: out.rejected as i64,
@@ -63,7 +64,10 @@ impl LogsService for Svc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let out = self.0.ingest_logs(request.into_inner(), Transport::Grpc)?;
+        let out = self
+            .0
+            .ingest_logs(request.into_inner(), Transport::Grpc)
+            .await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportLogsPartialSuccess {
                 rejected_log_records: out.rejected as i64,

@@ -72,6 +72,7 @@ async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body)
         let req = decode::traces(&body, enc).map_err(|e| (Some(enc), e))?;
         let out = c
             .ingest_traces(req, Transport::Http)
+            .await
             .map_err(|e| (Some(enc), e))?;
         let resp = ExportTraceServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportTracePartialSuccess {
@@ -96,6 +97,7 @@ async fn logs(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -
         let req = decode::logs(&body, enc).map_err(|e| (Some(enc), e))?;
         let out = c
             .ingest_logs(req, Transport::Http)
+            .await
             .map_err(|e| (Some(enc), e))?;
         let resp = ExportLogsServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportLogsPartialSuccess {

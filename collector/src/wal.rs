@@ -1,0 +1,632 @@
+//! Write-ahead log: nothing is acknowledged before it is durable.
+//!
+//! Takes one request's `RecordBatch` for one table ([`Wal::append`]); gives back success only
+//! once the batch is written to the current segment and fsynced (under the default
+//! `fsync = "always"`), and hands the batch to [`Storage`] so queries see it. Concurrent
+//! appends share one write and one fsync (group commit): a dedicated writer thread takes
+//! every append queued while the previous fsync ran.
+//!
+//! On start, [`Wal::open`] replays every segment: entries whose sequence number is above the
+//! table's watermark (the highest sequence number already in Parquet, kept in the manifest)
+//! go back into memory, so each acknowledged row ends up stored exactly once. A torn tail (an
+//! entry cut short by a crash) is cut off; corruption in the middle follows
+//! `wal.on_corrupt`: `fail` (default: seam refuses to start and names the segment and
+//! offset) or `quarantine` (the segment is moved to `wal/quarantine/`, the entries before the
+//! damage are kept, and the loss is logged and counted). Segments whose entries are all in
+//! Parquet are deleted.
+//!
+//! A write that fails (full disk, unwritable directory) is undone (the segment is truncated
+//! back to its last good length) and the requests get a retryable error; seam goes on when
+//! space returns.
+
+pub mod segment;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::IngestError;
+use crate::persist::{Storage, adapt};
+use crate::telemetry::{self, Metrics};
+
+/// When the WAL calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement (shared by concurrent requests). The default.
+    Always,
+    /// Never: acknowledged data survives a crash of seam but not of the machine. For
+    /// benchmarks and throwaway setups only.
+    Never,
+}
+
+/// What to do with a segment that is corrupt in the middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptPolicy {
+    /// Refuse to start, naming the segment and offset. The default.
+    Fail,
+    /// Move the segment to `wal/quarantine/`, keep the entries before the damage, log and
+    /// count the loss, and start.
+    Quarantine,
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// `always` (default) or `never`.
+    pub fsync: FsyncPolicy,
+    /// Start a new segment once the current one holds this many bytes. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Appends that may wait for the writer; past it receivers answer with a retryable
+    /// status. Default 1024.
+    pub queue_depth: usize,
+    /// Most bytes one group commit writes before its fsync. Default 16 MiB.
+    pub group_max_bytes: usize,
+    /// `fail` (default) or `quarantine`.
+    pub on_corrupt: CorruptPolicy,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 64 << 20,
+            queue_depth: 1024,
+            group_max_bytes: 16 << 20,
+            on_corrupt: CorruptPolicy::Fail,
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks ranges, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 4096 {
+            return Err("wal.segment_bytes must be at least 4096".into());
+        }
+        if self.queue_depth == 0 {
+            return Err("wal.queue_depth must be at least 1".into());
+        }
+        if self.group_max_bytes == 0 {
+            return Err("wal.group_max_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// WAL failures at start.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// Reading or writing a segment failed.
+    #[error("write-ahead log I/O on {path} failed: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A segment is corrupt and the policy is `fail`.
+    #[error(
+        "write-ahead log segment {path} is corrupt at offset {offset}: {reason}. Acknowledged \
+         records after that point cannot be replayed. Move the file away, or set \
+         wal.on_corrupt = \"quarantine\" to keep what precedes the damage and start"
+    )]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Segments read.
+    pub segments: usize,
+    /// Entries put back in memory (not yet in Parquet).
+    pub replayed_entries: usize,
+    /// Rows put back in memory.
+    pub replayed_rows: usize,
+    /// Entries skipped because they were already in Parquet.
+    pub skipped_entries: usize,
+    /// Torn tails cut.
+    pub torn_tails: usize,
+    /// Segments quarantined.
+    pub quarantined: usize,
+}
+
+struct Append {
+    table: &'static str,
+    payload: Vec<u8>,
+    batch: RecordBatch,
+    reply: oneshot::Sender<Result<(), IngestError>>,
+}
+
+enum Job {
+    Append(Append),
+    Close(oneshot::Sender<()>),
+}
+
+/// The write-ahead log's handle; cheap to share.
+#[derive(Debug)]
+pub struct Wal {
+    tx: mpsc::Sender<Job>,
+    storage: Arc<Storage>,
+    /// Table schemas without field metadata, for compact IPC payloads.
+    wire: HashMap<&'static str, (SchemaRef, SchemaRef)>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Append(_) => "Append",
+            Job::Close(_) => "Close",
+        })
+    }
+}
+
+fn strip(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.wal"))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Wal {
+    /// Replays `dir` into `storage` and starts the writer.
+    ///
+    /// # Errors
+    /// I/O failures, or a corrupt segment under `on_corrupt = "fail"`.
+    pub fn open(
+        dir: PathBuf,
+        config: WalConfig,
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Self>, ReplayReport), WalError> {
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let wire: HashMap<&'static str, (SchemaRef, SchemaRef)> = seam_schemas::tables::all()
+            .into_iter()
+            .map(|t| (t.name, (strip(&t.schema), t.schema)))
+            .collect();
+        let (report, closed, next_seq, next_id) = replay(&dir, &config, &storage, &metrics, &wire)?;
+        tracing::info!(
+            fsync = ?config.fsync,
+            segments = report.segments,
+            replayed_rows = report.replayed_rows,
+            torn_tails = report.torn_tails,
+            quarantined = report.quarantined,
+            "Write-ahead log ready (fsync policy: {}).",
+            match config.fsync {
+                FsyncPolicy::Always => "fsync before every acknowledgement",
+                FsyncPolicy::Never => "NO fsync: acknowledged data is lost if the machine crashes",
+            }
+        );
+        let file = Writer::create_segment(&dir, next_id)?;
+        let (tx, rx) = mpsc::channel(config.queue_depth);
+        let mut writer = Writer {
+            dir,
+            config,
+            file,
+            segment_id: next_id,
+            segment_len: segment::HEADER_LEN as u64,
+            next_seq,
+            current_max: BTreeMap::new(),
+            closed,
+            storage: Arc::clone(&storage),
+            metrics,
+        };
+        writer.cleanup();
+        std::thread::Builder::new()
+            .name("seam-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| WalError::Io {
+                path: PathBuf::from("seam-wal thread"),
+                source: e,
+            })?;
+        Ok((Arc::new(Self { tx, storage, wire }), report))
+    }
+
+    /// Makes `batch` durable and visible. Returns once it is fsynced (policy `always`).
+    ///
+    /// # Errors
+    /// Retryable when the queue or the memory budget is full, the WAL cannot be written
+    /// (full disk), or seam is stopping.
+    pub async fn append(&self, table: &'static str, batch: RecordBatch) -> Result<(), IngestError> {
+        let Some((wire, _)) = self.wire.get(table) else {
+            return Err(IngestError::InvalidPayload(format!(
+                "unknown table {table}"
+            )));
+        };
+        self.storage.admit(batch.get_array_memory_size())?;
+        let payload = encode_ipc(wire, &batch)
+            .map_err(|e| IngestError::InvalidPayload(format!("records cannot be encoded: {e}")))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Job::Append(Append {
+                table,
+                payload,
+                batch,
+                reply,
+            }))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    IngestError::Overloaded("the write-ahead log queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
+            })?;
+        rx.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Finishes every queued append, then stops the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn encode_ipc(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())?;
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    let mut w = StreamWriter::try_new(&mut buf, schema)?;
+    w.write(&batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(buf)
+}
+
+fn decode_ipc(payload: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    let reader =
+        StreamReader::try_new(std::io::Cursor::new(payload), None).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| e.to_string())?;
+        out.push(adapt(&b, schema).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct ClosedSegment {
+    path: PathBuf,
+    /// Highest sequence number per table in the segment.
+    max_seq: BTreeMap<String, u64>,
+}
+
+type Replayed = (ReplayReport, Vec<ClosedSegment>, u64, u64);
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut segs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(id) = id {
+            segs.push((id, path));
+        }
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+fn replay(
+    dir: &Path,
+    config: &WalConfig,
+    storage: &Storage,
+    metrics: &Metrics,
+    wire: &HashMap<&'static str, (SchemaRef, SchemaRef)>,
+) -> Result<Replayed, WalError> {
+    let segs = list_segments(dir)?;
+    let watermarks = storage.wal_watermarks();
+    let mut report = ReplayReport::default();
+    let mut closed = Vec::new();
+    let mut max_seq = watermarks.values().copied().max().unwrap_or(0);
+    let mut max_id = 0;
+    let count = segs.len();
+    for (i, (id, path)) in segs.into_iter().enumerate() {
+        max_id = max_id.max(id);
+        report.segments += 1;
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let (_, entries, damage) = segment::parse(&bytes);
+        let mut seg_max: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &entries {
+            max_seq = max_seq.max(e.seq);
+            let m = seg_max.entry(e.table.to_string()).or_insert(0);
+            *m = (*m).max(e.seq);
+            let Some((name, (_, schema))) = wire.get_key_value(e.table) else {
+                tracing::warn!(
+                    table = e.table,
+                    seq = e.seq,
+                    "WAL entry for an unknown table skipped."
+                );
+                continue;
+            };
+            if e.seq <= watermarks.get(name).copied().unwrap_or(0) {
+                report.skipped_entries += 1;
+                continue;
+            }
+            match decode_ipc(e.payload, schema) {
+                Ok(batches) => {
+                    report.replayed_entries += 1;
+                    for b in batches {
+                        report.replayed_rows += b.num_rows();
+                        storage.push_recent(name, b, e.seq);
+                    }
+                }
+                Err(reason) => {
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset: e.offset,
+                        reason: format!("entry payload cannot be decoded: {reason}"),
+                    });
+                }
+            }
+        }
+        let last = i + 1 == count;
+        match damage {
+            None => {}
+            Some(segment::Damage::TornTail { offset }) if last => {
+                tracing::warn!(segment = %path.display(), offset, "Cut a torn write-ahead log tail (a write interrupted by a crash; it was never acknowledged).");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(offset as u64).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+                report.torn_tails += 1;
+                metrics.add(telemetry::WAL_TORN_TAILS, &[], 1);
+            }
+            Some(d) => {
+                let (offset, reason) = match d {
+                    segment::Damage::TornTail { offset } => {
+                        (offset, "cut short in a segment that is not the last")
+                    }
+                    segment::Damage::Corrupt { offset, reason } => (offset, reason),
+                };
+                match config.on_corrupt {
+                    CorruptPolicy::Fail => {
+                        return Err(WalError::Corrupt {
+                            path,
+                            offset,
+                            reason: reason.into(),
+                        });
+                    }
+                    CorruptPolicy::Quarantine => {
+                        let qdir = dir.join("quarantine");
+                        std::fs::create_dir_all(&qdir).map_err(io_err(&qdir))?;
+                        let target = qdir.join(path.file_name().unwrap_or_default());
+                        std::fs::rename(&path, &target).map_err(io_err(&path))?;
+                        tracing::error!(
+                            segment = %target.display(),
+                            offset,
+                            reason,
+                            kept_entries = entries.len(),
+                            "Quarantined a corrupt write-ahead log segment: records after the damage are lost."
+                        );
+                        report.quarantined += 1;
+                        metrics.add(telemetry::WAL_QUARANTINED, &[], 1);
+                        continue;
+                    }
+                }
+            }
+        }
+        closed.push(ClosedSegment {
+            path,
+            max_seq: seg_max,
+        });
+    }
+    Ok((report, closed, max_seq + 1, max_id + 1))
+}
+
+struct Writer {
+    dir: PathBuf,
+    config: WalConfig,
+    file: File,
+    segment_id: u64,
+    segment_len: u64,
+    next_seq: u64,
+    current_max: BTreeMap<String, u64>,
+    closed: Vec<ClosedSegment>,
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn create_segment(dir: &Path, id: u64) -> Result<File, WalError> {
+        let path = segment_path(dir, id);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.write_all(&segment::header(id)).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+        sync_dir(dir).map_err(io_err(dir))?;
+        Ok(f)
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut group = Vec::new();
+            match first {
+                Job::Append(a) => group.push(a),
+                Job::Close(done) => {
+                    closing = Some(done);
+                    break;
+                }
+            }
+            let mut bytes = group[0].payload.len();
+            while bytes < self.config.group_max_bytes {
+                match rx.try_recv() {
+                    Ok(Job::Append(a)) => {
+                        bytes += a.payload.len();
+                        group.push(a);
+                    }
+                    Ok(Job::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+            self.metrics
+                .set(telemetry::WAL_QUEUE_DEPTH, &[], (rx.len()) as f64);
+            if self.segment_len >= self.config.segment_bytes {
+                self.rotate();
+            }
+            self.cleanup();
+        }
+        if let Err(e) = self.file.sync_all() {
+            tracing::error!(error = %e, "Final write-ahead log sync failed.");
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Append>) {
+        let start = self.segment_len;
+        let mut buf = Vec::with_capacity(group.iter().map(|a| a.payload.len() + 64).sum());
+        let mut seqs = Vec::with_capacity(group.len());
+        for a in &group {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            segment::encode_entry(&mut buf, seq, a.table, &a.payload);
+            seqs.push(seq);
+        }
+        let t = Instant::now();
+        let mut result = self.file.write_all(&buf);
+        if result.is_ok() && self.config.fsync == FsyncPolicy::Always {
+            result = self.file.sync_data();
+            self.metrics.add(telemetry::WAL_FSYNCS, &[], 1);
+            self.metrics
+                .add_f(telemetry::WAL_FSYNC_SECONDS, &[], t.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(()) => {
+                self.segment_len += buf.len() as u64;
+                self.metrics
+                    .add(telemetry::WAL_BYTES, &[], buf.len() as u64);
+                self.metrics.add(telemetry::WAL_GROUPS, &[], 1);
+                for (a, seq) in group.into_iter().zip(seqs) {
+                    let m = self.current_max.entry(a.table.to_string()).or_insert(0);
+                    *m = (*m).max(seq);
+                    self.storage.push_recent(a.table, a.batch, seq);
+                    let _ = a.reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.metrics.add(telemetry::WAL_WRITE_ERRORS, &[], 1);
+                tracing::error!(error = %e, "Write-ahead log write failed; the requests are refused with a retryable status.");
+                // Undo the partial write so the segment stays a clean sequence of entries.
+                let undone = self
+                    .file
+                    .set_len(start)
+                    .and_then(|()| self.file.seek(SeekFrom::Start(start)).map(|_| ()));
+                if let Err(e2) = undone {
+                    tracing::error!(error = %e2, "Could not undo a partial write-ahead log write; starting a new segment.");
+                    self.rotate();
+                }
+                for a in group {
+                    let _ = a.reply.send(Err(IngestError::Overloaded(format!(
+                        "the write-ahead log cannot be written ({e})"
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let id = self.segment_id + 1;
+        match Self::create_segment(&self.dir, id) {
+            Ok(f) => {
+                let old = std::mem::replace(&mut self.file, f);
+                let _ = old.sync_all();
+                self.closed.push(ClosedSegment {
+                    path: segment_path(&self.dir, self.segment_id),
+                    max_seq: std::mem::take(&mut self.current_max),
+                });
+                self.segment_id = id;
+                self.segment_len = segment::HEADER_LEN as u64;
+            }
+            Err(e) => {
+                // Keep writing to the current segment; try again after the next group.
+                let _ = std::fs::remove_file(segment_path(&self.dir, id));
+                tracing::error!(error = %e, "Could not start a new write-ahead log segment.");
+            }
+        }
+    }
+
+    /// Deletes closed segments whose entries are all in Parquet.
+    fn cleanup(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let marks = self.storage.wal_watermarks();
+        self.closed.retain(|seg| {
+            let persisted = seg
+                .max_seq
+                .iter()
+                .all(|(t, max)| marks.get(t.as_str()).is_none_or(|m| max <= m));
+            if persisted {
+                if let Err(e) = std::fs::remove_file(&seg.path) {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "Could not delete a persisted WAL segment.");
+                    return true;
+                }
+                false
+            } else {
+                true
+            }
+        });
+        self.metrics
+            .set(telemetry::WAL_SEGMENTS, &[], (self.closed.len() + 1) as f64);
+    }
+}
