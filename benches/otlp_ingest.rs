@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode_normalise_arrow", |b| {
         b.iter(|| {
             let req = ExportTraceServiceRequest::decode(bytes.as_slice()).ok()?;
-            let n = normalise::spans(req);
+            let n = normalise::spans(req, &Default::default());
             buffer::spans_batch(&n.records, 1)
                 .ok()
                 .map(|b| b.num_rows())
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
             || bytes.clone(),
             |bytes| {
                 let req = ExportTraceServiceRequest::decode(bytes.as_slice()).ok()?;
-                let n = normalise::spans(req);
+                let n = normalise::spans(req, &Default::default());
                 let batch = buffer::spans_batch(&n.records, 1).ok()?;
                 persist::encode_parquet("spans", "bench", batch, &cfg)
                     .ok()
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = Rng::new(7);
     let batches: Vec<_> = (0..FLUSH_BATCHES)
         .map(|_| {
-            let n = normalise::spans(trace_request(&mut rng, SPANS));
+            let n = normalise::spans(trace_request(&mut rng, SPANS), &Default::default());
             buffer::spans_batch(&n.records, 1).expect("batch")
         })
         .collect();

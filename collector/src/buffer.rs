@@ -21,8 +21,24 @@ use crate::normalise::{LogRecord, SpanRecord};
 
 type AttrMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
 
-fn map_builder() -> AttrMapBuilder {
-    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+/// A map builder sized exactly for `lists` (so a batch holds no spare capacity: its memory
+/// size is what the memory budget counts).
+fn map_builder<'a>(lists: impl Iterator<Item = &'a [Attr]> + Clone) -> AttrMapBuilder {
+    let (mut n, mut entries, mut kbytes, mut vbytes) = (0, 0, 0, 0);
+    for l in lists {
+        n += 1;
+        entries += l.len();
+        for (k, v) in l {
+            kbytes += k.len();
+            vbytes += v.as_deref().map_or(0, str::len);
+        }
+    }
+    MapBuilder::with_capacity(
+        None,
+        StringBuilder::with_capacity(entries, kbytes),
+        StringBuilder::with_capacity(entries, vbytes),
+        n,
+    )
 }
 
 fn append_map(b: &mut AttrMapBuilder, attrs: &[Attr]) -> Result<(), ArrowError> {
@@ -38,7 +54,9 @@ fn ts(values: Vec<Option<i64>>) -> ArrayRef {
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    let mut b = StringBuilder::new();
+    let values: Vec<Option<&str>> = values.collect();
+    let bytes = values.iter().map(|v| v.map_or(0, str::len)).sum();
+    let mut b = StringBuilder::with_capacity(values.len(), bytes);
     for v in values {
         b.append_option(v);
     }
@@ -51,8 +69,8 @@ pub fn spans_batch(rows: &[SpanRecord], ingest_ns: i64) -> Result<RecordBatch, A
     let n = rows.len();
     let mut duration = Float64Builder::with_capacity(n);
     let mut status = Int32Builder::with_capacity(n);
-    let mut res_attrs = map_builder();
-    let mut attrs = map_builder();
+    let mut res_attrs = map_builder(rows.iter().map(|r| r.origin.resource_attributes.as_slice()));
+    let mut attrs = map_builder(rows.iter().map(|r| r.attributes.as_slice()));
     for r in rows {
         duration.append_option(r.end_time_ns.map(|e| (e - r.time_ns) as f64 / 1e6));
         status.append_option(r.status_code);
@@ -111,7 +129,9 @@ fn list_of(
 fn events_column(rows: &[SpanRecord]) -> Result<ArrayRef, ArrowError> {
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
-    let (mut times, mut names, mut maps) = (Vec::new(), StringBuilder::new(), map_builder());
+    let all = || rows.iter().flat_map(|r| r.events.iter());
+    let (mut times, mut names) = (Vec::new(), StringBuilder::new());
+    let mut maps = map_builder(all().map(|e| e.attributes.as_slice()));
     for r in rows {
         for e in &r.events {
             times.push(e.time_ns);
@@ -130,8 +150,9 @@ fn events_column(rows: &[SpanRecord]) -> Result<ArrayRef, ArrowError> {
 fn links_column(rows: &[SpanRecord]) -> Result<ArrayRef, ArrowError> {
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
-    let (mut tids, mut sids, mut maps) =
-        (StringBuilder::new(), StringBuilder::new(), map_builder());
+    let all = || rows.iter().flat_map(|r| r.links.iter());
+    let (mut tids, mut sids) = (StringBuilder::new(), StringBuilder::new());
+    let mut maps = map_builder(all().map(|l| l.attributes.as_slice()));
     let mut count = 0i32;
     for r in rows {
         for l in &r.links {
@@ -159,8 +180,8 @@ pub fn logs_batch(rows: &[LogRecord], ingest_ns: i64) -> Result<RecordBatch, Arr
     let n = rows.len();
     let mut sev = Int32Builder::with_capacity(n);
     let mut flags = Int32Builder::with_capacity(n);
-    let mut res_attrs = map_builder();
-    let mut attrs = map_builder();
+    let mut res_attrs = map_builder(rows.iter().map(|r| r.origin.resource_attributes.as_slice()));
+    let mut attrs = map_builder(rows.iter().map(|r| r.attributes.as_slice()));
     for r in rows {
         sev.append_option(r.severity_number);
         flags.append_option(r.flags);
@@ -203,10 +224,13 @@ mod tests {
         ))
         .unwrap();
         let req: ExportTraceServiceRequest = decode::traces(&body, decode::Encoding::Json).unwrap();
-        let n = crate::normalise::spans(req);
+        let n = crate::normalise::spans(req, &Default::default());
         assert_eq!(n.rejected, 0);
         let batch = spans_batch(&n.records, 1).unwrap();
         assert_eq!(batch.num_rows(), 20);
         assert_eq!(batch.schema().fields(), spans::schema().fields());
+        // No spare builder capacity: the memory budget counts what the batch really holds.
+        let size = batch.get_array_memory_size();
+        assert!(size < 64 * 1024, "20 spans take {size} bytes");
     }
 }

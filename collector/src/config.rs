@@ -16,6 +16,15 @@ pub struct LimitsConfig {
     /// Largest body after gzip decompression, in bytes. Default 64 MiB. A body that would
     /// inflate past it is refused without being inflated further.
     pub max_decompressed_bytes: usize,
+    /// Most records (spans or log records) in one request. Default 100000. A larger request
+    /// is refused whole (HTTP 413, gRPC INVALID_ARGUMENT): split it.
+    pub max_records_per_request: usize,
+    /// Attributes kept per record (resource, span, event, link, log record). Default 128.
+    /// The rest are dropped and their number is stored under `seam.dropped_attributes`.
+    pub max_attributes: usize,
+    /// Bytes kept of one attribute value or log body. Default 16384. Longer text is cut and
+    /// ends with `…[truncated by seam]`.
+    pub max_attribute_value_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -23,6 +32,19 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_records_per_request: 100_000,
+            max_attributes: 128,
+            max_attribute_value_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The attribute limits the normalise stage applies.
+    pub fn attributes(&self) -> crate::normalise::attributes::AttrLimits {
+        crate::normalise::attributes::AttrLimits {
+            max_attributes: self.max_attributes,
+            max_value_bytes: self.max_attribute_value_bytes,
         }
     }
 }
@@ -102,6 +124,12 @@ impl LimitsConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_request_bytes < 1024 {
             return Err("limits.max_request_bytes must be at least 1024".into());
+        }
+        if self.max_records_per_request == 0 {
+            return Err("limits.max_records_per_request must be at least 1".into());
+        }
+        if self.max_attribute_value_bytes < 64 {
+            return Err("limits.max_attribute_value_bytes must be at least 64".into());
         }
         if self.max_decompressed_bytes < self.max_request_bytes {
             return Err(

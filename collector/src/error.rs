@@ -31,6 +31,14 @@ pub enum IngestError {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// The request holds more records than allowed.
+    #[error("request holds {count} records, more than the limit of {limit}: send smaller batches")]
+    TooManyRecords {
+        /// Records in the request.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// seam cannot take more data right now; retry later.
     #[error("seam is overloaded ({0}); retry later")]
     Overloaded(String),
@@ -57,7 +65,9 @@ impl IngestError {
             IngestError::InvalidPayload(_)
             | IngestError::UnsupportedMediaType(_)
             | IngestError::UnsupportedEncoding(_) => tonic::Code::InvalidArgument,
-            IngestError::TooLarge { .. } => tonic::Code::InvalidArgument,
+            IngestError::TooLarge { .. } | IngestError::TooManyRecords { .. } => {
+                tonic::Code::InvalidArgument
+            }
             IngestError::Overloaded(_) | IngestError::ShuttingDown => tonic::Code::Unavailable,
             IngestError::Unimplemented(_) => tonic::Code::Unimplemented,
         }
@@ -71,7 +81,9 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::TooLarge { .. } | IngestError::TooManyRecords { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             IngestError::Overloaded(_) | IngestError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -86,6 +98,7 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
             IngestError::TooLarge { .. } => "too_large",
+            IngestError::TooManyRecords { .. } => "too_many_records",
             IngestError::Overloaded(_) => "overloaded",
             IngestError::Unimplemented(_) => "unimplemented",
             IngestError::ShuttingDown => "shutting_down",

@@ -160,6 +160,14 @@ impl Collector {
         receive::otlp_http::error_response(enc, &e)
     }
 
+    fn check_count(&self, count: usize) -> Result<(), IngestError> {
+        let limit = self.limits.max_records_per_request;
+        if count > limit {
+            return Err(IngestError::TooManyRecords { count, limit });
+        }
+        Ok(())
+    }
+
     fn check_open(&self) -> Result<(), IngestError> {
         if self.closing.load(Ordering::SeqCst) {
             Err(IngestError::ShuttingDown)
@@ -178,8 +186,15 @@ impl Collector {
         t: Transport,
     ) -> Result<Outcome, IngestError> {
         self.check_open()?;
+        let count: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.check_count(count)?;
         let ingest = now_ns();
-        let n = normalise::spans(req);
+        let n = normalise::spans(req, &self.limits.attributes());
         let received = n.records.len() as u64 + n.rejected;
         let out = self
             .store(
@@ -201,8 +216,15 @@ impl Collector {
         t: Transport,
     ) -> Result<Outcome, IngestError> {
         self.check_open()?;
+        let count: usize = req
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.check_count(count)?;
         let ingest = now_ns();
-        let n = normalise::logs(req, ingest);
+        let n = normalise::logs(req, ingest, &self.limits.attributes());
         let received = n.records.len() as u64 + n.rejected;
         let out = self
             .store(
@@ -220,6 +242,13 @@ impl Collector {
         build: impl FnOnce() -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
         n: &normalise::Normalised<T>,
     ) -> Result<Outcome, IngestError> {
+        if n.truncated > 0 {
+            self.metrics.add(
+                telemetry::ATTRIBUTES_TRUNCATED,
+                &[("table", table)],
+                n.truncated,
+            );
+        }
         if !n.records.is_empty() {
             let batch = build().map_err(|e| {
                 IngestError::InvalidPayload(format!("records could not be stored: {e}"))

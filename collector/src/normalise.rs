@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 
-use attributes::{Attr, first, first_scalar, flatten};
+use attributes::{Attr, AttrLimits, first, first_scalar};
 
 /// Attribute keys that carry a producer's correlation id, in order of preference.
 pub const CORRELATION_KEYS: &[&str] = &[
@@ -151,6 +151,8 @@ pub struct Normalised<T> {
     pub rejected: u64,
     /// What was wrong with the first rejected item, and where.
     pub first_error: Option<String>,
+    /// How many attribute values or lists were cut to the limits.
+    pub truncated: u64,
 }
 
 impl<T> Default for Normalised<T> {
@@ -159,11 +161,22 @@ impl<T> Default for Normalised<T> {
             records: Vec::new(),
             rejected: 0,
             first_error: None,
+            truncated: 0,
         }
     }
 }
 
 impl<T> Normalised<T> {
+    fn flatten(
+        &mut self,
+        kvs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+        limits: &AttrLimits,
+    ) -> Vec<Attr> {
+        let (attrs, cut) = attributes::flatten(kvs, limits);
+        self.truncated += cut;
+        attrs
+    }
+
     fn reject(&mut self, msg: impl FnOnce() -> String) {
         self.rejected += 1;
         if self.first_error.is_none() {
@@ -217,15 +230,18 @@ const KINDS: [&str; 6] = [
 const STATUSES: [&str; 3] = ["unset", "ok", "error"];
 
 /// Normalises a trace export request.
-pub fn spans(req: ExportTraceServiceRequest) -> Normalised<SpanRecord> {
+pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<SpanRecord> {
     let mut out = Normalised::default();
     for (ri, rs) in req.resource_spans.into_iter().enumerate() {
-        let res_attrs = Arc::new(flatten(
-            rs.resource
-                .as_ref()
-                .map(|r| r.attributes.clone())
-                .unwrap_or_default(),
-        ));
+        let res_attrs = Arc::new(
+            out.flatten(
+                rs.resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default(),
+                limits,
+            ),
+        );
         for (si, ss) in rs.scope_spans.into_iter().enumerate() {
             let origin = Arc::new(origin(ss.scope.as_ref(), &res_attrs));
             for (pi, span) in ss.spans.into_iter().enumerate() {
@@ -260,7 +276,7 @@ pub fn spans(req: ExportTraceServiceRequest) -> Normalised<SpanRecord> {
                     continue;
                 };
                 let end = time_ns(span.end_time_unix_nano).filter(|e| *e > 0);
-                let attributes = flatten(span.attributes);
+                let attributes = out.flatten(span.attributes, limits);
                 let kind = KINDS
                     .get(span.kind as usize)
                     .copied()
@@ -272,24 +288,22 @@ pub fn spans(req: ExportTraceServiceRequest) -> Normalised<SpanRecord> {
                     ),
                     None => ("unset", None),
                 };
-                let events = span
-                    .events
-                    .into_iter()
-                    .map(|e| EventRecord {
+                let mut events = Vec::with_capacity(span.events.len());
+                for e in span.events {
+                    events.push(EventRecord {
                         time_ns: time_ns(e.time_unix_nano).filter(|t| *t > 0),
                         name: e.name,
-                        attributes: flatten(e.attributes),
-                    })
-                    .collect();
-                let links = span
-                    .links
-                    .into_iter()
-                    .map(|l| LinkRecord {
+                        attributes: out.flatten(e.attributes, limits),
+                    });
+                }
+                let mut links = Vec::with_capacity(span.links.len());
+                for l in span.links {
+                    links.push(LinkRecord {
                         trace_id: hex::encode(&l.trace_id),
                         span_id: hex::encode(&l.span_id),
-                        attributes: flatten(l.attributes),
-                    })
-                    .collect();
+                        attributes: out.flatten(l.attributes, limits),
+                    });
+                }
                 let http = HttpFacts::from_attrs(&attributes, kind == "server");
                 out.records.push(SpanRecord {
                     time_ns: start,
@@ -321,15 +335,22 @@ pub fn spans(req: ExportTraceServiceRequest) -> Normalised<SpanRecord> {
 }
 
 /// Normalises a logs export request. `ingest_ns` stands in for a record without any time.
-pub fn logs(req: ExportLogsServiceRequest, ingest_ns: i64) -> Normalised<LogRecord> {
+pub fn logs(
+    req: ExportLogsServiceRequest,
+    ingest_ns: i64,
+    limits: &AttrLimits,
+) -> Normalised<LogRecord> {
     let mut out = Normalised::default();
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
-        let res_attrs = Arc::new(flatten(
-            rl.resource
-                .as_ref()
-                .map(|r| r.attributes.clone())
-                .unwrap_or_default(),
-        ));
+        let res_attrs = Arc::new(
+            out.flatten(
+                rl.resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default(),
+                limits,
+            ),
+        );
         for (si, sl) in rl.scope_logs.into_iter().enumerate() {
             let origin = Arc::new(origin(sl.scope.as_ref(), &res_attrs));
             for (li, rec) in sl.log_records.into_iter().enumerate() {
@@ -364,8 +385,14 @@ pub fn logs(req: ExportLogsServiceRequest, ingest_ns: i64) -> Normalised<LogReco
                 let severity_number = Some(rec.severity_number).filter(|n| *n > 0);
                 let level = opt_string(rec.severity_text)
                     .or_else(|| severity_number.map(|n| level_of(n).to_string()));
-                let body = rec.body.and_then(|b| b.value).map(attributes::to_text);
-                let attributes = flatten(rec.attributes);
+                let body = rec.body.and_then(|b| b.value).map(|v| {
+                    let mut t = attributes::to_text(v);
+                    if attributes::truncate(&mut t, limits.max_value_bytes) {
+                        out.truncated += 1;
+                    }
+                    t
+                });
+                let attributes = out.flatten(rec.attributes, limits);
                 out.records.push(LogRecord {
                     time_ns: time,
                     observed_time_ns: observed,

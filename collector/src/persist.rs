@@ -211,29 +211,52 @@ impl Storage {
     /// # Errors
     /// [`IngestError::Overloaded`] (retryable) when unflushed rows already hold
     /// `max_buffer_bytes`; the flusher is woken.
+    ///
+    /// On success the bytes are reserved: pass `reserved = true` to [`Storage::push_recent`],
+    /// or give them back with [`Storage::release`] if the rows are not stored after all.
     pub fn admit(&self, size: usize) -> Result<(), IngestError> {
-        let held = self.buffered_bytes.load(Ordering::Relaxed);
-        if held + size > self.config.max_buffer_bytes {
-            self.flush_wanted.notify_one();
-            return Err(IngestError::Overloaded(format!(
-                "{held} bytes of accepted rows are waiting to be written to Parquet"
-            )));
+        let max = self.config.max_buffer_bytes;
+        let reserved =
+            self.buffered_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    (held + size <= max).then_some(held + size)
+                });
+        match reserved {
+            Ok(_) => Ok(()),
+            Err(held) => {
+                self.flush_wanted.notify_one();
+                Err(IngestError::Overloaded(format!(
+                    "{held} bytes of accepted rows are waiting to be written to Parquet"
+                )))
+            }
         }
-        Ok(())
+    }
+
+    /// Gives back bytes reserved by [`Storage::admit`].
+    pub fn release(&self, size: usize) {
+        self.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
     }
 
     /// Adds a batch that is durable in the WAL under `seq` to `table`'s in-memory rows;
     /// visible to queries on return. Batches of one table must arrive in increasing `seq`
     /// order (the WAL writer and replay guarantee it). A batch whose `seq` is already in
     /// Parquet (replay after a crash that followed the flush) is ignored.
-    pub fn push_recent(&self, table: &str, batch: RecordBatch, seq: u64) {
+    /// `reserved` says whether [`Storage::admit`] already counted the batch's bytes.
+    pub fn push_recent(&self, table: &str, batch: RecordBatch, seq: u64, reserved: bool) {
+        let size = batch.get_array_memory_size();
         let Some(t) = self.table(table) else {
+            if reserved {
+                self.release(size);
+            }
             return;
         };
-        let size = batch.get_array_memory_size();
         let rows = {
             let mut st = lock(t);
             if seq <= st.wal_seq {
+                drop(st);
+                if reserved {
+                    self.release(size);
+                }
                 return;
             }
             st.recent_rows += batch.num_rows();
@@ -242,7 +265,11 @@ impl Storage {
             st.recent_seqs.push(seq);
             st.recent_rows
         };
-        let total = self.buffered_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        let total = if reserved {
+            self.buffered_bytes.load(Ordering::Relaxed)
+        } else {
+            self.buffered_bytes.fetch_add(size, Ordering::Relaxed) + size
+        };
         self.metrics
             .set(telemetry::BUFFERED_BYTES, &[], total as f64);
         self.metrics

@@ -52,6 +52,9 @@ pub const WAL_TORN_TAILS: &str = "seam_wal_torn_tails_total";
 /// Corrupt segments quarantined at start.
 pub const WAL_QUARANTINED: &str = "seam_wal_quarantined_segments_total";
 
+/// Attribute values, log bodies or attribute lists cut to the limits, by `table`.
+pub const ATTRIBUTES_TRUNCATED: &str = "seam_attributes_truncated_total";
+
 /// Name, type and help of every metric the collector exports.
 pub const METRICS: &[(&str, &str, &str)] = &[
     (
@@ -93,6 +96,44 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         TABLE_FILES,
         "gauge",
         "Parquet files listed in the table's manifest.",
+    ),
+    (
+        ATTRIBUTES_TRUNCATED,
+        "counter",
+        "Attribute values, bodies or attribute lists cut to the limits.",
+    ),
+    (
+        WAL_BYTES,
+        "counter",
+        "Bytes appended to the write-ahead log.",
+    ),
+    (WAL_GROUPS, "counter", "Write-ahead log group commits."),
+    (WAL_FSYNCS, "counter", "Write-ahead log fsync calls."),
+    (
+        WAL_FSYNC_SECONDS,
+        "counter",
+        "Seconds spent in write-ahead log fsync calls.",
+    ),
+    (
+        WAL_WRITE_ERRORS,
+        "counter",
+        "Failed write-ahead log writes (answered with a retryable error).",
+    ),
+    (
+        WAL_QUEUE_DEPTH,
+        "gauge",
+        "Appends waiting for the write-ahead log writer.",
+    ),
+    (WAL_SEGMENTS, "gauge", "Write-ahead log segments on disk."),
+    (
+        WAL_TORN_TAILS,
+        "counter",
+        "Torn write-ahead log tails cut at start.",
+    ),
+    (
+        WAL_QUARANTINED,
+        "counter",
+        "Corrupt write-ahead log segments quarantined at start.",
     ),
 ];
 
@@ -148,16 +189,27 @@ impl Metrics {
             .unwrap_or(0.0)
     }
 
-    /// Renders every metric in the Prometheus text exposition format.
+    /// Renders every metric in the Prometheus text exposition format: the declared ones
+    /// (with help, even before their first update) and anything else that was set.
     pub fn render(&self) -> String {
         let Ok(m) = self.values.lock() else {
             return String::new();
         };
         let mut out = String::new();
-        for (name, kind, help) in METRICS {
+        let mut names: Vec<&'static str> = METRICS.iter().map(|(n, _, _)| *n).collect();
+        for (n, _) in m.keys() {
+            if !names.contains(n) {
+                names.push(n);
+            }
+        }
+        for name in names {
+            let (kind, help) = METRICS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or(("untyped", ""), |(_, k, h)| (*k, *h));
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, l), v) in m.range((*name, String::new())..) {
-                if n != name {
+            for ((n, l), v) in m.range((name, String::new())..) {
+                if *n != name {
                     break;
                 }
                 if l.is_empty() {
@@ -195,5 +247,17 @@ mod tests {
         );
         assert!(text.contains("seam_buffered_bytes 10"));
         assert!(text.contains("# TYPE seam_flushes_total counter"));
+        // Every metric constant of this module is declared with its help text.
+        let src = include_str!("telemetry.rs");
+        for line in src
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains("\"seam_"))
+        {
+            let name = line.split('"').nth(1).unwrap();
+            assert!(
+                METRICS.iter().any(|(n, _, _)| *n == name),
+                "{name} not in METRICS"
+            );
+        }
     }
 }

@@ -162,6 +162,8 @@ struct Append {
     table: &'static str,
     payload: Vec<u8>,
     batch: RecordBatch,
+    /// Bytes reserved in storage's memory budget for this batch.
+    size: usize,
     reply: oneshot::Sender<Result<(), IngestError>>,
 }
 
@@ -271,23 +273,28 @@ impl Wal {
                 "unknown table {table}"
             )));
         };
-        self.storage.admit(batch.get_array_memory_size())?;
+        let size = batch.get_array_memory_size();
         let payload = encode_ipc(wire, &batch)
             .map_err(|e| IngestError::InvalidPayload(format!("records cannot be encoded: {e}")))?;
+        self.storage.admit(size)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job::Append(Append {
-                table,
-                payload,
-                batch,
-                reply,
-            }))
-            .map_err(|e| match e {
+        let sent = self.tx.try_send(Job::Append(Append {
+            table,
+            payload,
+            batch,
+            size,
+            reply,
+        }));
+        if let Err(e) = sent {
+            self.storage.release(size);
+            return Err(match e {
                 mpsc::error::TrySendError::Full(_) => {
                     IngestError::Overloaded("the write-ahead log queue is full".into())
                 }
                 mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
-            })?;
+            });
+        }
+        // The writer releases the reservation itself when its write fails.
         rx.await.map_err(|_| IngestError::ShuttingDown)?
     }
 
@@ -392,7 +399,7 @@ fn replay(
                     report.replayed_entries += 1;
                     for b in batches {
                         report.replayed_rows += b.num_rows();
-                        storage.push_recent(name, b, e.seq);
+                        storage.push_recent(name, b, e.seq, false);
                     }
                 }
                 Err(reason) => {
@@ -559,7 +566,7 @@ impl Writer {
                 for (a, seq) in group.into_iter().zip(seqs) {
                     let m = self.current_max.entry(a.table.to_string()).or_insert(0);
                     *m = (*m).max(seq);
-                    self.storage.push_recent(a.table, a.batch, seq);
+                    self.storage.push_recent(a.table, a.batch, seq, true);
                     let _ = a.reply.send(Ok(()));
                 }
             }
@@ -576,6 +583,7 @@ impl Writer {
                     self.rotate();
                 }
                 for a in group {
+                    self.storage.release(a.size);
                     let _ = a.reply.send(Err(IngestError::Overloaded(format!(
                         "the write-ahead log cannot be written ({e})"
                     ))));

@@ -9,6 +9,7 @@
 
 mod binary;
 mod crash;
+mod durability;
 mod otlp_grpc;
 mod otlp_http;
 mod sql_api;

@@ -13,19 +13,78 @@ use super::redact;
 /// One attribute as stored: key and text value (`None` for an empty AnyValue).
 pub type Attr = (String, Option<String>);
 
-/// Flattens OTLP attributes into stored pairs, redacting credential-bearing values.
-pub fn flatten(kvs: Vec<KeyValue>) -> Vec<Attr> {
-    kvs.into_iter()
+/// Per-record attribute limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrLimits {
+    /// Attributes kept per record (resource, span, event, link or log record); the rest are
+    /// dropped and their number is recorded under [`DROPPED_KEY`].
+    pub max_attributes: usize,
+    /// Bytes kept of one value (and of a log body); longer text is cut at a character
+    /// boundary and ends with [`TRUNCATED_MARK`].
+    pub max_value_bytes: usize,
+}
+
+impl Default for AttrLimits {
+    fn default() -> Self {
+        Self {
+            max_attributes: 128,
+            max_value_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Attribute that records how many attributes a record lost to `max_attributes`.
+pub const DROPPED_KEY: &str = "seam.dropped_attributes";
+/// Ends a value cut to `max_value_bytes`.
+pub const TRUNCATED_MARK: &str = "…[truncated by seam]";
+
+/// Cuts `s` to at most `max` bytes (on a character boundary) and marks it. Returns whether
+/// it was cut.
+pub fn truncate(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(TRUNCATED_MARK);
+    true
+}
+
+/// Flattens OTLP attributes into stored pairs, redacting credential-bearing values and
+/// applying `limits`. Returns the pairs and how many limits were applied (dropped
+/// attributes count once per record, each cut value once).
+pub fn flatten(kvs: Vec<KeyValue>, limits: &AttrLimits) -> (Vec<Attr>, u64) {
+    let total = kvs.len();
+    let mut cut = 0;
+    let mut out: Vec<Attr> = kvs
+        .into_iter()
+        .take(limits.max_attributes)
         .map(|kv| {
             let value = kv.value.and_then(|v| v.value);
             let text = if redact::is_sensitive_key(&kv.key) && value.is_some() {
                 Some(redact::MARKER.to_string())
             } else {
-                value.map(to_text)
+                value.map(to_text).map(|mut t| {
+                    if truncate(&mut t, limits.max_value_bytes) {
+                        cut += 1;
+                    }
+                    t
+                })
             };
             (kv.key, text)
         })
-        .collect()
+        .collect();
+    if total > limits.max_attributes {
+        out.push((
+            DROPPED_KEY.to_string(),
+            Some((total - limits.max_attributes).to_string()),
+        ));
+        cut += 1;
+    }
+    (out, cut)
 }
 
 /// Renders an AnyValue as text.
@@ -116,31 +175,34 @@ mod tests {
 
     #[test]
     fn renders_every_value_type() {
-        let attrs = flatten(vec![
-            kv("s", Av::StringValue("x".into())),
-            kv("i", Av::IntValue(443)),
-            kv("d", Av::DoubleValue(1.5)),
-            kv("b", Av::BoolValue(true)),
-            kv("y", Av::BytesValue(vec![1, 2])),
-            kv(
-                "a",
-                Av::ArrayValue(ArrayValue {
-                    values: vec![AnyValue {
-                        value: Some(Av::StringValue("corr-1".into())),
-                    }],
-                }),
-            ),
-            kv(
-                "m",
-                Av::KvlistValue(KeyValueList {
-                    values: vec![kv("Authorization", Av::StringValue("Bearer abc".into()))],
-                }),
-            ),
-            kv(
-                "http.request.header.authorization",
-                Av::StringValue("Bearer abc".into()),
-            ),
-        ]);
+        let (attrs, _) = flatten(
+            vec![
+                kv("s", Av::StringValue("x".into())),
+                kv("i", Av::IntValue(443)),
+                kv("d", Av::DoubleValue(1.5)),
+                kv("b", Av::BoolValue(true)),
+                kv("y", Av::BytesValue(vec![1, 2])),
+                kv(
+                    "a",
+                    Av::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(Av::StringValue("corr-1".into())),
+                        }],
+                    }),
+                ),
+                kv(
+                    "m",
+                    Av::KvlistValue(KeyValueList {
+                        values: vec![kv("Authorization", Av::StringValue("Bearer abc".into()))],
+                    }),
+                ),
+                kv(
+                    "http.request.header.authorization",
+                    Av::StringValue("Bearer abc".into()),
+                ),
+            ],
+            &AttrLimits::default(),
+        );
         let get = |k: &str| first(&attrs, &[k]).unwrap().to_string();
         assert_eq!(get("s"), "x");
         assert_eq!(get("i"), "443");
@@ -151,5 +213,27 @@ mod tests {
         assert_eq!(first_scalar(&attrs, &["a"]).unwrap(), "corr-1");
         assert!(!get("m").contains("abc"));
         assert_eq!(get("http.request.header.authorization"), redact::MARKER);
+    }
+
+    #[test]
+    fn limits_truncate_and_mark() {
+        let limits = AttrLimits {
+            max_attributes: 2,
+            max_value_bytes: 5,
+        };
+        let (attrs, cut) = flatten(
+            vec![
+                kv("a", Av::StringValue("ééééé".into())),
+                kv("b", Av::StringValue("ok".into())),
+                kv("c", Av::StringValue("dropped".into())),
+                kv("d", Av::StringValue("dropped".into())),
+            ],
+            &limits,
+        );
+        assert_eq!(cut, 2);
+        assert_eq!(first(&attrs, &["a"]), Some("éé…[truncated by seam]"));
+        assert_eq!(first(&attrs, &["b"]), Some("ok"));
+        assert_eq!(first(&attrs, &["c"]), None);
+        assert_eq!(first(&attrs, &[DROPPED_KEY]), Some("2"));
     }
 }
