@@ -122,7 +122,13 @@ impl Server {
             .map_err(|_| dir_err("not an absolute path".into()))?;
 
         let metrics = Arc::new(Metrics::default());
-        let storage = Storage::open(store, cfg.storage.clone(), Arc::clone(&metrics)).await?;
+        let storage = Storage::open(
+            store,
+            Some(data_dir.clone()),
+            cfg.storage.clone(),
+            Arc::clone(&metrics),
+        )
+        .await?;
         let orphans = storage.remove_orphans().await?;
         if orphans > 0 {
             tracing::warn!(orphans, "Removed files that no manifest listed.");

@@ -3,6 +3,7 @@
 //! Takes values from the `seam` binary's configuration loader; gives validated structs with
 //! documented defaults. Durations are written like `"5s"` or `"500ms"` in TOML.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,47 @@ pub struct StorageConfig {
     /// started before the swap can finish. Default 60s.
     #[serde(with = "humantime_serde")]
     pub delete_grace: Duration,
+    /// How long data is kept, and how much of it.
+    pub retention: RetentionConfig,
+}
+
+/// Retention and the disk budget. Whole files are removed (files hold one hour of event
+/// time), oldest first; every removal is logged and counted
+/// (`seam_retention_removed_files_total`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep rows this long after their event time, for every table without its own entry
+    /// in `tables`. `"0s"` keeps them forever. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+    /// Per-table retention, e.g. `spans = "7d"`.
+    pub tables: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Most bytes of Parquet all tables may hold; past it the oldest hours go first (across
+    /// tables). 0 = no budget. Default 0.
+    pub max_data_bytes: u64,
+    /// How often retention and the budget are applied. Default 1m.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(30 * 86_400),
+            tables: BTreeMap::new(),
+            max_data_bytes: 0,
+            check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The retention of `table` (`None`: forever).
+    pub fn for_table(&self, table: &str) -> Option<Duration> {
+        let d = self.tables.get(table).map_or(self.default, |d| **d);
+        (!d.is_zero()).then_some(d)
+    }
 }
 
 impl Default for StorageConfig {
@@ -93,6 +135,7 @@ impl Default for StorageConfig {
             compaction_idle: Duration::from_secs(120),
             compaction_max_bytes: 1 << 30,
             delete_grace: Duration::from_secs(60),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -111,6 +154,16 @@ impl StorageConfig {
         }
         if self.compaction_fanout < 2 {
             return Err("storage.compaction_fanout must be at least 2".into());
+        }
+        if self.retention.check_interval.is_zero() {
+            return Err("storage.retention.check_interval must be more than 0s".into());
+        }
+        for name in self.retention.tables.keys() {
+            if seam_schemas::tables::get(name).is_none() {
+                return Err(format!(
+                    "storage.retention.tables names an unknown table {name:?}"
+                ));
+            }
         }
         if self.flush_interval.is_zero() {
             return Err("storage.flush_interval must be more than 0s".into());

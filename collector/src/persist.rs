@@ -26,6 +26,7 @@
 //! one. Replaced files are deleted after `delete_grace`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -132,6 +133,8 @@ struct TableState {
 #[derive(Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The local directory behind `store`, when there is one (fsync after writes).
+    local_root: Option<PathBuf>,
     config: StorageConfig,
     tables: BTreeMap<&'static str, Mutex<TableState>>,
     buffered_bytes: AtomicUsize,
@@ -160,8 +163,13 @@ impl Storage {
     ///
     /// # Errors
     /// A manifest that cannot be parsed, or Parquet files without a manifest.
+    ///
+    /// `local_root` is the directory behind `store` when it is the local file system: every
+    /// file and manifest written is then fsynced (with its directory) before the WAL entries
+    /// it covers may be deleted. Object stores make writes durable themselves.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
+        local_root: Option<PathBuf>,
         config: StorageConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
@@ -190,6 +198,7 @@ impl Storage {
         }
         let storage = Arc::new(Self {
             store,
+            local_root,
             config,
             tables,
             buffered_bytes: AtomicUsize::new(0),
@@ -407,6 +416,7 @@ impl Storage {
             .put(&opath, PutPayload::from_bytes(bytes))
             .await
             .map_err(|e| os_err(&opath, e))?;
+        self.sync_local(&path).await?;
         self.metrics
             .add(telemetry::PARQUET_BYTES, &[("table", table)], size);
         Ok(FileEntry {
@@ -416,6 +426,31 @@ impl Storage {
             min_time_ns: min,
             max_time_ns: max,
             level,
+        })
+    }
+
+    /// fsyncs a file written through the local store, and its directory (so the rename that
+    /// published it is durable too).
+    async fn sync_local(&self, rel: &str) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(rel);
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(dir) = file.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?;
+        res.map_err(|e| StorageError::ObjectStore {
+            path: rel.to_string(),
+            source: object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            },
         })
     }
 
@@ -446,6 +481,7 @@ impl Storage {
             .put(&path, PutPayload::from(json))
             .await
             .map_err(|e| os_err(&path, e))?;
+        self.sync_local(path.as_ref()).await?;
         let mut st = lock(t);
         // Only clear the flag if nothing changed meanwhile (the I/O lock makes that certain).
         st.manifest_dirty = false;
@@ -587,6 +623,7 @@ impl Storage {
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
         let tick = Duration::from_millis(500).min(self.config.flush_interval);
         let mut last_flush = Instant::now();
+        let mut last_retention: Option<Instant> = None;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -617,12 +654,98 @@ impl Storage {
             if due {
                 last_flush = Instant::now();
             }
+            if last_retention.is_none_or(|t| t.elapsed() >= self.config.retention.check_interval) {
+                last_retention = Some(Instant::now());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                if let Err(e) = self.enforce_retention(now).await {
+                    tracing::error!(error = %e, "Retention failed; files stay as they are.");
+                }
+            }
             self.delete_due(false).await;
         }
         if let Err(e) = self.flush_all().await {
             tracing::error!(error = %e, "Final flush failed.");
         }
         self.delete_due(true).await;
+    }
+
+    /// Removes files past their table's retention, then, while all files together exceed
+    /// the disk budget, the oldest hour partitions (across tables). Returns the number of
+    /// files removed.
+    ///
+    /// # Errors
+    /// A manifest that cannot be written; the files then stay listed.
+    pub async fn enforce_retention(&self, now_ns: i64) -> Result<usize> {
+        let _io = self.io.lock().await;
+        let cfg = &self.config.retention;
+        // (table, path, reason) of every file to remove.
+        let mut doomed: Vec<(&'static str, FileEntry, &'static str)> = Vec::new();
+        let mut kept: Vec<(&'static str, FileEntry)> = Vec::new();
+        for (name, t) in &self.tables {
+            let cutoff = cfg
+                .for_table(name)
+                .map(|d| now_ns.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64));
+            for f in &lock(t).files {
+                match cutoff {
+                    Some(c) if f.max_time_ns < c => doomed.push((name, f.clone(), "retention")),
+                    _ => kept.push((name, f.clone())),
+                }
+            }
+        }
+        if cfg.max_data_bytes > 0 {
+            let mut total: u64 = kept.iter().map(|(_, f)| f.size).sum();
+            if total > cfg.max_data_bytes {
+                kept.sort_by_key(|(_, f)| (layout::hour_of(f.min_time_ns), f.max_time_ns));
+                let mut i = 0;
+                while total > cfg.max_data_bytes && i < kept.len() {
+                    // Remove whole hours: every file of the oldest remaining hour.
+                    let hour = layout::hour_of(kept[i].1.min_time_ns);
+                    while i < kept.len() && layout::hour_of(kept[i].1.min_time_ns) == hour {
+                        total -= kept[i].1.size;
+                        doomed.push((kept[i].0, kept[i].1.clone(), "disk_budget"));
+                        i += 1;
+                    }
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let at = Instant::now() + self.config.delete_grace;
+        for (name, t) in &self.tables {
+            let mine: Vec<&(&str, FileEntry, &str)> =
+                doomed.iter().filter(|(n, _, _)| n == name).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            {
+                let mut st = lock(t);
+                st.files
+                    .retain(|f| !mine.iter().any(|(_, d, _)| d.path == f.path));
+                st.manifest_dirty = true;
+            }
+            self.write_manifest_if_dirty(name).await?;
+            for (_, f, reason) in &mine {
+                let l = [("table", *name), ("reason", *reason)];
+                self.metrics.add(telemetry::RETENTION_FILES, &l, 1);
+                self.metrics.add(telemetry::RETENTION_ROWS, &l, f.rows);
+                tracing::info!(
+                    table = name,
+                    path = %f.path,
+                    rows = f.rows,
+                    reason,
+                    "Removed a file by retention policy."
+                );
+            }
+            lock(&self.pending_delete).extend(
+                mine.iter()
+                    .map(|(_, f, _)| (at, Path::from(f.path.as_str()))),
+            );
+        }
+        Ok(doomed.len())
     }
 
     /// Rows not yet in Parquet, all tables.

@@ -55,8 +55,23 @@ pub const WAL_QUARANTINED: &str = "seam_wal_quarantined_segments_total";
 /// Attribute values, log bodies or attribute lists cut to the limits, by `table`.
 pub const ATTRIBUTES_TRUNCATED: &str = "seam_attributes_truncated_total";
 
+/// Files removed by retention or the disk budget, by `table` and `reason`.
+pub const RETENTION_FILES: &str = "seam_retention_removed_files_total";
+/// Rows removed by retention or the disk budget, by `table` and `reason`.
+pub const RETENTION_ROWS: &str = "seam_retention_removed_rows_total";
+
 /// Name, type and help of every metric the collector exports.
 pub const METRICS: &[(&str, &str, &str)] = &[
+    (
+        RETENTION_FILES,
+        "counter",
+        "Files removed by retention (reason=retention) or the disk budget (reason=disk_budget).",
+    ),
+    (
+        RETENTION_ROWS,
+        "counter",
+        "Rows removed by retention or the disk budget.",
+    ),
     (
         RECORDS_RECEIVED,
         "counter",

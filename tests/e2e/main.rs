@@ -10,6 +10,7 @@
 mod binary;
 mod crash;
 mod durability;
+mod limits;
 mod otlp_grpc;
 mod otlp_http;
 mod sql_api;
