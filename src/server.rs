@@ -88,6 +88,8 @@ pub struct Server {
     stop_receivers: watch::Sender<bool>,
     stop_storage: watch::Sender<bool>,
     stop_api: watch::Sender<bool>,
+    stop_stats: watch::Sender<bool>,
+    stats_task: JoinHandle<()>,
     receivers: Vec<JoinHandle<()>>,
     storage_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
@@ -173,6 +175,7 @@ impl Server {
         let (stop_receivers, rx_recv) = watch::channel(false);
         let (stop_storage, rx_storage) = watch::channel(false);
         let (stop_api, rx_api) = watch::channel(false);
+        let (stop_stats, rx_stats) = watch::channel(false);
 
         let grpc = {
             let c = Arc::clone(&collector);
@@ -192,6 +195,21 @@ impl Server {
                     .await
                 {
                     tracing::error!(error = %e, "Ingest HTTP listener failed.");
+                }
+            })
+        };
+        let stats_task = {
+            let c = Arc::clone(&collector);
+            let mut stop = rx_stats;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                    }
+                    if let Err(e) = c.emit_stats(false).await {
+                        tracing::warn!(error = %e, "Could not write ingest_stats rows.");
+                    }
                 }
             })
         };
@@ -244,6 +262,8 @@ impl Server {
             stop_receivers,
             stop_storage,
             stop_api,
+            stop_stats,
+            stats_task,
             receivers: vec![grpc, http],
             storage_task,
             api_task,
@@ -270,6 +290,11 @@ impl Server {
         let _ = self.stop_receivers.send(true);
         for t in self.receivers {
             let _ = t.await;
+        }
+        let _ = self.stop_stats.send(true);
+        let _ = self.stats_task.await;
+        if let Err(e) = self.collector.emit_stats(true).await {
+            tracing::warn!(error = %e, "Could not write the last ingest_stats rows.");
         }
         self.wal.close().await;
         let _ = self.stop_storage.send(true);

@@ -91,7 +91,9 @@ pub struct StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Keep rows this long after their event time, for every table without its own entry
-    /// in `tables`. `"0s"` keeps them forever. Default 30 days.
+    /// in `tables`. `"0s"` keeps them forever. Default `"0s"`: an audit store never deletes
+    /// evidence unless told to (and archives imported for an investigation are often older
+    /// than any sensible default).
     #[serde(with = "humantime_serde")]
     pub default: Duration,
     /// Per-table retention, e.g. `spans = "7d"`.
@@ -107,7 +109,7 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
-            default: Duration::from_secs(30 * 86_400),
+            default: Duration::ZERO,
             tables: BTreeMap::new(),
             max_data_bytes: 0,
             check_interval: Duration::from_secs(60),

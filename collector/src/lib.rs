@@ -21,6 +21,7 @@ pub mod error;
 pub mod normalise;
 pub mod persist;
 pub mod receive;
+pub mod stats;
 pub mod telemetry;
 pub mod wal;
 
@@ -33,7 +34,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use seam_schemas::tables;
 
 use crate::config::LimitsConfig;
-use crate::decode::Encoding;
 use crate::error::IngestError;
 use crate::telemetry::Metrics;
 use crate::wal::Wal;
@@ -52,6 +52,13 @@ impl Transport {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Transport::Grpc => "otlp_grpc",
+            Transport::Http => "otlp_http",
         }
     }
 }
@@ -74,6 +81,19 @@ pub struct Collector {
     metrics: Arc<Metrics>,
     limits: LimitsConfig,
     closing: AtomicBool,
+    stats: stats::IngestStats,
+}
+
+/// Sum and maximum of `ingest - time` in milliseconds.
+fn lag(ingest: i64, times: impl Iterator<Item = i64>) -> (f64, Option<f64>) {
+    let mut sum = 0.0;
+    let mut max: Option<f64> = None;
+    for t in times {
+        let ms = (ingest - t) as f64 / 1e6;
+        sum += ms;
+        max = Some(max.map_or(ms, |m| m.max(ms)));
+    }
+    (sum, max)
 }
 
 fn now_ns() -> i64 {
@@ -91,6 +111,7 @@ impl Collector {
             metrics,
             limits,
             closing: AtomicBool::new(false),
+            stats: stats::IngestStats::default(),
         }
     }
 
@@ -145,19 +166,47 @@ impl Collector {
         );
     }
 
+    /// Writes the `ingest_stats` rows of every minute that has ended (of every minute with
+    /// `all`, at shutdown) through the write-ahead log.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; the counts of those minutes are then lost.
+    pub async fn emit_stats(&self, all: bool) -> Result<(), IngestError> {
+        let batch = self
+            .stats
+            .take(now_ns(), all)
+            .map_err(|e| IngestError::InvalidPayload(e.to_string()))?;
+        match batch {
+            Some(b) => self.wal.append(tables::ingest_stats::TABLE, b).await,
+            None => Ok(()),
+        }
+    }
+
     /// Counts a refused request and builds its HTTP response.
-    fn refuse(&self, enc: Option<Encoding>, e: IngestError, signal: &str) -> Response {
-        self.metrics.add(
-            telemetry::REQUESTS,
-            &[
-                ("signal", signal),
-                ("transport", "http"),
-                ("outcome", e.reason()),
-            ],
-            1,
-        );
-        tracing::debug!(signal, error = %e, "Refused an HTTP ingest request.");
-        receive::otlp_http::error_response(enc, &e)
+    fn refuse(&self, r: receive::otlp_http::Refusal, signal: &'static str) -> Response {
+        if !r.counted {
+            self.stats.record(
+                now_ns(),
+                Transport::Http.source(),
+                signal,
+                stats::Counts {
+                    requests: 1,
+                    refused_requests: 1,
+                    ..Default::default()
+                },
+            );
+            self.metrics.add(
+                telemetry::REQUESTS,
+                &[
+                    ("signal", signal),
+                    ("transport", "http"),
+                    ("outcome", r.error.reason()),
+                ],
+                1,
+            );
+        }
+        tracing::debug!(signal, error = %r.error, "Refused an HTTP ingest request.");
+        receive::otlp_http::error_response(r.enc, &r.error)
     }
 
     fn check_count(&self, count: usize) -> Result<(), IngestError> {
@@ -196,6 +245,7 @@ impl Collector {
         let ingest = now_ns();
         let n = normalise::spans(req, &self.limits.attributes());
         let received = n.records.len() as u64 + n.rejected;
+        let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
         let out = self
             .store(
                 tables::spans::TABLE,
@@ -203,7 +253,7 @@ impl Collector {
                 &n,
             )
             .await;
-        self.finish("spans", t, received, out)
+        self.finish("spans", t, received, ingest, lag, out)
     }
 
     /// Stores the records of a logs export request.
@@ -226,6 +276,7 @@ impl Collector {
         let ingest = now_ns();
         let n = normalise::logs(req, ingest, &self.limits.attributes());
         let received = n.records.len() as u64 + n.rejected;
+        let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
         let out = self
             .store(
                 tables::logs::TABLE,
@@ -233,7 +284,7 @@ impl Collector {
                 &n,
             )
             .await;
-        self.finish("logs", t, received, out)
+        self.finish("logs", t, received, ingest, lag, out)
     }
 
     async fn store<T>(
@@ -264,11 +315,32 @@ impl Collector {
 
     fn finish(
         &self,
-        signal: &str,
+        signal: &'static str,
         t: Transport,
         received: u64,
+        ingest: i64,
+        lag: (f64, Option<f64>),
         out: Result<Outcome, IngestError>,
     ) -> Result<Outcome, IngestError> {
+        let counts = match &out {
+            Ok(o) => stats::Counts {
+                requests: 1,
+                received: received as i64,
+                accepted: o.accepted as i64,
+                rejected: o.rejected as i64,
+                lag_sum_ms: lag.0,
+                lag_max_ms: lag.1,
+                ..Default::default()
+            },
+            Err(_) => stats::Counts {
+                requests: 1,
+                refused_requests: 1,
+                received: received as i64,
+                rejected: received as i64,
+                ..Default::default()
+            },
+        };
+        self.stats.record(ingest, t.source(), signal, counts);
         match &out {
             Ok(o) => self.record(signal, t, received, o),
             Err(e) => {
@@ -280,17 +352,15 @@ impl Collector {
                 self.metrics
                     .add(telemetry::RECORDS_RECEIVED, &l[..2], received);
                 self.metrics.add(telemetry::RECORDS_REJECTED, &l, received);
-                if t == Transport::Grpc {
-                    self.metrics.add(
-                        telemetry::REQUESTS,
-                        &[
-                            ("signal", signal),
-                            ("transport", "grpc"),
-                            ("outcome", e.reason()),
-                        ],
-                        1,
-                    );
-                }
+                self.metrics.add(
+                    telemetry::REQUESTS,
+                    &[
+                        ("signal", signal),
+                        ("transport", t.label()),
+                        ("outcome", e.reason()),
+                    ],
+                    1,
+                );
             }
         }
         out

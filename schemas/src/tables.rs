@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+pub mod ingest_stats;
 pub mod logs;
 pub mod spans;
 
@@ -36,6 +37,11 @@ pub fn all() -> Vec<TableDef> {
             name: logs::TABLE,
             description: logs::DESCRIPTION,
             schema: logs::schema(),
+        },
+        TableDef {
+            name: ingest_stats::TABLE,
+            description: ingest_stats::DESCRIPTION,
+            schema: ingest_stats::schema(),
         },
     ]
 }

@@ -167,3 +167,42 @@ async fn disk_budget_removes_the_oldest_hours_first() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stats_is_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let d = data.clone();
+    let stack = Stack::start_with(move |c| c.data_dir = d).await;
+    let url = stack.http_url("/v1/traces");
+    assert_eq!(post_json(&url, sample("otlp-traces.json")).await.0, 200);
+    assert_eq!(post_json(&url, b"{not json".to_vec()).await.0, 400);
+    let bad_id = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"0102","spanId":"0102030405060708","startTimeUnixNano":"1"}]}]}]}"#;
+    assert_eq!(post_json(&url, bad_id.to_vec()).await.0, 200);
+    // Minutes are written when they end or when seam stops.
+    stack.stop().await;
+    let stack = Stack::start_with(move |c| c.data_dir = data).await;
+    let rows = sql(
+        &stack.api(),
+        "SELECT source, signal, sum(requests) AS requests, sum(refused_requests) AS refused, \
+         sum(received) AS received, sum(accepted) AS accepted, sum(rejected) AS rejected, \
+         sum(duplicates) AS duplicates, max(lag_max_ms) AS lag \
+         FROM ingest_stats GROUP BY source, signal",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r["source"], "otlp_http");
+    assert_eq!(r["signal"], "spans");
+    assert_eq!(r["requests"], 3);
+    assert_eq!(r["refused"], 1);
+    assert_eq!(r["received"], 21);
+    assert_eq!(r["accepted"], 20);
+    assert_eq!(r["rejected"], 1);
+    assert_eq!(r["duplicates"], 0);
+    // The sample's spans are from 2024: the lag is about two years.
+    assert!(r["lag"].as_f64().unwrap() > 365.0 * 86_400_000.0, "{r:?}");
+    stack.stop().await;
+}

@@ -39,6 +39,36 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .with_state(collector)
 }
 
+/// A refused request: the error, the encoding to answer in, and whether the collector
+/// already counted it (errors from ingesting a decoded request are counted there).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The request's encoding, when it was understood.
+    pub enc: Option<Encoding>,
+    /// What went wrong.
+    pub error: IngestError,
+    /// Already counted in metrics and `ingest_stats`.
+    pub counted: bool,
+}
+
+impl Refusal {
+    fn new(enc: Option<Encoding>, error: IngestError) -> Self {
+        Self {
+            enc,
+            error,
+            counted: false,
+        }
+    }
+
+    fn counted(enc: Encoding, error: IngestError) -> Self {
+        Self {
+            enc: Some(enc),
+            error,
+            counted: true,
+        }
+    }
+}
+
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -49,38 +79,38 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
     signal: &'static str,
-) -> Result<(Encoding, bytes::Bytes), (Option<Encoding>, IngestError)> {
+) -> Result<(Encoding, bytes::Bytes), Refusal> {
     let enc = Encoding::from_content_type(header_str(headers, header::CONTENT_TYPE))
-        .map_err(|e| (None, e))?;
+        .map_err(|e| Refusal::new(None, e))?;
     let limits = c.limits();
     let raw = read_capped(body, limits.max_request_bytes)
         .await
-        .map_err(|e| (Some(enc), e))?;
+        .map_err(|e| Refusal::new(Some(enc), e))?;
     c.count_bytes(Transport::Http, signal, raw.len());
     let body = decode_content(
         header_str(headers, header::CONTENT_ENCODING),
         raw,
         limits.max_decompressed_bytes,
     )
-    .map_err(|e| (Some(enc), e))?;
+    .map_err(|e| Refusal::new(Some(enc), e))?;
     Ok((enc, body))
 }
 
 async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let (enc, body) = read_body(&c, &headers, body, "spans").await?;
-        let req = decode::traces(&body, enc).map_err(|e| (Some(enc), e))?;
+        let req = decode::traces(&body, enc).map_err(|e| Refusal::new(Some(enc), e))?;
         let out = c
             .ingest_traces(req, Transport::Http)
             .await
-            .map_err(|e| (Some(enc), e))?;
+            .map_err(|e| Refusal::counted(enc, e))?;
         let resp = ExportTraceServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportTracePartialSuccess {
                 rejected_spans: out.rejected as i64,
                 error_message: out.message.unwrap_or_default(),
             }),
         };
-        Ok::<_, (Option<Encoding>, IngestError)>(success(
+        Ok::<_, Refusal>(success(
             enc,
             &resp,
             resp.encode_to_vec(),
@@ -88,24 +118,24 @@ async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body)
         ))
     }
     .await;
-    result.unwrap_or_else(|(enc, e)| c.refuse(enc, e, "spans"))
+    result.unwrap_or_else(|r| c.refuse(r, "spans"))
 }
 
 async fn logs(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let (enc, body) = read_body(&c, &headers, body, "logs").await?;
-        let req = decode::logs(&body, enc).map_err(|e| (Some(enc), e))?;
+        let req = decode::logs(&body, enc).map_err(|e| Refusal::new(Some(enc), e))?;
         let out = c
             .ingest_logs(req, Transport::Http)
             .await
-            .map_err(|e| (Some(enc), e))?;
+            .map_err(|e| Refusal::counted(enc, e))?;
         let resp = ExportLogsServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportLogsPartialSuccess {
                 rejected_log_records: out.rejected as i64,
                 error_message: out.message.unwrap_or_default(),
             }),
         };
-        Ok::<_, (Option<Encoding>, IngestError)>(success(
+        Ok::<_, Refusal>(success(
             enc,
             &resp,
             resp.encode_to_vec(),
@@ -113,14 +143,16 @@ async fn logs(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -
         ))
     }
     .await;
-    result.unwrap_or_else(|(enc, e)| c.refuse(enc, e, "logs"))
+    result.unwrap_or_else(|r| c.refuse(r, "logs"))
 }
 
 async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap) -> Response {
     let enc = Encoding::from_content_type(header_str(&headers, header::CONTENT_TYPE)).ok();
     c.refuse(
-        enc,
-        IngestError::Unimplemented(super::otlp_grpc::METRICS_UNSUPPORTED.into()),
+        Refusal::new(
+            enc,
+            IngestError::Unimplemented(super::otlp_grpc::METRICS_UNSUPPORTED.into()),
+        ),
         "metrics",
     )
 }
