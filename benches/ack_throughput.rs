@@ -66,7 +66,12 @@ fn bench(c: &mut Criterion) {
                 Arc::clone(&metrics),
             )
             .expect("wal");
-            let collector = Arc::new(Collector::new(wal, metrics, LimitsConfig::default()));
+            let collector = Arc::new(Collector::new(
+                wal,
+                metrics,
+                LimitsConfig::default(),
+                Default::default(),
+            ));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");

@@ -37,6 +37,30 @@ fn bench(c: &mut Criterion) {
                 .map(|b| b.num_rows())
         })
     });
+    // The normalise stage alone, without and with fingerprint keys: scanning every value for
+    // tokens and secrets is always on; with a key, each token is also fingerprinted (HMAC)
+    // and its JWT claims read.
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("payload");
+    let plain = normalise::Normaliser::default();
+    let keyed = normalise::Normaliser {
+        tokens: normalise::token::TokenConfig {
+            keys: std::sync::Arc::new(normalise::token::parse_keys("k1=bench-key").expect("key")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for (name, n) in [
+        ("normalise_only_no_key", &plain),
+        ("normalise_only_fingerprint", &keyed),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || decoded.clone(),
+                |req| normalise::spans(req, n).records.len(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     let cfg = StorageConfig::default();
     g.bench_function("decode_normalise_arrow_parquet", |b| {
         b.iter_batched(

@@ -51,6 +51,82 @@ impl Default for ListenConfig {
     }
 }
 
+/// Token identity and extra redaction rules.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Fingerprint keys as `kid=secret` entries, the current key first (the others still
+    /// match fingerprints computed with older keys). Prefer `fingerprint_keys_file` or the
+    /// `SEAM_FINGERPRINT_KEYS` variable (`kid=secret[,kid=secret...]`, which wins) over
+    /// secrets in this file. Never given on the command line, never logged.
+    pub fingerprint_keys: Vec<String>,
+    /// A file holding `kid=secret` entries (comma- or newline-separated), e.g. a secret
+    /// mounted from Azure Key Vault.
+    pub fingerprint_keys_file: Option<PathBuf>,
+    /// Extra regular expressions whose matches are replaced by `<redacted>` in every stored
+    /// text value.
+    pub redact_patterns: Vec<String>,
+    /// Extra attribute, header or parameter names whose values are secret.
+    pub secret_names: Vec<String>,
+}
+
+impl std::fmt::Debug for TokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokensConfig")
+            .field("fingerprint_keys", &redacted_keys(&self.fingerprint_keys))
+            .field("fingerprint_keys_file", &self.fingerprint_keys_file)
+            .field("redact_patterns", &self.redact_patterns)
+            .field("secret_names", &self.secret_names)
+            .finish()
+    }
+}
+
+fn redacted_keys(keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .flat_map(|k| k.split([',', '\n']))
+        .filter_map(|k| {
+            k.split_once('=')
+                .map(|(kid, _)| format!("{}=<redacted>", kid.trim()))
+        })
+        .collect()
+}
+
+impl TokensConfig {
+    /// Builds the normalise stage's token settings: keys from `SEAM_FINGERPRINT_KEYS` (when
+    /// `env_keys` is set), else from the file, else from this section.
+    ///
+    /// # Errors
+    /// An unreadable key file, a malformed key entry (the message names the entry's
+    /// position, never the secret), or an invalid pattern.
+    pub fn build(&self) -> Result<seam_collector::normalise::token::TokenConfig, ConfigError> {
+        use seam_collector::normalise::token::{TokenConfig, parse_keys};
+        let text = if let Some(path) = &self.fingerprint_keys_file {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?
+        } else {
+            self.fingerprint_keys.join(",")
+        };
+        let keys = parse_keys(&text)
+            .map_err(|e| ConfigError::Invalid(format!("tokens.fingerprint_keys: {e}")))?;
+        let patterns = self
+            .redact_patterns
+            .iter()
+            .map(|p| {
+                regex::Regex::new(p)
+                    .map_err(|e| ConfigError::Invalid(format!("tokens.redact_patterns {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TokenConfig {
+            keys: std::sync::Arc::new(keys),
+            extra_patterns: std::sync::Arc::new(patterns),
+            extra_secret_names: std::sync::Arc::new(self.secret_names.clone()),
+            links: Default::default(),
+        })
+    }
+}
+
 /// Everything `seam serve` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +144,8 @@ pub struct SeamConfig {
     pub storage: StorageConfig,
     /// Query limits.
     pub query: QueryConfig,
+    /// Token identity and extra redaction rules.
+    pub tokens: TokensConfig,
 }
 
 impl Default for SeamConfig {
@@ -79,6 +157,7 @@ impl Default for SeamConfig {
             wal: WalConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
+            tokens: TokensConfig::default(),
         }
     }
 }
@@ -94,6 +173,8 @@ pub struct Overrides {
     pub ingest_http_addr: Option<SocketAddr>,
     /// `--api-addr` / `SEAM_API_ADDR`.
     pub api_addr: Option<SocketAddr>,
+    /// `SEAM_FINGERPRINT_KEYS` (`kid=secret[,kid=secret...]`): replaces the configured keys.
+    pub fingerprint_keys: Option<String>,
 }
 
 /// Configuration problems, each naming the file or field at fault.
@@ -152,6 +233,10 @@ impl SeamConfig {
         if let Some(a) = overrides.api_addr {
             cfg.listen.api_addr = a;
         }
+        if let Some(k) = overrides.fingerprint_keys {
+            cfg.tokens.fingerprint_keys = vec![k];
+            cfg.tokens.fingerprint_keys_file = None;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -164,9 +249,12 @@ impl SeamConfig {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// The effective configuration as TOML.
+    /// The effective configuration as TOML, with fingerprint secrets replaced by
+    /// `<redacted>`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut shown = self.clone();
+        shown.tokens.fingerprint_keys = redacted_keys(&self.tokens.fingerprint_keys);
+        toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
     /// Checks every section.
@@ -178,6 +266,7 @@ impl SeamConfig {
         self.storage.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.query.validate().map_err(ConfigError::Invalid)?;
+        self.tokens.build()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
         }
@@ -198,6 +287,35 @@ mod tests {
         assert_eq!(cfg, SeamConfig::default());
         let round = SeamConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(round, cfg);
+    }
+
+    #[test]
+    fn fingerprint_secrets_are_never_printed() {
+        let cfg = SeamConfig::load(
+            None,
+            Overrides {
+                fingerprint_keys: Some("k2=very-secret-2,k1=very-secret-1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let shown = format!("{}{:?}", cfg.to_toml(), cfg);
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("k2=<redacted>"), "{shown}");
+        assert_eq!(cfg.tokens.build().unwrap().keys.len(), 2);
+        let bad = SeamConfig::load(
+            None,
+            Overrides {
+                fingerprint_keys: Some("oops-no-equals-very-secret".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("is not kid=secret") && !bad.contains("very-secret"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             otlp_grpc_addr: args.otlp_grpc_addr,
             ingest_http_addr: args.ingest_http_addr,
             api_addr: args.api_addr,
+            fingerprint_keys: fingerprint_keys_from_env(),
         },
     )?;
     if args.print_config {
@@ -131,6 +132,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await?;
         Ok(())
     })
+}
+
+/// `SEAM_FINGERPRINT_KEYS`, read here once (keys are never a command-line flag: flags show
+/// in the process list).
+fn fingerprint_keys_from_env() -> Option<String> {
+    std::env::var("SEAM_FINGERPRINT_KEYS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -55,6 +55,9 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] seam_collector::persist::StorageError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The write-ahead log could not be replayed or opened.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -148,10 +151,22 @@ impl Server {
                 "Replayed acknowledged rows that had not reached Parquet."
             );
         }
+        let tokens = cfg.tokens.build()?;
+        if tokens.keys.is_empty() {
+            tracing::warn!(
+                "No fingerprint key is configured (SEAM_FINGERPRINT_KEYS or [tokens]): bearer \
+                 tokens are still redacted, but identified by their claims (uti) only, and \
+                 opaque tokens not at all."
+            );
+        } else {
+            let kids: Vec<&str> = tokens.keys.iter().map(|k| k.kid.as_str()).collect();
+            tracing::info!(current = kids[0], all = ?kids, "Token fingerprint keys loaded.");
+        }
         let collector = Arc::new(Collector::new(
             Arc::clone(&wal),
             Arc::clone(&metrics),
             cfg.limits.clone(),
+            tokens,
         ));
         let query = Arc::new(QueryService::new(
             Arc::clone(&storage) as Arc<dyn seam_schemas::source::TableSource>,

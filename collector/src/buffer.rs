@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, ListArray, MapBuilder, StringBuilder, StructArray,
-    TimestampNanosecondArray,
+    ArrayRef, Float64Builder, Int32Builder, ListArray, ListBuilder, MapBuilder, StringBuilder,
+    StructArray, TimestampNanosecondArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use seam_schemas::tables::{logs, spans};
 
 use crate::normalise::attributes::Attr;
+use crate::normalise::token::TokenIdentity;
 use crate::normalise::{LogRecord, SpanRecord};
 
 type AttrMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
@@ -105,7 +106,62 @@ pub fn spans_batch(rows: &[SpanRecord], ingest_ns: i64) -> Result<RecordBatch, A
         strings(rows.iter().map(|r| r.user_agent.as_deref())),
         strings(rows.iter().map(|r| r.correlation_id.as_deref())),
     ];
+    let columns = columns
+        .into_iter()
+        .chain(token_columns(rows.iter().map(|r| r.token.as_ref())))
+        .collect();
     RecordBatch::try_new(schema, columns)
+}
+
+fn string_lists<'a>(values: impl Iterator<Item = Option<&'a [String]>>) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        true,
+    )));
+    for v in values {
+        match v {
+            Some(items) if !items.is_empty() => {
+                for i in items {
+                    b.values().append_value(i);
+                }
+                b.append(true);
+            }
+            _ => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// The token identity columns (`seam_schemas::tables::token_fields`), in order.
+fn token_columns<'a>(
+    tokens: impl Iterator<Item = Option<&'a TokenIdentity>> + Clone,
+) -> Vec<ArrayRef> {
+    let claims = || tokens.clone().map(|t| t.map(|t| &t.claims));
+    let secs = |f: fn(&crate::normalise::token::Claims) -> Option<i64>| {
+        ts(claims()
+            .map(|c| c.and_then(f).map(|s| s.saturating_mul(1_000_000_000)))
+            .collect())
+    };
+    let ids: Vec<Option<String>> = tokens
+        .clone()
+        .map(|t| t.and_then(|t| t.token_id()))
+        .collect();
+    vec![
+        strings(ids.iter().map(|i| i.as_deref())),
+        strings(claims().map(|c| c.and_then(|c| c.uti.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.subject.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.object_id.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.client_app.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.tenant_id.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.issuer.as_deref()))),
+        strings(claims().map(|c| c.and_then(|c| c.audience.as_deref()))),
+        secs(|c| c.issued_at),
+        secs(|c| c.expires_at),
+        string_lists(claims().map(|c| c.map(|c| c.scopes.as_slice()))),
+        string_lists(claims().map(|c| c.map(|c| c.roles.as_slice()))),
+        strings(claims().map(|c| c.and_then(|c| c.token_type.as_deref()))),
+    ]
 }
 
 fn list_of(
@@ -206,6 +262,10 @@ pub fn logs_batch(rows: &[LogRecord], ingest_ns: i64) -> Result<RecordBatch, Arr
         Arc::new(attrs.finish()),
         strings(rows.iter().map(|r| r.correlation_id.as_deref())),
     ];
+    let columns = columns
+        .into_iter()
+        .chain(token_columns(rows.iter().map(|r| r.token.as_ref())))
+        .collect();
     RecordBatch::try_new(schema, columns)
 }
 

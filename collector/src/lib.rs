@@ -80,6 +80,7 @@ pub struct Collector {
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     limits: LimitsConfig,
+    normaliser: normalise::Normaliser,
     closing: AtomicBool,
     stats: stats::IngestStats,
 }
@@ -104,11 +105,21 @@ fn now_ns() -> i64 {
 }
 
 impl Collector {
-    /// A collector that makes records durable in `wal` (which hands them to storage).
-    pub fn new(wal: Arc<Wal>, metrics: Arc<Metrics>, limits: LimitsConfig) -> Self {
+    /// A collector that makes records durable in `wal` (which hands them to storage),
+    /// identifying and redacting tokens with `tokens`.
+    pub fn new(
+        wal: Arc<Wal>,
+        metrics: Arc<Metrics>,
+        limits: LimitsConfig,
+        tokens: normalise::token::TokenConfig,
+    ) -> Self {
         Self {
             wal,
             metrics,
+            normaliser: normalise::Normaliser {
+                limits: limits.attributes(),
+                tokens,
+            },
             limits,
             closing: AtomicBool::new(false),
             stats: stats::IngestStats::default(),
@@ -243,7 +254,7 @@ impl Collector {
             .sum();
         self.check_count(count)?;
         let ingest = now_ns();
-        let n = normalise::spans(req, &self.limits.attributes());
+        let n = normalise::spans(req, &self.normaliser);
         let received = n.records.len() as u64 + n.rejected;
         let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
         let out = self
@@ -274,7 +285,7 @@ impl Collector {
             .sum();
         self.check_count(count)?;
         let ingest = now_ns();
-        let n = normalise::logs(req, ingest, &self.limits.attributes());
+        let n = normalise::logs(req, ingest, &self.normaliser);
         let received = n.records.len() as u64 + n.rejected;
         let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
         let out = self
@@ -293,6 +304,13 @@ impl Collector {
         build: impl FnOnce() -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
         n: &normalise::Normalised<T>,
     ) -> Result<Outcome, IngestError> {
+        for (reason, count) in &n.unreadable_tokens {
+            self.metrics.add(
+                telemetry::TOKENS_UNREADABLE,
+                &[("table", table), ("reason", reason)],
+                *count,
+            );
+        }
         if n.truncated > 0 {
             self.metrics.add(
                 telemetry::ATTRIBUTES_TRUNCATED,

@@ -11,6 +11,7 @@
 
 pub mod attributes;
 pub mod redact;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 
 use attributes::{Attr, AttrLimits, first, first_scalar};
+use token::{TokenConfig, TokenIdentity};
 
 /// Attribute keys that carry a producer's correlation id, in order of preference.
 pub const CORRELATION_KEYS: &[&str] = &[
@@ -30,6 +32,38 @@ pub const CORRELATION_KEYS: &[&str] = &[
     "http.request.header.x-ms-correlation-id",
     "x-correlation-id",
 ];
+
+/// What the normalise stage applies to every record.
+#[derive(Debug, Clone, Default)]
+pub struct Normaliser {
+    /// Attribute count and length limits.
+    pub limits: AttrLimits,
+    /// Fingerprint keys and extra redaction rules.
+    pub tokens: TokenConfig,
+}
+
+/// Attribute keys under which a producer (e.g. a gateway policy) reports a token's
+/// fingerprint, when it never sends the raw token.
+pub const FINGERPRINT_KEYS: &[&str] =
+    &["token.fingerprint", "token_fingerprint", "tokenFingerprint"];
+/// Attribute keys under which a producer reports a token's `uti`/`jti`.
+pub const UTI_KEYS: &[&str] = &["token.uti", "token_uti", "jwt.uti", "token.jti", "jwt.jti"];
+
+/// `text` with tokens and secrets replaced.
+fn scrub(text: String, n: &Normaliser) -> String {
+    let s = n.tokens.scrub(&text);
+    if s.changed { s.text } else { text }
+}
+
+/// A token identity from producer-reported attributes, when no raw token was seen.
+fn reported_token(attrs: &[Attr], n: &Normaliser) -> Option<TokenIdentity> {
+    let fp = first(attrs, FINGERPRINT_KEYS).map(str::to_string);
+    let uti = first(attrs, UTI_KEYS).map(str::to_string);
+    if fp.is_none() && uti.is_none() {
+        return None;
+    }
+    Some(n.tokens.reported(fp, uti))
+}
 
 /// Resource and scope facts shared by the records of one scope.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +145,8 @@ pub struct SpanRecord {
     pub user_agent: Option<String>,
     /// Correlation id.
     pub correlation_id: Option<String>,
+    /// The bearer token the span carried, identified (never the token itself).
+    pub token: Option<TokenIdentity>,
 }
 
 /// One normalised log record: a row of the `logs` table.
@@ -140,6 +176,8 @@ pub struct LogRecord {
     pub attributes: Vec<Attr>,
     /// Correlation id.
     pub correlation_id: Option<String>,
+    /// The bearer token the record carried, identified.
+    pub token: Option<TokenIdentity>,
 }
 
 /// The result of normalising one request.
@@ -153,6 +191,8 @@ pub struct Normalised<T> {
     pub first_error: Option<String>,
     /// How many attribute values or lists were cut to the limits.
     pub truncated: u64,
+    /// Tokens whose claims could not be read, by reason (`opaque`, `bad_base64`, ...).
+    pub unreadable_tokens: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl<T> Default for Normalised<T> {
@@ -162,6 +202,7 @@ impl<T> Default for Normalised<T> {
             rejected: 0,
             first_error: None,
             truncated: 0,
+            unreadable_tokens: Default::default(),
         }
     }
 }
@@ -170,11 +211,14 @@ impl<T> Normalised<T> {
     fn flatten(
         &mut self,
         kvs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
-        limits: &AttrLimits,
-    ) -> Vec<Attr> {
-        let (attrs, cut) = attributes::flatten(kvs, limits);
-        self.truncated += cut;
-        attrs
+        n: &Normaliser,
+    ) -> (Vec<Attr>, Option<TokenIdentity>) {
+        let f = attributes::flatten(kvs, &n.limits, &n.tokens);
+        self.truncated += f.cut;
+        if let Some(reason) = f.token.as_ref().and_then(|t| t.unreadable) {
+            *self.unreadable_tokens.entry(reason).or_insert(0) += 1;
+        }
+        (f.attrs, f.token)
     }
 
     fn reject(&mut self, msg: impl FnOnce() -> String) {
@@ -230,7 +274,7 @@ const KINDS: [&str; 6] = [
 const STATUSES: [&str; 3] = ["unset", "ok", "error"];
 
 /// Normalises a trace export request.
-pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<SpanRecord> {
+pub fn spans(req: ExportTraceServiceRequest, n: &Normaliser) -> Normalised<SpanRecord> {
     let mut out = Normalised::default();
     for (ri, rs) in req.resource_spans.into_iter().enumerate() {
         let res_attrs = Arc::new(
@@ -239,8 +283,9 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                     .as_ref()
                     .map(|r| r.attributes.clone())
                     .unwrap_or_default(),
-                limits,
-            ),
+                n,
+            )
+            .0,
         );
         for (si, ss) in rs.scope_spans.into_iter().enumerate() {
             let origin = Arc::new(origin(ss.scope.as_ref(), &res_attrs));
@@ -276,7 +321,7 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                     continue;
                 };
                 let end = time_ns(span.end_time_unix_nano).filter(|e| *e > 0);
-                let attributes = out.flatten(span.attributes, limits);
+                let (attributes, mut token) = out.flatten(span.attributes, n);
                 let kind = KINDS
                     .get(span.kind as usize)
                     .copied()
@@ -284,16 +329,18 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                 let (span_status, span_status_message) = match span.status {
                     Some(s) => (
                         STATUSES.get(s.code as usize).copied().unwrap_or("unset"),
-                        opt_string(s.message),
+                        opt_string(s.message).map(|m| scrub(m, n)),
                     ),
                     None => ("unset", None),
                 };
                 let mut events = Vec::with_capacity(span.events.len());
                 for e in span.events {
+                    let (attributes, t) = out.flatten(e.attributes, n);
+                    token = token.or(t);
                     events.push(EventRecord {
                         time_ns: time_ns(e.time_unix_nano).filter(|t| *t > 0),
-                        name: e.name,
-                        attributes: out.flatten(e.attributes, limits),
+                        name: scrub(e.name, n),
+                        attributes,
                     });
                 }
                 let mut links = Vec::with_capacity(span.links.len());
@@ -301,7 +348,7 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                     links.push(LinkRecord {
                         trace_id: hex::encode(&l.trace_id),
                         span_id: hex::encode(&l.span_id),
-                        attributes: out.flatten(l.attributes, limits),
+                        attributes: out.flatten(l.attributes, n).0,
                     });
                 }
                 let http = HttpFacts::from_attrs(&attributes, kind == "server");
@@ -312,7 +359,7 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                     span_id,
                     parent_span_id,
                     trace_state: opt_string(span.trace_state),
-                    name: span.name,
+                    name: scrub(span.name, n),
                     kind,
                     span_status,
                     span_status_message,
@@ -326,6 +373,7 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
                     client_ip: http.client_ip,
                     user_agent: http.user_agent,
                     correlation_id: first_scalar(&attributes, CORRELATION_KEYS),
+                    token: token.or_else(|| reported_token(&attributes, n)),
                     attributes,
                 });
             }
@@ -338,7 +386,7 @@ pub fn spans(req: ExportTraceServiceRequest, limits: &AttrLimits) -> Normalised<
 pub fn logs(
     req: ExportLogsServiceRequest,
     ingest_ns: i64,
-    limits: &AttrLimits,
+    n: &Normaliser,
 ) -> Normalised<LogRecord> {
     let mut out = Normalised::default();
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
@@ -348,8 +396,9 @@ pub fn logs(
                     .as_ref()
                     .map(|r| r.attributes.clone())
                     .unwrap_or_default(),
-                limits,
-            ),
+                n,
+            )
+            .0,
         );
         for (si, sl) in rl.scope_logs.into_iter().enumerate() {
             let origin = Arc::new(origin(sl.scope.as_ref(), &res_attrs));
@@ -385,14 +434,20 @@ pub fn logs(
                 let severity_number = Some(rec.severity_number).filter(|n| *n > 0);
                 let level = opt_string(rec.severity_text)
                     .or_else(|| severity_number.map(|n| level_of(n).to_string()));
+                let mut body_token = None;
                 let body = rec.body.and_then(|b| b.value).map(|v| {
-                    let mut t = attributes::to_text(v);
-                    if attributes::truncate(&mut t, limits.max_value_bytes) {
+                    let s = n.tokens.scrub(&attributes::to_text(v));
+                    body_token = s.token;
+                    let mut t = s.text;
+                    if attributes::truncate(&mut t, n.limits.max_value_bytes) {
                         out.truncated += 1;
                     }
                     t
                 });
-                let attributes = out.flatten(rec.attributes, limits);
+                if let Some(reason) = body_token.as_ref().and_then(|t| t.unreadable) {
+                    *out.unreadable_tokens.entry(reason).or_insert(0) += 1;
+                }
+                let (attributes, token) = out.flatten(rec.attributes, n);
                 out.records.push(LogRecord {
                     time_ns: time,
                     observed_time_ns: observed,
@@ -405,6 +460,9 @@ pub fn logs(
                     event_name: opt_string(rec.event_name),
                     origin: Arc::clone(&origin),
                     correlation_id: first_scalar(&attributes, CORRELATION_KEYS),
+                    token: token
+                        .or(body_token)
+                        .or_else(|| reported_token(&attributes, n)),
                     attributes,
                 });
             }

@@ -60,8 +60,17 @@ pub const RETENTION_FILES: &str = "seam_retention_removed_files_total";
 /// Rows removed by retention or the disk budget, by `table` and `reason`.
 pub const RETENTION_ROWS: &str = "seam_retention_removed_rows_total";
 
+/// Tokens identified by fingerprint only, by `table` and `reason` (`opaque`,
+/// `bad_base64`, `not_json`, `oversized`).
+pub const TOKENS_UNREADABLE: &str = "seam_tokens_unreadable_total";
+
 /// Name, type and help of every metric the collector exports.
 pub const METRICS: &[(&str, &str, &str)] = &[
+    (
+        TOKENS_UNREADABLE,
+        "counter",
+        "Bearer tokens whose claims could not be read (fingerprint only), by reason.",
+    ),
     (
         RETENTION_FILES,
         "counter",

@@ -25,6 +25,17 @@ fn spawn(data_dir: &Path) -> Running {
 /// file, the API address through `SEAM_API_ADDR`, the ingest address and the data directory
 /// by flag (the flag beats the file's `data_dir`). `extra_toml` is appended to the file.
 pub fn spawn_with(data_dir: &Path, extra_toml: &str) -> Running {
+    spawn_custom(data_dir, extra_toml, &[], None)
+}
+
+/// Like [`spawn_with`], with extra environment variables and seam's standard error written
+/// to `stderr` (appended) instead of the test's.
+pub fn spawn_custom(
+    data_dir: &Path,
+    extra_toml: &str,
+    envs: &[(&str, &str)],
+    stderr: Option<&Path>,
+) -> Running {
     let config = data_dir.with_extension("toml");
     let text = format!(
         "data_dir = \"/nonexistent/overridden-by-flag\"\n\
@@ -39,9 +50,19 @@ pub fn spawn_with(data_dir: &Path, extra_toml: &str) -> Running {
         .arg("--data-dir")
         .arg(data_dir)
         .env("SEAM_API_ADDR", "127.0.0.1:0")
-        .env("SEAM_LOG", "warn")
+        .env("SEAM_LOG", "info")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(match stderr {
+            Some(p) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .unwrap(),
+            ),
+            None => Stdio::inherit(),
+        })
         .spawn()
         .expect("spawn seam serve");
     let stdout = child.stdout.take().unwrap();

@@ -15,3 +15,4 @@ mod otlp_grpc;
 mod otlp_http;
 mod sql_api;
 mod support;
+mod tokens;

@@ -19,10 +19,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::IngestError;
+use crate::normalise::token::TokenConfig;
 
 /// Parses an OTLP/JSON body into `T`, naming the JSON path of any error.
 pub fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, IngestError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| {
+        let e = TokenConfig::default().scrub(&e.to_string()).text;
         IngestError::InvalidPayload(format!("body is not valid JSON ({what}): {e}"))
     })?;
     if !value.is_object() {
@@ -33,9 +35,11 @@ pub fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, IngestE
     normalise_value(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
+        // The parser's message may quote the offending value: scrub tokens and secrets
+        // from it before it reaches a client or a log.
+        let inner = TokenConfig::default().scrub(&e.inner().to_string()).text;
         IngestError::InvalidPayload(format!(
-            "JSON body is not a valid {what}: at {path}: {}",
-            e.inner()
+            "JSON body is not a valid {what}: at {path}: {inner}"
         ))
     })
 }

@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use serde_json::Value as Json;
 
 use super::redact;
+use super::token::{TokenConfig, TokenIdentity};
 
 /// One attribute as stored: key and text value (`None` for an empty AnyValue).
 pub type Attr = (String, Option<String>);
@@ -53,38 +54,77 @@ pub fn truncate(s: &mut String, max: usize) -> bool {
     true
 }
 
-/// Flattens OTLP attributes into stored pairs, redacting credential-bearing values and
-/// applying `limits`. Returns the pairs and how many limits were applied (dropped
-/// attributes count once per record, each cut value once).
-pub fn flatten(kvs: Vec<KeyValue>, limits: &AttrLimits) -> (Vec<Attr>, u64) {
+/// What flattening one attribute list found besides the pairs.
+#[derive(Debug, Default)]
+pub struct Flattened {
+    /// The stored pairs.
+    pub attrs: Vec<Attr>,
+    /// How many limits were applied (dropped attributes count once, each cut value once).
+    pub cut: u64,
+    /// The first bearer token found (an `Authorization` value first, then any value).
+    pub token: Option<TokenIdentity>,
+}
+
+fn is_authorization(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let last = lower.rsplit('.').next().unwrap_or(&lower);
+    last == "authorization" || last == "proxy-authorization"
+}
+
+/// Flattens OTLP attributes into stored pairs: values become text, credentials are redacted
+/// (tokens replaced by a marker carrying their fingerprint, other secrets by `<redacted>`),
+/// and `limits` apply.
+pub fn flatten(kvs: Vec<KeyValue>, limits: &AttrLimits, tokens: &TokenConfig) -> Flattened {
     let total = kvs.len();
     let mut cut = 0;
-    let mut out: Vec<Attr> = kvs
+    let mut auth_token = None;
+    let mut other_token = None;
+    let mut attrs: Vec<Attr> = kvs
         .into_iter()
         .take(limits.max_attributes)
         .map(|kv| {
-            let value = kv.value.and_then(|v| v.value);
-            let text = if redact::is_sensitive_key(&kv.key) && value.is_some() {
-                Some(redact::MARKER.to_string())
-            } else {
-                value.map(to_text).map(|mut t| {
-                    if truncate(&mut t, limits.max_value_bytes) {
-                        cut += 1;
-                    }
-                    t
-                })
+            let Some(value) = kv.value.and_then(|v| v.value) else {
+                return (kv.key, None);
             };
-            (kv.key, text)
+            let text = to_text(value);
+            let sensitive =
+                redact::is_sensitive_key(&kv.key) || tokens.is_extra_secret_name(&kv.key);
+            let mut text = if is_authorization(&kv.key) {
+                let s = tokens.scrub(&text);
+                if s.token.is_some() {
+                    auth_token = auth_token.take().or(s.token);
+                    s.text
+                } else {
+                    // Basic credentials or anything else: nothing of it is kept.
+                    redact::MARKER.to_string()
+                }
+            } else if sensitive {
+                redact::MARKER.to_string()
+            } else {
+                let s = tokens.scrub(&text);
+                if s.token.is_some() && other_token.is_none() {
+                    other_token = s.token;
+                }
+                s.text
+            };
+            if truncate(&mut text, limits.max_value_bytes) {
+                cut += 1;
+            }
+            (kv.key, Some(text))
         })
         .collect();
     if total > limits.max_attributes {
-        out.push((
+        attrs.push((
             DROPPED_KEY.to_string(),
             Some((total - limits.max_attributes).to_string()),
         ));
         cut += 1;
     }
-    (out, cut)
+    Flattened {
+        attrs,
+        cut,
+        token: auth_token.or(other_token),
+    }
 }
 
 /// Renders an AnyValue as text.
@@ -175,7 +215,7 @@ mod tests {
 
     #[test]
     fn renders_every_value_type() {
-        let (attrs, _) = flatten(
+        let attrs = flatten(
             vec![
                 kv("s", Av::StringValue("x".into())),
                 kv("i", Av::IntValue(443)),
@@ -202,7 +242,9 @@ mod tests {
                 ),
             ],
             &AttrLimits::default(),
-        );
+            &TokenConfig::default(),
+        )
+        .attrs;
         let get = |k: &str| first(&attrs, &[k]).unwrap().to_string();
         assert_eq!(get("s"), "x");
         assert_eq!(get("i"), "443");
@@ -212,7 +254,7 @@ mod tests {
         assert_eq!(get("a"), r#"["corr-1"]"#);
         assert_eq!(first_scalar(&attrs, &["a"]).unwrap(), "corr-1");
         assert!(!get("m").contains("abc"));
-        assert_eq!(get("http.request.header.authorization"), redact::MARKER);
+        assert_eq!(get("http.request.header.authorization"), "Bearer <redacted>");
     }
 
     #[test]
@@ -221,7 +263,7 @@ mod tests {
             max_attributes: 2,
             max_value_bytes: 5,
         };
-        let (attrs, cut) = flatten(
+        let f = flatten(
             vec![
                 kv("a", Av::StringValue("ééééé".into())),
                 kv("b", Av::StringValue("ok".into())),
@@ -229,7 +271,9 @@ mod tests {
                 kv("d", Av::StringValue("dropped".into())),
             ],
             &limits,
+            &TokenConfig::default(),
         );
+        let (attrs, cut) = (f.attrs, f.cut);
         assert_eq!(cut, 2);
         assert_eq!(first(&attrs, &["a"]), Some("éé…[truncated by seam]"));
         assert_eq!(first(&attrs, &["b"]), Some("ok"));

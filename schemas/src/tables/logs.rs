@@ -110,5 +110,5 @@ pub fn schema() -> SchemaRef {
             true,
             "The producer's own correlation id from the attributes (correlation.id, correlationId, correlation_id, x-correlation-id, ...).",
         ),
-    ])
+    ].into_iter().chain(super::token_fields()).collect())
 }

@@ -184,5 +184,5 @@ pub fn schema() -> SchemaRef {
             true,
             "The producer's own correlation id: correlation.id, correlation_id, correlationId, http.request.header.x-correlation-id or http.request.header.x-ms-correlation-id (first value of an array).",
         ),
-    ])
+    ].into_iter().chain(super::token_fields()).collect())
 }

@@ -1,0 +1,627 @@
+//! Token identity and secret scrubbing in text.
+//!
+//! Takes attribute values and free text that may carry bearer tokens (an `Authorization`
+//! header, a JWT inside a JSON string, `Bearer …` in a log line); gives
+//! - the token's identity: its keyed fingerprint (`hmac-sha256:<kid>:<32 hex>`, exactly as
+//!   `shared/samples/README.md` defines it) and the claims read from a JWT payload without the
+//!   signing key (`iss`, `aud`, `sub`, `oid`, `azp`/`appid`, `tid`, `uti`/`jti`, `iat`, `nbf`,
+//!   `exp`, `scp`/`scope`, `roles`, `idtyp`, `ver`, Okta's `cid`/`uid`);
+//! - the text with every token replaced by a marker that keeps it readable and joinable
+//!   (`Bearer <redacted hmac-sha256:k1:…>`), and with secrets in query strings, JSON and
+//!   `key=value` text (`subscription-key`, `api_key`, `client_secret`, `password`, …) replaced
+//!   by `<redacted>`.
+//!
+//! Nothing here fails a record: an opaque token, a JWT with bad base64 or a payload that is
+//! not JSON, or an oversized token is identified by its fingerprint only, and the reason is
+//! reported. Scanning is a linear pass over the bytes (no regex per value); configured extra
+//! patterns are the only regexes.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value as Json;
+use sha2::Sha256;
+
+/// Longest token (bytes) whose claims are read; longer ones get a fingerprint only.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// One fingerprint key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FingerprintKey {
+    /// Key id, part of every fingerprint.
+    pub kid: String,
+    /// The secret.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FingerprintKey {{ kid: {:?}, secret: <redacted> }}",
+            self.kid
+        )
+    }
+}
+
+/// Parses `kid=secret[,kid=secret...]` (commas or newlines between keys).
+///
+/// # Errors
+/// An entry without `=`, an empty kid or secret, or a kid used twice.
+pub fn parse_keys(text: &str) -> Result<Vec<FingerprintKey>, String> {
+    let mut keys: Vec<FingerprintKey> = Vec::new();
+    for (i, part) in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let Some((kid, secret)) = part.split_once('=') else {
+            return Err(format!("fingerprint key {} is not kid=secret", i + 1));
+        };
+        let (kid, secret) = (kid.trim(), secret.trim());
+        if kid.is_empty() || secret.is_empty() {
+            return Err(format!(
+                "fingerprint key {} has an empty kid or secret",
+                i + 1
+            ));
+        }
+        if kid.contains(':') {
+            return Err(format!("fingerprint key id {kid:?} must not contain ':'"));
+        }
+        if keys.iter().any(|k| k.kid == kid) {
+            return Err(format!("fingerprint key id {kid:?} appears twice"));
+        }
+        keys.push(FingerprintKey {
+            kid: kid.to_string(),
+            secret: secret.as_bytes().to_vec(),
+        });
+    }
+    Ok(keys)
+}
+
+/// The claims seam keeps, read from a JWT payload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    /// `uti` (Entra) or `jti`.
+    pub uti: Option<String>,
+    /// `sub` (Okta: `uid` when `sub` is absent).
+    pub subject: Option<String>,
+    /// `oid`.
+    pub object_id: Option<String>,
+    /// `azp`, `appid` or Okta's `cid`.
+    pub client_app: Option<String>,
+    /// `tid`.
+    pub tenant_id: Option<String>,
+    /// `iss`.
+    pub issuer: Option<String>,
+    /// `aud` (several audiences joined with a space).
+    pub audience: Option<String>,
+    /// `iat`, seconds.
+    pub issued_at: Option<i64>,
+    /// `nbf`, seconds.
+    pub not_before: Option<i64>,
+    /// `exp`, seconds.
+    pub expires_at: Option<i64>,
+    /// `scp` or `scope`, split on spaces.
+    pub scopes: Vec<String>,
+    /// `roles`.
+    pub roles: Vec<String>,
+    /// `idtyp` (`app` or `user`).
+    pub token_type: Option<String>,
+    /// `ver`.
+    pub version: Option<String>,
+}
+
+/// The identity of the token a record carried.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenIdentity {
+    /// Fingerprint under the current key, when a key is configured and the raw token (or a
+    /// gateway-computed fingerprint) was seen.
+    pub fingerprint: Option<String>,
+    /// Fingerprints under the older keys (links for rotation).
+    pub older_fingerprints: Vec<String>,
+    /// Claims, when the token is a readable JWT.
+    pub claims: Claims,
+    /// Why claims could not be read (`opaque`, `bad_base64`, `not_json`, `oversized`).
+    pub unreadable: Option<&'static str>,
+}
+
+impl TokenIdentity {
+    /// The documented token id: the fingerprint when known, else `uti:<uti>`.
+    pub fn token_id(&self) -> Option<String> {
+        self.fingerprint
+            .clone()
+            .or_else(|| self.claims.uti.as_ref().map(|u| format!("uti:{u}")))
+    }
+}
+
+/// Token handling settings shared by the normalise stage.
+#[derive(Debug, Clone, Default)]
+pub struct TokenConfig {
+    /// Fingerprint keys, current first.
+    pub keys: Arc<Vec<FingerprintKey>>,
+    /// Extra patterns whose matches are redacted in every text value.
+    pub extra_patterns: Arc<Vec<regex::Regex>>,
+    /// Extra attribute or parameter names whose values are secret.
+    pub extra_secret_names: Arc<Vec<String>>,
+    /// Links learned from raw tokens: an older-key fingerprint or `uti:<uti>` to the
+    /// current-key fingerprint, so that a record carrying only those gets the same
+    /// `token_id`. In memory, bounded by [`MAX_LINKS`].
+    pub links: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+}
+
+/// Most links kept; past it the map starts afresh.
+pub const MAX_LINKS: usize = 1_000_000;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn fingerprint_with(key: &FingerprintKey, token: &str) -> Option<String> {
+    let mut mac = HmacSha256::new_from_slice(&key.secret).ok()?;
+    mac.update(token.as_bytes());
+    let out = mac.finalize().into_bytes();
+    Some(format!(
+        "hmac-sha256:{}:{}",
+        key.kid,
+        &hex::encode(out)[..32]
+    ))
+}
+
+fn b64url(part: &str) -> Option<Vec<u8>> {
+    let trimmed = part.trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()
+}
+
+fn string_claim(v: &Json, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| match v.get(n)? {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn int_claim(v: &Json, name: &str) -> Option<i64> {
+    match v.get(name)? {
+        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn list_claim(v: &Json, names: &[&str]) -> Vec<String> {
+    for n in names {
+        match v.get(n) {
+            Some(Json::Array(items)) => {
+                return items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect();
+            }
+            Some(Json::String(s)) => return s.split_whitespace().map(str::to_string).collect(),
+            _ => {}
+        }
+    }
+    Vec::new()
+}
+
+/// Reads the claims of a compact JWT without verifying it.
+///
+/// # Errors
+/// The reason it cannot be read: `opaque`, `oversized`, `bad_base64` or `not_json`.
+pub fn read_claims(token: &str) -> Result<Claims, &'static str> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err("oversized");
+    }
+    let mut parts = token.split('.');
+    let (Some(_header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("opaque");
+    };
+    let bytes = b64url(payload).ok_or("bad_base64")?;
+    let v: Json = serde_json::from_slice(&bytes).map_err(|_| "not_json")?;
+    if !v.is_object() {
+        return Err("not_json");
+    }
+    let audience = match v.get("aud") {
+        Some(Json::Array(a)) => {
+            let list: Vec<&str> = a.iter().filter_map(Json::as_str).collect();
+            (!list.is_empty()).then(|| list.join(" "))
+        }
+        _ => string_claim(&v, &["aud"]),
+    };
+    Ok(Claims {
+        uti: string_claim(&v, &["uti", "jti"]),
+        subject: string_claim(&v, &["sub", "uid"]),
+        object_id: string_claim(&v, &["oid"]),
+        client_app: string_claim(&v, &["azp", "appid", "cid", "client_id"]),
+        tenant_id: string_claim(&v, &["tid"]),
+        issuer: string_claim(&v, &["iss"]),
+        audience,
+        issued_at: int_claim(&v, "iat"),
+        not_before: int_claim(&v, "nbf"),
+        expires_at: int_claim(&v, "exp"),
+        scopes: list_claim(&v, &["scp", "scope"]),
+        roles: list_claim(&v, &["roles"]),
+        token_type: string_claim(&v, &["idtyp"]),
+        version: string_claim(&v, &["ver"]),
+    })
+}
+
+impl TokenConfig {
+    /// Identifies a raw token (without any `Bearer ` prefix).
+    pub fn identify(&self, token: &str) -> TokenIdentity {
+        let mut keys = self.keys.iter();
+        let fingerprint = keys.next().and_then(|k| fingerprint_with(k, token));
+        let older_fingerprints: Vec<String> =
+            keys.filter_map(|k| fingerprint_with(k, token)).collect();
+        let (claims, unreadable) = match read_claims(token) {
+            Ok(c) => (c, None),
+            Err(reason) => (Claims::default(), Some(reason)),
+        };
+        if let Some(fp) = &fingerprint
+            && let Ok(mut links) = self.links.lock()
+        {
+            if links.len() >= MAX_LINKS {
+                links.clear();
+            }
+            for old in older_fingerprints.iter() {
+                links.insert(old.clone(), fp.clone());
+            }
+            if let Some(uti) = &claims.uti {
+                links.insert(format!("uti:{uti}"), fp.clone());
+            }
+        }
+        TokenIdentity {
+            fingerprint,
+            older_fingerprints,
+            claims,
+            unreadable,
+        }
+    }
+
+    /// The identity of a token a producer reported only by fingerprint and/or `uti`: the
+    /// fingerprint becomes the current-key fingerprint when a raw token taught the link.
+    pub fn reported(&self, fingerprint: Option<String>, uti: Option<String>) -> TokenIdentity {
+        let links = self.links.lock().ok();
+        let lookup = |k: &str| links.as_ref().and_then(|l| l.get(k).cloned());
+        let canonical = fingerprint
+            .as_deref()
+            .and_then(lookup)
+            .or_else(|| uti.as_ref().and_then(|u| lookup(&format!("uti:{u}"))))
+            .or(fingerprint);
+        TokenIdentity {
+            fingerprint: canonical,
+            claims: Claims {
+                uti,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The marker that replaces a token.
+    fn marker(&self, id: &TokenIdentity) -> String {
+        match (&id.fingerprint, &id.claims.uti) {
+            (Some(fp), _) => format!("<redacted {fp}>"),
+            (None, Some(uti)) => format!("<redacted uti:{uti}>"),
+            (None, None) => "<redacted>".to_string(),
+        }
+    }
+}
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn is_token_char(b: u8) -> bool {
+    is_b64url(b) || matches!(b, b'.' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// Finds the end of a JWT starting at `start` (three base64url parts), if there is one.
+fn jwt_at(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    let mut dots = 0;
+    let mut part_len = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if is_b64url(b) {
+            part_len += 1;
+        } else if b == b'.' && part_len > 0 && dots < 2 {
+            dots += 1;
+            part_len = 0;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    (dots == 2 && part_len > 0).then_some(i)
+}
+
+/// What scrubbing found in a text.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scrubbed {
+    /// The text with tokens and secrets replaced.
+    pub text: String,
+    /// The first token found, identified.
+    pub token: Option<TokenIdentity>,
+    /// Whether anything was replaced.
+    pub changed: bool,
+}
+
+/// Names whose values are secrets in query strings, JSON and `key=value` text.
+const SECRET_PARAMS: &[&str] = &[
+    "subscription-key",
+    "subscription_key",
+    "ocp-apim-subscription-key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "x-api-key",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "sig",
+    "code",
+];
+
+fn is_secret_name(name: &str, extra: &[String]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&lower.as_str()) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+impl TokenConfig {
+    /// Whether `key` (an attribute key; its last dotted segment counts) was configured as
+    /// secret.
+    pub fn is_extra_secret_name(&self, key: &str) -> bool {
+        if self.extra_secret_names.is_empty() {
+            return false;
+        }
+        let last = key.rsplit('.').next().unwrap_or(key);
+        self.extra_secret_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(key) || n.eq_ignore_ascii_case(last))
+    }
+
+    /// Replaces tokens and secrets in `text`.
+    pub fn scrub(&self, text: &str) -> Scrubbed {
+        let bytes = text.as_bytes();
+        // Fast path: nothing that could start a token or a secret assignment.
+        let maybe = text.contains("eyJ")
+            || text.contains("earer ")
+            || text.contains("EARER ")
+            || bytes.iter().any(|b| matches!(b, b'=' | b':'))
+            || !self.extra_patterns.is_empty();
+        if !maybe {
+            return Scrubbed {
+                text: text.to_string(),
+                ..Default::default()
+            };
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut token = None;
+        let mut changed = false;
+        let mut i = 0;
+        let mut copied = 0;
+        while i < bytes.len() {
+            // `Bearer <token>` (any token, JWT or opaque).
+            if (bytes[i] == b'B' || bytes[i] == b'b')
+                && bytes.len() - i > 7
+                && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ")
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+            {
+                let start = i + 7;
+                let mut end = start;
+                while end < bytes.len() && is_token_char(bytes[end]) {
+                    end += 1;
+                }
+                if end > start {
+                    let raw = &text[start..end];
+                    let id = self.identify(raw);
+                    out.push_str(&text[copied..start]);
+                    out.push_str(&self.marker(&id));
+                    token.get_or_insert(id);
+                    changed = true;
+                    copied = end;
+                    i = end;
+                    continue;
+                }
+            }
+            // A bare JWT anywhere (JSON strings, free text).
+            if bytes[i] == b'e'
+                && bytes[i..].starts_with(b"eyJ")
+                && (i == 0 || !is_b64url(bytes[i - 1]))
+                && let Some(end) = jwt_at(bytes, i)
+            {
+                let raw = &text[i..end];
+                let id = self.identify(raw);
+                out.push_str(&text[copied..i]);
+                out.push_str(&self.marker(&id));
+                token.get_or_insert(id);
+                changed = true;
+                copied = end;
+                i = end;
+                continue;
+            }
+            // name=value or "name": "value" or name: value with a secret name.
+            if (bytes[i] == b'=' || bytes[i] == b':')
+                && let Some((vstart, vend)) = secret_value_span(text, i, &self.extra_secret_names)
+            {
+                out.push_str(&text[copied..vstart]);
+                out.push_str("<redacted>");
+                changed = true;
+                copied = vend;
+                i = vend;
+                continue;
+            }
+            i += 1;
+        }
+        out.push_str(&text[copied..]);
+        if !self.extra_patterns.is_empty() {
+            for re in self.extra_patterns.iter() {
+                if re.is_match(&out) {
+                    out = re.replace_all(&out, "<redacted>").into_owned();
+                    changed = true;
+                }
+            }
+        }
+        Scrubbed {
+            text: out,
+            token,
+            changed,
+        }
+    }
+}
+
+/// When the `=` or `:` at `at` follows a secret name, the byte span of its value.
+fn secret_value_span(text: &str, at: usize, extra: &[String]) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    // The name: letters, digits, '-', '_' before the separator (skipping a closing quote).
+    let mut name_end = at;
+    if name_end > 0 && bytes[name_end - 1] == b'"' {
+        name_end -= 1;
+    }
+    let mut name_start = name_end;
+    while name_start > 0
+        && (bytes[name_start - 1].is_ascii_alphanumeric()
+            || matches!(bytes[name_start - 1], b'-' | b'_'))
+    {
+        name_start -= 1;
+    }
+    if name_start == name_end || !is_secret_name(&text[name_start..name_end], extra) {
+        return None;
+    }
+    // `:` only counts inside JSON-ish text ("password": "x") or headers (`password: x`).
+    let mut v = at + 1;
+    while v < bytes.len() && bytes[v] == b' ' {
+        v += 1;
+    }
+    if v >= bytes.len() {
+        return None;
+    }
+    if bytes[v] == b'"' {
+        let start = v + 1;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'"' {
+            if bytes[end] == b'\\' {
+                end += 1;
+            }
+            end += 1;
+        }
+        let end = end.min(bytes.len());
+        return (end > start).then_some((start, end));
+    }
+    let start = v;
+    let mut end = start;
+    while end < bytes.len()
+        && !matches!(
+            bytes[end],
+            b'&' | b' ' | b',' | b';' | b'"' | b'\n' | b'\r' | b'}' | b'#'
+        )
+    {
+        end += 1;
+    }
+    (end > start).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TokenConfig {
+        TokenConfig {
+            keys: Arc::new(parse_keys("k1=contoso-demo-fp-key-v1").unwrap()),
+            ..Default::default()
+        }
+    }
+
+    const T1: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsImtpZCI6ImRlbW8ta2lkLTEifQ.eyJhdWQiOiJhcGk6Ly9vcmRlcnMtcGxhdGZvcm0iLCJpc3MiOiJodHRwczovL2xvZ2luLm1pY3Jvc29mdG9ubGluZS5jb20vNGE3YzFlMmQtOWIzZi00ZDZhLThlNWMtMWYyYTNiNGM1ZDZlL3YyLjAiLCJpYXQiOjE3MzA3OTcxMjAsIm5iZiI6MTczMDc5NzEyMCwiZXhwIjoxNzMwODAwNzIwLCJhenAiOiIwZDhmM2MyYS02YjFlLTRmN2EtOWM1ZC0yZTRiNmE4YzBmMTMiLCJhenBhY3IiOiIxIiwiaWR0eXAiOiJhcHAiLCJvaWQiOiJlM2IxYzJkNC01ZjZhLTRiN2MtOGQ5ZS0wZjFhMmIzYzRkNWUiLCJzdWIiOiJlM2IxYzJkNC01ZjZhLTRiN2MtOGQ5ZS0wZjFhMmIzYzRkNWUiLCJyb2xlcyI6WyJPcmRlcnMuUmVhZFdyaXRlLkFsbCJdLCJ0aWQiOiI0YTdjMWUyZC05YjNmLTRkNmEtOGU1Yy0xZjJhM2I0YzVkNmUiLCJ1dGkiOiJrVDNtUXg5WnhVZUEwYlljN2RXMkFBIiwidmVyIjoiMi4wIn0.c3ludGhldGljLXVuc2lnbmVkLXNpZ25hdHVyZS0x";
+
+    #[test]
+    fn fingerprint_and_claims_match_the_ground_truth() {
+        let id = config().identify(T1);
+        assert_eq!(
+            id.fingerprint.as_deref(),
+            Some("hmac-sha256:k1:fa861f368f863db0bedf8be355831617")
+        );
+        assert_eq!(id.claims.uti.as_deref(), Some("kT3mQx9ZxUeA0bYc7dW2AA"));
+        assert_eq!(
+            id.claims.client_app.as_deref(),
+            Some("0d8f3c2a-6b1e-4f7a-9c5d-2e4b6a8c0f13")
+        );
+        assert_eq!(id.claims.expires_at, Some(1_730_800_720));
+        assert_eq!(id.claims.roles, vec!["Orders.ReadWrite.All".to_string()]);
+        assert_eq!(id.token_id(), id.fingerprint);
+    }
+
+    #[test]
+    fn scrubs_bearer_jwt_in_json_and_secrets() {
+        let c = config();
+        let s = c.scrub(&format!("Bearer {T1}"));
+        assert_eq!(
+            s.text,
+            "Bearer <redacted hmac-sha256:k1:fa861f368f863db0bedf8be355831617>"
+        );
+        let s = c.scrub(&format!(
+            r#"{{"headers":{{"auth":"{T1}"}},"password":"hunter2"}}"#
+        ));
+        assert!(
+            !s.text.contains("eyJ") && !s.text.contains("hunter2"),
+            "{}",
+            s.text
+        );
+        assert!(s.token.is_some());
+        let s = c.scrub("GET /orders?subscription-key=abc123&x=1 with bearer opaque-tok_1");
+        assert_eq!(
+            s.text,
+            "GET /orders?subscription-key=<redacted>&x=1 with bearer <redacted hmac-sha256:k1:"
+                .to_string()
+                + &s.text[s.text.len() - 33..]
+        );
+        assert_eq!(s.token.unwrap().unreadable, Some("opaque"));
+        let plain = c.scrub("nothing to see: a=b");
+        assert!(!plain.changed);
+    }
+
+    #[test]
+    fn malformed_tokens_never_fail() {
+        assert_eq!(
+            read_claims("eyJa.!!!.x"),
+            Err("opaque").or(Err("bad_base64"))
+        );
+        assert_eq!(
+            read_claims("eyJhbGciOiJub25lIn0.bm90IGpzb24.c2ln"),
+            Err("not_json")
+        );
+        assert_eq!(read_claims(&"a.".repeat(20_000)), Err("oversized"));
+        let id = config().identify("eyJhbGciOiJub25lIn0.bm90IGpzb24.c2ln");
+        assert!(id.fingerprint.is_some());
+        assert_eq!(id.unreadable, Some("not_json"));
+    }
+
+    #[test]
+    fn keys_parse_and_rotate() {
+        let keys = parse_keys("k2=new-secret, k1=contoso-demo-fp-key-v1").unwrap();
+        let c = TokenConfig {
+            keys: Arc::new(keys),
+            ..Default::default()
+        };
+        let id = c.identify(T1);
+        assert!(id.fingerprint.unwrap().starts_with("hmac-sha256:k2:"));
+        assert_eq!(
+            id.older_fingerprints,
+            vec!["hmac-sha256:k1:fa861f368f863db0bedf8be355831617".to_string()]
+        );
+        assert!(parse_keys("k1").is_err());
+        assert!(parse_keys("k1=a,k1=b").is_err());
+        assert!(format!("{:?}", c.keys).contains("<redacted>"));
+    }
+}
