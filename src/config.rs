@@ -319,6 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_keys_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("seam-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        std::fs::write(&file, "k2=from-file-2\nk1=from-file-1\n").unwrap();
+        let cfg = SeamConfig::from_toml(&format!(
+            "[tokens]\nfingerprint_keys_file = {:?}\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let tokens = cfg.tokens.build().unwrap();
+        let kids: Vec<&str> = tokens.keys.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, ["k2", "k1"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn overrides_win_and_errors_name_the_field() {
         let cfg =
             SeamConfig::from_toml("data_dir = \"/x\"\n[listen]\napi_addr = \"127.0.0.1:1\"\n")

@@ -51,8 +51,7 @@ pub const UTI_KEYS: &[&str] = &["token.uti", "token_uti", "jwt.uti", "token.jti"
 
 /// `text` with tokens and secrets replaced.
 fn scrub(text: String, n: &Normaliser) -> String {
-    let s = n.tokens.scrub(&text);
-    if s.changed { s.text } else { text }
+    n.tokens.scrub_owned(text).text
 }
 
 /// A token identity from producer-reported attributes, when no raw token was seen.
@@ -436,7 +435,7 @@ pub fn logs(
                     .or_else(|| severity_number.map(|n| level_of(n).to_string()));
                 let mut body_token = None;
                 let body = rec.body.and_then(|b| b.value).map(|v| {
-                    let s = n.tokens.scrub(&attributes::to_text(v));
+                    let s = n.tokens.scrub_owned(attributes::to_text(v));
                     body_token = s.token;
                     let mut t = s.text;
                     if attributes::truncate(&mut t, n.limits.max_value_bytes) {

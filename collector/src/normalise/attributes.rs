@@ -90,7 +90,7 @@ pub fn flatten(kvs: Vec<KeyValue>, limits: &AttrLimits, tokens: &TokenConfig) ->
             let sensitive =
                 redact::is_sensitive_key(&kv.key) || tokens.is_extra_secret_name(&kv.key);
             let mut text = if is_authorization(&kv.key) {
-                let s = tokens.scrub(&text);
+                let s = tokens.scrub_owned(text);
                 if s.token.is_some() {
                     auth_token = auth_token.take().or(s.token);
                     s.text
@@ -101,7 +101,7 @@ pub fn flatten(kvs: Vec<KeyValue>, limits: &AttrLimits, tokens: &TokenConfig) ->
             } else if sensitive {
                 redact::MARKER.to_string()
             } else {
-                let s = tokens.scrub(&text);
+                let s = tokens.scrub_owned(text);
                 if s.token.is_some() && other_token.is_none() {
                     other_token = s.token;
                 }
@@ -254,7 +254,10 @@ mod tests {
         assert_eq!(get("a"), r#"["corr-1"]"#);
         assert_eq!(first_scalar(&attrs, &["a"]).unwrap(), "corr-1");
         assert!(!get("m").contains("abc"));
-        assert_eq!(get("http.request.header.authorization"), "Bearer <redacted>");
+        assert_eq!(
+            get("http.request.header.authorization"),
+            "Bearer <redacted>"
+        );
     }
 
     #[test]

@@ -393,6 +393,12 @@ impl TokenConfig {
 
     /// Replaces tokens and secrets in `text`.
     pub fn scrub(&self, text: &str) -> Scrubbed {
+        self.scrub_owned(text.to_string())
+    }
+
+    /// Like [`TokenConfig::scrub`], taking the text by value: when nothing is found (the
+    /// common case) it is handed back without a copy.
+    pub fn scrub_owned(&self, text: String) -> Scrubbed {
         let bytes = text.as_bytes();
         // Fast path: nothing that could start a token or a secret assignment.
         let maybe = text.contains("eyJ")
@@ -402,11 +408,11 @@ impl TokenConfig {
             || !self.extra_patterns.is_empty();
         if !maybe {
             return Scrubbed {
-                text: text.to_string(),
+                text,
                 ..Default::default()
             };
         }
-        let mut out = String::with_capacity(text.len());
+        let mut out = String::new();
         let mut token = None;
         let mut changed = false;
         let mut i = 0;
@@ -451,9 +457,21 @@ impl TokenConfig {
                 i = end;
                 continue;
             }
+            // user:password@ in a URL.
+            if bytes[i] == b':'
+                && bytes[i..].starts_with(b"://")
+                && let Some((pstart, pend)) = url_password_span(bytes, i + 3)
+            {
+                out.push_str(&text[copied..pstart]);
+                out.push_str("<redacted>");
+                changed = true;
+                copied = pend;
+                i = pend;
+                continue;
+            }
             // name=value or "name": "value" or name: value with a secret name.
             if (bytes[i] == b'=' || bytes[i] == b':')
-                && let Some((vstart, vend)) = secret_value_span(text, i, &self.extra_secret_names)
+                && let Some((vstart, vend)) = secret_value_span(&text, i, &self.extra_secret_names)
             {
                 out.push_str(&text[copied..vstart]);
                 out.push_str("<redacted>");
@@ -464,7 +482,11 @@ impl TokenConfig {
             }
             i += 1;
         }
-        out.push_str(&text[copied..]);
+        if changed {
+            out.push_str(&text[copied..]);
+        } else {
+            out = text;
+        }
         if !self.extra_patterns.is_empty() {
             for re in self.extra_patterns.iter() {
                 if re.is_match(&out) {
@@ -479,6 +501,23 @@ impl TokenConfig {
             changed,
         }
     }
+}
+
+/// The password of `user:password@host` in the authority starting at `start`, if any.
+fn url_password_span(bytes: &[u8], start: usize) -> Option<(usize, usize)> {
+    let mut end = start;
+    while end < bytes.len()
+        && !matches!(
+            bytes[end],
+            b'/' | b'?' | b'#' | b' ' | b'"' | b'\'' | b'\n' | b'<' | b'>'
+        )
+    {
+        end += 1;
+    }
+    let authority = &bytes[start..end];
+    let at = authority.iter().rposition(|b| *b == b'@')?;
+    let colon = authority[..at].iter().position(|b| *b == b':')?;
+    (colon + 1 < at).then_some((start + colon + 1, start + at))
 }
 
 /// When the `=` or `:` at `at` follows a secret name, the byte span of its value.
@@ -587,6 +626,11 @@ mod tests {
                 + &s.text[s.text.len() - 33..]
         );
         assert_eq!(s.token.unwrap().unreadable, Some("opaque"));
+        let s = c.scrub("jdbc postgres://svc:S3cr3t!@db.example:5432/x and https://host/p");
+        assert_eq!(
+            s.text,
+            "jdbc postgres://svc:<redacted>@db.example:5432/x and https://host/p"
+        );
         let plain = c.scrub("nothing to see: a=b");
         assert!(!plain.changed);
     }
