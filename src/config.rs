@@ -123,6 +123,7 @@ impl TokensConfig {
             extra_patterns: std::sync::Arc::new(patterns),
             extra_secret_names: std::sync::Arc::new(self.secret_names.clone()),
             links: Default::default(),
+            links_file: None,
         })
     }
 }

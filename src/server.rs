@@ -151,7 +151,12 @@ impl Server {
                 "Replayed acknowledged rows that had not reached Parquet."
             );
         }
-        let tokens = cfg.tokens.build()?;
+        let mut tokens = cfg.tokens.build()?;
+        let links = data_dir.join("token_links.jsonl");
+        let loaded = tokens
+            .persist_links(&links)
+            .map_err(|e| dir_err(format!("{}: {e}", links.display())))?;
+        tracing::info!(links = loaded, "Token links loaded.");
         if tokens.keys.is_empty() {
             tracing::warn!(
                 "No fingerprint key is configured (SEAM_FINGERPRINT_KEYS or [tokens]): bearer \

@@ -367,5 +367,28 @@ async fn rotated_keys_keep_one_token_id() {
         id.as_str(),
         "uti-only record maps to the same id"
     );
+    // The links survive a restart: a claims-only record sent later still maps.
+    let mut run = run;
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let run = spawn_custom(&data, "", &[("SEAM_FINGERPRINT_KEYS", keys.as_str())], None);
+    let later = serde_json::json!({"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"0102030405060708090a0b0c0d0e0f13","spanId":"010203040506070b","name":"later",
+         "startTimeUnixNano":"1730798043000000003",
+         "attributes":[{"key":"token.uti","value":{"stringValue": truth["tokens"]["T1"]["claims"]["uti"]}}]}
+    ]}]}]});
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", run.http))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&later).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_count(&run.api, "SELECT count(*) FROM spans", 4).await;
+    let later_id = scalar(&run.api, "SELECT token_id FROM spans WHERE name = 'later'")
+        .await
+        .unwrap();
+    assert_eq!(later_id, id.as_str(), "links are kept across restarts");
     drop(run);
 }

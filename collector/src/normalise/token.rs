@@ -148,8 +148,11 @@ pub struct TokenConfig {
     pub extra_secret_names: Arc<Vec<String>>,
     /// Links learned from raw tokens: an older-key fingerprint or `uti:<uti>` to the
     /// current-key fingerprint, so that a record carrying only those gets the same
-    /// `token_id`. In memory, bounded by [`MAX_LINKS`].
+    /// `token_id`. Bounded by [`MAX_LINKS`]; kept across restarts by
+    /// [`TokenConfig::persist_links`].
     pub links: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Where new links are appended (JSON lines `{"from": …, "to": …}`), when set.
+    pub links_file: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
 /// Most links kept; past it the map starts afresh.
@@ -268,11 +271,21 @@ impl TokenConfig {
             if links.len() >= MAX_LINKS {
                 links.clear();
             }
+            let mut learned = Vec::new();
             for old in older_fingerprints.iter() {
-                links.insert(old.clone(), fp.clone());
+                if links.insert(old.clone(), fp.clone()).as_ref() != Some(fp) {
+                    learned.push(old.clone());
+                }
             }
             if let Some(uti) = &claims.uti {
-                links.insert(format!("uti:{uti}"), fp.clone());
+                let key = format!("uti:{uti}");
+                if links.insert(key.clone(), fp.clone()).as_ref() != Some(fp) {
+                    learned.push(key);
+                }
+            }
+            drop(links);
+            if !learned.is_empty() {
+                self.append_links(&learned, fp);
             }
         }
         TokenIdentity {
@@ -280,6 +293,52 @@ impl TokenConfig {
             older_fingerprints,
             claims,
             unreadable,
+        }
+    }
+
+    /// Loads the links recorded in `path` (JSON lines written by earlier runs; a damaged line
+    /// is skipped) and appends new links to it from now on. The file holds fingerprints and
+    /// token ids only, never a token or a key.
+    ///
+    /// # Errors
+    /// The file cannot be read or opened for appending.
+    pub fn persist_links(&mut self, path: &std::path::Path) -> std::io::Result<usize> {
+        let mut loaded = 0;
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(mut links) = self.links.lock()
+        {
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<Json>(line) else {
+                    continue;
+                };
+                if let (Some(from), Some(to)) = (v["from"].as_str(), v["to"].as_str()) {
+                    links.insert(from.to_string(), to.to_string());
+                    loaded += 1;
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.links_file = Some(Arc::new(std::sync::Mutex::new(file)));
+        Ok(loaded)
+    }
+
+    fn append_links(&self, from: &[String], to: &str) {
+        let Some(file) = &self.links_file else {
+            return;
+        };
+        let mut text = String::new();
+        for f in from {
+            text.push_str(&serde_json::json!({"from": f, "to": to}).to_string());
+            text.push('\n');
+        }
+        if let Ok(mut f) = file.lock() {
+            use std::io::Write as _;
+            if let Err(e) = f.write_all(text.as_bytes()) {
+                tracing::warn!(error = %e, "Could not record a token link.");
+            }
         }
     }
 
