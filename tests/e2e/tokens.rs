@@ -139,7 +139,7 @@ import sys, glob, json, pyarrow.parquet as pq
 for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True):
     t = pq.read_table(f)
     for c in t.column_names:
-        print(json.dumps([str(v) for v in t.column(c).to_pylist()]))
+        print(t.column(c).to_string(window=10**7, container_window=10**7))
 "#;
     let decoded = Command::new("python3")
         .args(["-c", script])
@@ -291,7 +291,26 @@ async fn tokens_are_identified_and_nothing_secret_is_stored() {
         "https://apim.example/o?subscription-key=<redacted>&a=1"
     );
 
-    // Crash without a flush too, so the WAL still holds entries when we search it.
+    // Let a flush write Parquet, then send one more record and crash before the next flush,
+    // so that both Parquet files and WAL entries are searched.
+    let manifest = data.join("tables/spans/_manifest.json");
+    wait_until("a Parquet flush", VISIBLE, || {
+        let manifest = manifest.clone();
+        async move {
+            let m: Value = serde_json::from_slice(&std::fs::read(&manifest).ok()?).ok()?;
+            (!m["files"].as_array()?.is_empty()).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let resp = client
+        .post(format!("http://{}/v1/logs", run.http))
+        .header("content-type", "application/json")
+        .body(otlp_json_logs(&truth))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     let mut run = run;
     run.child.kill().unwrap();
     run.child.wait().unwrap();
@@ -310,6 +329,12 @@ async fn tokens_are_identified_and_nothing_secret_is_stored() {
         needles.push((format!("{t} signature"), sig));
     }
     let mut stored = everything_stored(&data);
+    let decoded = &stored.last().unwrap().1;
+    let t1_fp = truth["tokens"]["T1"]["fingerprint"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(decoded).contains(t1_fp),
+        "the decoded Parquet text holds the stored rows"
+    );
     stored.push(("seam's own log".into(), std::fs::read(&log).unwrap()));
     assert!(
         stored.iter().any(|(p, _)| p.ends_with(".wal")),
