@@ -477,66 +477,15 @@ impl TokenConfig {
         let mut i = 0;
         let mut copied = 0;
         while i < bytes.len() {
-            // `Bearer <token>` (any token, JWT or opaque).
-            if (bytes[i] == b'B' || bytes[i] == b'b')
-                && bytes.len() - i > 7
-                && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ")
-                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
-            {
-                let start = i + 7;
-                let mut end = start;
-                while end < bytes.len() && is_token_char(bytes[end]) {
-                    end += 1;
-                }
-                if end > start {
-                    let raw = &text[start..end];
-                    let id = self.identify(raw);
-                    out.push_str(&text[copied..start]);
-                    out.push_str(&self.marker(&id));
+            if let Some(hit) = self.hit_at(&text, i) {
+                out.push_str(&text[copied..hit.start]);
+                out.push_str(&hit.replacement);
+                if let Some(id) = hit.token {
                     token.get_or_insert(id);
-                    changed = true;
-                    copied = end;
-                    i = end;
-                    continue;
                 }
-            }
-            // A bare JWT anywhere (JSON strings, free text).
-            if bytes[i] == b'e'
-                && bytes[i..].starts_with(b"eyJ")
-                && (i == 0 || !is_b64url(bytes[i - 1]))
-                && let Some(end) = jwt_at(bytes, i)
-            {
-                let raw = &text[i..end];
-                let id = self.identify(raw);
-                out.push_str(&text[copied..i]);
-                out.push_str(&self.marker(&id));
-                token.get_or_insert(id);
                 changed = true;
-                copied = end;
-                i = end;
-                continue;
-            }
-            // user:password@ in a URL.
-            if bytes[i] == b':'
-                && bytes[i..].starts_with(b"://")
-                && let Some((pstart, pend)) = url_password_span(bytes, i + 3)
-            {
-                out.push_str(&text[copied..pstart]);
-                out.push_str("<redacted>");
-                changed = true;
-                copied = pend;
-                i = pend;
-                continue;
-            }
-            // name=value or "name": "value" or name: value with a secret name.
-            if (bytes[i] == b'=' || bytes[i] == b':')
-                && let Some((vstart, vend)) = secret_value_span(&text, i, &self.extra_secret_names)
-            {
-                out.push_str(&text[copied..vstart]);
-                out.push_str("<redacted>");
-                changed = true;
-                copied = vend;
-                i = vend;
+                copied = hit.end;
+                i = hit.end;
                 continue;
             }
             i += 1;
@@ -558,6 +507,60 @@ impl TokenConfig {
             text: out,
             token,
             changed,
+        }
+    }
+}
+
+/// Something to replace in a text: the byte span, what replaces it, and the token it was.
+struct Hit {
+    start: usize,
+    end: usize,
+    replacement: String,
+    token: Option<TokenIdentity>,
+}
+
+impl TokenConfig {
+    /// What starts at byte `i` of `text` and must be replaced, if anything: `Bearer <token>`
+    /// (any token), a bare JWT, the password of a URL, or the value after a secret name.
+    fn hit_at(&self, text: &str, i: usize) -> Option<Hit> {
+        let bytes = text.as_bytes();
+        let token_hit = |start: usize, end: usize| {
+            let id = self.identify(&text[start..end]);
+            Hit {
+                start,
+                end,
+                replacement: self.marker(&id),
+                token: Some(id),
+            }
+        };
+        let secret_hit = |(start, end): (usize, usize)| Hit {
+            start,
+            end,
+            replacement: "<redacted>".to_string(),
+            token: None,
+        };
+        match bytes[i] {
+            b'B' | b'b'
+                if bytes.len() - i > 7
+                    && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ")
+                    && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) =>
+            {
+                let start = i + 7;
+                let end = start
+                    + bytes[start..]
+                        .iter()
+                        .take_while(|b| is_token_char(**b))
+                        .count();
+                (end > start).then(|| token_hit(start, end))
+            }
+            b'e' if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) => {
+                jwt_at(bytes, i).map(|end| token_hit(i, end))
+            }
+            b':' if bytes[i..].starts_with(b"://") => {
+                url_password_span(bytes, i + 3).map(secret_hit)
+            }
+            b'=' | b':' => secret_value_span(text, i, &self.extra_secret_names).map(secret_hit),
+            _ => None,
         }
     }
 }
