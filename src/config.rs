@@ -20,6 +20,8 @@ pub const DEFAULT_INGEST_HTTP: &str = "127.0.0.1:4318";
 /// Default API address: clear of Grafana (3000), PostgreSQL (5432), Prometheus (9090) and
 /// the OTLP ports.
 pub const DEFAULT_API: &str = "127.0.0.1:7317";
+/// Default PostgreSQL wire address: clear of a local PostgreSQL on 5432.
+pub const DEFAULT_PG: &str = "127.0.0.1:7432";
 
 /// The listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,10 @@ pub struct ListenConfig {
     /// SQL over HTTP, `/health`, `/metrics`. Flag `--api-addr`, variable `SEAM_API_ADDR`.
     /// Default 127.0.0.1:7317.
     pub api_addr: SocketAddr,
+    /// PostgreSQL wire protocol (psql, Grafana, BI tools), database `seam`. Flag
+    /// `--pg-addr`, variable `SEAM_PG_ADDR`. Default 127.0.0.1:7432. Loopback only until the
+    /// listener has authentication.
+    pub pg_addr: SocketAddr,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -47,6 +53,7 @@ impl Default for ListenConfig {
             otlp_grpc_addr: addr(DEFAULT_OTLP_GRPC),
             ingest_http_addr: addr(DEFAULT_INGEST_HTTP),
             api_addr: addr(DEFAULT_API),
+            pg_addr: addr(DEFAULT_PG),
         }
     }
 }
@@ -174,6 +181,8 @@ pub struct Overrides {
     pub ingest_http_addr: Option<SocketAddr>,
     /// `--api-addr` / `SEAM_API_ADDR`.
     pub api_addr: Option<SocketAddr>,
+    /// `--pg-addr` / `SEAM_PG_ADDR`.
+    pub pg_addr: Option<SocketAddr>,
     /// `SEAM_FINGERPRINT_KEYS` (`kid=secret[,kid=secret...]`): replaces the configured keys.
     pub fingerprint_keys: Option<String>,
 }
@@ -234,6 +243,9 @@ impl SeamConfig {
         if let Some(a) = overrides.api_addr {
             cfg.listen.api_addr = a;
         }
+        if let Some(a) = overrides.pg_addr {
+            cfg.listen.pg_addr = a;
+        }
         if let Some(k) = overrides.fingerprint_keys {
             cfg.tokens.fingerprint_keys = vec![k];
             cfg.tokens.fingerprint_keys_file = None;
@@ -268,6 +280,13 @@ impl SeamConfig {
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.query.validate().map_err(ConfigError::Invalid)?;
         self.tokens.build()?;
+        if !self.listen.pg_addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "listen.pg_addr {} is not a loopback address: the PostgreSQL listener has no \
+                 authentication yet, so it serves loopback only",
+                self.listen.pg_addr
+            )));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
         }

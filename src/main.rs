@@ -49,6 +49,9 @@ struct ServeArgs {
     /// API listen address: POST /api/v1/sql, /health, /metrics [default: 127.0.0.1:7317].
     #[arg(long, env = "SEAM_API_ADDR")]
     api_addr: Option<SocketAddr>,
+    /// PostgreSQL wire listen address, database `seam` [default: 127.0.0.1:7432].
+    #[arg(long, env = "SEAM_PG_ADDR")]
+    pg_addr: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -106,6 +109,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             otlp_grpc_addr: args.otlp_grpc_addr,
             ingest_http_addr: args.ingest_http_addr,
             api_addr: args.api_addr,
+            pg_addr: args.pg_addr,
             fingerprint_keys: fingerprint_keys_from_env(),
         },
     )?;
@@ -124,8 +128,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::start(cfg).await?;
         let a = server.addrs();
         println!(
-            "seam listening otlp_grpc={} ingest_http={} api={}",
-            a.otlp_grpc, a.ingest_http, a.api
+            "seam listening otlp_grpc={} ingest_http={} api={} pg={}",
+            a.otlp_grpc, a.ingest_http, a.api, a.pg
         );
         wait_for_signal().await?;
         tracing::info!("Shutting down: no new requests; flushing what was acknowledged.");

@@ -64,6 +64,9 @@ pub enum ServerError {
     /// The query service failed to start.
     #[error(transparent)]
     Query(#[from] seam_query::QueryError),
+    /// The PostgreSQL listener could not be set up.
+    #[error("cannot set up the PostgreSQL listener: {0}")]
+    Pg(String),
     /// The final flush failed: some acknowledged rows could not be written.
     #[error("final flush failed: {0}")]
     FinalFlush(String),
@@ -78,6 +81,8 @@ pub struct BoundAddrs {
     pub ingest_http: SocketAddr,
     /// API (SQL, health, metrics).
     pub api: SocketAddr,
+    /// PostgreSQL wire protocol.
+    pub pg: SocketAddr,
 }
 
 /// A running seam.
@@ -96,12 +101,25 @@ pub struct Server {
     receivers: Vec<JoinHandle<()>>,
     storage_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
+    pg_task: JoinHandle<()>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// `datafusion-postgres` binds its listener itself: for port 0, pick a free port first (the
+/// small race with another process is acceptable for tests and local runs), and check that
+/// the address can be bound at all so a mistake is reported at start.
+async fn free_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    let l = bind("--pg-addr", addr).await?;
+    l.local_addr().map_err(|source| ServerError::Bind {
+        what: "--pg-addr",
+        addr,
+        source,
+    })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -186,10 +204,12 @@ impl Server {
             l.local_addr()
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
+        let pg_addr = free_port(cfg.listen.pg_addr).await?;
         let addrs = BoundAddrs {
             otlp_grpc: local(&grpc_l, "--otlp-grpc-addr", cfg.listen.otlp_grpc_addr)?,
             ingest_http: local(&http_l, "--ingest-http-addr", cfg.listen.ingest_http_addr)?,
             api: local(&api_l, "--api-addr", cfg.listen.api_addr)?,
+            pg: pg_addr,
         };
 
         let (stop_receivers, rx_recv) = watch::channel(false);
@@ -266,8 +286,15 @@ impl Server {
                 }
             })
         };
+        let pg_ctx = seam_query::pgwire::context(&query).map_err(ServerError::Pg)?;
+        let pg_task = tokio::spawn(async move {
+            if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_addr).await {
+                tracing::error!(error = %e, addr = %pg_addr, "PostgreSQL listener failed.");
+            }
+        });
         tracing::info!(
             data_dir = %data_dir.display(),
+            pg = %addrs.pg,
             otlp_grpc = %addrs.otlp_grpc,
             ingest_http = %addrs.ingest_http,
             api = %addrs.api,
@@ -285,6 +312,7 @@ impl Server {
             stop_stats,
             stats_task,
             receivers: vec![grpc, http],
+            pg_task,
             storage_task,
             api_task,
         })
@@ -322,6 +350,8 @@ impl Server {
         let left = self.storage.buffered_rows();
         let _ = self.stop_api.send(true);
         let _ = self.api_task.await;
+        self.pg_task.abort();
+        let _ = self.pg_task.await;
         if left > 0 {
             return Err(ServerError::FinalFlush(format!(
                 "{left} acknowledged rows could not be written to Parquet; they are safe in \

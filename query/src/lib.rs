@@ -13,6 +13,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod pgwire;
 pub mod session;
 pub mod table;
 

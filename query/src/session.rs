@@ -127,6 +127,16 @@ impl QueryService {
         })
     }
 
+    /// A session state for the PostgreSQL listener: the same catalog, with a runtime whose
+    /// memory pool (shared by its connections) is `memory_limit` and with no spill directory.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built.
+    pub fn pg_state(&self) -> Result<SessionState, QueryError> {
+        let ctx = self.context()?;
+        Ok(ctx.state())
+    }
+
     /// The service's limits.
     pub fn config(&self) -> &QueryConfig {
         &self.config

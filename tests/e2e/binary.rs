@@ -46,7 +46,12 @@ pub fn spawn_custom(
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--ingest-http-addr", "127.0.0.1:0"])
+        .args([
+            "--ingest-http-addr",
+            "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .env("SEAM_API_ADDR", "127.0.0.1:0")

@@ -113,6 +113,8 @@ async fn corrupt_segment_stops_seam_unless_quarantine_is_chosen() {
             "127.0.0.1:0",
             "--api-addr",
             "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
         ])
         .output()
         .unwrap();

@@ -13,6 +13,7 @@ mod durability;
 mod limits;
 mod otlp_grpc;
 mod otlp_http;
+mod pgwire;
 mod sql_api;
 mod support;
 mod tokens;

@@ -29,6 +29,7 @@ pub fn test_config(dir: &std::path::Path) -> SeamConfig {
     cfg.listen.otlp_grpc_addr = any;
     cfg.listen.ingest_http_addr = any;
     cfg.listen.api_addr = any;
+    cfg.listen.pg_addr = any;
     cfg
 }
 
