@@ -93,6 +93,15 @@ fn verb(s: &Statement) -> String {
         .to_uppercase()
 }
 
+/// The guard's answer for an executed statement: a refusal, `SET` (ignored), or `None` to
+/// let the other hooks and DataFusion run it.
+fn guard(statement: &Statement) -> Option<PgWireResult<Response>> {
+    if !allowed(statement) {
+        return Some(Err(refused(&verb(statement))));
+    }
+    matches!(statement, Statement::Set(_)).then(|| Ok(Response::Execution(Tag::new("SET"))))
+}
+
 /// Refuses writes and ignores `SET`; runs before `datafusion-postgres`'s own hooks.
 #[derive(Debug)]
 struct SeamGuardHook;
@@ -105,10 +114,7 @@ impl QueryHook for SeamGuardHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !allowed(statement) {
-            return Some(Err(refused(&verb(statement))));
-        }
-        matches!(statement, Statement::Set(_)).then(|| Ok(Response::Execution(Tag::new("SET"))))
+        guard(statement)
     }
 
     async fn handle_extended_parse_query(
@@ -128,10 +134,7 @@ impl QueryHook for SeamGuardHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !allowed(statement) {
-            return Some(Err(refused(&verb(statement))));
-        }
-        matches!(statement, Statement::Set(_)).then(|| Ok(Response::Execution(Tag::new("SET"))))
+        guard(statement)
     }
 }
 

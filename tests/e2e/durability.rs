@@ -14,14 +14,7 @@ use crate::support::*;
 const NO_FLUSH: &str = "[storage]\nflush_interval = \"1h\"\n";
 
 async fn post_sample(http: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("http://{http}/v1/traces"))
-        .header("content-type", "application/json")
-        .body(sample("otlp-traces.json"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    send_sample(http).await.status().as_u16()
 }
 
 fn kill9(mut r: Running) {
@@ -202,13 +195,7 @@ async fn full_disk_is_a_retryable_refusal_and_seam_recovers() {
     while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
     drop(f);
 
-    let resp = reqwest::Client::new()
-        .post(stack.http_url("/v1/traces"))
-        .header("content-type", "application/json")
-        .body(sample("otlp-traces.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = send_sample(&stack.addrs.ingest_http.to_string()).await;
     assert_eq!(resp.status(), 503, "a full disk is retryable");
     assert_eq!(resp.headers()["retry-after"], "2");
     let body = resp.text().await.unwrap();

@@ -358,13 +358,7 @@ async fn overload_is_answered_with_retryable_statuses() {
 
     // A buffer too small for the sample: every export is pushed back, nothing is stored.
     let stack = Stack::start_with(|c| c.storage.max_buffer_bytes = 1024).await;
-    let resp = reqwest::Client::new()
-        .post(stack.http_url("/v1/traces"))
-        .header("content-type", "application/json")
-        .body(sample("otlp-traces.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = send_sample(&stack.addrs.ingest_http.to_string()).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "2");
     let body = resp.text().await.unwrap();

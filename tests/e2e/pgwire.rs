@@ -19,13 +19,7 @@ async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
 }
 
 async fn load_sample(stack: &Stack) {
-    let resp = reqwest::Client::new()
-        .post(stack.http_url("/v1/traces"))
-        .header("content-type", "application/json")
-        .body(sample("otlp-traces.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = send_sample(&stack.addrs.ingest_http.to_string()).await;
     assert_eq!(resp.status(), 200);
 }
 

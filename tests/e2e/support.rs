@@ -68,6 +68,17 @@ impl Stack {
     }
 }
 
+/// Posts the shared OTLP/JSON sample (20 spans) to `/v1/traces` on the ingest address `http`.
+pub async fn send_sample(http: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{http}/v1/traces"))
+        .header("content-type", "application/json")
+        .body(sample("otlp-traces.json"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Waits until `query` (a count) returns `expected`.
 pub async fn wait_count(api: &str, query: &str, expected: i64) -> i64 {
     let api = api.to_string();
