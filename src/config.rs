@@ -58,6 +58,32 @@ impl Default for ListenConfig {
     }
 }
 
+/// Gateway and flow log ingest (`/ingest/apim`, `/ingest/mule`, `seam ingest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// How long the duplicate index remembers a stored record (by when it was stored): a
+    /// re-import within this time stores nothing new. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_max_age: std::time::Duration,
+    /// Regular expression over Mule flow names whose events are not request traffic
+    /// (schedulers, pollers, refresh and health flows).
+    pub non_request_flows: String,
+    /// Regular expression over logged request paths that are health checks.
+    pub health_paths: String,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        use seam_collector::normalise::flow::{DEFAULT_HEALTH_PATHS, DEFAULT_NON_REQUEST_FLOWS};
+        Self {
+            dedupe_max_age: std::time::Duration::from_secs(30 * 86_400),
+            non_request_flows: DEFAULT_NON_REQUEST_FLOWS.into(),
+            health_paths: DEFAULT_HEALTH_PATHS.into(),
+        }
+    }
+}
+
 /// Token identity and extra redaction rules.
 #[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +180,8 @@ pub struct SeamConfig {
     pub query: QueryConfig,
     /// Token identity and extra redaction rules.
     pub tokens: TokensConfig,
+    /// Gateway and flow log ingest.
+    pub access: AccessConfig,
 }
 
 impl Default for SeamConfig {
@@ -166,6 +194,7 @@ impl Default for SeamConfig {
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
             tokens: TokensConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -280,6 +309,11 @@ impl SeamConfig {
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.query.validate().map_err(ConfigError::Invalid)?;
         self.tokens.build()?;
+        seam_collector::normalise::flow::TrafficRules::new(
+            &self.access.non_request_flows,
+            &self.access.health_paths,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("access.{e}")))?;
         if !self.listen.pg_addr.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "listen.pg_addr {} is not a loopback address: the PostgreSQL listener has no \

@@ -1,6 +1,7 @@
 //! The `seam` command line.
 //!
 //! - `seam serve`: collector and query service in one process over a local data directory;
+//! - `seam ingest PATH...`: sends APIM and Mule log files to a running server;
 //! - `seam query "SQL"`: runs SQL against a running server's API and prints the result.
 
 use std::io::Read as _;
@@ -28,8 +29,45 @@ struct Cli {
 enum Command {
     /// Receive OTLP, store Parquet and serve SQL, all in one process.
     Serve(ServeArgs),
+    /// Send APIM gateway logs and Mule logs (files, directories, globs) to a running seam.
+    Ingest(IngestArgs),
     /// Run one SQL statement against a running seam and print the result.
     Query(QueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IngestArgs {
+    /// Files, directories (walked recursively) or glob patterns.
+    #[arg(required = true)]
+    paths: Vec<String>,
+    /// The server's ingest listener [default: http://$SEAM_INGEST_HTTP_ADDR, else
+    /// http://127.0.0.1:4318].
+    #[arg(long, env = "SEAM_INGEST_URL")]
+    to: Option<String>,
+    /// Force a format instead of detecting it per file (e.g. apim_jsonl, mule_log4j).
+    #[arg(long)]
+    format: Option<String>,
+    /// IANA time zone of times written without one (e.g. Europe/Dublin) [default: UTC].
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Name of the self-hosted gateway whose logs these are.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// APIM service name, for records that do not name it.
+    #[arg(long)]
+    service: Option<String>,
+    /// Mule application name, for lines that do not name it.
+    #[arg(long)]
+    app: Option<String>,
+    /// Largest request body; larger files are sent in chunks cut at record boundaries.
+    #[arg(long, default_value_t = 4 << 20)]
+    chunk_bytes: usize,
+    /// Print one line per file, with its refusals.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Ingest(args) => ingest(args),
         Command::Query(args) => query(args),
     };
     match result {
@@ -152,6 +191,64 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler")?,
         _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let to = args.to.unwrap_or_else(|| {
+        let addr = std::env::var("SEAM_INGEST_HTTP_ADDR")
+            .ok()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| config::DEFAULT_INGEST_HTTP.to_string());
+        format!("http://{addr}")
+    });
+    let files = seam::ingest::expand(&args.paths)?;
+    let opts = seam::ingest::Options {
+        to,
+        format: args.format,
+        timezone: args.timezone,
+        gateway: args.gateway,
+        service: args.service,
+        app: args.app,
+        chunk_bytes: args.chunk_bytes.max(1024),
+        progress: !args.no_progress,
+    };
+    let summaries = runtime()?.block_on(seam::ingest::run(&files, &opts))?;
+    let (mut acc, mut rej, mut dup, mut failed) = (0, 0, 0, 0);
+    for s in &summaries {
+        acc += s.accepted;
+        rej += s.rejected;
+        dup += s.duplicates;
+        if let Some(e) = &s.error {
+            failed += 1;
+            eprintln!("seam ingest: {}: {e}", s.path.display());
+        }
+        if args.verbose {
+            println!(
+                "{}: {} accepted, {} rejected, {} duplicates",
+                s.path.display(),
+                s.accepted,
+                s.rejected,
+                s.duplicates
+            );
+            for r in &s.refusals {
+                println!("  rejected {}: {}", r.at, r.reason);
+            }
+        }
+    }
+    println!(
+        "seam ingest: {} file{}, {acc} records accepted, {rej} rejected, {dup} duplicates{}",
+        summaries.len(),
+        if summaries.len() == 1 { "" } else { "s" },
+        if failed > 0 {
+            format!(", {failed} file(s) refused")
+        } else {
+            String::new()
+        }
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) were not ingested");
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ use axum::routing::get;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use seam_collector::Collector;
+use seam_collector::dedupe::DedupeIndex;
+use seam_collector::normalise::flow::TrafficRules;
 use seam_collector::persist::Storage;
 use seam_collector::telemetry::Metrics;
 use seam_collector::wal::{Wal, WalError};
@@ -122,6 +124,12 @@ async fn free_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     })
 }
 
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
@@ -185,12 +193,25 @@ impl Server {
             let kids: Vec<&str> = tokens.keys.iter().map(|k| k.kid.as_str()).collect();
             tracing::info!(current = kids[0], all = ?kids, "Token fingerprint keys loaded.");
         }
-        let collector = Arc::new(Collector::new(
-            Arc::clone(&wal),
-            Arc::clone(&metrics),
-            cfg.limits.clone(),
-            tokens,
-        ));
+        let dedupe_path = data_dir.join("dedupe.idx");
+        let dedupe = DedupeIndex::open(
+            &dedupe_path,
+            now_ns(),
+            i64::try_from(cfg.access.dedupe_max_age.as_nanos()).unwrap_or(i64::MAX),
+        )
+        .map_err(|e| dir_err(format!("{}: {e}", dedupe_path.display())))?;
+        let traffic = TrafficRules::new(&cfg.access.non_request_flows, &cfg.access.health_paths)
+            .map_err(|e| dir_err(format!("[access]: {e}")))?;
+        let collector = Arc::new(
+            Collector::new(
+                Arc::clone(&wal),
+                Arc::clone(&metrics),
+                cfg.limits.clone(),
+                tokens,
+            )
+            .with_access(Arc::new(dedupe), traffic),
+        );
+        collector.seed_dedupe(storage.as_ref());
         let query = Arc::new(QueryService::new(
             Arc::clone(&storage) as Arc<dyn seam_schemas::source::TableSource>,
             base_url.as_str(),
@@ -227,7 +248,9 @@ impl Server {
             })
         };
         let http = {
-            let router = seam_collector::receive::otlp_http::router(Arc::clone(&collector));
+            let router = seam_collector::receive::otlp_http::router(Arc::clone(&collector)).merge(
+                seam_collector::receive::access_http::router(Arc::clone(&collector)),
+            );
             let stop = stopped(rx_recv);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(http_l, router)

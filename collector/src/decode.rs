@@ -4,6 +4,9 @@
 //! `Export{Trace,Logs}ServiceRequest` from `opentelemetry-proto`'s generated types, or an
 //! [`IngestError::InvalidPayload`] saying what is wrong and where. Pure and synchronous.
 
+pub mod apim;
+pub mod json_stream;
+pub mod mule;
 pub mod otlp_json;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

@@ -48,6 +48,9 @@ pub enum IngestError {
     /// seam is shutting down.
     #[error("seam is shutting down; retry later")]
     ShuttingDown,
+    /// A gateway or flow log input in no format seam knows (the message lists them).
+    #[error("unknown format: {0}")]
+    UnknownFormat(String),
 }
 
 impl IngestError {
@@ -63,6 +66,7 @@ impl IngestError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             IngestError::InvalidPayload(_)
+            | IngestError::UnknownFormat(_)
             | IngestError::UnsupportedMediaType(_)
             | IngestError::UnsupportedEncoding(_) => tonic::Code::InvalidArgument,
             IngestError::TooLarge { .. } | IngestError::TooManyRecords { .. } => {
@@ -77,7 +81,9 @@ impl IngestError {
     pub fn http_status(&self) -> axum::http::StatusCode {
         use axum::http::StatusCode;
         match self {
-            IngestError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            IngestError::InvalidPayload(_) | IngestError::UnknownFormat(_) => {
+                StatusCode::BAD_REQUEST
+            }
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -95,6 +101,7 @@ impl IngestError {
     pub fn reason(&self) -> &'static str {
         match self {
             IngestError::InvalidPayload(_) => "invalid_payload",
+            IngestError::UnknownFormat(_) => "unknown_format",
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
             IngestError::TooLarge { .. } => "too_large",

@@ -14,9 +14,11 @@
 //! acknowledged only once its rows are fsynced there, and a restart replays what had not yet
 //! reached Parquet.
 
+pub mod access;
 pub mod buffer;
 pub mod config;
 pub mod decode;
+pub mod dedupe;
 pub mod error;
 pub mod normalise;
 pub mod persist;
@@ -83,6 +85,9 @@ pub struct Collector {
     normaliser: normalise::Normaliser,
     closing: AtomicBool,
     stats: stats::IngestStats,
+    dedupe: Arc<dedupe::DedupeIndex>,
+    traffic: normalise::flow::TrafficRules,
+    access_lock: tokio::sync::Mutex<()>,
 }
 
 /// Sum and maximum of `ingest - time` in milliseconds.
@@ -123,7 +128,22 @@ impl Collector {
             limits,
             closing: AtomicBool::new(false),
             stats: stats::IngestStats::default(),
+            dedupe: Arc::new(dedupe::DedupeIndex::in_memory()),
+            traffic: normalise::flow::TrafficRules::default(),
+            access_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Uses `index` to recognise duplicate gateway and flow records, and `traffic` to tell
+    /// request traffic from background work in flow logs.
+    pub fn with_access(
+        mut self,
+        index: Arc<dedupe::DedupeIndex>,
+        traffic: normalise::flow::TrafficRules,
+    ) -> Self {
+        self.dedupe = index;
+        self.traffic = traffic;
+        self
     }
 
     /// The receivers' limits.

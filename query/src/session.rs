@@ -118,6 +118,11 @@ impl QueryService {
             let table = SeamTable::new(def.name, def.schema, Arc::clone(&source), base_url.clone());
             ctx.register_table(def.name, Arc::new(table))?;
         }
+        for view in tables::views() {
+            let plan = futures::executor::block_on(ctx.state().create_logical_plan(&view.sql))?;
+            let view_table = datafusion::datasource::ViewTable::new(plan, Some(view.sql));
+            ctx.register_table(view.name, Arc::new(view_table))?;
+        }
         Ok(Self {
             base: ctx.state(),
             config,

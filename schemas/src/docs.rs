@@ -65,6 +65,13 @@ pub fn render() -> String {
         }
         out.push('\n');
     }
+    for v in tables::views() {
+        let _ = writeln!(
+            out,
+            "## `{}` (view)\n\n{}\n\n```sql\n{}\n```\n",
+            v.name, v.description, v.sql
+        );
+    }
     out
 }
 

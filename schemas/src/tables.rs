@@ -10,8 +10,12 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+pub mod flow_logs;
+pub mod gateway_events;
+pub mod gateway_logs;
 pub mod ingest_stats;
 pub mod logs;
+pub mod rejects;
 pub mod spans;
 
 /// One stored table.
@@ -39,11 +43,51 @@ pub fn all() -> Vec<TableDef> {
             schema: logs::schema(),
         },
         TableDef {
+            name: gateway_logs::TABLE,
+            description: gateway_logs::DESCRIPTION,
+            schema: gateway_logs::schema(),
+        },
+        TableDef {
+            name: gateway_events::TABLE,
+            description: gateway_events::DESCRIPTION,
+            schema: gateway_events::schema(),
+        },
+        TableDef {
+            name: flow_logs::TABLE,
+            description: flow_logs::DESCRIPTION,
+            schema: flow_logs::schema(),
+        },
+        TableDef {
+            name: rejects::TABLE,
+            description: rejects::DESCRIPTION,
+            schema: rejects::schema(),
+        },
+        TableDef {
             name: ingest_stats::TABLE,
             description: ingest_stats::DESCRIPTION,
             schema: ingest_stats::schema(),
         },
     ]
+}
+
+/// A view seam defines over its tables.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    /// SQL name of the view.
+    pub name: &'static str,
+    /// What one row is, and its columns.
+    pub description: &'static str,
+    /// The view's query.
+    pub sql: String,
+}
+
+/// Every view, in documentation order.
+pub fn views() -> Vec<ViewDef> {
+    vec![ViewDef {
+        name: gateway_logs::VIEW,
+        description: gateway_logs::VIEW_DESCRIPTION,
+        sql: gateway_logs::view_sql(),
+    }]
 }
 
 /// Looks a table up by name.
@@ -60,6 +104,11 @@ pub(crate) fn field(name: &str, data_type: DataType, nullable: bool, description
         DESCRIPTION_KEY.to_string(),
         description.to_string(),
     )]))
+}
+
+/// A documented nullable text field.
+pub(crate) fn text(name: &str, description: &str) -> Field {
+    field(name, DataType::Utf8, true, description)
 }
 
 /// UTC nanosecond timestamp, the type of every time column.

@@ -97,7 +97,7 @@ impl Drop for Running {
     }
 }
 
-fn sigterm_and_wait(mut r: Running) {
+pub fn sigterm_and_wait(mut r: Running) {
     let status = Command::new("kill")
         .args(["-TERM", &r.child.id().to_string()])
         .status()
@@ -107,18 +107,21 @@ fn sigterm_and_wait(mut r: Running) {
     assert!(exit.success(), "seam serve exited with {exit:?}");
 }
 
-fn seam_query(api: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(SEAM)
-        .arg("query")
-        .args(["--server", &format!("http://{api}")])
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs the `seam` binary with `args`: (success, stdout, stderr).
+pub fn seam_cmd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(SEAM).args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn seam_query(api: &str, args: &[&str]) -> (bool, String, String) {
+    let server = format!("http://{api}");
+    let mut all = vec!["query", "--server", &server];
+    all.extend_from_slice(args);
+    seam_cmd(&all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

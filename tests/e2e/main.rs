@@ -7,6 +7,7 @@
     reason = "helpers of tests fail loudly, like the tests"
 )]
 
+mod access;
 mod binary;
 mod crash;
 mod durability;

@@ -23,11 +23,11 @@ const API_KEY: &str = "SUBSCRIPTIONKEY0123456789";
 const PASSWORD: &str = "hunter2-correct-horse";
 const MALFORMED: &str = "eyJhbGciOiJub25lIn0.bm90IGpzb24.c2lnbmF0dXJlLW1hbGZvcm1lZA";
 
-fn truth() -> Value {
+pub fn truth() -> Value {
     serde_json::from_slice(&sample("ground-truth.json")).unwrap()
 }
 
-fn jwt(t: &Value, name: &str) -> String {
+pub fn jwt(t: &Value, name: &str) -> String {
     t["tokens"][name]["synthetic_compact_jwt"]
         .as_str()
         .unwrap()
@@ -121,7 +121,7 @@ fn otlp_json_logs(truth: &Value) -> Vec<u8> {
 }
 
 /// Every file under `dir` as bytes, plus every Parquet file decoded to JSON text by pyarrow.
-fn everything_stored(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn everything_stored(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

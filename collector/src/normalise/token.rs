@@ -229,29 +229,35 @@ pub fn read_claims(token: &str) -> Result<Claims, &'static str> {
     if !v.is_object() {
         return Err("not_json");
     }
+    Ok(claims_from_json(&v))
+}
+
+/// The claims seam keeps from a JSON object of claims (a JWT payload, or the claims a
+/// gateway or an application logged).
+pub fn claims_from_json(v: &Json) -> Claims {
     let audience = match v.get("aud") {
         Some(Json::Array(a)) => {
             let list: Vec<&str> = a.iter().filter_map(Json::as_str).collect();
             (!list.is_empty()).then(|| list.join(" "))
         }
-        _ => string_claim(&v, &["aud"]),
+        _ => string_claim(v, &["aud"]),
     };
-    Ok(Claims {
-        uti: string_claim(&v, &["uti", "jti"]),
-        subject: string_claim(&v, &["sub", "uid"]),
-        object_id: string_claim(&v, &["oid"]),
-        client_app: string_claim(&v, &["azp", "appid", "cid", "client_id"]),
-        tenant_id: string_claim(&v, &["tid"]),
-        issuer: string_claim(&v, &["iss"]),
+    Claims {
+        uti: string_claim(v, &["uti", "jti"]),
+        subject: string_claim(v, &["sub", "uid"]),
+        object_id: string_claim(v, &["oid"]),
+        client_app: string_claim(v, &["azp", "appid", "cid", "client_id"]),
+        tenant_id: string_claim(v, &["tid"]),
+        issuer: string_claim(v, &["iss"]),
         audience,
-        issued_at: int_claim(&v, "iat"),
-        not_before: int_claim(&v, "nbf"),
-        expires_at: int_claim(&v, "exp"),
-        scopes: list_claim(&v, &["scp", "scope"]),
-        roles: list_claim(&v, &["roles"]),
-        token_type: string_claim(&v, &["idtyp"]),
-        version: string_claim(&v, &["ver"]),
-    })
+        issued_at: int_claim(v, "iat"),
+        not_before: int_claim(v, "nbf"),
+        expires_at: int_claim(v, "exp"),
+        scopes: list_claim(v, &["scp", "scope"]),
+        roles: list_claim(v, &["roles"]),
+        token_type: string_claim(v, &["idtyp"]),
+        version: string_claim(v, &["ver"]),
+    }
 }
 
 impl TokenConfig {

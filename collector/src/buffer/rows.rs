@@ -1,0 +1,283 @@
+//! Generic rows for the gateway and flow tables: a record is a vector of [`Cell`]s in its
+//! table's column order, and [`batch`] turns rows into a `RecordBatch` of that schema.
+//!
+//! Takes rows built by the normalise stage (`normalise::gateway`, `normalise::flow`); gives
+//! Arrow batches. The OTLP tables keep their typed builders (their hot path is measured);
+//! these tables have many optional columns, and parsing the text dominates their cost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use crate::normalise::attributes::Attr;
+use crate::normalise::token::TokenIdentity;
+
+/// One value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Cell {
+    /// NULL.
+    #[default]
+    Null,
+    /// Text.
+    Str(String),
+    /// 32-bit integer.
+    I32(i32),
+    /// 64-bit integer.
+    I64(i64),
+    /// Double.
+    F64(f64),
+    /// Boolean.
+    Bool(bool),
+    /// UTC nanoseconds.
+    Ts(i64),
+    /// Map of text to text.
+    Map(Vec<Attr>),
+    /// List of text.
+    List(Vec<String>),
+}
+
+impl Cell {
+    /// Text, or NULL.
+    pub fn text(v: Option<String>) -> Self {
+        v.map_or(Cell::Null, Cell::Str)
+    }
+}
+
+/// A table's columns by name.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    schema: SchemaRef,
+    index: HashMap<String, usize>,
+}
+
+impl Columns {
+    /// The columns of `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        let index = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().clone(), i))
+            .collect();
+        Self { schema, index }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// An all-NULL row.
+    pub fn row(&self) -> Row {
+        Row {
+            cells: vec![Cell::Null; self.schema.fields().len()],
+        }
+    }
+
+    /// Sets a column of `row` (a name the schema lacks is a programming error, ignored in
+    /// release builds).
+    pub fn set(&self, row: &mut Row, name: &str, cell: Cell) {
+        match self.index.get(name) {
+            Some(&i) => row.cells[i] = cell,
+            None => debug_assert!(false, "no column {name}"),
+        }
+    }
+
+    /// Reads a column of `row`.
+    pub fn get<'a>(&self, row: &'a Row, name: &str) -> &'a Cell {
+        self.index.get(name).map_or(&Cell::Null, |&i| &row.cells[i])
+    }
+
+    /// Sets the token columns (`seam_schemas::tables::token_fields`).
+    pub fn set_token(&self, row: &mut Row, t: &TokenIdentity) {
+        let c = &t.claims;
+        let s = |v: &Option<String>| Cell::text(v.clone());
+        let secs =
+            |v: Option<i64>| v.map_or(Cell::Null, |s| Cell::Ts(s.saturating_mul(1_000_000_000)));
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                Cell::Null
+            } else {
+                Cell::List(v.clone())
+            }
+        };
+        self.set(row, "token_id", Cell::text(t.token_id()));
+        self.set(row, "token_uti", s(&c.uti));
+        self.set(row, "subject", s(&c.subject));
+        self.set(row, "token_object_id", s(&c.object_id));
+        self.set(row, "client_app", s(&c.client_app));
+        self.set(row, "tenant_id", s(&c.tenant_id));
+        self.set(row, "token_issuer", s(&c.issuer));
+        self.set(row, "token_audience", s(&c.audience));
+        self.set(row, "token_issued_at", secs(c.issued_at));
+        self.set(row, "token_expires_at", secs(c.expires_at));
+        self.set(row, "token_scopes", list(&c.scopes));
+        self.set(row, "token_roles", list(&c.roles));
+        self.set(row, "token_type", s(&c.token_type));
+    }
+}
+
+/// One row, cells in column order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    /// The cells.
+    pub cells: Vec<Cell>,
+}
+
+impl Row {
+    /// A bit per column (the first 64) that is not NULL: which fields this copy has.
+    pub fn mask(&self) -> u64 {
+        self.cells
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, c)| !matches!(c, Cell::Null))
+            .fold(0, |m, (i, _)| m | (1 << i))
+    }
+}
+
+fn mismatch(f: &Field, c: &Cell) -> ArrowError {
+    ArrowError::InvalidArgumentError(format!(
+        "column {} ({}) cannot hold {c:?}",
+        f.name(),
+        f.data_type()
+    ))
+}
+
+fn column(f: &Field, i: usize, rows: &[Row]) -> Result<ArrayRef, ArrowError> {
+    let n = rows.len();
+    let cells = rows.iter().map(|r| r.cells.get(i).unwrap_or(&Cell::Null));
+    Ok(match f.data_type() {
+        DataType::Utf8 => {
+            let bytes = cells
+                .clone()
+                .map(|c| if let Cell::Str(s) = c { s.len() } else { 0 })
+                .sum();
+            let mut b = StringBuilder::with_capacity(n, bytes);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::Str(s) => b.append_value(s),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int32 => {
+            let mut b = Int32Builder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::I32(v) => b.append_value(*v),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::I64(v) => b.append_value(*v),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Float64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::F64(v) => b.append_value(*v),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::Bool(v) => b.append_value(*v),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Timestamp(_, tz) => {
+            let mut b = TimestampNanosecondBuilder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::Ts(v) => b.append_value(*v),
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish().with_timezone_opt(tz.clone()))
+        }
+        DataType::Map(_, _) => {
+            let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+            for c in cells {
+                match c {
+                    Cell::Null => b.append(false)?,
+                    Cell::Map(entries) => {
+                        for (k, v) in entries {
+                            b.keys().append_value(k);
+                            b.values().append_option(v.as_deref());
+                        }
+                        b.append(true)?;
+                    }
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::List(item) => {
+            let mut b = ListBuilder::new(StringBuilder::new()).with_field(Arc::clone(item));
+            for c in cells {
+                match c {
+                    Cell::Null => b.append(false),
+                    Cell::List(items) => {
+                        for v in items {
+                            b.values().append_value(v);
+                        }
+                        b.append(true);
+                    }
+                    other => return Err(mismatch(f, other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        other => {
+            return Err(ArrowError::NotYetImplemented(format!(
+                "row column type {other}"
+            )));
+        }
+    })
+}
+
+/// Builds a batch of `columns`' schema from `rows`.
+///
+/// # Errors
+/// A cell whose type does not fit its column (a programming error), or a NULL in a
+/// non-nullable column.
+pub fn batch(columns: &Columns, rows: &[Row]) -> Result<RecordBatch, ArrowError> {
+    let schema = columns.schema();
+    let arrays = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| column(f, i, rows))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), arrays)
+}

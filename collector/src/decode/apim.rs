@@ -1,0 +1,579 @@
+//! APIM gateway log shapes to canonical field maps.
+//!
+//! Takes a body sent to `/ingest/apim` (or a file `seam ingest` read) and the line number of
+//! its first line; gives [`ApimItem`]s: GatewayLogs records and custom `log-to-eventhub`
+//! events as [`Fields`] (keys canonicalised so every delivery path reads alike), and
+//! rejected pieces with their position and reason.
+//!
+//! Shapes (docs/ingest-formats.md): Event Hubs bodies and pre-2018 storage blobs
+//! (`{"records":[…]}`), storage JSON Lines, Log Analytics query results over
+//! `ApiManagementGatewayLogs` and `AzureDiagnostics` (`{"tables":[…]}`), 2017 records with
+//! `properties` as a JSON string, self-hosted gateway JSON lines (plain, or escaped inside
+//! syslog) and `[Info] … [GatewayLogs], key: value` text lines, custom JSON events and
+//! `string.Join` CSV events.
+//!
+//! Canonical keys: lower case, without `_`, without an AzureDiagnostics type suffix (`_s`,
+//! `_d`, `_b`, `_g`, `_t`); nested objects are flattened by concatenating keys
+//! (`lastError.reason` → `lasterrorreason`), except header maps, `errors` and `jwt`, which
+//! stay values. `properties` (an object or a JSON string) and `AdditionalFields` are merged
+//! into the record. The Azure subscription (top-level `SubscriptionId`, `_SubscriptionId`)
+//! becomes `azuresubscriptionid`, so it is never taken for the APIM subscription.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::json_stream::{Piece, pieces};
+use crate::error::IngestError;
+
+/// A record's fields under canonical keys.
+pub type Fields = BTreeMap<String, Value>;
+
+/// Where an item was in its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pos {
+    /// A line number (from 1).
+    Line(u64),
+    /// An index (from 0) inside a JSON document.
+    Index(u64),
+}
+
+/// The formats `/ingest/apim` knows, for the `format` parameter and error messages.
+pub const FORMATS: &[&str] = &[
+    "apim_records (Event Hubs body or pre-2018 storage blob: {\"records\":[...]})",
+    "apim_jsonl (storage archive PT1H.json, one record per line)",
+    "apim_loganalytics (query result over ApiManagementGatewayLogs)",
+    "apim_azurediagnostics (query result over AzureDiagnostics)",
+    "apim_selfhosted_json / apim_selfhosted_text (self-hosted gateway lines)",
+    "apim_custom_json / apim_custom_csv (log-to-eventhub events)",
+];
+
+/// One item of an APIM input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApimItem {
+    /// A GatewayLogs record.
+    Gateway {
+        /// Where.
+        pos: Pos,
+        /// Its fields.
+        fields: Fields,
+        /// The shape it came in.
+        format: &'static str,
+        /// Its text as received.
+        raw: String,
+    },
+    /// A custom log-to-eventhub event.
+    Event {
+        /// Where.
+        pos: Pos,
+        /// Its fields.
+        fields: Fields,
+        /// The shape it came in.
+        format: &'static str,
+        /// Its text as received.
+        raw: String,
+    },
+    /// A refused piece.
+    Reject {
+        /// Where.
+        pos: Pos,
+        /// Why.
+        reason: String,
+        /// Its text.
+        raw: String,
+    },
+}
+
+/// Keys whose values stay whole.
+const WHOLE: &[&str] = &[
+    "requestheaders",
+    "responseheaders",
+    "backendrequestheaders",
+    "backendresponseheaders",
+    "errors",
+    "tracerecords",
+    "jwt",
+    "claims",
+];
+
+/// The canonical form of a key.
+pub fn canon(key: &str) -> String {
+    let k = key.to_ascii_lowercase();
+    let b = k.as_bytes();
+    let stripped = if b.len() > 2
+        && b[b.len() - 2] == b'_'
+        && matches!(b[b.len() - 1], b's' | b'd' | b'b' | b'g' | b't')
+    {
+        &k[..k.len() - 2]
+    } else {
+        &k[..]
+    };
+    stripped.replace('_', "")
+}
+
+fn parse_embedded(s: &str) -> Option<Value> {
+    let t = s.trim();
+    if !t.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(t)
+        .ok()
+        .or_else(|| serde_json::from_str(&t.replace('\'', "\"")).ok())
+}
+
+fn put(out: &mut Fields, key: String, v: Value) {
+    let empty = match &v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    };
+    match out.get(&key) {
+        Some(old) if !empty || !matches!(old, Value::Null) => {
+            // Keep the first non-empty value.
+            let old_empty = matches!(old, Value::Null) || old.as_str() == Some("");
+            if old_empty && !empty {
+                out.insert(key, v);
+            }
+        }
+        _ => {
+            out.insert(key, v);
+        }
+    }
+}
+
+fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: bool) {
+    for (k, v) in obj {
+        let mut ck = format!("{prefix}{}", canon(k));
+        let azure_columns = obj.contains_key("ResourceProvider") || obj.contains_key("_ResourceId");
+        if top && ck == "subscriptionid" && (k.starts_with('_') || azure_columns) {
+            // The Azure subscription (AzureDiagnostics `SubscriptionId`, LA `_SubscriptionId`).
+            ck = "azuresubscriptionid".into();
+        }
+        if prefix.is_empty() && (ck == "properties" || ck == "additionalfields") {
+            match v {
+                Value::Object(m) => flatten_into(out, "", m, false),
+                Value::String(s) => match parse_embedded(s) {
+                    Some(Value::Object(m)) => flatten_into(out, "", &m, false),
+                    _ => put(out, ck, v.clone()),
+                },
+                _ => {}
+            }
+            continue;
+        }
+        if WHOLE.contains(&ck.as_str()) {
+            put(out, ck, v.clone());
+            continue;
+        }
+        match v {
+            Value::Object(m) => flatten_into(out, &ck, m, false),
+            _ => put(out, ck, v.clone()),
+        }
+    }
+}
+
+/// Flattens one record object into canonical fields.
+pub fn fields_of(obj: &Map<String, Value>) -> Fields {
+    let mut out = Fields::new();
+    flatten_into(&mut out, "", obj, true);
+    out
+}
+
+/// Keys that mark a GatewayLogs record.
+const GATEWAY_KEYS: &[&str] = &[
+    "category",
+    "operationname",
+    "responsecode",
+    "isrequestsuccess",
+    "totaltime",
+    "durationms",
+    "servicetime",
+    "backendresponsecode",
+];
+
+fn is_gateway(f: &Fields) -> bool {
+    let cat_ok = |k: &str| {
+        f.get(k)
+            .and_then(Value::as_str)
+            .is_none_or(|s| s.to_ascii_lowercase().contains("gatewaylogs"))
+    };
+    GATEWAY_KEYS.iter().any(|k| f.contains_key(*k)) && cat_ok("category")
+}
+
+fn is_event(f: &Fields) -> bool {
+    ["requestid", "eventtime", "jwt", "tokenfingerprint"]
+        .iter()
+        .any(|k| f.contains_key(*k))
+}
+
+fn classify(obj: &Map<String, Value>, pos: Pos, raw: String, format: &'static str) -> ApimItem {
+    let fields = fields_of(obj);
+    // The documented custom event has OperationName too: RequestId/EventTime without a
+    // GatewayLogs category is an event.
+    let event_first = is_event(&fields) && !fields.contains_key("category");
+    if is_gateway(&fields) && !event_first {
+        ApimItem::Gateway {
+            pos,
+            fields,
+            format,
+            raw,
+        }
+    } else if is_event(&fields) {
+        let format = if format == "apim_jsonl" || format == "apim_records" {
+            "apim_custom_json"
+        } else {
+            format
+        };
+        ApimItem::Event {
+            pos,
+            fields,
+            format,
+            raw,
+        }
+    } else {
+        ApimItem::Reject {
+            pos,
+            reason: "not an APIM GatewayLogs record (no category, responseCode, totalTime or durationMs) nor a custom event (no RequestId or EventTime)".into(),
+            raw,
+        }
+    }
+}
+
+/// Log Analytics `{"tables":[{"columns":[…],"rows":[…]}]}` to records.
+fn log_analytics(v: &Value, out: &mut Vec<ApimItem>) -> bool {
+    let Some(tables) = v.get("tables").and_then(Value::as_array) else {
+        return false;
+    };
+    let mut index = 0u64;
+    for t in tables {
+        let cols: Vec<String> = t
+            .get("columns")
+            .and_then(Value::as_array)
+            .map(|c| {
+                c.iter()
+                    .map(|c| {
+                        c.get("name")
+                            .or_else(|| c.get("ColumnName"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let diag = cols.iter().any(|c| {
+            let l = c.to_ascii_lowercase();
+            l == "resourceprovider" || l.ends_with("_s") || l.ends_with("_d")
+        });
+        let format = if diag {
+            "apim_azurediagnostics"
+        } else {
+            "apim_loganalytics"
+        };
+        let rows = t
+            .get("rows")
+            .or_else(|| t.get("Rows"))
+            .and_then(Value::as_array);
+        for row in rows.into_iter().flatten() {
+            let pos = Pos::Index(index);
+            index += 1;
+            let Some(cells) = row.as_array() else {
+                out.push(ApimItem::Reject {
+                    pos,
+                    reason: "Log Analytics row is not an array".into(),
+                    raw: row.to_string(),
+                });
+                continue;
+            };
+            if cells.len() != cols.len() {
+                out.push(ApimItem::Reject {
+                    pos,
+                    reason: format!(
+                        "Log Analytics row has {} cells for {} columns",
+                        cells.len(),
+                        cols.len()
+                    ),
+                    raw: row.to_string(),
+                });
+                continue;
+            }
+            let mut obj = Map::new();
+            for (c, v) in cols.iter().zip(cells) {
+                // `dynamic` cells come as JSON text.
+                let v = match v {
+                    Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+                        serde_json::from_str(s).unwrap_or_else(|_| v.clone())
+                    }
+                    _ => v.clone(),
+                };
+                obj.insert(c.clone(), v);
+            }
+            let raw = Value::Object(obj.clone()).to_string();
+            out.push(classify(&obj, pos, raw, format));
+        }
+    }
+    true
+}
+
+/// A JSON value: a records document, a query result, an array or one record.
+fn json_value(value: Value, line: u64, raw: &str, out: &mut Vec<ApimItem>) -> bool {
+    match value {
+        Value::Object(ref m) => {
+            if let Some(records) = m
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("records"))
+                .and_then(|(_, v)| v.as_array())
+            {
+                for (i, r) in records.iter().enumerate() {
+                    let pos = Pos::Index(i as u64);
+                    match r.as_object() {
+                        Some(o) => out.push(classify(o, pos, r.to_string(), "apim_records")),
+                        None => out.push(ApimItem::Reject {
+                            pos,
+                            reason: "record is not a JSON object".into(),
+                            raw: r.to_string(),
+                        }),
+                    }
+                }
+                return true;
+            }
+            if log_analytics(&value, out) {
+                return true;
+            }
+            let format = if m.contains_key("timeGenerated") && !m.contains_key("properties") {
+                "apim_selfhosted_json"
+            } else {
+                "apim_jsonl"
+            };
+            let item = classify(m, Pos::Line(line), raw.to_string(), format);
+            let known = !matches!(item, ApimItem::Reject { .. });
+            out.push(item);
+            known
+        }
+        Value::Array(items) => {
+            let mut known = false;
+            for (i, r) in items.iter().enumerate() {
+                let pos = Pos::Index(i as u64);
+                match r.as_object() {
+                    Some(o) => {
+                        let item = classify(o, pos, r.to_string(), "apim_records");
+                        known |= !matches!(item, ApimItem::Reject { .. });
+                        out.push(item);
+                    }
+                    None => out.push(ApimItem::Reject {
+                        pos,
+                        reason: "array element is not a JSON object".into(),
+                        raw: r.to_string(),
+                    }),
+                }
+            }
+            known
+        }
+        _ => false,
+    }
+}
+
+/// Self-hosted gateway text: `[Info] <time> [GatewayLogs], key: value, key: "value", …`.
+fn selfhosted_text(line: &str) -> Option<Map<String, Value>> {
+    let at = line.find("[GatewayLogs]")?;
+    let head = line[..at].trim();
+    let time = head
+        .rsplit_once(']')
+        .map_or(head, |(_, t)| t)
+        .trim()
+        .to_string();
+    let mut obj = Map::new();
+    if !time.is_empty() {
+        obj.insert("timeGenerated".into(), Value::String(time));
+    }
+    let rest = line[at + "[GatewayLogs]".len()..].trim_start_matches([',', ' ']);
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let kstart = i;
+        while i < bytes.len() && bytes[i] != b':' {
+            i += 1;
+        }
+        let key = rest[kstart..i].trim().trim_matches('"').to_string();
+        i += 1;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        let value = if i < bytes.len() && bytes[i] == b'"' {
+            i += 1;
+            let mut s = String::new();
+            while i < bytes.len() && bytes[i] != b'"' {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                let ch_len = rest[i..].chars().next().map_or(1, char::len_utf8);
+                s.push_str(&rest[i..i + ch_len]);
+                i += ch_len;
+            }
+            i += 1;
+            Value::String(s)
+        } else {
+            let vstart = i;
+            while i < bytes.len() && bytes[i] != b',' {
+                i += 1;
+            }
+            let t = rest[vstart..i].trim();
+            match t {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" | "" => Value::Null,
+                _ => t
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| t.parse::<f64>().map(Value::from))
+                    .unwrap_or_else(|_| Value::String(t.to_string())),
+            }
+        };
+        while i < bytes.len() && (bytes[i] == b',' || bytes[i] == b' ') {
+            i += 1;
+        }
+        if !key.is_empty() {
+            obj.insert(key, value);
+        }
+    }
+    Some(obj)
+}
+
+/// JSON inside a syslog line, possibly backslash-escaped.
+fn embedded_json(line: &str) -> Option<Map<String, Value>> {
+    let start = line.find('{')?;
+    let end = line.rfind('}')?;
+    if end <= start {
+        return None;
+    }
+    let s = &line[start..=end];
+    let parsed: Option<Value> = serde_json::from_str(s).ok().or_else(|| {
+        let unescaped = s.replace("\\\"", "\"").replace("\\\\", "\\");
+        serde_json::from_str(&unescaped).ok()
+    });
+    match parsed {
+        Some(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// A `string.Join(",", …)` event: time first, then service, request id, IP and operation.
+fn csv_event(line: &str) -> Option<Map<String, Value>> {
+    let parts: Vec<&str> = line.splitn(5, ',').map(str::trim).collect();
+    if parts.len() < 3 {
+        return None;
+    }
+    // The first field must be a time.
+    crate::normalise::time::parse(parts[0], Default::default(), i64::MAX / 2)?;
+    let names = [
+        "EventTime",
+        "ServiceName",
+        "RequestId",
+        "RequestIp",
+        "OperationName",
+    ];
+    let mut obj = Map::new();
+    for (n, p) in names.iter().zip(&parts) {
+        obj.insert((*n).to_string(), Value::String((*p).to_string()));
+    }
+    Some(obj)
+}
+
+/// Splits an APIM input into items. `first_line` numbers its first line.
+///
+/// # Errors
+/// [`IngestError::UnknownFormat`] when nothing in it is a shape seam knows.
+pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError> {
+    let mut out = Vec::new();
+    let mut known = false;
+    let mut first_checked = false;
+    for p in pieces(text, first_line) {
+        let before = out.len();
+        let ok = match p {
+            Piece::Json { line, value, raw } => json_value(value, line, raw, &mut out),
+            Piece::Text { line, text } => {
+                let pos = Pos::Line(line);
+                if let Some(obj) = selfhosted_text(text) {
+                    out.push(classify(
+                        &obj,
+                        pos,
+                        text.to_string(),
+                        "apim_selfhosted_text",
+                    ));
+                    true
+                } else if let Some(obj) = embedded_json(text) {
+                    let item = classify(&obj, pos, text.to_string(), "apim_selfhosted_json");
+                    let ok = !matches!(item, ApimItem::Reject { .. });
+                    out.push(item);
+                    ok
+                } else if let Some(obj) = csv_event(text) {
+                    out.push(classify(&obj, pos, text.to_string(), "apim_custom_csv"));
+                    true
+                } else {
+                    out.push(ApimItem::Reject {
+                        pos,
+                        reason: "not an APIM record: neither JSON, a self-hosted gateway [GatewayLogs] line nor a CSV event".into(),
+                        raw: text.to_string(),
+                    });
+                    false
+                }
+            }
+            Piece::Bad { line, text, reason } => {
+                out.push(ApimItem::Reject {
+                    pos: Pos::Line(line),
+                    reason,
+                    raw: text.to_string(),
+                });
+                false
+            }
+        };
+        if !first_checked && out.len() > before {
+            first_checked = true;
+            if !ok {
+                return Err(IngestError::UnknownFormat(format!(
+                    "the input does not start with an APIM gateway log shape seam knows; known formats: {}",
+                    FORMATS.join("; ")
+                )));
+            }
+        }
+        known |= ok;
+    }
+    let _ = known;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_keys() {
+        assert_eq!(canon("CorrelationId"), "correlationid");
+        assert_eq!(canon("lastError_reason_s"), "lasterrorreason");
+        assert_eq!(canon("_ResourceId"), "resourceid");
+        assert_eq!(canon("CallerIPAddress"), "calleripaddress");
+        assert_eq!(canon("backendResponseCode_d"), "backendresponsecode");
+    }
+
+    #[test]
+    fn properties_as_string_and_selfhosted_text() {
+        let rec = r#"{"records":[{"time":"2017-06-01T10:00:00Z","resourceId":"/SUBSCRIPTIONS/X/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/OLD","category":"GatewayLogs","durationMs":12,"properties":"{\"ApiId\":\"a\",\"SubscriptionId\":\"s1\",\"ResponseCode\":200}"}]}"#;
+        let items = decode(rec, 1).unwrap();
+        let ApimItem::Gateway { fields, .. } = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(fields["apiid"], "a");
+        assert_eq!(fields["subscriptionid"], "s1");
+        let line = r#"[Info] 2024-09-12T06:29:10.648 [GatewayLogs], isRequestSuccess: true, totalTime: 74, category: "GatewayLogs", callerIpAddress: "10.0.0.1", url: "https://x/a?b=1, c""#;
+        let items = decode(line, 1).unwrap();
+        let ApimItem::Gateway { fields, format, .. } = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*format, "apim_selfhosted_text");
+        assert_eq!(fields["totaltime"], 74);
+        assert_eq!(fields["url"], "https://x/a?b=1, c");
+        assert!(matches!(
+            decode("hello world\n", 1),
+            Err(IngestError::UnknownFormat(_))
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! Timestamps in every form gateway and flow logs write them, to UTC nanoseconds.
+//!
+//! Takes text (or a JSON number) and the input's time zone; gives nanoseconds since the Unix
+//! epoch. Accepted: ISO-8601 with 0 to 9 fractional digits and `Z` or an offset; zone-less
+//! ISO and `yyyy-MM-dd HH:mm:ss,SSS` (log4j) read in the input's zone (UTC unless the user
+//! names one); `MM-dd HH:mm:ss` (CloudHub pattern, no year: the most recent such time not in
+//! the future); `M/d/yyyy h:mm:ss[.fff] AM/PM` (.NET and portal exports), `M/d/yyyy
+//! HH:mm:ss`; `dd/MM/yyyy HH:mm:ss.SSS` when the day cannot be a month; epoch seconds or
+//! milliseconds as numbers or digit strings.
+
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// The zone that zone-less times of one input are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Zone {
+    /// UTC (the default).
+    #[default]
+    Utc,
+    /// A named IANA zone (e.g. `Europe/Dublin`).
+    Named(Tz),
+}
+
+impl Zone {
+    /// Parses an IANA zone name (`UTC` included).
+    ///
+    /// # Errors
+    /// The name is not a known zone.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("utc") || name == "Z" {
+            return Ok(Zone::Utc);
+        }
+        name.parse::<Tz>().map(Zone::Named).map_err(|_| {
+            format!("unknown time zone {name:?} (use an IANA name such as Europe/Dublin)")
+        })
+    }
+
+    fn local(self, t: NaiveDateTime) -> Option<i64> {
+        let dt = match self {
+            Zone::Utc => Utc.from_utc_datetime(&t),
+            Zone::Named(tz) => tz.from_local_datetime(&t).earliest()?.with_timezone(&Utc),
+        };
+        dt.timestamp_nanos_opt()
+    }
+}
+
+const NAIVE_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%m/%d/%Y %I:%M:%S%.f %p",
+    "%m/%d/%Y, %I:%M:%S%.f %p",
+    "%m/%d/%Y %H:%M:%S%.f",
+];
+
+/// Epoch seconds or milliseconds (by magnitude) to nanoseconds.
+pub fn from_epoch(v: f64) -> Option<i64> {
+    if !v.is_finite() || !(0.0..9.2e18).contains(&v) {
+        return None;
+    }
+    // Rounded to the microsecond: a double has no more precision for today's epoch ms.
+    let us = if v < 1e11 {
+        v * 1e6
+    } else if v < 1e14 {
+        v * 1e3
+    } else if v < 1e17 {
+        v
+    } else {
+        return Some(v as i64);
+    };
+    Some((us.round() as i64).saturating_mul(1000))
+}
+
+/// Parses a timestamp; `now_ns` resolves the year of year-less times.
+pub fn parse(text: &str, zone: Zone, now_ns: i64) -> Option<i64> {
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) && t.len() >= 9 {
+        return from_epoch(t.parse::<f64>().ok()?);
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return dt.with_timezone(&Utc).timestamp_nanos_opt();
+    }
+    // log4j writes a comma before the milliseconds.
+    let t = t.replace(',', ".").replace(". ", ", ");
+    let t = t.as_str();
+    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f %z") {
+        return dt.with_timezone(&Utc).timestamp_nanos_opt();
+    }
+    for f in NAIVE_FORMATS {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
+            return zone.local(n);
+        }
+    }
+    // Day first, when the first number cannot be a month.
+    if let Ok(n) = NaiveDateTime::parse_from_str(t, "%d/%m/%Y %H:%M:%S%.f")
+        && t.split('/')
+            .next()
+            .and_then(|d| d.parse::<u32>().ok())
+            .is_some_and(|d| d > 12)
+    {
+        return zone.local(n);
+    }
+    // No year (CloudHub `[MM-dd HH:mm:ss]`): the latest such time that is not in the future.
+    let now = DateTime::from_timestamp_nanos(now_ns);
+    for year in [now.year(), now.year() - 1] {
+        let with_year = format!("{year}-{t}");
+        if let Ok(n) = NaiveDateTime::parse_from_str(&with_year, "%Y-%m-%d %H:%M:%S%.f")
+            && let Some(ns) = zone.local(n)
+            && ns <= now_ns + 86_400_000_000_000
+        {
+            return Some(ns);
+        }
+    }
+    None
+}
+
+/// A .NET `TimeSpan` text (`[d.]hh:mm:ss[.fffffff]`) in milliseconds.
+pub fn timespan_ms(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let (days, rest) = match t.split_once('.') {
+        Some((d, r)) if !d.contains(':') => (d.parse::<f64>().ok()?, r),
+        _ => (0.0, t),
+    };
+    let mut parts = rest.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(((days * 24.0 + h) * 60.0 + m) * 60_000.0 + s * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_documented_form() {
+        let now = utc("2024-11-06T00:00:00Z");
+        let z = Zone::Utc;
+        let want = utc("2024-11-05T09:14:03.1274512Z");
+        assert_eq!(parse("2024-11-05T09:14:03.1274512Z", z, now), Some(want));
+        assert_eq!(
+            parse("2024-11-05T09:14:03Z", z, now),
+            Some(utc("2024-11-05T09:14:03Z"))
+        );
+        assert_eq!(
+            parse("2024-11-05 09:14:03,139", z, now),
+            Some(utc("2024-11-05T09:14:03.139Z"))
+        );
+        assert_eq!(
+            parse("2024-11-05T09:14:03.139", z, now),
+            Some(utc("2024-11-05T09:14:03.139Z"))
+        );
+        assert_eq!(
+            parse("11-05 09:14:03", z, now),
+            Some(utc("2024-11-05T09:14:03Z"))
+        );
+        assert_eq!(
+            parse("3/14/2024 9:05:01 AM", z, now),
+            Some(utc("2024-03-14T09:05:01Z"))
+        );
+        assert_eq!(
+            parse("11/5/2024, 9:15:37.204 AM", z, now),
+            Some(utc("2024-11-05T09:15:37.204Z"))
+        );
+        assert_eq!(
+            parse("25/12/2024 18:30:00.250", z, now),
+            Some(utc("2024-12-25T18:30:00.25Z"))
+        );
+        assert_eq!(
+            parse("1730798043139", z, now),
+            Some(utc("2024-11-05T09:14:03.139Z"))
+        );
+        let dublin = Zone::parse("Europe/Dublin").unwrap();
+        // Summer time: Dublin is UTC+1.
+        assert_eq!(
+            parse("2024-07-01 10:00:00,000", dublin, now),
+            Some(utc("2024-07-01T09:00:00Z"))
+        );
+        assert_eq!(parse("not a time", z, now), None);
+        assert!(Zone::parse("Mars/Olympus").is_err());
+        assert_eq!(timespan_ms("00:00:00.1840000"), Some(184.0));
+        assert_eq!(timespan_ms("1.00:00:01"), Some(86_401_000.0));
+    }
+}

@@ -1,0 +1,128 @@
+//! Gateway and flow log receiver: `POST /ingest/apim` and `POST /ingest/mule` on the ingest
+//! listener.
+//!
+//! Takes a body in any shape the endpoint knows (auto-detected; `format=` forces one),
+//! optionally gzip-compressed, and query parameters `file`, `first_line` and `first_index`
+//! (where the body came from in its file, so refusals name file:line or the record index), `timezone` (IANA zone of zone-less times; UTC by
+//! default), `gateway` (self-hosted gateway name), `service` (APIM service) and `app` (Mule
+//! app) for records that do not say. Answers 200 with JSON counts (accepted, rejected,
+//! duplicates, per table, the first refusals) only once the stored rows are durable; 400
+//! for an unknown format (the message lists the known ones); 413 too large; 503 retryable.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::limits::{decode_content, read_capped};
+use crate::access::{AccessInput, AccessSource};
+use crate::error::IngestError;
+use crate::normalise::access::InputMeta;
+use crate::normalise::time::Zone;
+use crate::{Collector, Transport};
+
+/// The routes, to be merged into the ingest listener's router.
+pub fn router(collector: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/ingest/apim", post(apim))
+        .route("/ingest/mule", post(mule))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(collector)
+}
+
+/// Query parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    format: Option<String>,
+    file: Option<String>,
+    first_line: Option<u64>,
+    first_index: Option<u64>,
+    timezone: Option<String>,
+    gateway: Option<String>,
+    service: Option<String>,
+    app: Option<String>,
+}
+
+async fn apim(
+    State(c): State<Arc<Collector>>,
+    Query(p): Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(c, AccessSource::Apim, p, headers, body).await
+}
+
+async fn mule(
+    State(c): State<Arc<Collector>>,
+    Query(p): Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(c, AccessSource::Mule, p, headers, body).await
+}
+
+fn error(e: &IngestError) -> Response {
+    super::otlp_http::error_response(None, e)
+}
+
+async fn handle(
+    c: Arc<Collector>,
+    source: AccessSource,
+    p: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let zone = match p.timezone.as_deref().map(Zone::parse).transpose() {
+        Ok(z) => z.unwrap_or_default(),
+        Err(e) => return error(&IngestError::InvalidPayload(e)),
+    };
+    let limits = c.limits();
+    let raw = match read_capped(body, limits.max_request_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error(&e),
+    };
+    c.count_bytes(Transport::Http, source.label(), raw.len());
+    let enc = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let body = match decode_content(enc, raw, limits.max_decompressed_bytes) {
+        Ok(b) => b,
+        Err(e) => return error(&e),
+    };
+    let text = match String::from_utf8(body.to_vec()) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let input = AccessInput {
+        source,
+        text,
+        first_line: p.first_line.unwrap_or(1).max(1),
+        first_index: p.first_index.unwrap_or(0),
+        format: p.format.filter(|f| !f.is_empty() && f != "auto"),
+        meta: InputMeta {
+            file: p.file.filter(|f| !f.is_empty()),
+            zone,
+            gateway: p.gateway,
+            service: p.service.map(|s| s.to_ascii_lowercase()),
+            app: p.app,
+            now_ns: 0,
+        },
+    };
+    match c.ingest_access(input).await {
+        Ok(out) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&out).unwrap_or_else(|_| "{}".into()),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::debug!(error = %e, source = source.label(), "Refused a log ingest request.");
+            error(&e)
+        }
+    }
+}

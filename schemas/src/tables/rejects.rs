@@ -1,0 +1,69 @@
+//! The `rejects` table: every line or record seam refused, redacted, with where it was and
+//! why, so users can see what was refused.
+
+use arrow_schema::{DataType, SchemaRef};
+
+use super::{field, schema_of, timestamp_type};
+use crate::columns::*;
+
+/// SQL name.
+pub const TABLE: &str = "rejects";
+/// What one row is.
+pub const DESCRIPTION: &str = "One row per refused line or record of a gateway or flow log \
+     input: where it was (file and line, or record index), why it was refused, and its text \
+     with tokens and secrets redacted.";
+
+/// Arrow schema of `rejects`.
+pub fn schema() -> SchemaRef {
+    schema_of(vec![
+        field(
+            TIME,
+            timestamp_type(),
+            false,
+            "When seam refused it (UTC; equals ingest_time).",
+        ),
+        field(
+            INGEST_TIME,
+            timestamp_type(),
+            false,
+            "When seam received it (UTC).",
+        ),
+        field(
+            "record_key",
+            DataType::Utf8,
+            false,
+            "seam's key of the refusal (hash of source, file, position and text): re-importing a file does not repeat it.",
+        ),
+        field(
+            "source",
+            DataType::Utf8,
+            false,
+            "Where it was sent: apim or mule.",
+        ),
+        field(
+            "file",
+            DataType::Utf8,
+            true,
+            "File name (seam ingest, or the ingest request's file parameter); NULL for plain HTTP bodies.",
+        ),
+        field(
+            "line",
+            DataType::Int64,
+            true,
+            "Line number (from 1) of a refused line.",
+        ),
+        field(
+            "record_index",
+            DataType::Int64,
+            true,
+            "Index (from 0) of a refused record inside a JSON document.",
+        ),
+        field("reason", DataType::Utf8, false, "Why it was refused."),
+        field(
+            "raw",
+            DataType::Utf8,
+            true,
+            "The refused text (at most 4 KiB), with tokens and secrets redacted.",
+        ),
+    ])
+}
