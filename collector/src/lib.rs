@@ -315,7 +315,48 @@ impl Collector {
                 &n,
             )
             .await;
+        let out = match out {
+            Ok(o) => self.mule_flow_logs(&n.records, ingest).await.map(|()| o),
+            Err(e) => Err(e),
+        };
         self.finish("logs", t, received, ingest, lag, out)
+    }
+
+    /// Also stores the log records a Mule runtime exported in `flow_logs`.
+    async fn mule_flow_logs(
+        &self,
+        records: &[normalise::LogRecord],
+        ingest: i64,
+    ) -> Result<(), IngestError> {
+        let mule: Vec<&normalise::LogRecord> = records
+            .iter()
+            .filter(|r| normalise::flow::is_mule_origin(&r.origin))
+            .collect();
+        if mule.is_empty() {
+            return Ok(());
+        }
+        let cols = buffer::rows::Columns::new(tables::flow_logs::schema());
+        let rows: Vec<buffer::rows::Row> = mule
+            .into_iter()
+            .filter_map(|r| {
+                normalise::flow::otlp_flow_row(
+                    &cols,
+                    r,
+                    &self.traffic,
+                    &self.normaliser.tokens,
+                    ingest,
+                )
+                .ok()
+                .map(|k| k.row)
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = buffer::rows::batch(&cols, &rows).map_err(|e| {
+            IngestError::InvalidPayload(format!("records could not be stored: {e}"))
+        })?;
+        self.wal.append(tables::flow_logs::TABLE, batch).await
     }
 
     async fn store<T>(

@@ -131,15 +131,19 @@ pub struct Row {
     pub cells: Vec<Cell>,
 }
 
-impl Row {
-    /// A bit per column (the first 64) that is not NULL: which fields this copy has.
-    pub fn mask(&self) -> u64 {
-        self.cells
+impl Columns {
+    /// A bit per column that is not NULL in `row`, leaving out the columns in `skip`
+    /// (bookkeeping such as ingest time and source position): which fields a copy has. Past
+    /// 64 counted columns, bits are shared.
+    pub fn mask(&self, row: &Row, skip: &[&str]) -> u64 {
+        self.schema
+            .fields()
             .iter()
-            .take(64)
+            .zip(&row.cells)
+            .filter(|(f, _)| !skip.contains(&f.name().as_str()))
             .enumerate()
-            .filter(|(_, c)| !matches!(c, Cell::Null))
-            .fold(0, |m, (i, _)| m | (1 << i))
+            .filter(|(_, (_, c))| !matches!(c, Cell::Null))
+            .fold(0, |m, (i, _)| m | (1 << (i % 64)))
     }
 }
 

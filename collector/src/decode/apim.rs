@@ -166,10 +166,25 @@ fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: b
         }
         match v {
             Value::Object(m) => flatten_into(out, &ck, m, false),
+            Value::String(secret)
+                if !prefix.is_empty() && crate::normalise::redact::is_sensitive_key(k) =>
+            {
+                // Flattened, the key no longer ends in its own name: remember the value.
+                if let Value::Array(list) = out
+                    .entry(SECRETS_KEY.to_string())
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                {
+                    list.push(Value::String(secret.clone()));
+                }
+                put(out, ck, v.clone());
+            }
             _ => put(out, ck, v.clone()),
         }
     }
 }
+
+/// The key under which [`fields_of`] lists the values of nested keys with secret names.
+pub const SECRETS_KEY: &str = "\u{1}secrets";
 
 /// Flattens one record object into canonical fields.
 pub fn fields_of(obj: &Map<String, Value>) -> Fields {

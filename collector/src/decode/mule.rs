@@ -41,6 +41,8 @@ pub enum TimeText {
     Text(String),
     /// Epoch milliseconds.
     EpochMs(f64),
+    /// Epoch nanoseconds (OTLP).
+    Nanos(i64),
 }
 
 /// One Mule log event.

@@ -127,6 +127,7 @@ pub fn flow_row(
         .or_else(|| match &ev.time {
             Some(TimeText::Text(t)) => super::time::parse(t, meta.zone, meta.now_ns),
             Some(TimeText::EpochMs(ms)) => super::time::from_epoch(*ms),
+            Some(TimeText::Nanos(ns)) => Some(*ns),
             None => None,
         })
         .or_else(|| {
@@ -322,4 +323,71 @@ pub fn flow_row(
         cols.set_token(&mut row, &t);
     }
     Ok(Keyed { row, key })
+}
+
+/// Whether an OTLP log record was exported by a Mule runtime: its instrumentation scope or a
+/// resource attribute names Mule (`mule-tracer`, `org.mule…`, `mule.*` attributes).
+pub fn is_mule_origin(o: &super::Origin) -> bool {
+    let mule = |s: &str| s.to_ascii_lowercase().contains("mule");
+    o.scope_name.as_deref().is_some_and(mule) || o.resource_attributes.iter().any(|(k, _)| mule(k))
+}
+
+/// A Mule runtime's OTLP log record to a `flow_logs` row (`source_format` `otlp`).
+///
+/// # Errors
+/// As [`flow_row`].
+pub fn otlp_flow_row(
+    cols: &Columns,
+    r: &super::LogRecord,
+    rules: &TrafficRules,
+    tokens: &TokenConfig,
+    ingest_ns: i64,
+) -> Result<Keyed, String> {
+    let attr = |keys: &[&str]| super::attributes::first(&r.attributes, keys).map(str::to_string);
+    let ev = MuleEvent {
+        pos: None,
+        level: r.level.clone(),
+        time: Some(TimeText::Nanos(r.time_ns)),
+        thread: attr(&["thread.name", "thread.start.name", "threadName"]),
+        processor: attr(&["location", "mule.app.processor.name"]),
+        correlation_id: r.correlation_id.clone(),
+        mdc: r
+            .attributes
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect(),
+        logger: r.origin.scope_name.clone(),
+        message: r.body.clone().unwrap_or_default(),
+        raw: r.body.clone().unwrap_or_default(),
+        format: "otlp",
+        extra: Vec::new(),
+    };
+    let meta = InputMeta {
+        app: r.origin.service_name.clone(),
+        ..Default::default()
+    };
+    let mut k = flow_row(cols, ev, &meta, rules, tokens, ingest_ns)?;
+    if matches!(cols.get(&k.row, "trace_id"), Cell::Null) {
+        cols.set(&mut k.row, "trace_id", Cell::text(r.trace_id.clone()));
+    }
+    if matches!(cols.get(&k.row, "span_id"), Cell::Null) {
+        cols.set(&mut k.row, "span_id", Cell::text(r.span_id.clone()));
+    }
+    if let Some(flow) = attr(&["mule.app.flow.name", "flow.name", "flow"]) {
+        cols.set(&mut k.row, "flow", Cell::Str(flow));
+    }
+    if matches!(cols.get(&k.row, "token_id"), Cell::Null)
+        && let Some(t) = &r.token
+    {
+        cols.set_token(&mut k.row, t);
+    }
+    let mut key_text = format!("{}|{}|", r.time_ns, r.span_id.as_deref().unwrap_or(""));
+    key_text.push_str(r.body.as_deref().unwrap_or(""));
+    k.key = key_of(&[
+        "otlp",
+        r.origin.service_name.as_deref().unwrap_or(""),
+        &key_text,
+    ]);
+    cols.set(&mut k.row, "record_key", Cell::Str(k.key.clone()));
+    Ok(k)
 }

@@ -123,11 +123,25 @@ fn cell_i64(v: Option<f64>) -> Cell {
 
 /// Redacts a record's raw text and finds any token in it.
 fn raw_text(raw: String, fields: &Fields, tokens: &TokenConfig) -> (String, Option<TokenIdentity>) {
+    // The fields hold every value of the record (flattened), so they alone tell which
+    // values sit under secret names; the raw text is not parsed again.
     let mut secrets = Vec::new();
-    let as_value = Value::Object(fields.clone().into_iter().collect());
-    secret_values(&as_value, tokens, &mut secrets);
-    if let Ok(v) = serde_json::from_str::<Value>(&raw) {
-        secret_values(&v, tokens, &mut secrets);
+    for (k, v) in fields {
+        if k == crate::decode::apim::SECRETS_KEY {
+            if let Value::Array(list) = v {
+                secrets.extend(list.iter().filter_map(|x| x.as_str().map(str::to_string)));
+            }
+            continue;
+        }
+        match v {
+            Value::String(s)
+                if s.len() >= 4
+                    && (super::redact::is_sensitive_key(k) || tokens.is_extra_secret_name(k)) =>
+            {
+                secrets.push(s.clone());
+            }
+            other => secret_values(other, tokens, &mut secrets),
+        }
     }
     redact_text(raw, &secrets, tokens)
 }

@@ -192,7 +192,7 @@ pub fn schema() -> SchemaRef {
         ),
         text(
             "source_format",
-            "The shape this copy arrived in: apim_eventhub, apim_storage_jsonl, apim_records_document, apim_loganalytics, apim_azurediagnostics, apim_selfhosted_json, apim_selfhosted_text.",
+            "The shape this copy arrived in: apim_records (Event Hubs body or pre-2018 storage blob), apim_jsonl (storage archive lines), apim_loganalytics, apim_azurediagnostics, apim_selfhosted_json or apim_selfhosted_text.",
         ),
         text(
             "source_file",

@@ -32,13 +32,13 @@ pub fn schema() -> SchemaRef {
             "source",
             DataType::Utf8,
             false,
-            "The receiver: otlp_grpc or otlp_http.",
+            "The receiver: otlp_grpc, otlp_http, apim_http (/ingest/apim) or mule_http (/ingest/mule).",
         ),
         field(
             "signal",
             DataType::Utf8,
             false,
-            "The table the records go to: spans or logs.",
+            "The records: spans, logs, gateway_logs (gateway logs and events) or flow_logs.",
         ),
         field("requests", DataType::Int64, false, "Requests answered."),
         field(
