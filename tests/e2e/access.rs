@@ -670,6 +670,60 @@ garbage in the middle
     assert_eq!(ch["source_format"], "cloudhub_logs_api");
     assert_eq!(ch["inst"], "i1");
 
+    // Copies of one request: a later copy that adds fields is merged into the same row; one
+    // that adds nothing is a duplicate. Old records without a correlation id pair up by
+    // service, time, URL and status.
+    let thin = r#"{"time":"2024-11-05T09:40:00Z","resourceId":"/X/SERVICE/APIM-MERGE","category":"GatewayLogs","correlationId":"MERGE-1","durationMs":20,"properties":{"method":"GET","url":"https://m/a","responseCode":200}}"#;
+    let (_, a) = post(&http, "/ingest/apim", thin.as_bytes().to_vec(), false).await;
+    assert_eq!(a["accepted"], 1, "{a}");
+    let rich = serde_json::json!({"tables": [{"name": "PrimaryResult", "columns": [
+        {"name": "TimeGenerated", "type": "datetime"}, {"name": "_ResourceId", "type": "string"},
+        {"name": "CorrelationId", "type": "string"}, {"name": "TotalTime", "type": "long"},
+        {"name": "ResponseCode", "type": "int"}, {"name": "ClientTlsVersion", "type": "string"},
+        {"name": "RequestHeaders", "type": "dynamic"}],
+      "rows": [["2024-11-05T09:40:00Z", "/subscriptions/x/providers/microsoft.apimanagement/service/apim-merge",
+                "MERGE-1", 20, 200, "1.3", "{\"User-Agent\":\"merge-agent\"}"]]}]});
+    let (_, a) = post(&http, "/ingest/apim", rich.to_string().into_bytes(), false).await;
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(1), Some(0)),
+        "{a}"
+    );
+    let (_, a) = post(&http, "/ingest/apim", thin.as_bytes().to_vec(), false).await;
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{a}"
+    );
+    let m = one(&api, "SELECT copies, method, client_tls_version, user_agent, total_time_ms, array_to_string(source_formats, ',') AS f FROM gateway_logs WHERE correlation_id = 'MERGE-1'").await;
+    assert_eq!(m["copies"], 2);
+    assert_eq!(m["method"], "GET");
+    assert_eq!(m["client_tls_version"], "1.3");
+    assert_eq!(m["user_agent"], "merge-agent");
+    assert_eq!(m["f"], "apim_jsonl,apim_loganalytics");
+    let legacy_again = r#"{"records":[{"DeploymentName":"apim-variants","time":"2017-06-01T10:00:00.9Z","category":"GatewayLogs","durationMs":250,"properties":{"ApiId":"legacy","SubscriptionId":"s1","Method":"GET","Url":"https://apim-variants.azure-api.net/legacy","ResponseCode":200,"BackendResponseCode":200}}]}"#;
+    let (_, a) = post(
+        &http,
+        "/ingest/apim",
+        legacy_again.as_bytes().to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        a["accepted"].as_u64().unwrap() + a["duplicates"].as_u64().unwrap(),
+        1,
+        "{a}"
+    );
+    assert_eq!(
+        count(
+            &api,
+            "SELECT count(*) FROM gateway_logs WHERE api_id = 'legacy'"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+
     // Unknown formats are refused as a whole, with the known formats listed.
     let (s, a) = post(
         &http,
