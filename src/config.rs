@@ -182,6 +182,8 @@ pub struct SeamConfig {
     pub tokens: TokensConfig,
     /// Gateway and flow log ingest.
     pub access: AccessConfig,
+    /// The correlator (requests, request_events).
+    pub correlation: crate::correlator::CorrelationConfig,
 }
 
 impl Default for SeamConfig {
@@ -195,6 +197,7 @@ impl Default for SeamConfig {
             query: QueryConfig::default(),
             tokens: TokensConfig::default(),
             access: AccessConfig::default(),
+            correlation: crate::correlator::CorrelationConfig::default(),
         }
     }
 }
@@ -308,6 +311,7 @@ impl SeamConfig {
         self.storage.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.query.validate().map_err(ConfigError::Invalid)?;
+        self.correlation.validate().map_err(ConfigError::Invalid)?;
         self.tokens.build()?;
         seam_collector::normalise::flow::TrafficRules::new(
             &self.access.non_request_flows,

@@ -7,5 +7,6 @@
 //! `ingest`, `query`).
 
 pub mod config;
+pub mod correlator;
 pub mod ingest;
 pub mod server;

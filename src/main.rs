@@ -33,6 +33,20 @@ enum Command {
     Ingest(IngestArgs),
     /// Run one SQL statement against a running seam and print the result.
     Query(QueryArgs),
+    /// Recompute requests and request_events from the stored records (after a rule change,
+    /// or for data older than the horizon); idempotent, runs beside live ingest.
+    Correlate(CorrelateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CorrelateArgs {
+    /// Recompute requests that started at or after this time: RFC 3339
+    /// (2024-11-05T09:00:00Z) or a duration ago (2h, 7days).
+    #[arg(long)]
+    since: String,
+    /// The server's API address.
+    #[arg(long, env = "SEAM_SERVER", default_value_t = format!("http://{}", config::DEFAULT_API))]
+    server: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +137,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Ingest(args) => ingest(args),
         Command::Query(args) => query(args),
+        Command::Correlate(args) => correlate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -251,6 +266,54 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} file(s) were not ingested");
     }
     Ok(())
+}
+
+fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
+    let since = match seam::server::chrono_like_rfc3339(&args.since) {
+        Some(ns) => ns,
+        None => {
+            let ago = humantime::parse_duration(&args.since).with_context(|| {
+                format!(
+                    "--since {:?} is neither an RFC 3339 time nor a duration",
+                    args.since
+                )
+            })?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?;
+            i64::try_from(now.saturating_sub(ago).as_nanos()).unwrap_or(i64::MAX)
+        }
+    };
+    let url = format!(
+        "{}/api/v1/correlate?since={since}",
+        args.server.trim_end_matches('/')
+    );
+    runtime()?.block_on(async move {
+        let resp = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3600))
+            .build()
+            .context("cannot build the HTTP client")?
+            .post(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach seam at {}", args.server))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "correlation failed ({status}): {}",
+                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
+            );
+        }
+        println!(
+            "seam correlate: {} requests recomputed since {}",
+            body.get("requests")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            args.since
+        );
+        Ok(())
+    })
 }
 
 fn query(args: QueryArgs) -> anyhow::Result<()> {

@@ -14,9 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use seam_collector::Collector;
@@ -31,6 +33,47 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::SeamConfig;
+use crate::correlator::Correlator;
+
+/// `POST /api/v1/correlate?since=…` parameters.
+#[derive(Debug, serde::Deserialize)]
+struct CorrelateParams {
+    /// RFC 3339 time, or nanoseconds since the epoch.
+    since: String,
+}
+
+/// Recomputes requests from `since` on (idempotent); answers how many requests it wrote.
+async fn correlate(
+    c: Arc<Correlator>,
+    Query(p): Query<CorrelateParams>,
+) -> axum::response::Response {
+    let since = p
+        .since
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .or_else(|| chrono_like_rfc3339(&p.since));
+    let Some(since) = since else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": format!("since {:?} is not an RFC 3339 time or epoch nanoseconds", p.since)})),
+        )
+            .into_response();
+    };
+    match c.rebuild_since(since).await {
+        Ok(n) => axum::Json(serde_json::json!({"requests": n, "since": since})).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Parses an RFC 3339 time to epoch nanoseconds.
+pub fn chrono_like_rfc3339(s: &str) -> Option<i64> {
+    seam_collector::normalise::time::parse(s, Default::default(), 0).filter(|_| s.contains('T'))
+}
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +147,9 @@ pub struct Server {
     storage_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     pg_task: JoinHandle<()>,
+    correlator: Arc<Correlator>,
+    stop_correlator: watch::Sender<bool>,
+    correlator_task: JoinHandle<()>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -218,6 +264,13 @@ impl Server {
             cfg.query.clone(),
         )?);
 
+        let correlator = Correlator::new(
+            Arc::clone(&query),
+            Arc::clone(&storage),
+            cfg.correlation.clone(),
+        );
+        correlator.attach();
+
         let grpc_l = bind("--otlp-grpc-addr", cfg.listen.otlp_grpc_addr).await?;
         let http_l = bind("--ingest-http-addr", cfg.listen.ingest_http_addr).await?;
         let api_l = bind("--api-addr", cfg.listen.api_addr).await?;
@@ -237,6 +290,21 @@ impl Server {
         let (stop_storage, rx_storage) = watch::channel(false);
         let (stop_api, rx_api) = watch::channel(false);
         let (stop_stats, rx_stats) = watch::channel(false);
+        let (stop_correlator, rx_correlator) = watch::channel(false);
+        let correlator_task = {
+            let c = Arc::clone(&correlator);
+            let stop = stopped(rx_correlator);
+            tokio::spawn(async move {
+                match c.recover().await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(minutes = n, "Recomputing unsettled requests.");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Could not find unsettled requests."),
+                }
+                c.run(stop).await;
+            })
+        };
 
         let grpc = {
             let c = Arc::clone(&collector);
@@ -296,8 +364,12 @@ impl Server {
                         .into_response()
                 }
             });
+            let c = Arc::clone(&correlator);
+            let correlate_route =
+                post(move |q: Query<CorrelateParams>| correlate(Arc::clone(&c), q));
             let router = Router::new()
                 .route("/metrics", metrics_route)
+                .route("/api/v1/correlate", correlate_route)
                 .merge(seam_query::http::router(Arc::clone(&query)));
             let stop = stopped(rx_api);
             tokio::spawn(async move {
@@ -335,6 +407,9 @@ impl Server {
             stop_stats,
             stats_task,
             receivers: vec![grpc, http],
+            correlator,
+            stop_correlator,
+            correlator_task,
             pg_task,
             storage_task,
             api_task,
@@ -368,6 +443,9 @@ impl Server {
             tracing::warn!(error = %e, "Could not write the last ingest_stats rows.");
         }
         self.wal.close().await;
+        let _ = self.stop_correlator.send(true);
+        let _ = self.correlator_task.await;
+        self.correlator.drain().await;
         let _ = self.stop_storage.send(true);
         let _ = self.storage_task.await;
         let left = self.storage.buffered_rows();

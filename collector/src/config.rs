@@ -98,8 +98,9 @@ pub struct RetentionConfig {
     pub default: Duration,
     /// Per-table retention, e.g. `spans = "7d"`.
     pub tables: BTreeMap<String, humantime_serde::Serde<Duration>>,
-    /// Most bytes of Parquet all tables may hold; past it the oldest hours go first (across
-    /// tables). 0 = no budget. Default 0.
+    /// Most bytes of Parquet the raw tables may hold; past it the oldest hours go first
+    /// (across tables). The derived tables (`requests`, `request_events`) are not counted.
+    /// 0 = no budget. Default 0.
     pub max_data_bytes: u64,
     /// How often retention and the budget are applied. Default 1m.
     #[serde(with = "humantime_serde")]

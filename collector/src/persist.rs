@@ -143,7 +143,20 @@ pub struct Storage {
     pending_delete: Mutex<Vec<(Instant, Path)>>,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
+    arrivals: std::sync::OnceLock<Hook>,
 }
+
+struct Hook(ArrivalHook);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArrivalHook")
+    }
+}
+
+/// Called with the table and the event times of every batch that becomes visible: the
+/// correlator's trigger.
+pub type ArrivalHook = Box<dyn Fn(&str, &TimestampNanosecondArray) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic while holding it; the state is still consistent because
@@ -207,8 +220,59 @@ impl Storage {
             pending_delete: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             metrics,
+            arrivals: std::sync::OnceLock::new(),
         });
         Ok(storage)
+    }
+
+    /// Installs the hook told of every batch that becomes visible (once; later calls are
+    /// ignored).
+    pub fn set_arrival_hook(&self, hook: ArrivalHook) {
+        let _ = self.arrivals.set(Hook(hook));
+    }
+
+    /// Replaces the rows of derived `table` whose bucket is the minute starting at
+    /// `minute_ns`: writes `batch` (when it has rows) as that minute's one file and drops the
+    /// minute's earlier files from the manifest in the same update.
+    ///
+    /// # Errors
+    /// Encoding or object-store failures; the minute's earlier file then stays.
+    pub async fn replace_minute(
+        &self,
+        table: &'static str,
+        minute_ns: i64,
+        batch: RecordBatch,
+    ) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        let _io = self.io.lock().await;
+        let tag = format!("M{minute_ns}-");
+        let entry = if batch.num_rows() > 0 {
+            Some(
+                self.write_named(table, layout::hour_of(minute_ns), &tag, batch)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let old: Vec<FileEntry> = {
+            let mut st = lock(t);
+            let (old, keep): (Vec<FileEntry>, Vec<FileEntry>) = st.files.drain(..).partition(|f| {
+                f.path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with(&tag))
+            });
+            st.files = keep;
+            st.files.extend(entry);
+            st.manifest_dirty = true;
+            old
+        };
+        self.write_manifest_if_dirty(table).await?;
+        let at = Instant::now() + self.config.delete_grace;
+        lock(&self.pending_delete).extend(old.iter().map(|f| (at, Path::from(f.path.as_str()))));
+        Ok(())
     }
 
     fn table(&self, name: &str) -> Option<&Mutex<TableState>> {
@@ -270,6 +334,11 @@ impl Storage {
             }
             st.recent_rows += batch.num_rows();
             st.recent_bytes += size;
+            if let Some(hook) = self.arrivals.get()
+                && let Some(times) = time_column(&batch)
+            {
+                (hook.0)(table, times);
+            }
             st.recent.push(batch);
             st.recent_seqs.push(seq);
             st.recent_rows
@@ -394,13 +463,30 @@ impl Storage {
         level: u32,
         batch: RecordBatch,
     ) -> Result<FileEntry> {
+        let mut e = self
+            .write_named(table, hour, &format!("L{level}-"), batch)
+            .await?;
+        e.level = level;
+        Ok(e)
+    }
+
+    /// Writes `batch` as a new file `<prefix><stamp>-<seq>.parquet` in the partition of the
+    /// hour starting at `hour` (seconds).
+    async fn write_named(
+        &self,
+        table: &str,
+        hour: i64,
+        prefix: &str,
+        batch: RecordBatch,
+    ) -> Result<FileEntry> {
+        let level = 0;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let path = format!(
-            "{}/L{level}-{stamp:020}-{seq:06}.parquet",
+            "{}/{prefix}{stamp:020}-{seq:06}.parquet",
             layout::partition_dir(table, hour)
         );
         let cfg = self.config.clone();
@@ -499,6 +585,10 @@ impl Storage {
         let Some(t) = self.table(table) else {
             return Ok(0);
         };
+        if tables::is_derived(table) {
+            // One file per minute bucket, replaced whole by the correlator.
+            return Ok(0);
+        }
         let _io = self.io.lock().await;
         let (schema, plans) = {
             let st = lock(t);
@@ -696,6 +786,9 @@ impl Storage {
             }
         }
         if cfg.max_data_bytes > 0 {
+            // The budget is for the evidence; derived tables (rebuilt from it by the
+            // correlator, a small fraction of its size) follow their own retention.
+            kept.retain(|(name, _)| !tables::is_derived(name));
             let mut total: u64 = kept.iter().map(|(_, f)| f.size).sum();
             if total > cfg.max_data_bytes {
                 kept.sort_by_key(|(_, f)| (layout::hour_of(f.min_time_ns), f.max_time_ns));

@@ -212,6 +212,18 @@ impl QueryService {
             .map_err(|_| QueryError::Timeout(timeout))?
     }
 
+    /// Runs a query of seam's own (the correlator's): read-only like any other, under the
+    /// same memory limit, without a time limit and not counted in the query metrics.
+    ///
+    /// # Errors
+    /// See [`QueryError`].
+    pub async fn run_internal(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let ctx = self.context()?;
+        let plan = self.plan(&ctx, sql).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        Ok(df.collect().await?)
+    }
+
     /// The service's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         let ok = self.queries_ok.load(Ordering::Relaxed);

@@ -16,6 +16,7 @@ pub mod gateway_logs;
 pub mod ingest_stats;
 pub mod logs;
 pub mod rejects;
+pub mod requests;
 pub mod spans;
 
 /// One stored table.
@@ -63,6 +64,16 @@ pub fn all() -> Vec<TableDef> {
             schema: rejects::schema(),
         },
         TableDef {
+            name: requests::TABLE,
+            description: requests::DESCRIPTION,
+            schema: requests::schema(),
+        },
+        TableDef {
+            name: requests::EVENTS_TABLE,
+            description: requests::EVENTS_DESCRIPTION,
+            schema: requests::events_schema(),
+        },
+        TableDef {
             name: ingest_stats::TABLE,
             description: ingest_stats::DESCRIPTION,
             schema: ingest_stats::schema(),
@@ -83,11 +94,30 @@ pub struct ViewDef {
 
 /// Every view, in documentation order.
 pub fn views() -> Vec<ViewDef> {
-    vec![ViewDef {
+    let mut v = vec![ViewDef {
         name: gateway_logs::VIEW,
         description: gateway_logs::VIEW_DESCRIPTION,
         sql: gateway_logs::view_sql(),
-    }]
+    }];
+    v.extend(
+        requests::views()
+            .into_iter()
+            .map(|(name, description, sql)| ViewDef {
+                name,
+                description,
+                sql,
+            }),
+    );
+    v
+}
+
+/// Tables seam derives from the others (the correlator writes them a minute bucket at a
+/// time, replacing the bucket's file); they take no ingest and are not compacted.
+pub const DERIVED: &[&str] = &[requests::TABLE, requests::EVENTS_TABLE];
+
+/// Whether `name` is a derived table.
+pub fn is_derived(name: &str) -> bool {
+    DERIVED.contains(&name)
 }
 
 /// Looks a table up by name.

@@ -9,6 +9,7 @@
 
 mod access;
 mod binary;
+mod correlation;
 mod crash;
 mod durability;
 mod limits;

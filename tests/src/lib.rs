@@ -3,6 +3,8 @@
 //!
 //! Takes addresses of running servers; gives typed results. No tests live here.
 
+pub mod generator;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

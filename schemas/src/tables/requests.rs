@@ -1,0 +1,298 @@
+//! The derived tables the correlator writes: `requests` (one row per end-to-end request) and
+//! `request_events` (every record of a request with its layer), plus the views over them
+//! (`tokens` and the audit views).
+//!
+//! Takes nothing; gives the schemas and the views' SQL. Rows are recomputed from the raw
+//! tables (never edited by hand): a minute bucket's rows are replaced whenever records for it
+//! arrive. The rules are documented in `docs/correlation.md`.
+
+use arrow_schema::{DataType, SchemaRef};
+
+use super::{field, schema_of, text, timestamp_type};
+use crate::columns::*;
+
+/// SQL name of the requests table.
+pub const TABLE: &str = "requests";
+/// What one row is.
+pub const DESCRIPTION: &str = "One row per end-to-end request, derived by seam's correlator \
+     from gateway_logs, gateway_events, flow_logs and spans linked through any chain of shared \
+     ids (APIM correlation id, Mule correlation id, forwarded X-Correlation-ID, W3C trace id). \
+     Recomputed while records may still arrive (settled = false), final after the horizon. \
+     Rules in docs/correlation.md.";
+
+/// SQL name of the per-record timeline.
+pub const EVENTS_TABLE: &str = "request_events";
+/// What one row of it is.
+pub const EVENTS_DESCRIPTION: &str = "Every record of every request in `requests`, with its \
+     layer, source, duration and outcome: the per-request timeline (SELECT * FROM \
+     request_events WHERE request_id = '…' ORDER BY time).";
+
+fn ms(name: &str, desc: &str) -> arrow_schema::Field {
+    field(name, DataType::Float64, true, desc)
+}
+
+fn flag(name: &str, desc: &str) -> arrow_schema::Field {
+    field(name, DataType::Boolean, false, desc)
+}
+
+/// Arrow schema of `requests`.
+pub fn schema() -> SchemaRef {
+    schema_of(
+        vec![
+            field(
+                TIME,
+                timestamp_type(),
+                false,
+                "When the request started: the earliest time of its records (UTC).",
+            ),
+            field(
+                INGEST_TIME,
+                timestamp_type(),
+                false,
+                "When the last of its records arrived at seam (UTC); `settled` counts from it.",
+            ),
+            field(
+                "request_id",
+                DataType::Utf8,
+                false,
+                "The request's id: the APIM correlation id when there is one, else the Mule correlation id, else the W3C trace id.",
+            ),
+            text(TRACE_ID, "W3C trace id (32 lower-case hex), when any record carried one."),
+            text(
+                "apim_correlation_id",
+                "APIM's request id (gateway_logs.correlation_id); NULL without a gateway record.",
+            ),
+            text(
+                "mule_correlation_id",
+                "The Mule event correlation id of the integration flow; NULL when Mule was not reached.",
+            ),
+            text("api_id", "APIM API id."),
+            text("operation_id", "APIM operation id."),
+            text(METHOD, "HTTP method the client used."),
+            text(URL_PATH, "Path the client called (at the gateway, else at Mule)."),
+            text(
+                CLIENT_IP,
+                "The client's address: the gateway's caller, else the caller Mule saw (without port).",
+            ),
+            text(USER_AGENT, "User-Agent the gateway logged."),
+            text("subscription_id", "APIM subscription id."),
+        ]
+        .into_iter()
+        .chain(super::token_fields())
+        .chain(vec![
+            field(
+                "token_expired",
+                DataType::Boolean,
+                true,
+                "Whether the token had expired when the request started (token_expires_at < time); NULL without a token expiry.",
+            ),
+            field(
+                STATUS_CODE,
+                DataType::Int32,
+                true,
+                "Status the client got: the gateway's response code, else the integration flow's.",
+            ),
+            field(
+                "backend_status_code",
+                DataType::Int32,
+                true,
+                "Status the gateway got from its backend (NULL when it called none).",
+            ),
+            text(
+                "rejected_by",
+                "Which layer refused the request: gateway, integration or backend; NULL when it succeeded (status < 400).",
+            ),
+            text(
+                "error_reason",
+                "Why: the gateway's last error reason (e.g. TokenExpired), else the Mule error type (e.g. HTTP:UNAUTHORIZED), else the failing span's status.",
+            ),
+            ms(
+                "total_ms",
+                "End-to-end time: APIM TotalTime, else the integration flow's time.",
+            ),
+            ms(
+                "gateway_ms",
+                "Time in the gateway: APIM TotalTime - BackendTime (all of TotalTime when no backend was called).",
+            ),
+            ms(
+                "network_ms",
+                "Between gateway and integration: APIM BackendTime - the Mule flow time.",
+            ),
+            ms(
+                "integration_ms",
+                "Mule's own time: the flow time - backend_ms.",
+            ),
+            ms(
+                "backend_ms",
+                "Time the flow waited on downstream calls: the union (not the sum) of their intervals.",
+            ),
+            text("cache", "APIM cache involvement: none, hit or miss."),
+            flag(
+                "bypassed_gateway",
+                "Integration evidence (flow logs or Mule spans) of a settled request with no gateway record under any id link, from a caller that is not a configured gateway egress address.",
+            ),
+            flag("has_gateway", "A gateway_logs record belongs to it."),
+            flag("has_flow", "flow_logs records belong to it."),
+            flag("has_spans", "Spans belong to it."),
+            text("mule_app", "The Mule app the request entered (the integration layer)."),
+            text("flow", "The integration app's entry flow."),
+            flag(
+                "layers_disagree",
+                "The client saw one outcome and a layer behind it another (e.g. a gateway timeout while Mule answered 201).",
+            ),
+            flag(
+                "settled",
+                "false while records of this request may still arrive (the last arrived less than the horizon ago); true after.",
+            ),
+            field(
+                "records",
+                DataType::Int64,
+                false,
+                "Number of records linked into the request.",
+            ),
+        ])
+        .collect(),
+    )
+}
+
+/// Arrow schema of `request_events`.
+pub fn events_schema() -> SchemaRef {
+    schema_of(vec![
+        field(
+            TIME,
+            timestamp_type(),
+            false,
+            "When the record started (UTC).",
+        ),
+        field(
+            INGEST_TIME,
+            timestamp_type(),
+            false,
+            "When the record arrived at seam (UTC).",
+        ),
+        field(
+            "request_id",
+            DataType::Utf8,
+            false,
+            "The request (requests.request_id).",
+        ),
+        field(
+            "request_time",
+            timestamp_type(),
+            false,
+            "requests.time of the request.",
+        ),
+        field(
+            "layer",
+            DataType::Utf8,
+            false,
+            "client, gateway, integration or backend.",
+        ),
+        field(
+            "source",
+            DataType::Utf8,
+            false,
+            "The table the record is in: gateway_logs, gateway_events, flow_logs or spans.",
+        ),
+        text("service", "APIM service, Mule app or span service.name."),
+        text(
+            NAME,
+            "What happened: the span name, the JSON Logger trace point and message, the gateway operation.",
+        ),
+        ms("duration_ms", "How long it took, when the record says."),
+        field(
+            STATUS_CODE,
+            DataType::Int32,
+            true,
+            "HTTP status the record reports.",
+        ),
+        text(
+            "outcome",
+            "ok, or error (status >= 400, an error type, a span in error).",
+        ),
+        text("detail", "The error reason or message, when there is one."),
+        text(TRACE_ID, "Trace id of the record."),
+        text(SPAN_ID, "Span id (spans)."),
+        text(
+            "record_key",
+            "The record's record_key (gateway and flow tables) or span id.",
+        ),
+    ])
+}
+
+/// The views over the derived tables: (name, description, SQL).
+pub fn views() -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        (
+            "tokens",
+            "One row per token_id seen in requests: who it belongs to, when and how often it was used, how often it failed, from how many client addresses, against which APIs.",
+            "SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
+             max(tenant_id) AS tenant_id, max(token_issuer) AS issuer, \
+             max(token_audience) AS audience, max(token_expires_at) AS expires_at, \
+             min(time) AS first_seen, max(time) AS last_seen, count(*) AS requests, \
+             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures, \
+             count(DISTINCT client_ip) AS distinct_client_ips, \
+             array_sort(array_agg(DISTINCT api_id) FILTER (WHERE api_id IS NOT NULL)) AS apis \
+             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id"
+                .to_string(),
+        ),
+        (
+            "audit_gateway_bypass",
+            "Requests that reached the integration layer without passing the gateway (settled only): who called, from where, with which token.",
+            "SELECT time, request_id, mule_correlation_id, mule_app, flow, method, url_path, \
+             client_ip, token_id, subject, client_app, status_code, trace_id \
+             FROM requests WHERE bypassed_gateway"
+                .to_string(),
+        ),
+        (
+            "audit_denials",
+            "Requests refused by some layer: which layer, why, and who asked.",
+            "SELECT time, request_id, rejected_by, error_reason, status_code, \
+             backend_status_code, api_id, operation_id, method, url_path, client_ip, token_id, \
+             subject, client_app, token_expired, mule_app \
+             FROM requests WHERE rejected_by IS NOT NULL"
+                .to_string(),
+        ),
+        (
+            "audit_expired_token_use",
+            "Requests that succeeded although their token had expired when they started.",
+            "SELECT time, request_id, token_id, token_expires_at, subject, client_app, \
+             api_id, url_path, status_code, client_ip, has_gateway, mule_app \
+             FROM requests WHERE token_expired AND status_code < 400"
+                .to_string(),
+        ),
+        (
+            "audit_token_sharing",
+            "Tokens used from more than one client address or by more than one client app.",
+            "SELECT token_id, max(subject) AS subject, count(*) AS requests, \
+             count(DISTINCT client_ip) AS client_ips, count(DISTINCT client_app) AS client_apps, \
+             array_sort(array_agg(DISTINCT client_ip) FILTER (WHERE client_ip IS NOT NULL)) AS ips, \
+             min(time) AS first_seen, max(time) AS last_seen \
+             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id \
+             HAVING count(DISTINCT client_ip) > 1 OR count(DISTINCT client_app) > 1"
+                .to_string(),
+        ),
+        (
+            "latency_by_layer",
+            "Per API and minute: requests and the p50, p95 and p99 of each layer's time (approximate percentiles).",
+            "SELECT date_trunc('minute', time) AS time, api_id, count(*) AS requests, \
+             approx_percentile_cont(total_ms, 0.5) AS total_p50, \
+             approx_percentile_cont(total_ms, 0.95) AS total_p95, \
+             approx_percentile_cont(total_ms, 0.99) AS total_p99, \
+             approx_percentile_cont(gateway_ms, 0.5) AS gateway_p50, \
+             approx_percentile_cont(gateway_ms, 0.95) AS gateway_p95, \
+             approx_percentile_cont(gateway_ms, 0.99) AS gateway_p99, \
+             approx_percentile_cont(network_ms, 0.5) AS network_p50, \
+             approx_percentile_cont(network_ms, 0.95) AS network_p95, \
+             approx_percentile_cont(network_ms, 0.99) AS network_p99, \
+             approx_percentile_cont(integration_ms, 0.5) AS integration_p50, \
+             approx_percentile_cont(integration_ms, 0.95) AS integration_p95, \
+             approx_percentile_cont(integration_ms, 0.99) AS integration_p99, \
+             approx_percentile_cont(backend_ms, 0.5) AS backend_p50, \
+             approx_percentile_cont(backend_ms, 0.95) AS backend_p95, \
+             approx_percentile_cont(backend_ms, 0.99) AS backend_p99 \
+             FROM requests GROUP BY 1, 2"
+                .to_string(),
+        ),
+    ]
+}

@@ -1,0 +1,794 @@
+//! The correlator inside `seam serve`: keeps `requests` and `request_events` up to date.
+//!
+//! Takes arrivals (every batch that becomes visible in `gateway_log_copies`,
+//! `gateway_events`, `flow_logs` or `spans`, through the storage's arrival hook); gives, per
+//! minute bucket of request start time, the requests of that minute, recomputed from the
+//! stored raw records of the minute and its neighbourhood (`seam_correlate`) and written as
+//! the minute's one file (replacing the previous one). A bucket is recomputed a couple of
+//! seconds after records for it arrive (freshness), and once more when its last request
+//! settles (horizon after its last arrival). It holds only the set of dirty minutes; the
+//! records of one window at a time are read with SQL, so memory does not grow with ingest.
+//! `rebuild_since` recomputes every minute with raw records since a time (after a rule
+//! change, or for data older than the horizon); it is idempotent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
+};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use seam_collector::buffer::rows::{self, Cell, Columns, Row};
+use seam_collector::persist::Storage;
+use seam_correlate::{Event, Flow, Gateway, GatewayEvent, Input, Request, Rules, Span, Token};
+use seam_query::QueryService;
+use seam_schemas::tables::requests;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+const MINUTE_NS: i64 = 60_000_000_000;
+
+/// `[correlation]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    /// A request is settled (final) once its last record arrived this long ago. Default 15
+    /// minutes: APIM diagnostic logs lag minutes behind Mule logs.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Records linked by an id must lie at most this far apart in event time, so an id
+    /// reused later does not merge two requests. Default 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub max_link_distance: Duration,
+    /// Addresses the gateway calls backends from (APIM's outbound IPs): a caller at one of
+    /// them is never reported as a bypass.
+    pub gateway_egress: Vec<String>,
+    /// How long after an arrival a minute is recomputed (arrivals meanwhile are batched).
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self {
+            horizon: Duration::from_secs(15 * 60),
+            max_link_distance: Duration::from_secs(5 * 60),
+            gateway_egress: Vec::new(),
+            delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl CorrelationConfig {
+    /// The correlator's rules.
+    pub fn rules(&self) -> Rules {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Rules {
+            max_link_distance_ns: ns(self.max_link_distance),
+            horizon_ns: ns(self.horizon),
+            gateway_egress: self.gateway_egress.clone(),
+        }
+    }
+
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// A value out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_link_distance < Duration::from_secs(1) {
+            return Err("correlation.max_link_distance must be at least 1s".into());
+        }
+        if self.delay > Duration::from_secs(8) {
+            return Err("correlation.delay must be at most 8s (requests show within 10 s)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Raw tables whose arrivals make minutes dirty.
+const RAW: &[&str] = &["gateway_log_copies", "gateway_events", "flow_logs", "spans"];
+
+/// Why a recomputation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelateError {
+    /// Reading the raw records failed.
+    #[error("reading records: {0}")]
+    Query(#[from] seam_query::QueryError),
+    /// Writing the derived rows failed.
+    #[error("writing derived rows: {0}")]
+    Storage(#[from] seam_collector::persist::StorageError),
+    /// Building the derived batch failed.
+    #[error("building derived rows: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// The correlator.
+#[derive(Debug)]
+pub struct Correlator {
+    query: Arc<QueryService>,
+    storage: Arc<Storage>,
+    config: CorrelationConfig,
+    rules: Rules,
+    /// Minute (ns) → when to recompute it.
+    dirty: Mutex<BTreeMap<i64, Instant>>,
+    wake: Notify,
+    /// Serialises recomputations (live loop and rebuilds).
+    busy: tokio::sync::Mutex<()>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn minute_of(t: i64) -> i64 {
+    t.div_euclid(MINUTE_NS) * MINUTE_NS
+}
+
+fn ts_literal(ns: i64) -> String {
+    format!("to_timestamp_nanos({ns})")
+}
+
+impl Correlator {
+    /// A correlator over `storage`, reading through `query`.
+    pub fn new(
+        query: Arc<QueryService>,
+        storage: Arc<Storage>,
+        config: CorrelationConfig,
+    ) -> Arc<Self> {
+        let rules = config.rules();
+        Arc::new(Self {
+            query,
+            storage,
+            config,
+            rules,
+            dirty: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            busy: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Installs the arrival hook on the storage.
+    pub fn attach(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        self.storage.set_arrival_hook(Box::new(move |table, times| {
+            if let Some(c) = me.upgrade()
+                && RAW.contains(&table)
+            {
+                let minutes: BTreeSet<i64> = times.iter().flatten().map(minute_of).collect();
+                c.arrived(minutes);
+            }
+        }));
+    }
+
+    /// Marks the minutes whose requests records in the given minutes can belong to: their
+    /// own and those up to the link distance before.
+    pub fn arrived(&self, minutes: BTreeSet<i64>) {
+        let due = Instant::now() + self.config.delay;
+        let back = self.rules.max_link_distance_ns;
+        if let Ok(mut d) = self.dirty.lock() {
+            for m in minutes {
+                let mut x = minute_of(m.saturating_sub(back));
+                while x <= m {
+                    let e = d.entry(x).or_insert(due);
+                    *e = (*e).min(due);
+                    x += MINUTE_NS;
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn schedule(&self, minute: i64, at: Instant) {
+        if let Ok(mut d) = self.dirty.lock() {
+            let e = d.entry(minute).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+
+    /// Marks for recomputation what a restart may have left stale: unsettled requests, and
+    /// records that arrived within the horizon.
+    ///
+    /// # Errors
+    /// A query failure.
+    pub async fn recover(&self) -> Result<usize, CorrelateError> {
+        let since = now_ns() - self.rules.horizon_ns - MINUTE_NS;
+        let mut minutes = BTreeSet::new();
+        let q = format!(
+            "SELECT DISTINCT CAST(time AS BIGINT) AS t FROM {} WHERE NOT settled",
+            requests::TABLE
+        );
+        for b in self.query.run_internal(&q).await? {
+            minutes.extend(i64s(&b, "t").into_iter().flatten().map(minute_of));
+        }
+        for t in RAW {
+            let q = format!(
+                "SELECT DISTINCT CAST(time AS BIGINT) / {MINUTE_NS} AS m FROM {t} \
+                 WHERE ingest_time >= {}",
+                ts_literal(since)
+            );
+            for b in self.query.run_internal(&q).await? {
+                self.arrived(
+                    i64s(&b, "m")
+                        .into_iter()
+                        .flatten()
+                        .map(|m| m * MINUTE_NS)
+                        .collect(),
+                );
+            }
+        }
+        let n = minutes.len();
+        let now = Instant::now();
+        for m in minutes {
+            self.schedule(m, now);
+        }
+        self.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Recomputes due minutes until `stop` resolves.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            let now = Instant::now();
+            let due: Vec<i64> = match self.dirty.lock() {
+                Ok(mut d) => {
+                    let due: Vec<i64> = d
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(m, _)| *m)
+                        .collect();
+                    for m in &due {
+                        d.remove(m);
+                    }
+                    due
+                }
+                Err(_) => Vec::new(),
+            };
+            for m in due {
+                let started = Instant::now();
+                let result = self.recompute_minute(m).await;
+                // Under heavy ingest a minute is dirty again at once: recompute it at most
+                // every four times what it costs, so correlation never takes over the CPU.
+                let pace = started.elapsed() * 4;
+                if pace > self.config.delay
+                    && let Ok(mut d) = self.dirty.lock()
+                    && let Some(at) = d.get_mut(&m)
+                {
+                    *at = (*at).max(Instant::now() + pace);
+                }
+                match result {
+                    Ok(Some(settle_at)) => {
+                        let wait = settle_at.saturating_sub(now_ns()).max(0);
+                        self.schedule(
+                            m,
+                            Instant::now()
+                                + Duration::from_nanos(wait as u64)
+                                + Duration::from_secs(1),
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(minute = m, error = %e, "Correlation failed; retrying in 5 s.");
+                        self.schedule(m, Instant::now() + Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recomputes every dirty minute now (at shutdown, so nothing waits for a restart).
+    pub async fn drain(&self) {
+        let minutes: Vec<i64> = match self.dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d).into_keys().collect(),
+            Err(_) => Vec::new(),
+        };
+        for m in minutes {
+            if let Err(e) = self.recompute_minute(m).await {
+                tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed; it runs again at the next start.");
+            }
+        }
+    }
+
+    /// Recomputes every minute holding raw records with event time at or after `since_ns`.
+    /// Gives the number of requests written.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn rebuild_since(&self, since_ns: i64) -> Result<usize, CorrelateError> {
+        let mut minutes = BTreeSet::new();
+        for t in RAW {
+            let q = format!(
+                "SELECT DISTINCT CAST(time AS BIGINT) / {MINUTE_NS} AS m FROM {t} WHERE time >= {}",
+                ts_literal(since_ns)
+            );
+            for b in self.query.run_internal(&q).await? {
+                minutes.extend(i64s(&b, "m").into_iter().flatten().map(|m| m * MINUTE_NS));
+            }
+        }
+        // Minutes whose requests may start up to a link distance before their records.
+        let mut all = BTreeSet::new();
+        for m in minutes {
+            let mut x = minute_of(m - self.rules.max_link_distance_ns).max(minute_of(since_ns));
+            while x <= m {
+                all.insert(x);
+                x += MINUTE_NS;
+            }
+        }
+        // Derived minutes that no longer have records are emptied too.
+        let q = format!(
+            "SELECT DISTINCT CAST(request_time AS BIGINT) / {MINUTE_NS} AS m FROM {} WHERE request_time >= {}",
+            requests::EVENTS_TABLE,
+            ts_literal(since_ns)
+        );
+        for b in self.query.run_internal(&q).await? {
+            all.extend(i64s(&b, "m").into_iter().flatten().map(|m| m * MINUTE_NS));
+        }
+        let mut written = 0;
+        for m in all {
+            if let Some(at) = self.recompute_minute_counted(m, &mut written).await? {
+                self.schedule(
+                    m,
+                    Instant::now()
+                        + Duration::from_nanos(at.saturating_sub(now_ns()).max(0) as u64)
+                        + Duration::from_secs(1),
+                );
+            }
+        }
+        Ok(written)
+    }
+
+    async fn recompute_minute_counted(
+        &self,
+        minute: i64,
+        written: &mut usize,
+    ) -> Result<Option<i64>, CorrelateError> {
+        let (n, at) = self.recompute(minute).await?;
+        *written += n;
+        Ok(at)
+    }
+
+    /// Recomputes one minute; gives when its unsettled requests settle.
+    ///
+    /// # Errors
+    /// Reading or writing failed.
+    pub async fn recompute_minute(&self, minute: i64) -> Result<Option<i64>, CorrelateError> {
+        Ok(self.recompute(minute).await?.1)
+    }
+
+    async fn recompute(&self, minute: i64) -> Result<(usize, Option<i64>), CorrelateError> {
+        let _busy = self.busy.lock().await;
+        let d = self.rules.max_link_distance_ns;
+        let (a, b) = (minute - d, minute + MINUTE_NS + d);
+        let input = self.read_window(a, b).await?;
+        let now = now_ns();
+        let reqs: Vec<Request> = seam_correlate::correlate(input, &self.rules, now)
+            .into_iter()
+            .filter(|r| minute_of(r.time) == minute)
+            .collect();
+        let settle = reqs
+            .iter()
+            .filter(|r| !r.settled)
+            .map(|r| r.ingest_time + self.rules.horizon_ns)
+            .max();
+        let (rb, eb) = batches(&reqs)?;
+        self.storage
+            .replace_minute(requests::TABLE, minute, rb)
+            .await?;
+        self.storage
+            .replace_minute(requests::EVENTS_TABLE, minute, eb)
+            .await?;
+        Ok((reqs.len(), settle))
+    }
+
+    async fn read_window(&self, a: i64, b: i64) -> Result<Input, CorrelateError> {
+        let w = format!("time >= {} AND time < {}", ts_literal(a), ts_literal(b));
+        let tok = "token_id, token_uti, subject, token_object_id, client_app, tenant_id, \
+                   token_issuer, token_audience, CAST(token_issued_at AS BIGINT) AS iat, \
+                   CAST(token_expires_at AS BIGINT) AS exp, token_scopes, token_roles, token_type";
+        let mut input = Input::default();
+        // Gateway copies, merged per request key (the gateway_logs view, without its
+        // aggregate over all time).
+        let q = format!(
+            "SELECT CAST(time AS BIGINT) AS t, CAST(ingest_time AS BIGINT) AS i, record_key, \
+             correlation_id, trace_id, forwarded_correlation_id, api_id, operation_id, method, \
+             url_path, client_ip, user_agent, subscription_id, status_code, backend_status_code, \
+             total_time_ms, backend_time_ms, cache, last_error_source, last_error_reason, \
+             last_error_message, apim_service, {tok} FROM gateway_log_copies WHERE {w}"
+        );
+        let mut merged: BTreeMap<String, Gateway> = BTreeMap::new();
+        for batch in self.query.run_internal(&q).await? {
+            let c = Cols::new(&batch);
+            for r in 0..batch.num_rows() {
+                let g = Gateway {
+                    time: c.i(r, "t").unwrap_or(0),
+                    ingest: c.i(r, "i").unwrap_or(0),
+                    key: c.s(r, "record_key").unwrap_or_default(),
+                    correlation_id: c.s(r, "correlation_id"),
+                    trace_id: c.s(r, "trace_id"),
+                    forwarded_correlation_id: c.s(r, "forwarded_correlation_id"),
+                    api_id: c.s(r, "api_id"),
+                    operation_id: c.s(r, "operation_id"),
+                    method: c.s(r, "method"),
+                    url_path: c.s(r, "url_path"),
+                    client_ip: c.s(r, "client_ip"),
+                    user_agent: c.s(r, "user_agent"),
+                    subscription_id: c.s(r, "subscription_id"),
+                    status_code: c.i32(r, "status_code"),
+                    backend_status_code: c.i32(r, "backend_status_code"),
+                    total_ms: c.f(r, "total_time_ms"),
+                    backend_ms: c.f(r, "backend_time_ms"),
+                    cache: c.s(r, "cache"),
+                    last_error_source: c.s(r, "last_error_source"),
+                    last_error_reason: c.s(r, "last_error_reason"),
+                    last_error_message: c.s(r, "last_error_message"),
+                    service: c.s(r, "apim_service"),
+                    token: c.token(r),
+                };
+                match merged.get_mut(&g.key) {
+                    None => {
+                        merged.insert(g.key.clone(), g);
+                    }
+                    Some(m) => merge_gateway(m, g),
+                }
+            }
+        }
+        input.gateway = merged.into_values().collect();
+        let q = format!(
+            "SELECT CAST(time AS BIGINT) AS t, CAST(ingest_time AS BIGINT) AS i, record_key, \
+             correlation_id, trace_id, status_code, apim_service, section, last_error_reason, \
+             elapsed_ms, {tok} FROM gateway_events WHERE {w}"
+        );
+        for batch in self.query.run_internal(&q).await? {
+            let c = Cols::new(&batch);
+            for r in 0..batch.num_rows() {
+                input.events.push(GatewayEvent {
+                    time: c.i(r, "t").unwrap_or(0),
+                    ingest: c.i(r, "i").unwrap_or(0),
+                    key: c.s(r, "record_key").unwrap_or_default(),
+                    correlation_id: c.s(r, "correlation_id"),
+                    trace_id: c.s(r, "trace_id"),
+                    status_code: c.i32(r, "status_code"),
+                    service: c.s(r, "apim_service"),
+                    section: c.s(r, "section"),
+                    last_error_reason: c.s(r, "last_error_reason"),
+                    elapsed_ms: c.f(r, "elapsed_ms"),
+                    token: c.token(r),
+                });
+            }
+        }
+        let q = format!(
+            "SELECT CAST(time AS BIGINT) AS t, CAST(ingest_time AS BIGINT) AS i, record_key, \
+             correlation_id, trace_id, mule_app, flow, trace_point, level, elapsed_ms, \
+             scope_elapsed_ms, message, error_type, remote_address, method, request_path, \
+             status_code, content, is_request_traffic, {tok} FROM flow_logs WHERE {w}"
+        );
+        for batch in self.query.run_internal(&q).await? {
+            let c = Cols::new(&batch);
+            for r in 0..batch.num_rows() {
+                input.flows.push(Flow {
+                    time: c.i(r, "t").unwrap_or(0),
+                    ingest: c.i(r, "i").unwrap_or(0),
+                    key: c.s(r, "record_key").unwrap_or_default(),
+                    correlation_id: c.s(r, "correlation_id"),
+                    trace_id: c.s(r, "trace_id"),
+                    mule_app: c.s(r, "mule_app"),
+                    flow: c.s(r, "flow"),
+                    trace_point: c.s(r, "trace_point"),
+                    level: c.s(r, "level"),
+                    elapsed_ms: c.f(r, "elapsed_ms"),
+                    scope_elapsed_ms: c.f(r, "scope_elapsed_ms"),
+                    message: c.s(r, "message"),
+                    error_type: c.s(r, "error_type"),
+                    remote_address: c.s(r, "remote_address"),
+                    method: c.s(r, "method"),
+                    request_path: c.s(r, "request_path"),
+                    status_code: c.i32(r, "status_code"),
+                    content: c.s(r, "content"),
+                    is_request_traffic: c.b(r, "is_request_traffic").unwrap_or(false),
+                    token: c.token(r),
+                });
+            }
+        }
+        let q = format!(
+            "SELECT CAST(time AS BIGINT) AS t, CAST(end_time AS BIGINT) AS e, \
+             CAST(ingest_time AS BIGINT) AS i, trace_id, span_id, parent_span_id, name, kind, \
+             span_status, span_status_message, service_name, scope_name, status_code, \
+             correlation_id, client_ip, method, url_path, {tok} FROM spans WHERE {w}"
+        );
+        // An exporter's retry can deliver a span twice: one record per (trace, span).
+        let mut seen_spans: BTreeSet<(String, String)> = BTreeSet::new();
+        for batch in self.query.run_internal(&q).await? {
+            let c = Cols::new(&batch);
+            for r in 0..batch.num_rows() {
+                let id = (
+                    c.s(r, "trace_id").unwrap_or_default(),
+                    c.s(r, "span_id").unwrap_or_default(),
+                );
+                if !seen_spans.insert(id) {
+                    continue;
+                }
+                input.spans.push(Span {
+                    time: c.i(r, "t").unwrap_or(0),
+                    end: c.i(r, "e"),
+                    ingest: c.i(r, "i").unwrap_or(0),
+                    trace_id: c.s(r, "trace_id").unwrap_or_default(),
+                    span_id: c.s(r, "span_id").unwrap_or_default(),
+                    parent_span_id: c.s(r, "parent_span_id"),
+                    name: c.s(r, "name").unwrap_or_default(),
+                    kind: c.s(r, "kind").unwrap_or_default(),
+                    span_status: c.s(r, "span_status").unwrap_or_default(),
+                    status_message: c.s(r, "span_status_message"),
+                    service: c.s(r, "service_name"),
+                    scope: c.s(r, "scope_name"),
+                    status_code: c.i32(r, "status_code"),
+                    correlation_id: c.s(r, "correlation_id"),
+                    client_ip: c.s(r, "client_ip"),
+                    method: c.s(r, "method"),
+                    url_path: c.s(r, "url_path"),
+                    token: c.token(r),
+                });
+            }
+        }
+        Ok(input)
+    }
+}
+
+/// Fills `into`'s missing fields from another copy of the same gateway request.
+fn merge_gateway(into: &mut Gateway, other: Gateway) {
+    macro_rules! fill {
+        ($($f:ident),*) => { $( if into.$f.is_none() { into.$f = other.$f; } )* };
+    }
+    into.time = into.time.min(other.time);
+    into.ingest = into.ingest.max(other.ingest);
+    fill!(
+        correlation_id,
+        trace_id,
+        forwarded_correlation_id,
+        api_id,
+        operation_id,
+        method,
+        url_path,
+        client_ip,
+        user_agent,
+        subscription_id,
+        status_code,
+        backend_status_code,
+        total_ms,
+        backend_ms,
+        cache,
+        last_error_source,
+        last_error_reason,
+        last_error_message,
+        service
+    );
+    if into.token.token_id.is_none() && other.token.token_id.is_some() {
+        into.token = other.token;
+    }
+}
+
+/// Columns of a query result by name, read leniently.
+struct Cols<'a> {
+    batch: &'a RecordBatch,
+}
+
+fn cast(col: &ArrayRef, t: &DataType) -> Option<ArrayRef> {
+    arrow::compute::cast(col, t).ok()
+}
+
+fn i64s(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    b.column_by_name(name)
+        .and_then(|c| cast(c, &DataType::Int64))
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.iter().collect())
+        })
+        .unwrap_or_default()
+}
+
+impl<'a> Cols<'a> {
+    fn new(batch: &'a RecordBatch) -> Self {
+        Self { batch }
+    }
+
+    fn col(&self, name: &str, t: &DataType) -> Option<ArrayRef> {
+        self.batch.column_by_name(name).and_then(|c| cast(c, t))
+    }
+
+    fn s(&self, r: usize, name: &str) -> Option<String> {
+        let c = self.col(name, &DataType::Utf8)?;
+        let a = c.as_any().downcast_ref::<StringArray>()?;
+        (a.is_valid(r)).then(|| a.value(r).to_string())
+    }
+
+    fn i(&self, r: usize, name: &str) -> Option<i64> {
+        let c = self.col(name, &DataType::Int64)?;
+        let a = c.as_any().downcast_ref::<Int64Array>()?;
+        a.is_valid(r).then(|| a.value(r))
+    }
+
+    fn i32(&self, r: usize, name: &str) -> Option<i32> {
+        self.i(r, name).and_then(|v| i32::try_from(v).ok())
+    }
+
+    fn f(&self, r: usize, name: &str) -> Option<f64> {
+        let c = self.col(name, &DataType::Float64)?;
+        let a = c.as_any().downcast_ref::<Float64Array>()?;
+        a.is_valid(r).then(|| a.value(r))
+    }
+
+    fn b(&self, r: usize, name: &str) -> Option<bool> {
+        let c = self.batch.column_by_name(name)?;
+        let a = c.as_any().downcast_ref::<BooleanArray>()?;
+        a.is_valid(r).then(|| a.value(r))
+    }
+
+    fn list(&self, r: usize, name: &str) -> Vec<String> {
+        let Some(c) = self.batch.column_by_name(name) else {
+            return Vec::new();
+        };
+        let Some(l) = c.as_any().downcast_ref::<ListArray>() else {
+            return Vec::new();
+        };
+        if !l.is_valid(r) {
+            return Vec::new();
+        }
+        let v = l.value(r);
+        let Some(v) = cast(&v, &DataType::Utf8) else {
+            return Vec::new();
+        };
+        v.as_any()
+            .downcast_ref::<StringArray>()
+            .map(|a| a.iter().flatten().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn token(&self, r: usize) -> Token {
+        Token {
+            token_id: self.s(r, "token_id"),
+            uti: self.s(r, "token_uti"),
+            subject: self.s(r, "subject"),
+            object_id: self.s(r, "token_object_id"),
+            client_app: self.s(r, "client_app"),
+            tenant_id: self.s(r, "tenant_id"),
+            issuer: self.s(r, "token_issuer"),
+            audience: self.s(r, "token_audience"),
+            issued_at: self.i(r, "iat"),
+            expires_at: self.i(r, "exp"),
+            scopes: self.list(r, "token_scopes"),
+            roles: self.list(r, "token_roles"),
+            token_type: self.s(r, "token_type"),
+        }
+    }
+}
+
+fn text(v: &Option<String>) -> Cell {
+    Cell::text(v.clone())
+}
+
+fn opt_f(v: Option<f64>) -> Cell {
+    v.map_or(Cell::Null, Cell::F64)
+}
+
+fn opt_i32(v: Option<i32>) -> Cell {
+    v.map_or(Cell::Null, Cell::I32)
+}
+
+fn token_cells(cols: &Columns, row: &mut Row, t: &Token) {
+    let list = |v: &Vec<String>| {
+        if v.is_empty() {
+            Cell::Null
+        } else {
+            Cell::List(v.clone())
+        }
+    };
+    cols.set(row, "token_id", text(&t.token_id));
+    cols.set(row, "token_uti", text(&t.uti));
+    cols.set(row, "subject", text(&t.subject));
+    cols.set(row, "token_object_id", text(&t.object_id));
+    cols.set(row, "client_app", text(&t.client_app));
+    cols.set(row, "tenant_id", text(&t.tenant_id));
+    cols.set(row, "token_issuer", text(&t.issuer));
+    cols.set(row, "token_audience", text(&t.audience));
+    cols.set(
+        row,
+        "token_issued_at",
+        t.issued_at.map_or(Cell::Null, Cell::Ts),
+    );
+    cols.set(
+        row,
+        "token_expires_at",
+        t.expires_at.map_or(Cell::Null, Cell::Ts),
+    );
+    cols.set(row, "token_scopes", list(&t.scopes));
+    cols.set(row, "token_roles", list(&t.roles));
+    cols.set(row, "token_type", text(&t.token_type));
+}
+
+fn event_row(cols: &Columns, r: &Request, e: &Event) -> Row {
+    let mut row = cols.row();
+    let mut set = |n: &str, c: Cell| cols.set(&mut row, n, c);
+    set("time", Cell::Ts(e.time));
+    set("ingest_time", Cell::Ts(e.ingest_time));
+    set("request_id", Cell::Str(r.request_id.clone()));
+    set("request_time", Cell::Ts(r.time));
+    set("layer", Cell::Str(e.layer.into()));
+    set("source", Cell::Str(e.source.into()));
+    set("service", text(&e.service));
+    set("name", text(&e.name));
+    set("duration_ms", opt_f(e.duration_ms));
+    set("status_code", opt_i32(e.status_code));
+    set("outcome", Cell::Str(e.outcome.into()));
+    set("detail", text(&e.detail));
+    set("trace_id", text(&e.trace_id));
+    set("span_id", text(&e.span_id));
+    set("record_key", text(&e.record_key));
+    row
+}
+
+/// The `requests` and `request_events` batches of `reqs`.
+///
+/// # Errors
+/// A cell that does not fit its column (a programming error).
+pub fn batches(reqs: &[Request]) -> Result<(RecordBatch, RecordBatch), arrow::error::ArrowError> {
+    let rc = Columns::new(requests::schema());
+    let ec = Columns::new(requests::events_schema());
+    let mut rrows = Vec::with_capacity(reqs.len());
+    let mut erows = Vec::new();
+    for r in reqs {
+        let mut row = rc.row();
+        {
+            let mut set = |n: &str, c: Cell| rc.set(&mut row, n, c);
+            set("time", Cell::Ts(r.time));
+            set("ingest_time", Cell::Ts(r.ingest_time));
+            set("request_id", Cell::Str(r.request_id.clone()));
+            set("trace_id", text(&r.trace_id));
+            set("apim_correlation_id", text(&r.apim_correlation_id));
+            set("mule_correlation_id", text(&r.mule_correlation_id));
+            set("api_id", text(&r.api_id));
+            set("operation_id", text(&r.operation_id));
+            set("method", text(&r.method));
+            set("url_path", text(&r.url_path));
+            set("client_ip", text(&r.client_ip));
+            set("user_agent", text(&r.user_agent));
+            set("subscription_id", text(&r.subscription_id));
+            set(
+                "token_expired",
+                r.token_expired.map_or(Cell::Null, Cell::Bool),
+            );
+            set("status_code", opt_i32(r.status_code));
+            set("backend_status_code", opt_i32(r.backend_status_code));
+            set("rejected_by", Cell::text(r.rejected_by.map(str::to_string)));
+            set("error_reason", text(&r.error_reason));
+            set("total_ms", opt_f(r.total_ms));
+            set("gateway_ms", opt_f(r.gateway_ms));
+            set("network_ms", opt_f(r.network_ms));
+            set("integration_ms", opt_f(r.integration_ms));
+            set("backend_ms", opt_f(r.backend_ms));
+            set("cache", text(&r.cache));
+            set("bypassed_gateway", Cell::Bool(r.bypassed_gateway));
+            set("has_gateway", Cell::Bool(r.has_gateway));
+            set("has_flow", Cell::Bool(r.has_flow));
+            set("has_spans", Cell::Bool(r.has_spans));
+            set("mule_app", text(&r.mule_app));
+            set("flow", text(&r.flow));
+            set("layers_disagree", Cell::Bool(r.layers_disagree));
+            set("settled", Cell::Bool(r.settled));
+            set("records", Cell::I64(r.records));
+        }
+        token_cells(&rc, &mut row, &r.token);
+        rrows.push(row);
+        erows.extend(r.events.iter().map(|e| event_row(&ec, r, e)));
+    }
+    Ok((rows::batch(&rc, &rrows)?, rows::batch(&ec, &erows)?))
+}

@@ -1,0 +1,338 @@
+//! The correlator: the shared samples, sent in order, in reverse and shuffled, give exactly
+//! the requests, layers, latencies, rejections, bypass and tokens of `ground-truth.json`;
+//! `seam correlate` rebuilds the same rows.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+use crate::tokens::truth;
+
+const KEYS: &str = "k1=contoso-demo-fp-key-v1";
+
+/// (endpoint, sample) in the samples' natural order.
+const SAMPLES: &[(&str, &str)] = &[
+    ("/ingest/apim", "apim-gatewaylogs-eventhub.json"),
+    ("/ingest/apim", "apim-gatewaylogs-storage.jsonl"),
+    ("/ingest/apim", "apim-gatewaylogs-loganalytics.json"),
+    ("/ingest/apim", "apim-custom-eventhub.jsonl"),
+    ("/ingest/mule", "mule-log4j.log"),
+    ("/ingest/mule", "mule-json-logger.jsonl"),
+    ("/v1/traces", "otlp-traces.json"),
+];
+
+async fn quick_stack() -> Stack {
+    Stack::start_with(|c| {
+        c.tokens.fingerprint_keys = vec![KEYS.into()];
+        c.correlation.horizon = Duration::from_secs(2);
+        c.correlation.delay = Duration::from_millis(200);
+    })
+    .await
+}
+
+async fn send(http: &str, order: &[usize]) {
+    let client = reqwest::Client::new();
+    for &i in order {
+        let (path, file) = SAMPLES[i];
+        let resp = client
+            .post(format!("http://{http}{path}"))
+            .header("content-type", "application/json")
+            .body(sample(file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{file}");
+    }
+}
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Every column of every request, in a stable order, without arrival times.
+async fn snapshot(api: &str) -> Vec<serde_json::Map<String, Value>> {
+    let mut rows = sql(api, "SELECT * FROM requests ORDER BY request_id")
+        .await
+        .unwrap();
+    for r in &mut rows {
+        r.remove("ingest_time");
+    }
+    rows
+}
+
+async fn check(api: &str) {
+    let truth = truth();
+    let reqs = truth["requests"].as_object().unwrap();
+    assert_eq!(
+        count(api, "SELECT count(*) FROM requests").await.unwrap(),
+        reqs.len() as i64,
+        "{:?}",
+        sql(api, "SELECT request_id FROM requests").await
+    );
+    for (name, r) in reqs {
+        let id = r["apim_correlation_id"]
+            .as_str()
+            .or(r["mule_correlation_id"].as_str())
+            .unwrap();
+        let rows = sql(
+            api,
+            &format!("SELECT * FROM requests WHERE request_id = {}", q(id)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        let row = &rows[0];
+        assert_eq!(row["settled"], true, "{name}");
+        assert_eq!(row["status_code"], r["final_status"], "{name}");
+        // The truth says e.g. "backend (inventory-sapi, surfaced by …)": the layer comes first.
+        let layer = r["rejected_by"]
+            .as_str()
+            .and_then(|t| t.split_whitespace().next());
+        assert_eq!(row["rejected_by"].as_str(), layer, "{name}");
+        assert_eq!(
+            row["mule_correlation_id"], r["mule_correlation_id"],
+            "{name}"
+        );
+        assert_eq!(
+            row["apim_correlation_id"], r["apim_correlation_id"],
+            "{name}"
+        );
+        if let Some(t) = r["trace_id"].as_str() {
+            assert_eq!(row["trace_id"], t, "{name}");
+        }
+        let token = &truth["tokens"][r["token"].as_str().unwrap()];
+        assert_eq!(row["token_id"], token["fingerprint"], "{name}");
+        assert_eq!(row["client_app"], token["claims"]["azp"], "{name}");
+        let lat = &r["latency_ms"];
+        let f = |k: &str| row[k].as_f64();
+        if lat.is_null() {
+            // Answered by the gateway alone (rejection, cache hit): all of its time is the
+            // gateway's, and the layers it never reached are NULL, not 0.
+            let total = scalar(
+                api,
+                &format!(
+                    "SELECT total_time_ms FROM gateway_logs WHERE correlation_id = {}",
+                    q(id)
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(row["total_ms"], total, "{name}");
+            assert_eq!(row["gateway_ms"], total, "{name}");
+            for k in ["network_ms", "integration_ms", "backend_ms"] {
+                assert_eq!(row[k], Value::Null, "{name} {k}");
+            }
+            assert_eq!(row["bypassed_gateway"], false, "{name}");
+            continue;
+        }
+        match lat["apim_total"].as_f64() {
+            Some(total) => {
+                assert_eq!(f("total_ms"), Some(total), "{name}");
+                assert_eq!(f("gateway_ms"), lat["apim_overhead"].as_f64(), "{name}");
+            }
+            None => {
+                assert_eq!(f("total_ms"), lat["mule_flow"].as_f64(), "{name}");
+                assert_eq!(row["gateway_ms"], Value::Null, "{name}");
+            }
+        }
+        if let (Some(b), Some(flow)) = (lat["apim_backend"].as_f64(), lat["mule_flow"].as_f64()) {
+            assert_eq!(f("network_ms"), Some(b - flow), "{name}");
+        } else {
+            assert_eq!(row["network_ms"], Value::Null, "{name}");
+        }
+        match lat["mule_own"].as_f64() {
+            Some(own) => assert_eq!(f("integration_ms"), Some(own), "{name}"),
+            None if lat["mule_flow"].is_number() => {}
+            None => {
+                // Mule never saw it: no integration or backend time, never an invented 0.
+                assert_eq!(row["integration_ms"], Value::Null, "{name}");
+                assert_eq!(row["backend_ms"], Value::Null, "{name}");
+            }
+        }
+        let downstream = lat["mule_downstream"]
+            .as_f64()
+            .or(lat["mule_downstream_scope"].as_f64());
+        if let Some(d) = downstream {
+            assert_eq!(f("backend_ms"), Some(d), "{name}");
+        }
+        if let (Some(flow), Some(d)) = (lat["mule_flow"].as_f64(), downstream) {
+            assert_eq!(f("integration_ms"), Some(flow - d), "{name}");
+        }
+        assert_eq!(row["bypassed_gateway"], name == "R6", "{name}");
+        assert_eq!(
+            row["has_gateway"],
+            r["apim_correlation_id"].is_string(),
+            "{name}"
+        );
+    }
+    // Rejections: layer and reason.
+    let reason = |name: &str| {
+        let id = truth["requests"][name]["apim_correlation_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        async move {
+            scalar(
+                api,
+                &format!(
+                    "SELECT error_reason FROM requests WHERE request_id = {}",
+                    q(&id)
+                ),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(reason("R4").await, "TokenExpired");
+    assert_eq!(reason("R7").await, "TokenClaimValueNotAllowed");
+    assert_eq!(reason("R5").await, "HTTP:UNAUTHORIZED");
+    // R5's 401 came from inventory-sapi, behind orders-papi.
+    let r5 = truth["requests"]["R5"]["apim_correlation_id"]
+        .as_str()
+        .unwrap();
+    let backend = sql(
+        api,
+        &format!(
+            "SELECT DISTINCT service FROM request_events WHERE request_id = {} AND layer = 'backend'",
+            q(r5)
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(backend.len(), 1, "{backend:?}");
+    assert_eq!(backend[0]["service"], "inventory-sapi-prd");
+    let mule = scalar(
+        api,
+        &format!("SELECT mule_app FROM requests WHERE request_id = {}", q(r5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mule, "orders-papi-prd");
+    // R6 is the only bypass, and the audit view says so.
+    let bypass = sql(
+        api,
+        "SELECT request_id, client_ip FROM audit_gateway_bypass",
+    )
+    .await
+    .unwrap();
+    assert_eq!(bypass.len(), 1);
+    assert_eq!(
+        bypass[0]["request_id"],
+        truth["requests"]["R6"]["mule_correlation_id"]
+    );
+    assert_eq!(bypass[0]["client_ip"], "10.20.4.17");
+    // R8 (cache hit): answered by the gateway, never a bypass, nothing missing.
+    let r8 = truth["requests"]["R8"]["apim_correlation_id"]
+        .as_str()
+        .unwrap();
+    let row = sql(api, &format!("SELECT cache, rejected_by, bypassed_gateway, has_flow FROM requests WHERE request_id = {}", q(r8))).await.unwrap();
+    assert_eq!(row[0]["cache"], "hit");
+    assert_eq!(row[0]["rejected_by"], Value::Null);
+    assert_eq!(row[0]["bypassed_gateway"], false);
+    // Noise is never a request.
+    for id in truth["noise"]["mule_scheduler_correlation_ids"]
+        .as_array()
+        .unwrap()
+    {
+        let n = count(
+            api,
+            &format!(
+                "SELECT count(*) FROM requests WHERE request_id = {0} OR mule_correlation_id = {0}",
+                q(id.as_str().unwrap())
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 0, "{id}");
+    }
+    // Tokens T0 to T3 with their fingerprints; T0 was used after it expired, and failed.
+    let tokens = sql(
+        api,
+        "SELECT token_id, requests, failures FROM tokens ORDER BY token_id",
+    )
+    .await
+    .unwrap();
+    let mut want: Vec<&str> = ["T0", "T1", "T2", "T3"]
+        .iter()
+        .map(|t| truth["tokens"][*t]["fingerprint"].as_str().unwrap())
+        .collect();
+    want.sort();
+    let got: Vec<&str> = tokens
+        .iter()
+        .map(|t| t["token_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let denials = count(api, "SELECT count(*) FROM audit_denials")
+        .await
+        .unwrap();
+    assert_eq!(denials, 3);
+    assert_eq!(
+        count(api, "SELECT count(*) FROM audit_expired_token_use")
+            .await
+            .unwrap(),
+        0
+    );
+    let expired = scalar(
+        api,
+        &format!(
+            "SELECT token_expired FROM requests WHERE request_id = {}",
+            q(truth["requests"]["R4"]["apim_correlation_id"]
+                .as_str()
+                .unwrap())
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(expired, true);
+}
+
+async fn settled(api: &str, n: i64) {
+    let api = api.to_string();
+    wait_until("all requests settled", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            match count(&api, "SELECT count(*) FROM requests WHERE settled").await {
+                Ok(c) if c >= n => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_in_any_order_give_the_ground_truth() {
+    let orders: [Vec<usize>; 3] = [
+        (0..SAMPLES.len()).collect(),
+        (0..SAMPLES.len()).rev().collect(),
+        vec![4, 1, 6, 3, 0, 5, 2],
+    ];
+    let mut snapshots = Vec::new();
+    for order in orders {
+        let stack = quick_stack().await;
+        send(&stack.addrs.ingest_http.to_string(), &order).await;
+        let api = stack.api();
+        settled(&api, 8).await;
+        check(&api).await;
+        snapshots.push(snapshot(&api).await);
+        if snapshots.len() == 1 {
+            // A rebuild with `seam correlate` gives the same rows.
+            let resp = reqwest::Client::new()
+                .post(format!(
+                    "http://{api}/api/v1/correlate?since=2024-11-05T00:00:00Z"
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["requests"], 8, "{body}");
+            assert_eq!(snapshot(&api).await, snapshots[0]);
+        }
+        stack.stop().await;
+    }
+    assert_eq!(snapshots[0], snapshots[1], "reverse order");
+    assert_eq!(snapshots[0], snapshots[2], "shuffled order");
+}
