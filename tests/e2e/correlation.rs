@@ -336,3 +336,141 @@ async fn samples_in_any_order_give_the_ground_truth() {
     assert_eq!(snapshots[0], snapshots[1], "reverse order");
     assert_eq!(snapshots[0], snapshots[2], "shuffled order");
 }
+
+async fn post_body(http: &str, path: &str, body: String) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{path}: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
+    use seam_tests::generator::generate;
+    const N: usize = 2_000;
+    // 2024-11-06T10:00:00Z, one request every 150 ms.
+    let start = 1_730_887_200_000_000_000i64;
+    let t = generate(42, N, start, 150);
+    let stack = Stack::start_with(|c| {
+        c.correlation.horizon = Duration::from_secs(3);
+        c.correlation.delay = Duration::from_millis(300);
+    })
+    .await;
+    let http = stack.addrs.ingest_http.to_string();
+    let api = stack.api();
+    for chunk in t.gateway_lines.chunks(500) {
+        post_body(&http, "/ingest/apim", chunk.join("\n")).await;
+    }
+    for chunk in t.events.chunks(500) {
+        post_body(&http, "/ingest/apim", chunk.join("\n")).await;
+    }
+    for chunk in t.mule_lines.chunks(1000) {
+        post_body(&http, "/ingest/mule", chunk.join("\n")).await;
+    }
+    for body in &t.otlp {
+        post_body(&http, "/v1/traces", body.to_string()).await;
+    }
+    // Late gateway records (some a second time, in another shape).
+    post_body(
+        &http,
+        "/ingest/apim",
+        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    )
+    .await;
+    let api2 = api.clone();
+    wait_until(
+        "generated requests settled",
+        Duration::from_secs(180),
+        || {
+            let api = api2.clone();
+            async move {
+                match count(&api, "SELECT count(*) FROM requests WHERE settled").await {
+                    Ok(c) if c >= N as i64 => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM requests").await.unwrap(),
+        N as i64
+    );
+    let rows = sql(
+        &api,
+        "SELECT request_id, mule_correlation_id, status_code, rejected_by, bypassed_gateway, \
+         token_expired, token_id, backend_ms, gateway_ms, integration_ms FROM requests",
+    )
+    .await
+    .unwrap();
+    let by_id: std::collections::HashMap<String, &serde_json::Map<String, Value>> = rows
+        .iter()
+        .map(|r| (r["request_id"].as_str().unwrap().to_string(), r))
+        .collect();
+    for want in &t.truth {
+        let got = by_id
+            .get(&want.request_id)
+            .unwrap_or_else(|| panic!("{} ({}) missing", want.request_id, want.kind));
+        let ctx = format!("{} {}", want.kind, want.request_id);
+        assert_eq!(got["status_code"], want.status, "{ctx}");
+        assert_eq!(got["rejected_by"].as_str(), want.rejected_by, "{ctx}");
+        assert_eq!(got["bypassed_gateway"], want.bypass, "{ctx}");
+        assert_eq!(
+            got["mule_correlation_id"].as_str(),
+            want.mule_correlation_id.as_deref(),
+            "{ctx}"
+        );
+        assert_eq!(got["token_id"], want.token_id.as_str(), "{ctx}");
+        assert_eq!(got["backend_ms"].as_f64(), want.backend_ms, "{ctx}");
+        assert_eq!(got["gateway_ms"].as_f64(), want.gateway_ms, "{ctx}");
+        assert_eq!(got["integration_ms"].as_f64(), want.integration_ms, "{ctx}");
+        if want.expired_success {
+            assert_eq!(got["token_expired"], true, "{ctx}");
+        }
+    }
+    let n = |f: fn(&seam_tests::generator::Truth) -> bool| {
+        t.truth.iter().filter(|x| f(x)).count() as i64
+    };
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM audit_gateway_bypass")
+            .await
+            .unwrap(),
+        n(|x| x.bypass)
+    );
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM audit_expired_token_use")
+            .await
+            .unwrap(),
+        n(|x| x.expired_success)
+    );
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM audit_denials")
+            .await
+            .unwrap(),
+        n(|x| x.rejected_by.is_some())
+    );
+    let shared = sql(&api, "SELECT token_id, client_ips FROM audit_token_sharing")
+        .await
+        .unwrap();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(shared[0]["token_id"], t.shared_token.as_str());
+    assert_eq!(shared[0]["client_ips"], 2);
+
+    // A rebuild gives the same rows.
+    let before = snapshot(&api).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{api}/api/v1/correlate?since={start}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(snapshot(&api).await, before);
+    stack.stop().await;
+}
