@@ -371,6 +371,11 @@ pub struct Event {
     pub record_key: Option<String>,
 }
 
+/// Gateway records of the same service, path and status at most this far apart are twins
+/// (the same request in two shapes, one without a correlation id); two records with
+/// different correlation ids are never joined.
+pub const TWIN_NS: i64 = 1_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
     Gateway(usize),
@@ -520,6 +525,16 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
         match *node {
             Node::Gateway(i) => {
                 let g = &input.gateway[i];
+                // Twins by service, path and status within a second (old records have no
+                // correlation id); see TWIN_NS.
+                let twin = g.url_path.as_ref().map(|p| {
+                    format!(
+                        "{}|{p}|{}",
+                        g.service.as_deref().unwrap_or(""),
+                        g.status_code.unwrap_or(0)
+                    )
+                });
+                add(twin, "l:", g.time, n);
                 add(norm(&g.correlation_id), "c:", g.time, n);
                 add(norm(&g.forwarded_correlation_id), "c:", g.time, n);
                 add(norm(&g.trace_id), "t:", g.time, n);
@@ -541,10 +556,15 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
             }
         }
     }
-    for list in by_key.values_mut() {
+    for (key, list) in by_key.iter_mut() {
         list.sort();
+        let distance = if key.starts_with("l:") {
+            TWIN_NS
+        } else {
+            rules.max_link_distance_ns
+        };
         for w in list.windows(2) {
-            if w[1].0 - w[0].0 <= rules.max_link_distance_ns {
+            if w[1].0 - w[0].0 <= distance {
                 dsu.union(w[0].1, w[1].1);
             }
         }
@@ -582,7 +602,12 @@ fn build(input: &Input, members: &[Node], rules: &Rules, now_ns: i64) -> Option<
     if gws.is_empty() && evs.is_empty() && flows.is_empty() && mule_spans.is_empty() {
         return None;
     }
-    let g = gws.first().copied();
+    // Of twin gateway records, the one with a correlation id speaks for the request.
+    let g = gws
+        .iter()
+        .copied()
+        .find(|g| g.correlation_id.is_some())
+        .or_else(|| gws.first().copied());
 
     // The integration layer: the Mule app the request entered.
     let span_ids: BTreeSet<&str> = mule_spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -1042,6 +1067,62 @@ mod tests {
         let r2 = correlate(reversed, &Rules::default(), 0);
         assert_eq!(r1.len(), 2);
         assert_eq!(r1, r2);
+    }
+
+    #[test]
+    fn legacy_twins_join_and_egress_is_not_a_bypass() {
+        let mut legacy = gw("x", 0, None);
+        legacy.correlation_id = None;
+        legacy.url_path = Some("/a".into());
+        let mut twin = gw("c-1", 400_000_000, None);
+        twin.url_path = Some("/a".into());
+        let input = Input {
+            gateway: vec![legacy, twin],
+            ..Default::default()
+        };
+        assert_eq!(correlate(input, &Rules::default(), 0).len(), 1);
+
+        let mut f = flow("m-1", 0);
+        f.remote_address = Some("/198.51.100.23:4000".into());
+        let input = Input {
+            flows: vec![f],
+            ..Default::default()
+        };
+        let late = 3_600 * S;
+        let open = correlate(input.clone(), &Rules::default(), late);
+        assert!(
+            open[0].bypassed_gateway,
+            "settled, no gateway, unknown caller"
+        );
+        let rules = Rules {
+            gateway_egress: vec!["198.51.100.23".into()],
+            ..Rules::default()
+        };
+        assert!(!correlate(input.clone(), &rules, late)[0].bypassed_gateway);
+        assert!(
+            !correlate(input, &Rules::default(), 0)[0].bypassed_gateway,
+            "not settled"
+        );
+    }
+
+    #[test]
+    fn layers_disagree_when_the_gateway_and_mule_report_different_outcomes() {
+        let mut g = gw("a", 0, None);
+        g.status_code = Some(504);
+        g.backend_status_code = None;
+        g.last_error_source = Some("forward-request".into());
+        let mut end = flow("a", 2 * S);
+        end.trace_point = Some("END".into());
+        end.status_code = Some(201);
+        let input = Input {
+            gateway: vec![g],
+            flows: vec![flow("a", S / 10), end],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert!(r.layers_disagree);
+        assert_eq!(r.status_code, Some(504));
+        assert_eq!(r.rejected_by, Some("gateway"));
     }
 
     #[test]
