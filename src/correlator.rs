@@ -403,7 +403,7 @@ impl Correlator {
              correlation_id, trace_id, forwarded_correlation_id, api_id, operation_id, method, \
              url_path, client_ip, user_agent, subscription_id, status_code, backend_status_code, \
              total_time_ms, backend_time_ms, cache, last_error_source, last_error_reason, \
-             last_error_message, apim_service, {tok} FROM gateway_log_copies WHERE {w}"
+             last_error_message, apim_service, gateway, {tok} FROM gateway_log_copies WHERE {w}"
         );
         let mut merged: BTreeMap<String, Gateway> = BTreeMap::new();
         for batch in self.query.run_internal(&q).await? {
@@ -432,6 +432,7 @@ impl Correlator {
                     last_error_reason: c.s(r, "last_error_reason"),
                     last_error_message: c.s(r, "last_error_message"),
                     service: c.s(r, "apim_service"),
+                    gateway: c.s(r, "gateway"),
                     token: c.token(r),
                 };
                 match merged.get_mut(&g.key) {
@@ -569,7 +570,8 @@ fn merge_gateway(into: &mut Gateway, other: Gateway) {
         last_error_source,
         last_error_reason,
         last_error_message,
-        service
+        service,
+        gateway
     );
     if into.token.token_id.is_none() && other.token.token_id.is_some() {
         into.token = other.token;
@@ -762,6 +764,7 @@ pub fn batches(reqs: &[Request]) -> Result<(RecordBatch, RecordBatch), arrow::er
             set("client_ip", text(&r.client_ip));
             set("user_agent", text(&r.user_agent));
             set("subscription_id", text(&r.subscription_id));
+            set("gateway", text(&r.gateway));
             set(
                 "token_expired",
                 r.token_expired.map_or(Cell::Null, Cell::Bool),

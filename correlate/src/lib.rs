@@ -101,6 +101,8 @@ pub struct Gateway {
     pub last_error_message: Option<String>,
     /// APIM service.
     pub service: Option<String>,
+    /// Gateway (managed or a self-hosted gateway's name).
+    pub gateway: Option<String>,
     /// Token columns.
     pub token: Token,
 }
@@ -294,6 +296,8 @@ pub struct Request {
     pub user_agent: Option<String>,
     /// APIM subscription.
     pub subscription_id: Option<String>,
+    /// The gateway that handled it.
+    pub gateway: Option<String>,
     /// Token.
     pub token: Token,
     /// Token expired at request time.
@@ -981,6 +985,7 @@ fn build(input: &Input, members: &[Node], rules: &Rules, now_ns: i64) -> Option<
         client_ip,
         user_agent: g.and_then(|g| g.user_agent.clone()),
         subscription_id: g.and_then(|g| g.subscription_id.clone()),
+        gateway: g.and_then(|g| g.gateway.clone()),
         token,
         token_expired,
         status_code,

@@ -12,7 +12,7 @@ use crate::tokens::truth;
 const KEYS: &str = "k1=contoso-demo-fp-key-v1";
 
 /// (endpoint, sample) in the samples' natural order.
-const SAMPLES: &[(&str, &str)] = &[
+pub const SAMPLES: &[(&str, &str)] = &[
     ("/ingest/apim", "apim-gatewaylogs-eventhub.json"),
     ("/ingest/apim", "apim-gatewaylogs-storage.jsonl"),
     ("/ingest/apim", "apim-gatewaylogs-loganalytics.json"),
@@ -22,7 +22,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("/v1/traces", "otlp-traces.json"),
 ];
 
-async fn quick_stack() -> Stack {
+pub async fn quick_stack() -> Stack {
     Stack::start_with(|c| {
         c.tokens.fingerprint_keys = vec![KEYS.into()];
         c.correlation.horizon = Duration::from_secs(2);
@@ -31,7 +31,7 @@ async fn quick_stack() -> Stack {
     .await
 }
 
-async fn send(http: &str, order: &[usize]) {
+pub async fn send(http: &str, order: &[usize]) {
     let client = reqwest::Client::new();
     for &i in order {
         let (path, file) = SAMPLES[i];
@@ -287,7 +287,7 @@ async fn check(api: &str) {
     assert_eq!(expired, true);
 }
 
-async fn settled(api: &str, n: i64) {
+pub async fn settled(api: &str, n: i64) {
     let api = api.to_string();
     wait_until("all requests settled", Duration::from_secs(30), || {
         let api = api.clone();

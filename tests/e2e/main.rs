@@ -11,6 +11,7 @@ mod access;
 mod binary;
 mod correlation;
 mod crash;
+mod dashboards;
 mod durability;
 mod limits;
 mod otlp_grpc;

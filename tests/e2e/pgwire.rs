@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
+pub async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
     let conn = format!(
         "host={} port={} user=seam dbname=seam",
         addr.ip(),

@@ -4,6 +4,7 @@
 //! Takes addresses of running servers; gives typed results. No tests live here.
 
 pub mod generator;
+pub mod grafana;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

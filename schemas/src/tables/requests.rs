@@ -76,6 +76,10 @@ pub fn schema() -> SchemaRef {
             ),
             text(USER_AGENT, "User-Agent the gateway logged."),
             text("subscription_id", "APIM subscription id."),
+            text(
+                "gateway",
+                "The gateway that handled it: managed, or a self-hosted gateway's name; NULL without a gateway record.",
+            ),
         ]
         .into_iter()
         .chain(super::token_fields())
