@@ -369,7 +369,7 @@ impl Correlator {
         let _busy = self.busy.lock().await;
         let d = self.rules.max_link_distance_ns;
         let (a, b) = (minute - d, minute + MINUTE_NS + d);
-        let input = self.read_window(a, b).await?;
+        let input = self.read_linked(a, b, minute, minute + MINUTE_NS).await?;
         let now = now_ns();
         let reqs: Vec<Request> = seam_correlate::correlate(input, &self.rules, now)
             .into_iter()
@@ -390,8 +390,55 @@ impl Correlator {
         Ok((reqs.len(), settle))
     }
 
-    async fn read_window(&self, a: i64, b: i64) -> Result<Input, CorrelateError> {
-        let w = format!("time >= {} AND time < {}", ts_literal(a), ts_literal(b));
+    /// The records of the window `[a, b)` that can belong to requests starting in `[m, m2)`:
+    /// every record of `[m, m2)`, then, for up to three rounds, the records of the window that
+    /// share a correlation or trace id with those read so far. So memory follows the
+    /// minute's own traffic and what links to it, not everything around it.
+    async fn read_linked(&self, a: i64, b: i64, m: i64, m2: i64) -> Result<Input, CorrelateError> {
+        let core = format!("time >= {} AND time < {}", ts_literal(m), ts_literal(m2));
+        let mut input = self.read_where(&core, &core, &core).await?;
+        let window = format!("time >= {} AND time < {}", ts_literal(a), ts_literal(b));
+        let (mut seen_c, mut seen_t) = (BTreeSet::new(), BTreeSet::new());
+        for _round in 0..3 {
+            let (c, t) = ids_of(&input);
+            let new_c: BTreeSet<String> = c.difference(&seen_c).cloned().collect();
+            let new_t: BTreeSet<String> = t.difference(&seen_t).cloned().collect();
+            if new_c.is_empty() && new_t.is_empty() {
+                break;
+            }
+            let list = |ids: &BTreeSet<String>| {
+                ids.iter()
+                    .map(|i| format!("'{}'", i.replace('\'', "''")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let (lc, lt) = (list(&new_c), list(&new_t));
+            let mut any = Vec::new();
+            let mut gw_any = Vec::new();
+            if !new_c.is_empty() {
+                any.push(format!("lower(correlation_id) IN ({lc})"));
+                gw_any.push(format!("lower(correlation_id) IN ({lc})"));
+                gw_any.push(format!("lower(forwarded_correlation_id) IN ({lc})"));
+            }
+            if !new_t.is_empty() {
+                any.push(format!("lower(trace_id) IN ({lt})"));
+                gw_any.push(format!("lower(trace_id) IN ({lt})"));
+            }
+            // Old gateway records without a correlation id pair up by path and status.
+            gw_any.push("correlation_id IS NULL".into());
+            let w = format!("{window} AND ({})", any.join(" OR "));
+            let gw = format!("{window} AND ({})", gw_any.join(" OR "));
+            let more = self.read_where(&gw, &w, &w).await?;
+            merge_input(&mut input, more);
+            seen_c.extend(new_c);
+            seen_t.extend(new_t);
+        }
+        Ok(input)
+    }
+
+    /// Reads records: gateway copies matching `gw`, events and flow lines matching `w`,
+    /// spans matching `sw`.
+    async fn read_where(&self, gw: &str, w: &str, sw: &str) -> Result<Input, CorrelateError> {
         let tok = "token_id, token_uti, subject, token_object_id, client_app, tenant_id, \
                    token_issuer, token_audience, CAST(token_issued_at AS BIGINT) AS iat, \
                    CAST(token_expires_at AS BIGINT) AS exp, token_scopes, token_roles, token_type";
@@ -403,7 +450,7 @@ impl Correlator {
              correlation_id, trace_id, forwarded_correlation_id, api_id, operation_id, method, \
              url_path, client_ip, user_agent, subscription_id, status_code, backend_status_code, \
              total_time_ms, backend_time_ms, cache, last_error_source, last_error_reason, \
-             last_error_message, apim_service, gateway, {tok} FROM gateway_log_copies WHERE {w}"
+             last_error_message, apim_service, gateway, {tok} FROM gateway_log_copies WHERE {gw}"
         );
         let mut merged: BTreeMap<String, Gateway> = BTreeMap::new();
         for batch in self.query.run_internal(&q).await? {
@@ -504,7 +551,7 @@ impl Correlator {
             "SELECT CAST(time AS BIGINT) AS t, CAST(end_time AS BIGINT) AS e, \
              CAST(ingest_time AS BIGINT) AS i, trace_id, span_id, parent_span_id, name, kind, \
              span_status, span_status_message, service_name, scope_name, status_code, \
-             correlation_id, client_ip, method, url_path, {tok} FROM spans WHERE {w}"
+             correlation_id, client_ip, method, url_path, {tok} FROM spans WHERE {sw}"
         );
         // An exporter's retry can deliver a span twice: one record per (trace, span).
         let mut seen_spans: BTreeSet<(String, String)> = BTreeSet::new();
@@ -542,6 +589,70 @@ impl Correlator {
         }
         Ok(input)
     }
+}
+
+/// The correlation ids and trace ids (lower case) of `input`'s records.
+fn ids_of(input: &Input) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut c = BTreeSet::new();
+    let mut t = BTreeSet::new();
+    let add = |set: &mut BTreeSet<String>, v: &Option<String>| {
+        if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            set.insert(v.to_ascii_lowercase());
+        }
+    };
+    for g in &input.gateway {
+        add(&mut c, &g.correlation_id);
+        add(&mut c, &g.forwarded_correlation_id);
+        add(&mut t, &g.trace_id);
+    }
+    for e in &input.events {
+        add(&mut c, &e.correlation_id);
+        add(&mut t, &e.trace_id);
+    }
+    for f in input.flows.iter().filter(|f| f.is_request_traffic) {
+        add(&mut c, &f.correlation_id);
+        add(&mut t, &f.trace_id);
+    }
+    for s in &input.spans {
+        add(&mut c, &s.correlation_id);
+        add(&mut t, &Some(s.trace_id.clone()));
+    }
+    (c, t)
+}
+
+/// Adds `more`'s records to `into`, each record once.
+fn merge_input(into: &mut Input, more: Input) {
+    let mut gw: BTreeMap<String, usize> = into
+        .gateway
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.key.clone(), i))
+        .collect();
+    for g in more.gateway {
+        match gw.get(&g.key) {
+            Some(&i) => merge_gateway(&mut into.gateway[i], g),
+            None => {
+                gw.insert(g.key.clone(), into.gateway.len());
+                into.gateway.push(g);
+            }
+        }
+    }
+    let keys: BTreeSet<String> = into.events.iter().map(|e| e.key.clone()).collect();
+    into.events
+        .extend(more.events.into_iter().filter(|e| !keys.contains(&e.key)));
+    let keys: BTreeSet<String> = into.flows.iter().map(|f| f.key.clone()).collect();
+    into.flows
+        .extend(more.flows.into_iter().filter(|f| !keys.contains(&f.key)));
+    let ids: BTreeSet<(String, String)> = into
+        .spans
+        .iter()
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    into.spans.extend(
+        more.spans
+            .into_iter()
+            .filter(|s| !ids.contains(&(s.trace_id.clone(), s.span_id.clone()))),
+    );
 }
 
 /// Fills `into`'s missing fields from another copy of the same gateway request.
