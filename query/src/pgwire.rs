@@ -24,12 +24,19 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::DfSessionService;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::{QueryHook, ServerOptions};
 
@@ -208,5 +215,102 @@ pub async fn serve(ctx: Arc<SessionContext>, addr: SocketAddr) -> std::io::Resul
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
-    datafusion_postgres::serve_with_hooks(ctx, &opts, hooks).await
+    let connections = Arc::new(ConnectionManager::new());
+    let handlers = SeamHandlers {
+        session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        startup: Arc::new(SeamStartup {
+            connections: Arc::clone(&connections),
+        }),
+        cancel: Arc::new(DefaultCancelHandler::new(connections)),
+    };
+    datafusion_postgres::serve_with_handlers(Arc::new(handlers), &opts).await
+}
+
+/// The startup handler: no authentication yet (loopback only); registers each connection so
+/// that cancel requests reach it.
+struct SeamStartup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for SeamStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+}
+
+/// `datafusion-postgres`'s query handling, with seam's error handler: errors get the
+/// SQLSTATE a PostgreSQL client expects instead of the generic XX000. (Its own handler
+/// factory is private, so the handlers are assembled here the same way.)
+struct SeamHandlers {
+    session: Arc<DfSessionService>,
+    startup: Arc<SeamStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for SeamHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+}
+
+/// Maps DataFusion's errors to PostgreSQL SQLSTATEs.
+struct SqlStateErrors;
+
+/// The SQLSTATE for a DataFusion error message, when one fits better than XX000.
+pub fn sqlstate_for(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("parsererror") || m.contains("sql parser error") || m.contains("expected:") {
+        Some("42601")
+    } else if (m.contains("table '") && m.contains("not found")) || m.contains("no table named") {
+        Some("42P01")
+    } else if m.contains("no field named") || (m.contains("column") && m.contains("not found")) {
+        Some("42703")
+    } else if m.contains("invalid function") || m.contains("unknown function") {
+        Some("42883")
+    } else if m.contains("resources exhausted") {
+        Some("53200")
+    } else if m.contains("division by zero") || m.contains("divide by zero") {
+        Some("22012")
+    } else if m.contains("cannot cast") || m.contains("cast error") {
+        Some("22P02")
+    } else {
+        None
+    }
+}
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        let message = match &*error {
+            PgWireError::ApiError(inner) => inner.to_string(),
+            PgWireError::UserError(info) if info.code == "XX000" => info.message.clone(),
+            _ => return,
+        };
+        if let Some(code) = sqlstate_for(&message) {
+            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                code.into(),
+                message,
+            )));
+        }
+    }
 }

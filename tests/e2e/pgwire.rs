@@ -140,3 +140,34 @@ async fn psql_lists_and_describes_tables() {
     assert!(!ok && err.contains("read-only"), "{err}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_the_sqlstate_clients_expect() {
+    use tokio_postgres::error::SqlState;
+    let stack = Stack::start().await;
+    load_sample(&stack).await;
+    let pg = connect(stack.addrs.pg).await;
+    for (sql, want) in [
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT * FROM no_such_table", SqlState::UNDEFINED_TABLE),
+        (
+            "SELECT no_such_column FROM spans",
+            SqlState::UNDEFINED_COLUMN,
+        ),
+        ("DROP TABLE spans", SqlState::INSUFFICIENT_PRIVILEGE),
+    ] {
+        // Both protocols: simple (batch_execute) and extended (query).
+        let simple = pg.batch_execute(sql).await.unwrap_err();
+        assert_eq!(simple.code(), Some(&want), "simple {sql}: {simple:?}");
+        let extended = pg.query(sql, &[]).await.unwrap_err();
+        assert_eq!(extended.code(), Some(&want), "extended {sql}: {extended:?}");
+    }
+    // The connection stays usable after errors.
+    let n: i64 = pg
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20);
+    stack.stop().await;
+}
