@@ -387,6 +387,14 @@ impl Server {
                 tracing::error!(error = %e, addr = %pg_addr, "PostgreSQL listener failed.");
             }
         });
+        // The PostgreSQL listener binds inside its task: report the server as started only
+        // once it accepts connections.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(pg_addr).await.is_ok() || pg_task.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         tracing::info!(
             data_dir = %data_dir.display(),
             pg = %addrs.pg,

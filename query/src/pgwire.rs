@@ -7,7 +7,10 @@
 //!   refused with SQLSTATE 42501, over both protocols;
 //! - isolation: `SET` is accepted and ignored, so no client can change the shared session
 //!   (`SET datafusion.*` would otherwise reach every connection);
-//! - `current_setting(name)` for the settings clients probe (Grafana's version check).
+//! - `current_setting(name)` for the settings clients probe (Grafana's version check);
+//! - errors with PostgreSQL SQLSTATEs instead of XX000 ([`sqlstate_for`]);
+//! - catalog queries DataFusion cannot plan rewritten into ones it can ([`rewrite`]:
+//!   Grafana's search-path constraint, PostgreSQL type names in `information_schema`).
 //!
 //! The database is `seam`. Authentication and TLS on this listener are the next step (the
 //! PostgreSQL wire issue); until then it serves loopback only.
@@ -32,13 +35,20 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::FieldInfo;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
+use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers,
 };
+use datafusion_postgres::pgwire::api::{ClientPortalStore, Type};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{QueryHook, ServerOptions};
+use futures::Sink;
 
 use crate::session::{CATALOG, QueryService};
 
@@ -192,6 +202,13 @@ pub fn context(service: &QueryService) -> Result<Arc<SessionContext>, String> {
     )
     .map_err(|e| e.to_string())?;
     ctx.register_udf(create_udf(
+        "seam_pg_type",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(seam_pg_type),
+    ));
+    ctx.register_udf(create_udf(
         "current_setting",
         vec![DataType::Utf8],
         DataType::Utf8,
@@ -216,14 +233,189 @@ pub async fn serve(ctx: Arc<SessionContext>, addr: SocketAddr) -> std::io::Resul
         Arc::new(TransactionStatementHook),
     ];
     let connections = Arc::new(ConnectionManager::new());
+    let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
     let handlers = SeamHandlers {
-        session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        session: Arc::new(SeamSession {
+            parser: Arc::new(SeamParser {
+                inner: ExtendedQueryHandler::query_parser(&*inner),
+            }),
+            inner,
+        }),
         startup: Arc::new(SeamStartup {
             connections: Arc::clone(&connections),
         }),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     };
     datafusion_postgres::serve_with_handlers(Arc::new(handlers), &opts).await
+}
+
+/// Rewrites the catalog queries of clients whose SQL DataFusion cannot plan, into
+/// equivalents it can: Grafana's schema constraint (`search_path` split with
+/// `string_to_array` and `generate_series`, and `user`) becomes `IN ('public')`, and
+/// `information_schema.columns.data_type` is shown in PostgreSQL's type names.
+pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
+    static SEARCH_PATH: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?is)IN\s*\(\s*SELECT\s+CASE\s+WHEN\s+trim\(s\[i\]\).*?string_to_array\(\s*current_setting\(\s*'search_path'\s*\)\s*,\s*','\s*\)\s+s\s*\)",
+        )
+        .unwrap_or_else(|e| panic!("search_path pattern: {e}"))
+    });
+    static DATA_TYPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\bdata_type(\s+AS\s)")
+            .unwrap_or_else(|e| panic!("data_type pattern: {e}"))
+    });
+    let mut out = std::borrow::Cow::Borrowed(sql);
+    if out.contains("search_path") && SEARCH_PATH.is_match(&out) {
+        out = std::borrow::Cow::Owned(SEARCH_PATH.replace_all(&out, "IN ('public')").into_owned());
+    }
+    if out
+        .to_ascii_lowercase()
+        .contains("information_schema.columns")
+        && DATA_TYPE.is_match(&out)
+    {
+        out = std::borrow::Cow::Owned(
+            DATA_TYPE
+                .replace_all(&out, "seam_pg_type(data_type)$1")
+                .into_owned(),
+        );
+    }
+    out
+}
+
+/// PostgreSQL's name for an Arrow type as DataFusion's `information_schema` writes it.
+fn pg_type_name(arrow: &str) -> &'static str {
+    let a = arrow.trim();
+    match a {
+        "Utf8" | "LargeUtf8" | "Utf8View" => "text",
+        "Int8" | "Int16" | "UInt8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" | "UInt64" => "bigint",
+        "Float16" | "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Date32" | "Date64" => "date",
+        "Binary" | "LargeBinary" | "BinaryView" => "bytea",
+        _ if a.starts_with("Timestamp(") && (a.contains(", Some(") || a.contains('"')) => {
+            "timestamp with time zone"
+        }
+        _ if a.starts_with("Timestamp(") => "timestamp without time zone",
+        _ if a.starts_with("Decimal") => "numeric",
+        _ if a.starts_with("List(")
+            || a.starts_with("LargeList(")
+            || a.starts_with("FixedSizeList(") =>
+        {
+            "ARRAY"
+        }
+        _ if a.starts_with("Interval") => "interval",
+        _ => "USER-DEFINED",
+    }
+}
+
+fn seam_pg_type(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    match args.first() {
+        Some(ColumnarValue::Scalar(v)) => {
+            let name = match v {
+                ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => {
+                    s.as_deref()
+                }
+                _ => None,
+            };
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                name.map(|n| pg_type_name(n).to_string()),
+            )))
+        }
+        Some(ColumnarValue::Array(a)) => {
+            let names = cast(a, &DataType::Utf8)?;
+            let names = names
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new()));
+            let out: StringArray = names.iter().map(|n| n.map(pg_type_name)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }
+        None => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
+    }
+}
+
+/// `datafusion-postgres`'s session, behind [`rewrite`].
+struct SeamSession {
+    inner: Arc<DfSessionService>,
+    parser: Arc<SeamParser>,
+}
+
+/// `datafusion-postgres`'s parser, behind [`rewrite`].
+struct SeamParser {
+    inner: Arc<datafusion_postgres::Parser>,
+}
+
+type DfStatement = <datafusion_postgres::Parser as QueryParser>::Statement;
+
+#[async_trait]
+impl QueryParser for SeamParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.inner.parse_sql(client, &rewrite(sql), types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for SeamSession {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        SimpleQueryHandler::do_query(&*self.inner, client, &rewrite(query)).await
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for SeamSession {
+    type Statement = DfStatement;
+    type QueryParser = SeamParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+    }
 }
 
 /// The startup handler: no authentication yet (loopback only); registers each connection so
@@ -243,7 +435,7 @@ impl NoopStartupHandler for SeamStartup {
 /// SQLSTATE a PostgreSQL client expects instead of the generic XX000. (Its own handler
 /// factory is private, so the handlers are assembled here the same way.)
 struct SeamHandlers {
-    session: Arc<DfSessionService>,
+    session: Arc<SeamSession>,
     startup: Arc<SeamStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }

@@ -171,3 +171,94 @@ async fn errors_carry_the_sqlstate_clients_expect() {
     assert_eq!(n, 20);
     stack.stop().await;
 }
+
+/// The queries Grafana's PostgreSQL datasource sends besides panel queries (from its source:
+/// `postgresMetaQuery.ts`, and pgx's `-- ping` health check), with the search-path schema
+/// constraint it builds.
+fn grafana_schema_constraint() -> &'static str {
+    "quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_metadata_queries_run() {
+    let stack = Stack::start().await;
+    load_sample(&stack).await;
+    let pg = connect(stack.addrs.pg).await;
+    // Health check.
+    pg.batch_execute("-- ping").await.unwrap();
+    let c = grafana_schema_constraint();
+    let row = pg
+        .query_one(
+            "SELECT current_setting('server_version_num')::int/100 as version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let version: i64 = row
+        .try_get::<_, i64>(0)
+        .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+        .unwrap();
+    assert!(version >= 900, "{version}");
+    let ts = pg
+        .query(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(ts.is_empty());
+    let schemas = pg
+        .query(
+            "SELECT schema_name AS \"name\" FROM information_schema.schemata WHERE schema_name NOT IN ('information_schema', 'pg_catalog', 'pg_toast') ORDER BY schema_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(schemas.iter().any(|r| r.get::<_, String>(0) == "public"));
+    let tables = pg
+        .query(
+            &format!(
+                "SELECT CASE WHEN {c} THEN quote_ident(table_name) ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS \"table\" FROM information_schema.tables WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') ORDER BY CASE WHEN {c} THEN 0 ELSE 1 END, 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
+    for t in ["spans", "requests", "gateway_logs", "flow_logs"] {
+        assert!(names.iter().any(|n| n == t), "{t} not in {names:?}");
+    }
+    let columns = pg
+        .query(
+            &format!(
+                "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" FROM information_schema.columns WHERE CASE WHEN array_length(parse_ident('spans'),1) = 2 THEN quote_ident(table_schema) = (parse_ident('spans'))[1] AND quote_ident(table_name) = (parse_ident('spans'))[2] ELSE quote_ident(table_name) = 'spans' AND {c} END"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let types: std::collections::HashMap<String, String> =
+        columns.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(types["time"], "timestamp with time zone");
+    assert_eq!(types["duration_ms"], "double precision");
+    assert_eq!(types["name"], "text");
+    assert_eq!(types["status_code"], "integer");
+    // The same over the simple protocol.
+    let msgs = pg
+        .simple_query(&format!(
+            "SELECT quote_ident(table_name) AS \"table\" FROM information_schema.tables WHERE {c} ORDER BY 1"
+        ))
+        .await
+        .unwrap();
+    assert!(msgs.len() > 10);
+    stack.stop().await;
+}
