@@ -155,13 +155,8 @@ impl QueryHook for SeamGuardHook {
     }
 }
 
-fn current_setting(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
-    let lookup = |name: &str| {
-        SETTINGS
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
+/// Applies `f` to a text argument, scalar or array (the body of seam's text UDFs).
+fn map_text(args: &[ColumnarValue], f: impl Fn(&str) -> Option<String>) -> DfResult<ColumnarValue> {
     match args.first() {
         Some(ColumnarValue::Scalar(v)) => {
             let name = match v {
@@ -170,9 +165,7 @@ fn current_setting(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
                 }
                 _ => None,
             };
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
-                name.and_then(lookup).map(str::to_string),
-            )))
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(name.and_then(&f))))
         }
         Some(ColumnarValue::Array(a)) => {
             let names = cast(a, &DataType::Utf8)?;
@@ -181,11 +174,20 @@ fn current_setting(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
                 .downcast_ref::<StringArray>()
                 .cloned()
                 .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new()));
-            let out: StringArray = names.iter().map(|n| n.and_then(lookup)).collect();
+            let out: StringArray = names.iter().map(|n| n.and_then(&f)).collect();
             Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
         }
         None => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
     }
+}
+
+fn current_setting(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    map_text(args, |name| {
+        SETTINGS
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| (*v).to_string())
+    })
 }
 
 /// The session the PostgreSQL listener serves: seam's tables, `pg_catalog` and
@@ -312,30 +314,7 @@ fn pg_type_name(arrow: &str) -> &'static str {
 }
 
 fn seam_pg_type(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
-    match args.first() {
-        Some(ColumnarValue::Scalar(v)) => {
-            let name = match v {
-                ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => {
-                    s.as_deref()
-                }
-                _ => None,
-            };
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
-                name.map(|n| pg_type_name(n).to_string()),
-            )))
-        }
-        Some(ColumnarValue::Array(a)) => {
-            let names = cast(a, &DataType::Utf8)?;
-            let names = names
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new()));
-            let out: StringArray = names.iter().map(|n| n.map(pg_type_name)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }
-        None => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
-    }
+    map_text(args, |n| Some(pg_type_name(n).to_string()))
 }
 
 /// `datafusion-postgres`'s session, behind [`rewrite`].
