@@ -37,8 +37,8 @@ pub struct ListenConfig {
     /// Default 127.0.0.1:7317.
     pub api_addr: SocketAddr,
     /// PostgreSQL wire protocol (psql, Grafana, BI tools), database `seam`. Flag
-    /// `--pg-addr`, variable `SEAM_PG_ADDR`. Default 127.0.0.1:7432. Loopback only until the
-    /// listener has authentication.
+    /// `--pg-addr`, variable `SEAM_PG_ADDR`. Default 127.0.0.1:7432. A non-loopback address
+    /// needs users (`[pg]`) or `--pg-insecure-no-auth`.
     pub pg_addr: SocketAddr,
 }
 
@@ -55,6 +55,82 @@ impl Default for ListenConfig {
             api_addr: addr(DEFAULT_API),
             pg_addr: addr(DEFAULT_PG),
         }
+    }
+}
+
+/// The PostgreSQL wire listener's users and TLS.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgConfig {
+    /// Users as `name:password` (SCRAM-SHA-256). Empty: anyone may connect, which seam
+    /// allows on a loopback address only. Prefer the `SEAM_PG_USERS` variable
+    /// (`name:password[,name:password...]`, which wins) over passwords in this file.
+    pub users: Vec<String>,
+    /// PEM certificate chain for TLS on this listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM (PKCS#8) private key for TLS on this listener.
+    pub tls_key: Option<PathBuf>,
+    /// Serve a non-loopback address without users (anyone who can reach it reads
+    /// everything). Flag `--pg-insecure-no-auth`. Default false.
+    pub insecure_no_auth: bool,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("users", &redacted_users(&self.users))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .finish()
+    }
+}
+
+fn redacted_users(users: &[String]) -> Vec<String> {
+    users
+        .iter()
+        .flat_map(|u| u.split(','))
+        .map(|u| format!("{}:<redacted>", u.split(':').next().unwrap_or("").trim()))
+        .collect()
+}
+
+impl PgConfig {
+    /// The users as (name, password).
+    ///
+    /// # Errors
+    /// An entry without `name:password` (the message names its position, never the secret).
+    pub fn parsed_users(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, entry) in self.users.iter().flat_map(|u| u.split(',')).enumerate() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            match entry.split_once(':') {
+                Some((u, p)) if !u.trim().is_empty() && !p.is_empty() => {
+                    out.push((u.trim().to_string(), p.to_string()));
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "pg.users entry {} is not name:password",
+                        i + 1
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The listener's security settings.
+    ///
+    /// # Errors
+    /// As [`PgConfig::parsed_users`].
+    pub fn security(&self) -> Result<seam_query::pgwire::PgSecurity, ConfigError> {
+        Ok(seam_query::pgwire::PgSecurity {
+            users: self.parsed_users()?,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        })
     }
 }
 
@@ -184,6 +260,8 @@ pub struct SeamConfig {
     pub access: AccessConfig,
     /// The correlator (requests, request_events).
     pub correlation: crate::correlator::CorrelationConfig,
+    /// PostgreSQL wire listener users and TLS.
+    pub pg: PgConfig,
 }
 
 impl Default for SeamConfig {
@@ -198,6 +276,7 @@ impl Default for SeamConfig {
             tokens: TokensConfig::default(),
             access: AccessConfig::default(),
             correlation: crate::correlator::CorrelationConfig::default(),
+            pg: PgConfig::default(),
         }
     }
 }
@@ -217,6 +296,10 @@ pub struct Overrides {
     pub pg_addr: Option<SocketAddr>,
     /// `SEAM_FINGERPRINT_KEYS` (`kid=secret[,kid=secret...]`): replaces the configured keys.
     pub fingerprint_keys: Option<String>,
+    /// `SEAM_PG_USERS` (`name:password[,name:password...]`).
+    pub pg_users: Option<String>,
+    /// `--pg-insecure-no-auth`.
+    pub pg_insecure_no_auth: bool,
 }
 
 /// Configuration problems, each naming the file or field at fault.
@@ -278,6 +361,12 @@ impl SeamConfig {
         if let Some(a) = overrides.pg_addr {
             cfg.listen.pg_addr = a;
         }
+        if let Some(u) = overrides.pg_users {
+            cfg.pg.users = vec![u];
+        }
+        if overrides.pg_insecure_no_auth {
+            cfg.pg.insecure_no_auth = true;
+        }
         if let Some(k) = overrides.fingerprint_keys {
             cfg.tokens.fingerprint_keys = vec![k];
             cfg.tokens.fingerprint_keys_file = None;
@@ -299,6 +388,7 @@ impl SeamConfig {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.tokens.fingerprint_keys = redacted_keys(&self.tokens.fingerprint_keys);
+        shown.pg.users = redacted_users(&self.pg.users);
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
@@ -318,12 +408,20 @@ impl SeamConfig {
             &self.access.health_paths,
         )
         .map_err(|e| ConfigError::Invalid(format!("access.{e}")))?;
-        if !self.listen.pg_addr.ip().is_loopback() {
+        let users = self.pg.parsed_users()?;
+        if !self.listen.pg_addr.ip().is_loopback() && users.is_empty() && !self.pg.insecure_no_auth
+        {
             return Err(ConfigError::Invalid(format!(
-                "listen.pg_addr {} is not a loopback address: the PostgreSQL listener has no \
-                 authentication yet, so it serves loopback only",
+                "listen.pg_addr {} is not a loopback address and no PostgreSQL users are \
+                 configured (pg.users or SEAM_PG_USERS): anyone who can reach it could read \
+                 everything. Configure users (and TLS), or pass --pg-insecure-no-auth",
                 self.listen.pg_addr
             )));
+        }
+        if self.pg.tls_cert.is_some() != self.pg.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "pg.tls_cert and pg.tls_key go together".into(),
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
@@ -335,6 +433,58 @@ impl SeamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_postgresql_listener_needs_users_or_the_insecure_flag() {
+        let public = Some("0.0.0.0:7432".parse().unwrap());
+        let err = SeamConfig::load(
+            None,
+            Overrides {
+                pg_addr: public,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--pg-insecure-no-auth"), "{err}");
+        for o in [
+            Overrides {
+                pg_addr: public,
+                pg_users: Some("auditor:pw".into()),
+                ..Default::default()
+            },
+            Overrides {
+                pg_addr: public,
+                pg_insecure_no_auth: true,
+                ..Default::default()
+            },
+        ] {
+            SeamConfig::load(None, o).unwrap();
+        }
+        let bad = SeamConfig::load(
+            None,
+            Overrides {
+                pg_users: Some("no-password-here".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("entry 1") && !bad.contains("no-password-here"),
+            "{bad}"
+        );
+        let cfg = SeamConfig::load(
+            None,
+            Overrides {
+                pg_users: Some("auditor:very-secret-pw".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!cfg.to_toml().contains("very-secret-pw"));
+        assert!(!format!("{cfg:?}").contains("very-secret-pw"));
+    }
 
     #[test]
     fn example_file_parses_to_the_defaults_it_documents() {

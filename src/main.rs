@@ -104,6 +104,10 @@ struct ServeArgs {
     /// PostgreSQL wire listen address, database `seam` [default: 127.0.0.1:7432].
     #[arg(long, env = "SEAM_PG_ADDR")]
     pg_addr: Option<SocketAddr>,
+    /// Serve the PostgreSQL listener on a non-loopback address without users: anyone who
+    /// can reach it reads everything.
+    #[arg(long)]
+    pg_insecure_no_auth: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -165,6 +169,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             api_addr: args.api_addr,
             pg_addr: args.pg_addr,
             fingerprint_keys: fingerprint_keys_from_env(),
+            pg_users: std::env::var("SEAM_PG_USERS")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            pg_insecure_no_auth: args.pg_insecure_no_auth,
         },
     )?;
     if args.print_config {

@@ -382,8 +382,16 @@ impl Server {
             })
         };
         let pg_ctx = seam_query::pgwire::context(&query).map_err(ServerError::Pg)?;
+        let pg_security = cfg.pg.security()?;
+        if let (Some(cert), Some(key)) = (&pg_security.tls_cert, &pg_security.tls_key) {
+            for p in [cert, key] {
+                std::fs::metadata(p).map_err(|e| {
+                    ServerError::Pg(format!("cannot read TLS file {}: {e}", p.display()))
+                })?;
+            }
+        }
         let pg_task = tokio::spawn(async move {
-            if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_addr).await {
+            if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_addr, pg_security).await {
                 tracing::error!(error = %e, addr = %pg_addr, "PostgreSQL listener failed.");
             }
         });

@@ -12,8 +12,8 @@
 //! - catalog queries DataFusion cannot plan rewritten into ones it can ([`rewrite`]:
 //!   Grafana's search-path constraint, PostgreSQL type names in `information_schema`).
 //!
-//! The database is `seam`. Authentication and TLS on this listener are the next step (the
-//! PostgreSQL wire issue); until then it serves loopback only.
+//! The database is `seam`. Users authenticate with SCRAM-SHA-256 when configured
+//! ([`PgSecurity`]); TLS comes from a configured certificate and key.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,13 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{
+    ScramAuth, gen_salted_password, random_nonce,
+};
+use datafusion_postgres::pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password,
+};
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -224,10 +231,17 @@ pub fn context(service: &QueryService) -> Result<Arc<SessionContext>, String> {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn serve(ctx: Arc<SessionContext>, addr: SocketAddr) -> std::io::Result<()> {
+pub async fn serve(
+    ctx: Arc<SessionContext>,
+    addr: SocketAddr,
+    security: PgSecurity,
+) -> std::io::Result<()> {
     let opts = ServerOptions::new()
         .with_host(addr.ip().to_string())
-        .with_port(addr.port());
+        .with_port(addr.port())
+        .with_tls_cert_path(security.tls_cert.as_ref().map(|p| p.display().to_string()))
+        .with_tls_key_path(security.tls_key.as_ref().map(|p| p.display().to_string()));
+    let passwords = (!security.users.is_empty()).then(|| Arc::new(Passwords::new(&security.users)));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(SeamGuardHook),
         Arc::new(CursorStatementHook),
@@ -246,7 +260,9 @@ pub async fn serve(ctx: Arc<SessionContext>, addr: SocketAddr) -> std::io::Resul
         startup: Arc::new(SeamStartup {
             connections: Arc::clone(&connections),
         }),
-        cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
+        connections,
+        passwords,
     };
     datafusion_postgres::serve_with_handlers(Arc::new(handlers), &opts).await
 }
@@ -397,7 +413,7 @@ impl ExtendedQueryHandler for SeamSession {
     }
 }
 
-/// The startup handler: no authentication yet (loopback only); registers each connection so
+/// The startup handler without users (loopback only); registers each connection so
 /// that cancel requests reach it.
 struct SeamStartup {
     connections: Arc<ConnectionManager>,
@@ -417,6 +433,91 @@ struct SeamHandlers {
     session: Arc<SeamSession>,
     startup: Arc<SeamStartup>,
     cancel: Arc<DefaultCancelHandler>,
+    connections: Arc<ConnectionManager>,
+    passwords: Option<Arc<Passwords>>,
+}
+
+/// Who may connect, and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct PgSecurity {
+    /// Users and passwords (SCRAM-SHA-256); empty: anyone may connect (loopback only).
+    pub users: Vec<(String, String)>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM (PKCS#8) private key for TLS.
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// SCRAM verifiers of the configured users (the passwords themselves are not kept).
+struct Passwords {
+    users: std::collections::HashMap<String, (Vec<u8>, Vec<u8>)>,
+    /// Answered for unknown users, so they fail like a wrong password (28P01).
+    decoy: (Vec<u8>, Vec<u8>),
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Passwords {
+    fn new(users: &[(String, String)]) -> Self {
+        let verifier = |password: &str| {
+            let salt = random_nonce().into_bytes();
+            let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+            (salt, salted)
+        };
+        Self {
+            users: users
+                .iter()
+                .map(|(u, p)| (u.clone(), verifier(p)))
+                .collect(),
+            decoy: verifier(&random_nonce()),
+        }
+    }
+}
+
+#[async_trait]
+#[allow(elided_lifetimes_in_paths)] // the trait's own signature elides it
+impl AuthSource for Passwords {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let (salt, salted) = login
+            .user()
+            .and_then(|u| self.users.get(u))
+            .unwrap_or(&self.decoy)
+            .clone();
+        Ok(Password::new(Some(salt), salted))
+    }
+}
+
+/// Open (no users configured) or SCRAM-SHA-256.
+enum Startup {
+    Open(Arc<SeamStartup>),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Open(h) => h.on_startup(client, message).await,
+            Startup::Scram(h) => h.on_startup(client, message).await,
+        }
+    }
 }
 
 impl PgWireServerHandlers for SeamHandlers {
@@ -429,7 +530,21 @@ impl PgWireServerHandlers for SeamHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        // A new handler per connection: SASL keeps the exchange's state.
+        Arc::new(match &self.passwords {
+            None => Startup::Open(Arc::clone(&self.startup)),
+            Some(p) => {
+                let mut scram = ScramAuth::new(Arc::clone(p) as Arc<dyn AuthSource>);
+                scram.set_iterations(SCRAM_ITERATIONS);
+                Startup::Scram(Box::new(
+                    SASLAuthStartupHandler::new(
+                        Arc::new(DefaultServerParameterProvider::default()),
+                    )
+                    .with_scram(scram)
+                    .with_connection_manager(Arc::clone(&self.connections)),
+                ))
+            }
+        })
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
