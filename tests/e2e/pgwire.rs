@@ -6,16 +6,24 @@ use std::process::Command;
 use crate::support::*;
 
 pub async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
+    connect_as(addr, "user=seam")
+        .await
+        .expect("connect over the PostgreSQL wire protocol")
+}
+
+/// Connects without TLS with extra connection settings (`user=… password=…`).
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    settings: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let conn = format!(
-        "host={} port={} user=seam dbname=seam",
+        "host={} port={} dbname=seam {settings}",
         addr.ip(),
         addr.port()
     );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .expect("connect over the PostgreSQL wire protocol");
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    client
+    Ok(client)
 }
 
 async fn load_sample(stack: &Stack) {
@@ -329,12 +337,7 @@ async fn scram_users_and_tls() {
     assert!(!ok, "{out}");
     assert!(out.to_lowercase().contains("password"), "{out}");
     for (user, password) in [("auditor", "wrong"), ("nobody", "s3cret-Pass")] {
-        let conn = format!(
-            "host={} port={} user={user} password={password} dbname=seam",
-            addr.ip(),
-            addr.port()
-        );
-        let err = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        let err = connect_as(addr, &format!("user={user} password={password}"))
             .await
             .err()
             .unwrap_or_else(|| panic!("{user} got in"));
@@ -345,15 +348,9 @@ async fn scram_users_and_tls() {
         );
     }
     // The right password without TLS works too (TLS is offered, not forced).
-    let conn = format!(
-        "host={} port={} user=auditor password=s3cret-Pass dbname=seam",
-        addr.ip(),
-        addr.port()
-    );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+    let client = connect_as(addr, "user=auditor password=s3cret-Pass")
         .await
         .unwrap();
-    tokio::spawn(connection);
     let n: i64 = client
         .query_one("SELECT count(*) FROM spans", &[])
         .await
