@@ -127,6 +127,7 @@ impl PgConfig {
     /// As [`PgConfig::parsed_users`].
     pub fn security(&self) -> Result<seam_query::pgwire::PgSecurity, ConfigError> {
         Ok(seam_query::pgwire::PgSecurity {
+            statement_timeout: std::time::Duration::ZERO,
             users: self.parsed_users()?,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),

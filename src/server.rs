@@ -382,7 +382,8 @@ impl Server {
             })
         };
         let pg_ctx = seam_query::pgwire::context(&query).map_err(ServerError::Pg)?;
-        let pg_security = cfg.pg.security()?;
+        let mut pg_security = cfg.pg.security()?;
+        pg_security.statement_timeout = cfg.query.timeout;
         if let (Some(cert), Some(key)) = (&pg_security.tls_cert, &pg_security.tls_key) {
             for p in [cert, key] {
                 std::fs::metadata(p).map_err(|e| {

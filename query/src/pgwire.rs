@@ -252,6 +252,7 @@ pub async fn serve(
     let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
     let handlers = SeamHandlers {
         session: Arc::new(SeamSession {
+            timeout: security.statement_timeout,
             parser: Arc::new(SeamParser {
                 inner: ExtendedQueryHandler::query_parser(&*inner),
             }),
@@ -337,6 +338,118 @@ fn seam_pg_type(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
 struct SeamSession {
     inner: Arc<DfSessionService>,
     parser: Arc<SeamParser>,
+    timeout: std::time::Duration,
+}
+
+fn statement_timeout() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "57014".into(),
+        "canceling statement due to statement timeout (query.timeout)".into(),
+    )))
+}
+
+fn statement_cancelled() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "57014".into(),
+        "canceling statement due to user request".into(),
+    )))
+}
+
+/// What stops a statement: its deadline, or a cancel request for its connection.
+#[derive(Clone)]
+struct Stop {
+    deadline: Option<tokio::time::Instant>,
+    cancelled: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Stop {
+    /// The stop of the statement `client` is about to run: arms the connection's cancel
+    /// handle (registered at startup) for it.
+    async fn arm<C: ClientInfo>(client: &C, timeout: std::time::Duration) -> Self {
+        let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
+        let cancelled = match client
+            .session_extensions()
+            .get::<Arc<pgwire::api::ConnectionHandle>>()
+        {
+            Some(handle) => {
+                let rx = handle.start_query().await;
+                let (tx, watch) = tokio::sync::watch::channel(false);
+                // Ends when the request fires, or when the next statement replaces it.
+                tokio::spawn(async move {
+                    if rx.await.is_ok() {
+                        let _ = tx.send(true);
+                    }
+                });
+                Some(watch)
+            }
+            None => None,
+        };
+        Self {
+            deadline,
+            cancelled,
+        }
+    }
+
+    /// Resolves with the reason once the statement must stop.
+    async fn reached(&mut self) -> PgWireError {
+        let deadline = self.deadline;
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancel = async {
+            match &mut self.cancelled {
+                Some(w) => {
+                    if w.wait_for(|v| *v).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timer => statement_timeout(),
+            _ = cancel => statement_cancelled(),
+        }
+    }
+
+    /// Runs `work` (planning) until the stop.
+    async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        let mut stop = self.clone();
+        tokio::select! {
+            r = work => r,
+            e = stop.reached() => Err(e),
+        }
+    }
+}
+
+/// `resp` with its row stream cut at `stop` (an error row, then the end): rows are produced
+/// while they are sent, after the handler returned.
+fn with_stop(resp: Response, stop: &Stop) -> Response {
+    use futures::StreamExt as _;
+    match resp {
+        Response::Query(mut q) => {
+            let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+            q.data_rows = Box::pin(futures::stream::unfold(
+                (rows, stop.clone(), false),
+                |(mut rows, mut stop, done)| async move {
+                    if done {
+                        return None;
+                    }
+                    tokio::select! {
+                        item = rows.next() => item.map(|i| (i, (rows, stop, false))),
+                        e = stop.reached() => Some((Err(e), (rows, stop, true))),
+                    }
+                },
+            ));
+            Response::Query(q)
+        }
+        other => other,
+    }
 }
 
 /// `datafusion-postgres`'s parser, behind [`rewrite`].
@@ -384,7 +497,12 @@ impl SimpleQueryHandler for SeamSession {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        SimpleQueryHandler::do_query(&*self.inner, client, &rewrite(query)).await
+        let sql = rewrite(query);
+        let stop = Stop::arm(&*client, self.timeout).await;
+        let responses = stop
+            .run(SimpleQueryHandler::do_query(&*self.inner, client, &sql))
+            .await?;
+        Ok(responses.into_iter().map(|r| with_stop(r, &stop)).collect())
     }
 }
 
@@ -409,7 +527,16 @@ impl ExtendedQueryHandler for SeamSession {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+        let stop = Stop::arm(&*client, self.timeout).await;
+        let response = stop
+            .run(ExtendedQueryHandler::do_query(
+                &*self.inner,
+                client,
+                portal,
+                max_rows,
+            ))
+            .await?;
+        Ok(with_stop(response, &stop))
     }
 }
 
@@ -437,9 +564,12 @@ struct SeamHandlers {
     passwords: Option<Arc<Passwords>>,
 }
 
-/// Who may connect, and TLS.
+/// Who may connect, TLS, and the statement time limit.
 #[derive(Debug, Clone, Default)]
 pub struct PgSecurity {
+    /// Longest a statement may run, planning and streaming its rows included (SQLSTATE
+    /// 57014 past it); zero: no limit.
+    pub statement_timeout: std::time::Duration,
     /// Users and passwords (SCRAM-SHA-256); empty: anyone may connect (loopback only).
     pub users: Vec<(String, String)>,
     /// PEM certificate chain for TLS.

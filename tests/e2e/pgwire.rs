@@ -359,3 +359,40 @@ async fn scram_users_and_tls() {
     assert_eq!(n, 20);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_have_a_time_limit_and_can_be_cancelled() {
+    use tokio_postgres::error::SqlState;
+    let stack = Stack::start_with(|c| c.query.timeout = std::time::Duration::from_secs(1)).await;
+    let pg = connect(stack.addrs.pg).await;
+    let slow = "SELECT count(*) FROM generate_series(1, 20000000000) AS t(x) WHERE x % 7 = 3";
+    // Past query.timeout: 57014, over both protocols.
+    let err = pg.query(slow, &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    let err = pg.simple_query(slow).await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    // The connection still answers.
+    let one: i64 = pg.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    stack.stop().await;
+
+    // A cancel request from another connection stops a running statement.
+    let stack = Stack::start_with(|c| c.query.timeout = std::time::Duration::from_secs(60)).await;
+    let pg = connect(stack.addrs.pg).await;
+    let token = pg.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let result = pg.query(slow, &[]).await;
+    canceller.await.unwrap().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    // Stopped by the request, not by the 60 s limit.
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("user request"), "{message}");
+    stack.stop().await;
+}
