@@ -121,6 +121,10 @@ struct TableState {
     recent_seqs: Vec<u64>,
     /// Highest WAL sequence number whose rows are all in listed files.
     wal_seq: u64,
+    /// The `wal_seq` of the manifest last written and fsynced: what the write-ahead log may
+    /// delete up to. It trails `wal_seq` between a flush and its manifest write, so a crash
+    /// in between never loses rows whose file the manifest does not list yet.
+    durable_wal_seq: u64,
     recent_rows: usize,
     recent_bytes: usize,
     files: Vec<FileEntry>,
@@ -201,6 +205,7 @@ impl Storage {
                     recent: Vec::new(),
                     recent_seqs: Vec::new(),
                     wal_seq,
+                    durable_wal_seq: wal_seq,
                     recent_rows: 0,
                     recent_bytes: 0,
                     files,
@@ -362,7 +367,7 @@ impl Storage {
     pub fn wal_watermarks(&self) -> BTreeMap<&'static str, u64> {
         self.tables
             .iter()
-            .map(|(name, t)| (*name, lock(t).wal_seq))
+            .map(|(name, t)| (*name, lock(t).durable_wal_seq))
             .collect()
     }
 
@@ -571,6 +576,7 @@ impl Storage {
         let mut st = lock(t);
         // Only clear the flag if nothing changed meanwhile (the I/O lock makes that certain).
         st.manifest_dirty = false;
+        st.durable_wal_seq = st.durable_wal_seq.max(manifest.wal_seq);
         drop(st);
         self.metrics
             .set(telemetry::TABLE_FILES, &[("table", table)], count as f64);

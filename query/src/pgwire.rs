@@ -54,6 +54,7 @@ use datafusion_postgres::pgwire::api::{
 use datafusion_postgres::pgwire::api::{ClientPortalStore, Type};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{QueryHook, ServerOptions};
 use futures::Sink;
 
@@ -135,10 +136,44 @@ impl QueryHook for SeamGuardHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        guard(statement)
+        if let Some(r) = guard(statement) {
+            return Some(r);
+        }
+        // Results with map columns (attributes, headers) are sent as JSON text: the wire
+        // encoder has no map type. Other queries go their usual way.
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        let state = ctx.state();
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement.clone(),
+            )))
+            .await
+            .ok()?;
+        if !has_map(&plan) {
+            return None;
+        }
+        let result = async {
+            let plan = maps_as_json(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let df = ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                df,
+                &Format::UnifiedText,
+                Some(options),
+            )
+            .await
+            .map(Response::Query)
+        }
+        .await;
+        Some(result)
     }
 
     async fn handle_extended_parse_query(
@@ -334,6 +369,129 @@ fn seam_pg_type(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
     map_text(args, |n| Some(pg_type_name(n).to_string()))
 }
 
+/// Types the wire encoder cannot send: maps, and lists or structs that hold a map.
+fn unsendable(t: &DataType) -> bool {
+    match t {
+        DataType::Map(_, _) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            matches!(f.data_type(), DataType::Struct(_)) || unsendable(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| unsendable(f.data_type())),
+        _ => false,
+    }
+}
+
+/// Whether a plan's output has columns the wire encoder cannot send.
+fn has_map(plan: &LogicalPlan) -> bool {
+    plan.schema()
+        .fields()
+        .iter()
+        .any(|f| unsendable(f.data_type()))
+}
+
+/// `plan` with its map columns turned into JSON object text (`seam_map_json`), same names.
+fn maps_as_json(plan: LogicalPlan) -> DfResult<LogicalPlan> {
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+    let exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let col = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            let t = field.data_type();
+            if matches!(t, DataType::Map(_, _)) {
+                Arc::new(text_udf("seam_map_json", t, map_json))
+                    .call(vec![col])
+                    .alias(field.name())
+            } else if unsendable(t) {
+                Arc::new(text_udf("seam_as_text", t, display_text))
+                    .call(vec![col])
+                    .alias(field.name())
+            } else {
+                col
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
+}
+
+/// A UDF from `input` to text, made for one column's exact type.
+fn text_udf(
+    name: &str,
+    input: &DataType,
+    f: fn(&[ColumnarValue]) -> DfResult<ColumnarValue>,
+) -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        name,
+        vec![input.clone()],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(f),
+    )
+}
+
+/// Any value as Arrow's display text (lists of structs such as span events and links).
+fn display_text(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions as Display};
+    let Some(arg) = args.first() else {
+        return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
+    };
+    let array = arg.to_array(1)?;
+    let fmt = ArrayFormatter::try_new(array.as_ref(), &Display::default())?;
+    let out: StringArray = (0..array.len())
+        .map(|i| array.is_valid(i).then(|| fmt.value(i).to_string()))
+        .collect();
+    Ok(match arg {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(
+            out.iter().next().flatten().map(str::to_string),
+        )),
+        ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out) as ArrayRef),
+    })
+}
+
+/// A `Map<Utf8, Utf8>` as JSON object text.
+fn map_json(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    use datafusion::arrow::array::{Array, MapArray};
+    let Some(arg) = args.first() else {
+        return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
+    };
+    let array = arg.to_array(1)?;
+    let Some(maps) = array.as_any().downcast_ref::<MapArray>() else {
+        return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
+    };
+    let keys = cast(maps.keys(), &DataType::Utf8)?;
+    let values = cast(maps.values(), &DataType::Utf8)?;
+    let (Some(keys), Some(values)) = (
+        keys.as_any().downcast_ref::<StringArray>(),
+        values.as_any().downcast_ref::<StringArray>(),
+    ) else {
+        return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
+    };
+    let offsets = maps.value_offsets();
+    let out: StringArray = (0..maps.len())
+        .map(|i| {
+            maps.is_valid(i).then(|| {
+                let mut obj = serde_json::Map::new();
+                for j in offsets[i] as usize..offsets[i + 1] as usize {
+                    let v = if values.is_valid(j) {
+                        serde_json::Value::String(values.value(j).to_string())
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    obj.insert(keys.value(j).to_string(), v);
+                }
+                serde_json::Value::Object(obj).to_string()
+            })
+        })
+        .collect();
+    Ok(match arg {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(
+            out.iter().next().flatten().map(str::to_string),
+        )),
+        ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out) as ArrayRef),
+    })
+}
+
 /// `datafusion-postgres`'s session, behind [`rewrite`].
 struct SeamSession {
     inner: Arc<DfSessionService>,
@@ -472,7 +630,19 @@ impl QueryParser for SeamParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.inner.parse_sql(client, &rewrite(sql), types).await
+        let parsed = self.inner.parse_sql(client, &rewrite(sql), types).await?;
+        // As in the simple protocol: map columns are sent as JSON text.
+        Ok(parsed.map(|(text, planned)| {
+            let planned = planned.map(|(statement, plan)| {
+                let plan = if has_map(&plan) {
+                    maps_as_json(plan.clone()).unwrap_or(plan)
+                } else {
+                    plan
+                };
+                (statement, plan)
+            });
+            (text, planned)
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {

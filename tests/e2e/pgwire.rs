@@ -396,3 +396,68 @@ async fn statements_have_a_time_limit_and_can_be_cancelled() {
     assert!(message.contains("user request"), "{message}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_maps_read_back_in_binary_and_text() {
+    let stack = Stack::start().await;
+    load_sample(&stack).await;
+    let pg = connect(stack.addrs.pg).await;
+    // A list column (binary format, extended protocol).
+    let row = pg
+        .query_one(
+            "SELECT ARRAY['Orders.Read', 'Orders.Write'] AS roles, attributes['http.method'] AS m, attributes FROM spans WHERE name = 'GET /api/*' ORDER BY time LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let roles: Vec<String> = row.get("roles");
+    assert_eq!(roles, vec!["Orders.Read", "Orders.Write"]);
+    let m: String = row.get("m");
+    assert_eq!(m, "GET");
+    // Map columns arrive as JSON object text.
+    let attrs: String = row.get("attributes");
+    let attrs: serde_json::Value = serde_json::from_str(&attrs).unwrap();
+    assert_eq!(attrs["http.method"], "GET");
+    // Every column of every table reads back, over both protocols.
+    for t in [
+        "spans",
+        "logs",
+        "gateway_logs",
+        "flow_logs",
+        "requests",
+        "request_events",
+    ] {
+        pg.query(&format!("SELECT * FROM {t} LIMIT 3"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{t}: {e:?}"));
+        pg.simple_query(&format!("SELECT * FROM {t} LIMIT 3"))
+            .await
+            .unwrap_or_else(|e| panic!("{t}: {e:?}"));
+    }
+    let out = Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=seam dbname=seam",
+            stack.addrs.pg.ip(),
+            stack.addrs.pg.port()
+        ))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT attributes FROM spans LIMIT 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim_start()
+            .starts_with('{')
+    );
+    stack.stop().await;
+}
