@@ -191,8 +191,12 @@ impl Storage {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
         let mut tables = BTreeMap::new();
+        let mut fresh = Vec::new();
         for def in tables::all() {
-            let (files, wal_seq) = load_manifest(&store, def.name).await?;
+            let (files, wal_seq, existed) = load_manifest(&store, def.name).await?;
+            if !existed {
+                fresh.push(def.name);
+            }
             metrics.set(
                 telemetry::TABLE_FILES,
                 &[("table", def.name)],
@@ -227,6 +231,16 @@ impl Storage {
             metrics,
             arrivals: std::sync::OnceLock::new(),
         });
+        // A new table gets its (empty) manifest at once: a crash during its first flush then
+        // leaves files the manifest does not list, which are removed as orphans at the next
+        // start (their rows are still in the write-ahead log), instead of files with no
+        // manifest at all, which seam refuses to guess about.
+        for name in fresh {
+            if let Some(t) = storage.table(name) {
+                lock(t).manifest_dirty = true;
+            }
+            storage.write_manifest_if_dirty(name).await?;
+        }
         Ok(storage)
     }
 
@@ -868,7 +882,11 @@ impl TableSource for Storage {
     }
 }
 
-async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<(Vec<FileEntry>, u64)> {
+/// A table's files and WAL watermark, and whether its manifest exists.
+async fn load_manifest(
+    store: &Arc<dyn ObjectStore>,
+    table: &str,
+) -> Result<(Vec<FileEntry>, u64, bool)> {
     let path = Path::from(layout::manifest_path(table));
     match store.get(&path).await {
         Ok(r) => {
@@ -887,7 +905,7 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<(Vec
                     ),
                 });
             }
-            Ok((m.files, m.wal_seq))
+            Ok((m.files, m.wal_seq, true))
         }
         Err(object_store::Error::NotFound { .. }) => {
             let prefix = Path::from(format!("{}/{table}", layout::TABLES_DIR));
@@ -905,7 +923,7 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<(Vec
                     manifest: path.to_string(),
                 });
             }
-            Ok((Vec::new(), 0))
+            Ok((Vec::new(), 0, false))
         }
         Err(e) => Err(os_err(&path, e)),
     }
