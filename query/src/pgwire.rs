@@ -318,6 +318,10 @@ pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
         regex::Regex::new(r"(?i)\bdata_type(\s+AS\s)")
             .unwrap_or_else(|e| panic!("data_type pattern: {e}"))
     });
+    static BARE_DATA_TYPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)(^|[^.(\w])data_type(\s*,|\s+FROM\b)")
+            .unwrap_or_else(|e| panic!("data_type pattern: {e}"))
+    });
     let mut out = std::borrow::Cow::Borrowed(sql);
     if out.contains("search_path") && SEARCH_PATH.is_match(&out) {
         out = std::borrow::Cow::Owned(SEARCH_PATH.replace_all(&out, "IN ('public')").into_owned());
@@ -325,13 +329,22 @@ pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
     if out
         .to_ascii_lowercase()
         .contains("information_schema.columns")
-        && DATA_TYPE.is_match(&out)
     {
-        out = std::borrow::Cow::Owned(
-            DATA_TYPE
-                .replace_all(&out, "seam_pg_type(data_type)$1")
-                .into_owned(),
-        );
+        if DATA_TYPE.is_match(&out) {
+            out = std::borrow::Cow::Owned(
+                DATA_TYPE
+                    .replace_all(&out, "seam_pg_type(data_type)$1")
+                    .into_owned(),
+            );
+        }
+        // `SELECT column_name, data_type FROM …` (BI tools): same name, PostgreSQL values.
+        if BARE_DATA_TYPE.is_match(&out) {
+            out = std::borrow::Cow::Owned(
+                BARE_DATA_TYPE
+                    .replace_all(&out, "${1}seam_pg_type(data_type) AS data_type$2")
+                    .into_owned(),
+            );
+        }
     }
     out
 }

@@ -461,3 +461,73 @@ async fn lists_and_maps_read_back_in_binary_and_text() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_macros_and_client_probes_run_over_the_wire() {
+    use seam_tests::grafana::{Range, expand_macros};
+    let stack = Stack::start().await;
+    load_sample(&stack).await;
+    let pg = connect(stack.addrs.pg).await;
+    // The samples' hour.
+    let r = Range {
+        from_ns: 1_730_797_200_000_000_000,
+        to_ns: 1_730_800_800_000_000_000,
+    };
+    // What the answers must be, from plain SQL.
+    let n_spans = pg
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as usize;
+    let buckets = pg
+        .query_one(
+            "SELECT count(DISTINCT CAST(extract(epoch from time) AS BIGINT) / 300) FROM spans",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as usize;
+    let epochs = "(SELECT CAST(extract(epoch from time) AS BIGINT) AS ts, CAST(time AS BIGINT) AS tn, duration_ms FROM spans) e";
+    for (sql, rows) in [
+        ("SELECT $__time(time), duration_ms FROM spans WHERE $__timeFilter(time) ORDER BY 1".to_string(), n_spans),
+        ("SELECT $__timeEpoch(time), duration_ms FROM spans WHERE $__timeFilter(time) ORDER BY 1".to_string(), n_spans),
+        ("SELECT $__timeGroup(time, '5m') AS t, count(*) AS n FROM spans WHERE $__timeFilter(time) GROUP BY 1 ORDER BY 1".to_string(), buckets),
+        ("SELECT $__timeGroupAlias(time, '5m'), count(*) AS n FROM spans GROUP BY 1 ORDER BY 1".to_string(), buckets),
+        ("SELECT count(*) FROM spans WHERE time >= $__timeFrom() AND time <= $__timeTo()".to_string(), 1),
+        (format!("SELECT count(*) FROM {epochs} WHERE $__unixEpochFilter(ts)"), 1),
+        (format!("SELECT count(*) FROM {epochs} WHERE $__unixEpochNanoFilter(tn) AND tn >= $__unixEpochNanoFrom() AND tn <= $__unixEpochNanoTo()"), 1),
+        (format!("SELECT $__unixEpochGroupAlias(ts, '5m'), avg(duration_ms) AS d FROM {epochs} GROUP BY 1 ORDER BY 1"), buckets),
+    ] {
+        let expanded = expand_macros(&sql, r).unwrap();
+        let got = pg
+            .query(&expanded, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{expanded}: {e:?}"));
+        assert_eq!(got.len(), rows, "{expanded}");
+    }
+    // What psql and BI tools probe.
+    for probe in [
+        "SELECT version()",
+        "SELECT current_database()",
+        "SELECT current_schema()",
+        "SHOW search_path",
+    ] {
+        let msgs = pg
+            .simple_query(probe)
+            .await
+            .unwrap_or_else(|e| panic!("{probe}: {e:?}"));
+        assert!(!msgs.is_empty(), "{probe}");
+    }
+    let types = pg
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'spans' AND column_name IN ('time', 'attributes')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let types: std::collections::HashMap<String, String> =
+        types.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(types["time"], "timestamp with time zone");
+    assert_eq!(types["attributes"], "USER-DEFINED");
+    stack.stop().await;
+}
