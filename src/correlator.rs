@@ -692,6 +692,8 @@ fn merge_gateway(into: &mut Gateway, other: Gateway) {
 /// Columns of a query result by name, read leniently.
 struct Cols<'a> {
     batch: &'a RecordBatch,
+    /// Columns already cast, by (name, type): each is cast once per batch, not per cell.
+    cast: std::cell::RefCell<BTreeMap<(String, DataType), Option<ArrayRef>>>,
 }
 
 fn cast(col: &ArrayRef, t: &DataType) -> Option<ArrayRef> {
@@ -711,11 +713,18 @@ fn i64s(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
 
 impl<'a> Cols<'a> {
     fn new(batch: &'a RecordBatch) -> Self {
-        Self { batch }
+        Self {
+            batch,
+            cast: Default::default(),
+        }
     }
 
     fn col(&self, name: &str, t: &DataType) -> Option<ArrayRef> {
-        self.batch.column_by_name(name).and_then(|c| cast(c, t))
+        self.cast
+            .borrow_mut()
+            .entry((name.to_string(), t.clone()))
+            .or_insert_with(|| self.batch.column_by_name(name).and_then(|c| cast(c, t)))
+            .clone()
     }
 
     fn s(&self, r: usize, name: &str) -> Option<String> {

@@ -352,15 +352,10 @@ impl Collector {
             let mut keep_keys = Vec::with_capacity(p.keys.len());
             for (row, (key, mask)) in p.rows.drain(..).zip(p.keys.drain(..)) {
                 let local = seen.get(&key).copied().unwrap_or(0);
-                let verdict = match self.dedupe.check(key, mask) {
-                    Verdict::Duplicate => Verdict::Duplicate,
-                    v if local != 0 && mask & !local == 0 => {
-                        let _ = v;
-                        Verdict::Duplicate
-                    }
-                    v => v,
-                };
-                if verdict == Verdict::Duplicate {
+                // A duplicate of what is stored, or of an earlier record of this input.
+                let duplicate = self.dedupe.check(key, mask) == Verdict::Duplicate
+                    || (local != 0 && mask & !local == 0);
+                if duplicate {
                     if p.table != rejects::TABLE {
                         out.duplicates += 1;
                     }

@@ -503,7 +503,6 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
         )
         .chain((0..input.spans.len()).map(Node::Span))
         .collect();
-    let index: BTreeMap<Node, usize> = nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut dsu = Dsu {
         parent: (0..nodes.len()).collect(),
         apim: nodes
@@ -578,7 +577,6 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
         let r = dsu.find(n);
         groups.entry(r).or_default().push(*node);
     }
-    let _ = index;
     let mut out: Vec<Request> = groups
         .into_values()
         .filter_map(|members| build(&input, &members, rules, now_ns))

@@ -499,7 +499,6 @@ fn csv_event(line: &str) -> Option<Map<String, Value>> {
 /// [`IngestError::UnknownFormat`] when nothing in it is a shape seam knows.
 pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError> {
     let mut out = Vec::new();
-    let mut known = false;
     let mut first_checked = false;
     for p in pieces(text, first_line) {
         let before = out.len();
@@ -550,9 +549,7 @@ pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError>
                 )));
             }
         }
-        known |= ok;
     }
-    let _ = known;
     Ok(out)
 }
 

@@ -196,7 +196,6 @@ pub fn flow_row(
             block_field(&ev.message, "Element")
                 .map(|e| e.split(" @ ").next().unwrap_or(&e).to_string())
         })
-        .filter(|_| true)
         .or_else(|| {
             let l = location_info?;
             let file = gets(l, &["fileName"])?;
