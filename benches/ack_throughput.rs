@@ -81,9 +81,15 @@ fn bench(c: &mut Criterion) {
                 let _ = rx.wait_for(|v| *v).await;
             }));
             let mut rx = stopped;
+            let listener = seam_auth::SeamListener::new(listener, None).expect("listener");
+            let guard = seam_auth::grpc::GrpcGuard::new(
+                Arc::new(seam_auth::CredentialStore::open_access()),
+                seam_auth::Role::Ingest,
+            );
             tokio::spawn(seam_collector::receive::otlp_grpc::serve(
                 collector,
                 listener,
+                guard,
                 async move {
                     let _ = rx.wait_for(|v| *v).await;
                 },

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use seam_auth::{KeyConfig, TlsConfig};
 use seam_collector::config::{LimitsConfig, StorageConfig};
 use seam_collector::wal::WalConfig;
 use seam_query::QueryConfig;
@@ -38,7 +39,7 @@ pub struct ListenConfig {
     pub api_addr: SocketAddr,
     /// PostgreSQL wire protocol (psql, Grafana, BI tools), database `seam`. Flag
     /// `--pg-addr`, variable `SEAM_PG_ADDR`. Default 127.0.0.1:7432. A non-loopback address
-    /// needs users (`[pg]`) or `--pg-insecure-no-auth`.
+    /// needs keys (`[auth]`) or `--insecure-no-auth`.
     pub pg_addr: SocketAddr,
 }
 
@@ -58,80 +59,25 @@ impl Default for ListenConfig {
     }
 }
 
-/// The PostgreSQL wire listener's users and TLS.
-#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `[auth]`: the keys every listener accepts, and the insecure opt-out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PgConfig {
-    /// Users as `name:password` (SCRAM-SHA-256). Empty: anyone may connect, which seam
-    /// allows on a loopback address only. Prefer the `SEAM_PG_USERS` variable
-    /// (`name:password[,name:password...]`, which wins) over passwords in this file.
-    pub users: Vec<String>,
-    /// PEM certificate chain for TLS on this listener.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM (PKCS#8) private key for TLS on this listener.
-    pub tls_key: Option<PathBuf>,
-    /// Serve a non-loopback address without users (anyone who can reach it reads
-    /// everything). Flag `--pg-insecure-no-auth`. Default false.
+pub struct AuthConfig {
+    /// Keys as `[[auth.keys]]` entries (`name`, `roles`, `sha256`, `pg_scram`): print one
+    /// with `seam auth new-key`. Not re-read while seam runs; prefer `keys_file`.
+    pub keys: Vec<KeyConfig>,
+    /// A TOML file of `[[keys]]` entries, re-read on SIGHUP and when it changes. Flag
+    /// `--keys-file`, variable `SEAM_KEYS_FILE`.
+    pub keys_file: Option<PathBuf>,
+    /// Serve non-loopback addresses without any key: anyone who can reach seam may send
+    /// data and read everything. Flag `--insecure-no-auth`. Default false.
     pub insecure_no_auth: bool,
 }
 
-impl std::fmt::Debug for PgConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgConfig")
-            .field("users", &redacted_users(&self.users))
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .field("insecure_no_auth", &self.insecure_no_auth)
-            .finish()
-    }
-}
-
-fn redacted_users(users: &[String]) -> Vec<String> {
-    users
-        .iter()
-        .flat_map(|u| u.split(','))
-        .map(|u| format!("{}:<redacted>", u.split(':').next().unwrap_or("").trim()))
-        .collect()
-}
-
-impl PgConfig {
-    /// The users as (name, password).
-    ///
-    /// # Errors
-    /// An entry without `name:password` (the message names its position, never the secret).
-    pub fn parsed_users(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        let mut out = Vec::new();
-        for (i, entry) in self.users.iter().flat_map(|u| u.split(',')).enumerate() {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            match entry.split_once(':') {
-                Some((u, p)) if !u.trim().is_empty() && !p.is_empty() => {
-                    out.push((u.trim().to_string(), p.to_string()));
-                }
-                _ => {
-                    return Err(ConfigError::Invalid(format!(
-                        "pg.users entry {} is not name:password",
-                        i + 1
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The listener's security settings.
-    ///
-    /// # Errors
-    /// As [`PgConfig::parsed_users`].
-    pub fn security(&self) -> Result<seam_query::pgwire::PgSecurity, ConfigError> {
-        Ok(seam_query::pgwire::PgSecurity {
-            statement_timeout: std::time::Duration::ZERO,
-            users: self.parsed_users()?,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        })
+impl AuthConfig {
+    /// Whether any credential is configured.
+    pub fn configured(&self) -> bool {
+        !self.keys.is_empty() || self.keys_file.is_some()
     }
 }
 
@@ -261,8 +207,10 @@ pub struct SeamConfig {
     pub access: AccessConfig,
     /// The correlator (requests, request_events).
     pub correlation: crate::correlator::CorrelationConfig,
-    /// PostgreSQL wire listener users and TLS.
-    pub pg: PgConfig,
+    /// Keys and roles for every listener.
+    pub auth: AuthConfig,
+    /// TLS for every listener.
+    pub tls: TlsConfig,
 }
 
 impl Default for SeamConfig {
@@ -277,7 +225,8 @@ impl Default for SeamConfig {
             tokens: TokensConfig::default(),
             access: AccessConfig::default(),
             correlation: crate::correlator::CorrelationConfig::default(),
-            pg: PgConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -297,10 +246,10 @@ pub struct Overrides {
     pub pg_addr: Option<SocketAddr>,
     /// `SEAM_FINGERPRINT_KEYS` (`kid=secret[,kid=secret...]`): replaces the configured keys.
     pub fingerprint_keys: Option<String>,
-    /// `SEAM_PG_USERS` (`name:password[,name:password...]`).
-    pub pg_users: Option<String>,
-    /// `--pg-insecure-no-auth`.
-    pub pg_insecure_no_auth: bool,
+    /// `--keys-file` / `SEAM_KEYS_FILE`.
+    pub keys_file: Option<PathBuf>,
+    /// `--insecure-no-auth`.
+    pub insecure_no_auth: bool,
 }
 
 /// Configuration problems, each naming the file or field at fault.
@@ -362,11 +311,11 @@ impl SeamConfig {
         if let Some(a) = overrides.pg_addr {
             cfg.listen.pg_addr = a;
         }
-        if let Some(u) = overrides.pg_users {
-            cfg.pg.users = vec![u];
+        if let Some(f) = overrides.keys_file {
+            cfg.auth.keys_file = Some(f);
         }
-        if overrides.pg_insecure_no_auth {
-            cfg.pg.insecure_no_auth = true;
+        if overrides.insecure_no_auth {
+            cfg.auth.insecure_no_auth = true;
         }
         if let Some(k) = overrides.fingerprint_keys {
             cfg.tokens.fingerprint_keys = vec![k];
@@ -389,8 +338,28 @@ impl SeamConfig {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.tokens.fingerprint_keys = redacted_keys(&self.tokens.fingerprint_keys);
-        shown.pg.users = redacted_users(&self.pg.users);
         toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+
+    /// The listeners bound to a non-loopback address, as `listen.api_addr 0.0.0.0:7317 is`.
+    pub fn public_listeners(&self) -> Vec<String> {
+        let l = &self.listen;
+        let all = [
+            ("listen.otlp_grpc_addr", l.otlp_grpc_addr),
+            ("listen.ingest_http_addr", l.ingest_http_addr),
+            ("listen.api_addr", l.api_addr),
+            ("listen.pg_addr", l.pg_addr),
+        ];
+        let public: Vec<String> = all
+            .iter()
+            .filter(|(_, a)| !a.ip().is_loopback())
+            .map(|(n, a)| format!("{n} {a}"))
+            .collect();
+        match public.len() {
+            0 => public,
+            1 => vec![format!("{} is", public[0])],
+            _ => vec![format!("{} are", public.join(", "))],
+        }
     }
 
     /// Checks every section.
@@ -409,19 +378,31 @@ impl SeamConfig {
             &self.access.health_paths,
         )
         .map_err(|e| ConfigError::Invalid(format!("access.{e}")))?;
-        let users = self.pg.parsed_users()?;
-        if !self.listen.pg_addr.ip().is_loopback() && users.is_empty() && !self.pg.insecure_no_auth
-        {
+        seam_auth::Credentials::new(&self.auth.keys, "auth.keys")
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let public = self.public_listeners();
+        if !public.is_empty() && !self.auth.configured() && !self.auth.insecure_no_auth {
             return Err(ConfigError::Invalid(format!(
-                "listen.pg_addr {} is not a loopback address and no PostgreSQL users are \
-                 configured (pg.users or SEAM_PG_USERS): anyone who can reach it could read \
-                 everything. Configure users (and TLS), or pass --pg-insecure-no-auth",
-                self.listen.pg_addr
+                "{} not a loopback address and no keys are configured ([auth] keys or \
+                 keys_file, SEAM_KEYS_FILE): anyone who can reach it could send data and read \
+                 everything. Configure keys (seam auth new-key) and TLS, or pass \
+                 --insecure-no-auth",
+                public.join(", ")
             )));
         }
-        if self.pg.tls_cert.is_some() != self.pg.tls_key.is_some() {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
-                "pg.tls_cert and pg.tls_key go together".into(),
+                "tls.cert and tls.key go together".into(),
+            ));
+        }
+        if self.tls.client_ca.is_some() && self.tls.cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.client_ca needs tls.cert and tls.key (mutual TLS is TLS first)".into(),
+            ));
+        }
+        if self.tls.client_cert_required && self.tls.client_ca.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.client_cert_required needs tls.client_ca".into(),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -436,55 +417,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_public_postgresql_listener_needs_users_or_the_insecure_flag() {
+    fn a_public_listener_needs_keys_or_the_insecure_flag() {
         let public = Some("0.0.0.0:7432".parse().unwrap());
         let err = SeamConfig::load(
             None,
             Overrides {
                 pg_addr: public,
+                api_addr: Some("0.0.0.0:7317".parse().unwrap()),
                 ..Default::default()
             },
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("--pg-insecure-no-auth"), "{err}");
+        assert!(err.contains("--insecure-no-auth"), "{err}");
+        assert!(
+            err.contains("listen.api_addr 0.0.0.0:7317") && err.contains("listen.pg_addr"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("seam-auth-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = dir.join("keys.toml");
+        std::fs::write(&keys, "").unwrap();
         for o in [
             Overrides {
                 pg_addr: public,
-                pg_users: Some("auditor:pw".into()),
+                keys_file: Some(keys.clone()),
                 ..Default::default()
             },
             Overrides {
-                pg_addr: public,
-                pg_insecure_no_auth: true,
+                otlp_grpc_addr: Some("0.0.0.0:4317".parse().unwrap()),
+                insecure_no_auth: true,
                 ..Default::default()
             },
         ] {
             SeamConfig::load(None, o).unwrap();
         }
-        let bad = SeamConfig::load(
-            None,
-            Overrides {
-                pg_users: Some("no-password-here".into()),
-                ..Default::default()
-            },
+        std::fs::remove_dir_all(&dir).unwrap();
+        let bad = SeamConfig::from_toml(
+            "[[auth.keys]]\nname = \"ops\"\nroles = [\"admin\"]\nsha256 = \"nothex\"\n",
         )
+        .unwrap()
+        .validate()
         .unwrap_err()
         .to_string();
         assert!(
-            bad.contains("entry 1") && !bad.contains("no-password-here"),
+            bad.contains("auth.keys[0] (ops)") && bad.contains("sha256"),
             "{bad}"
         );
-        let cfg = SeamConfig::load(
-            None,
-            Overrides {
-                pg_users: Some("auditor:very-secret-pw".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert!(!cfg.to_toml().contains("very-secret-pw"));
-        assert!(!format!("{cfg:?}").contains("very-secret-pw"));
     }
 
     #[test]

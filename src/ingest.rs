@@ -439,10 +439,7 @@ fn source_of_format(f: &str) -> Option<AccessSource> {
 /// The server cannot be reached, or answers with something other than a refusal of the
 /// file's content.
 pub async fn run(files: &[PathBuf], opts: &Options) -> anyhow::Result<Vec<FileSummary>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = crate::client::http_client(Duration::from_secs(300))?;
     let total: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())

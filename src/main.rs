@@ -36,6 +36,32 @@ enum Command {
     /// Recompute requests and request_events from the stored records (after a rule change,
     /// or for data older than the horizon); idempotent, runs beside live ingest.
     Correlate(CorrelateArgs),
+    /// Make keys for `[auth]`: `new-key` generates one, `hash` hashes one read from stdin.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Generate a random key: prints the key (give it to the client, once) on standard
+    /// error and its `[[keys]]` entry (for the keys file) on standard output.
+    NewKey(KeyArgs),
+    /// Read a secret (at least 16 printable characters) from standard input and print its
+    /// `[[keys]]` entry.
+    Hash(KeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// Who holds the key (shown in seam_audit; the PostgreSQL user name).
+    #[arg(long)]
+    name: String,
+    /// Roles: ingest, query, admin (repeat or comma-separate).
+    #[arg(long = "role", required = true, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Print the entry for seam's main configuration (`[[auth.keys]]`) instead.
+    #[arg(long)]
+    inline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,10 +130,13 @@ struct ServeArgs {
     /// PostgreSQL wire listen address, database `seam` [default: 127.0.0.1:7432].
     #[arg(long, env = "SEAM_PG_ADDR")]
     pg_addr: Option<SocketAddr>,
-    /// Serve the PostgreSQL listener on a non-loopback address without users: anyone who
-    /// can reach it reads everything.
+    /// A TOML file of `[[keys]]` (see `seam auth new-key`), re-read on SIGHUP and on change.
+    #[arg(long, env = "SEAM_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
+    /// Serve non-loopback addresses without any key: anyone who can reach seam may send
+    /// data and read everything (seam logs a warning at every start).
     #[arg(long)]
-    pg_insecure_no_auth: bool,
+    insecure_no_auth: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -142,6 +171,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(args),
         Command::Query(args) => query(args),
         Command::Correlate(args) => correlate(args),
+        Command::Auth(cmd) => auth(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,10 +199,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             api_addr: args.api_addr,
             pg_addr: args.pg_addr,
             fingerprint_keys: fingerprint_keys_from_env(),
-            pg_users: std::env::var("SEAM_PG_USERS")
-                .ok()
-                .filter(|v| !v.trim().is_empty()),
-            pg_insecure_no_auth: args.pg_insecure_no_auth,
+            keys_file: args.keys_file,
+            insecure_no_auth: args.insecure_no_auth,
         },
     )?;
     if args.print_config {
@@ -276,6 +304,38 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn auth(cmd: AuthCommand) -> anyhow::Result<()> {
+    let (args, secret, generated) = match cmd {
+        AuthCommand::NewKey(a) => (a, seam_auth::keys::generate_secret()?, true),
+        AuthCommand::Hash(a) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the secret from standard input")?;
+            (a, s.trim().to_string(), false)
+        }
+    };
+    let roles = args
+        .roles
+        .iter()
+        .map(|r| {
+            seam_auth::Role::parse(r)
+                .with_context(|| format!("unknown role {r:?}: use ingest, query or admin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let key = seam_auth::keys::key_config(&args.name, roles, &secret)?;
+    let table = if args.inline { "auth.keys" } else { "keys" };
+    if generated {
+        eprintln!(
+            "key for {} (shown once; store it as the client's secret):",
+            args.name
+        );
+        eprintln!("{secret}");
+    }
+    print!("{}", seam_auth::keys::key_toml(&key, table));
+    Ok(())
+}
+
 fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
     let since = match seam::server::chrono_like_rfc3339(&args.since) {
         Some(ns) => ns,
@@ -297,10 +357,7 @@ fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
         args.server.trim_end_matches('/')
     );
     runtime()?.block_on(async move {
-        let resp = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3600))
-            .build()
-            .context("cannot build the HTTP client")?
+        let resp = seam::client::http_client(std::time::Duration::from_secs(3600))?
             .post(&url)
             .send()
             .await
@@ -344,7 +401,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         args.server.trim_end_matches('/')
     );
     runtime()?.block_on(async move {
-        let resp = reqwest::Client::new()
+        let resp = seam::client::http_client(std::time::Duration::from_secs(3600))?
             .post(&url)
             .header("content-type", "text/plain; charset=utf-8")
             .body(sql)

@@ -13,14 +13,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::Query;
+use axum::extract::{ConnectInfo, Query};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use seam_auth::grpc::GrpcGuard;
+use seam_auth::http::Guard;
+use seam_auth::tls::Side;
+use seam_auth::{CredentialStore, PeerInfo, Principal, Role, SeamListener, TlsReloader};
 use seam_collector::Collector;
 use seam_collector::dedupe::DedupeIndex;
 use seam_collector::normalise::flow::TrafficRules;
@@ -28,6 +33,8 @@ use seam_collector::persist::Storage;
 use seam_collector::telemetry::Metrics;
 use seam_collector::wal::{Wal, WalError};
 use seam_query::QueryService;
+use seam_query::audit::{AuditEvent, AuditScope, AuditSink};
+use seam_query::pgwire::PgSecurity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,10 +50,34 @@ struct CorrelateParams {
 }
 
 /// Recomputes requests from `since` on (idempotent); answers how many requests it wrote.
+/// An admin action: audited.
 async fn correlate(
     c: Arc<Correlator>,
+    audit: Option<Arc<dyn AuditSink>>,
+    principal: Option<Extension<Principal>>,
+    peer: ConnectInfo<PeerInfo>,
     Query(p): Query<CorrelateParams>,
 ) -> axum::response::Response {
+    let principal = principal.map_or_else(Principal::anonymous, |e| e.0);
+    let scope = AuditScope::start(
+        audit,
+        "correlate",
+        &principal,
+        "http",
+        Some(peer.0.addr.to_string()),
+        Some(format!("since={}", p.since)),
+    );
+    let response = correlate_since(c, &p).await;
+    let outcome = if response.status().is_success() {
+        "ok"
+    } else {
+        "error"
+    };
+    scope.finish(outcome, None, None);
+    response
+}
+
+async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::response::Response {
     let since = p
         .since
         .trim()
@@ -112,6 +143,12 @@ pub enum ServerError {
     /// The PostgreSQL listener could not be set up.
     #[error("cannot set up the PostgreSQL listener: {0}")]
     Pg(String),
+    /// The keys could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] seam_auth::keys::AuthError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] seam_auth::tls::TlsError),
     /// The final flush failed: some acknowledged rows could not be written.
     #[error("final flush failed: {0}")]
     FinalFlush(String),
@@ -147,6 +184,9 @@ pub struct Server {
     storage_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     pg_task: JoinHandle<()>,
+    audit_task: JoinHandle<()>,
+    stop_audit: watch::Sender<bool>,
+    reload_task: JoinHandle<()>,
     correlator: Arc<Correlator>,
     stop_correlator: watch::Sender<bool>,
     correlator_task: JoinHandle<()>,
@@ -158,16 +198,143 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// `datafusion-postgres` binds its listener itself: for port 0, pick a free port first (the
-/// small race with another process is acceptable for tests and local runs), and check that
-/// the address can be bound at all so a mistake is reported at start.
-async fn free_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    let l = bind("--pg-addr", addr).await?;
-    l.local_addr().map_err(|source| ServerError::Bind {
-        what: "--pg-addr",
-        addr,
-        source,
-    })
+/// Audit events queued for the write-ahead log (a bounded queue: `record` never blocks a
+/// statement; a full queue is counted and logged as an error).
+#[derive(Debug)]
+struct QueuedAudit {
+    tx: tokio::sync::mpsc::Sender<AuditEvent>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl AuditSink for QueuedAudit {
+    fn record(&self, event: AuditEvent) {
+        if self.tx.try_send(event).is_err() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::error!(
+                    dropped = n + 1,
+                    "The audit queue is full: audit rows were lost."
+                );
+            }
+        }
+    }
+}
+
+/// Writes queued audit events to `seam_audit` until `stop`, then drains the queue.
+async fn write_audit(
+    collector: Arc<Collector>,
+    mut rx: tokio::sync::mpsc::Receiver<AuditEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let stopping = tokio::select! {
+            n = rx.recv_many(&mut batch, 4096) => n == 0,
+            _ = stop.wait_for(|v| *v) => true,
+        };
+        if stopping {
+            while let Ok(e) = rx.try_recv() {
+                batch.push(e);
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = collector.record_audit(&batch).await {
+                tracing::error!(error = %e, rows = batch.len(), "Could not write seam_audit rows.");
+            }
+            batch.clear();
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// A local admin action's audit row (SIGHUP, a file watch).
+fn local_event(
+    action: &str,
+    statement: String,
+    outcome: &str,
+    error: Option<String>,
+) -> AuditEvent {
+    AuditEvent {
+        time_ns: now_ns(),
+        action: action.into(),
+        principal: "local".into(),
+        roles: "admin".into(),
+        auth_method: "local".into(),
+        protocol: "signal".into(),
+        statement: Some(statement),
+        outcome: outcome.into(),
+        error,
+        ..Default::default()
+    }
+}
+
+/// Re-reads the keys file and the TLS files on SIGHUP, and when they change on disk.
+async fn reload_loop(
+    credentials: Arc<CredentialStore>,
+    tls: Option<Arc<TlsReloader>>,
+    audit: Arc<dyn AuditSink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be handled: files are reloaded on change only.");
+            None
+        }
+    };
+    loop {
+        let by_signal = tokio::select! {
+            _ = stop.wait_for(|v| *v) => break,
+            _ = async { match &mut hup { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
+        };
+        let cause = if by_signal { "SIGHUP" } else { "file changed" };
+        if by_signal || credentials.file_changed() {
+            match credentials.reload() {
+                Ok(n) => {
+                    tracing::info!(keys = n, cause, "Keys reloaded.");
+                    audit.record(local_event(
+                        "reload",
+                        format!("keys ({cause}): {n} keys"),
+                        "ok",
+                        None,
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, cause, "Keys not reloaded; the previous keys stay in force.");
+                    audit.record(local_event(
+                        "reload",
+                        format!("keys ({cause})"),
+                        "error",
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &tls
+            && (by_signal || t.changed_on_disk())
+        {
+            match t.reload() {
+                Ok(()) => {
+                    tracing::info!(cause, "TLS certificate reloaded.");
+                    audit.record(local_event("reload", format!("tls ({cause})"), "ok", None));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, cause, "TLS certificate not reloaded; the previous one stays in use.");
+                    audit.record(local_event(
+                        "reload",
+                        format!("tls ({cause})"),
+                        "error",
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn now_ns() -> i64 {
@@ -271,20 +438,78 @@ impl Server {
         );
         correlator.attach();
 
+        let credentials = Arc::new(if cfg.auth.configured() {
+            CredentialStore::load(cfg.auth.keys.clone(), cfg.auth.keys_file.clone())?
+        } else {
+            CredentialStore::open_access()
+        });
+        let tls = TlsReloader::load(&cfg.tls)?;
+        let public = cfg.public_listeners();
+        if !credentials.required() {
+            if public.is_empty() {
+                tracing::info!(
+                    "No keys are configured: every listener is open to local clients (loopback only)."
+                );
+            } else {
+                tracing::warn!(
+                    listeners = %public.join(", "),
+                    "INSECURE: --insecure-no-auth is set and no keys are configured: anyone who can reach these listeners may send data and read everything."
+                );
+            }
+        } else {
+            tracing::info!(keys = credentials.current().len(), "Keys loaded.");
+            if tls.is_none() && !public.is_empty() {
+                tracing::warn!(
+                    listeners = %public.join(", "),
+                    "No TLS is configured ([tls] cert, key): keys and data cross the network unencrypted."
+                );
+            }
+        }
+        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(65_536);
+        let audit: Arc<dyn AuditSink> = Arc::new(QueuedAudit {
+            tx: audit_tx,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        });
+        query.set_audit_sink(Arc::clone(&audit));
+        let (stop_audit, rx_audit) = watch::channel(false);
+        let audit_task = tokio::spawn(write_audit(
+            Arc::clone(&collector),
+            audit_rx,
+            rx_audit.clone(),
+        ));
+        let reload_task = tokio::spawn(reload_loop(
+            Arc::clone(&credentials),
+            tls.clone(),
+            Arc::clone(&audit),
+            rx_audit,
+        ));
+
         let grpc_l = bind("--otlp-grpc-addr", cfg.listen.otlp_grpc_addr).await?;
         let http_l = bind("--ingest-http-addr", cfg.listen.ingest_http_addr).await?;
         let api_l = bind("--api-addr", cfg.listen.api_addr).await?;
+        let pg_l = bind("--pg-addr", cfg.listen.pg_addr).await?;
         let local = |l: &TcpListener, what, addr| {
             l.local_addr()
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
-        let pg_addr = free_port(cfg.listen.pg_addr).await?;
         let addrs = BoundAddrs {
             otlp_grpc: local(&grpc_l, "--otlp-grpc-addr", cfg.listen.otlp_grpc_addr)?,
             ingest_http: local(&http_l, "--ingest-http-addr", cfg.listen.ingest_http_addr)?,
             api: local(&api_l, "--api-addr", cfg.listen.api_addr)?,
-            pg: pg_addr,
+            pg: local(&pg_l, "--pg-addr", cfg.listen.pg_addr)?,
         };
+        let seam_listener = |l: TcpListener, side: Side, what, addr| {
+            SeamListener::new(l, tls.clone().map(|t| (t, side)))
+                .map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let grpc_l = seam_listener(grpc_l, Side::Ingest, "--otlp-grpc-addr", addrs.otlp_grpc)?;
+        let http_l = seam_listener(
+            http_l,
+            Side::Ingest,
+            "--ingest-http-addr",
+            addrs.ingest_http,
+        )?;
+        let api_l = seam_listener(api_l, Side::Http, "--api-addr", addrs.api)?;
 
         let (stop_receivers, rx_recv) = watch::channel(false);
         let (stop_storage, rx_storage) = watch::channel(false);
@@ -309,21 +534,29 @@ impl Server {
         let grpc = {
             let c = Arc::clone(&collector);
             let stop = stopped(rx_recv.clone());
+            let guard = GrpcGuard::new(Arc::clone(&credentials), Role::Ingest);
             tokio::spawn(async move {
-                if let Err(e) = seam_collector::receive::otlp_grpc::serve(c, grpc_l, stop).await {
+                if let Err(e) =
+                    seam_collector::receive::otlp_grpc::serve(c, grpc_l, guard, stop).await
+                {
                     tracing::error!(error = %e, "OTLP/gRPC receiver failed.");
                 }
             })
         };
         let http = {
-            let router = seam_collector::receive::otlp_http::router(Arc::clone(&collector)).merge(
-                seam_collector::receive::access_http::router(Arc::clone(&collector)),
+            let router = Guard::new(Arc::clone(&credentials), Role::Ingest).protect(
+                seam_collector::receive::otlp_http::router(Arc::clone(&collector)).merge(
+                    seam_collector::receive::access_http::router(Arc::clone(&collector)),
+                ),
             );
             let stop = stopped(rx_recv);
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(http_l, router)
-                    .with_graceful_shutdown(stop)
-                    .await
+                if let Err(e) = axum::serve(
+                    http_l,
+                    router.into_make_service_with_connect_info::<PeerInfo>(),
+                )
+                .with_graceful_shutdown(stop)
+                .await
                 {
                     tracing::error!(error = %e, "Ingest HTTP listener failed.");
                 }
@@ -365,45 +598,80 @@ impl Server {
                 }
             });
             let c = Arc::clone(&correlator);
-            let correlate_route =
-                post(move |q: Query<CorrelateParams>| correlate(Arc::clone(&c), q));
+            let a = Arc::clone(&audit);
+            let correlate_route = post(
+                move |p: Option<Extension<Principal>>,
+                      peer: ConnectInfo<PeerInfo>,
+                      q: Query<CorrelateParams>| {
+                    correlate(Arc::clone(&c), Some(Arc::clone(&a)), p, peer, q)
+                },
+            );
+            // Requests refused for their credentials on the SQL endpoint are audited.
+            let a = Arc::clone(&audit);
+            let on_refused: seam_auth::http::OnRefused = Arc::new(move |r, peer, path| {
+                a.record(AuditEvent {
+                    time_ns: now_ns(),
+                    action: "login".into(),
+                    principal: match r {
+                        seam_auth::Refusal::Forbidden { name, .. } => name.clone(),
+                        _ => String::new(),
+                    },
+                    auth_method: "none".into(),
+                    protocol: "http".into(),
+                    client_addr: peer.map(|p| p.addr.to_string()),
+                    statement: Some(format!("POST {path}")),
+                    outcome: if r.is_unauthenticated() {
+                        "unauthenticated".into()
+                    } else {
+                        "refused".into()
+                    },
+                    error: Some(r.to_string()),
+                    ..Default::default()
+                });
+            });
+            let query_guard = Guard::new(Arc::clone(&credentials), Role::Query);
             let router = Router::new()
-                .route("/metrics", metrics_route)
-                .route("/api/v1/correlate", correlate_route)
-                .merge(seam_query::http::router(Arc::clone(&query)));
+                .merge(
+                    query_guard
+                        .clone()
+                        .protect(Router::new().route("/metrics", metrics_route)),
+                )
+                .merge(
+                    query_guard
+                        .on_refused(on_refused)
+                        .protect(seam_query::http::sql_router(Arc::clone(&query))),
+                )
+                .merge(
+                    Guard::new(Arc::clone(&credentials), Role::Admin)
+                        .protect(Router::new().route("/api/v1/correlate", correlate_route)),
+                )
+                .merge(seam_query::http::health_router());
             let stop = stopped(rx_api);
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(api_l, router)
-                    .with_graceful_shutdown(stop)
-                    .await
+                if let Err(e) = axum::serve(
+                    api_l,
+                    router.into_make_service_with_connect_info::<PeerInfo>(),
+                )
+                .with_graceful_shutdown(stop)
+                .await
                 {
                     tracing::error!(error = %e, "API listener failed.");
                 }
             })
         };
         let pg_ctx = seam_query::pgwire::context(&query).map_err(ServerError::Pg)?;
-        let mut pg_security = cfg.pg.security()?;
-        pg_security.statement_timeout = cfg.query.timeout;
-        if let (Some(cert), Some(key)) = (&pg_security.tls_cert, &pg_security.tls_key) {
-            for p in [cert, key] {
-                std::fs::metadata(p).map_err(|e| {
-                    ServerError::Pg(format!("cannot read TLS file {}: {e}", p.display()))
-                })?;
-            }
-        }
+        let pg_security = PgSecurity {
+            statement_timeout: cfg.query.timeout,
+            credentials: Arc::clone(&credentials),
+            tls: tls.clone(),
+            audit: Some(Arc::clone(&audit)),
+        };
+        let pg_addr = addrs.pg;
         let pg_task = tokio::spawn(async move {
-            if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_addr, pg_security).await {
+            if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_l, pg_security).await {
                 tracing::error!(error = %e, addr = %pg_addr, "PostgreSQL listener failed.");
             }
         });
-        // The PostgreSQL listener binds inside its task: report the server as started only
-        // once it accepts connections.
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(pg_addr).await.is_ok() || pg_task.is_finished() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
         tracing::info!(
             data_dir = %data_dir.display(),
             pg = %addrs.pg,
@@ -430,6 +698,9 @@ impl Server {
             pg_task,
             storage_task,
             api_task,
+            audit_task,
+            stop_audit,
+            reload_task,
         })
     }
 
@@ -459,6 +730,14 @@ impl Server {
         if let Err(e) = self.collector.emit_stats(true).await {
             tracing::warn!(error = %e, "Could not write the last ingest_stats rows.");
         }
+        // Statements end before the log closes, so that each one's audit row is written.
+        let _ = self.stop_api.send(true);
+        let _ = self.api_task.await;
+        self.pg_task.abort();
+        let _ = self.pg_task.await;
+        let _ = self.stop_audit.send(true);
+        let _ = self.audit_task.await;
+        let _ = self.reload_task.await;
         self.wal.close().await;
         let _ = self.stop_correlator.send(true);
         let _ = self.correlator_task.await;
@@ -466,10 +745,6 @@ impl Server {
         let _ = self.stop_storage.send(true);
         let _ = self.storage_task.await;
         let left = self.storage.buffered_rows();
-        let _ = self.stop_api.send(true);
-        let _ = self.api_task.await;
-        self.pg_task.abort();
-        let _ = self.pg_task.await;
         if left > 0 {
             return Err(ServerError::FinalFlush(format!(
                 "{left} acknowledged rows could not be written to Parquet; they are safe in \

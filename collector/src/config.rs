@@ -99,7 +99,8 @@ pub struct RetentionConfig {
     /// Per-table retention, e.g. `spans = "7d"`.
     pub tables: BTreeMap<String, humantime_serde::Serde<Duration>>,
     /// Most bytes of Parquet the raw tables may hold; past it the oldest hours go first
-    /// (across tables). The derived tables (`requests`, `request_events`) are not counted.
+    /// (across tables). The derived tables (`requests`, `request_events`) and `seam_audit` are
+    /// not counted.
     /// 0 = no budget. Default 0.
     pub max_data_bytes: u64,
     /// How often retention and the budget are applied. Default 1m.
@@ -119,9 +120,15 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// The retention of `table` (`None`: forever).
+    /// The retention of `table` (`None`: forever). The audit trail (`seam_audit`) follows
+    /// its own entry only, never the default.
     pub fn for_table(&self, table: &str) -> Option<Duration> {
-        let d = self.tables.get(table).map_or(self.default, |d| **d);
+        let fallback = if seam_schemas::tables::is_admin_only(table) {
+            Duration::ZERO
+        } else {
+            self.default
+        };
+        let d = self.tables.get(table).map_or(fallback, |d| **d);
         (!d.is_zero()).then_some(d)
     }
 }

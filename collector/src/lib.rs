@@ -213,6 +213,23 @@ impl Collector {
         }
     }
 
+    /// Appends rows to `seam_audit` through the write-ahead log: durable once this returns.
+    /// Works while ingest is closing (statements still run then), until the log closes.
+    ///
+    /// # Errors
+    /// When the log refuses the append (full, or closed).
+    pub async fn record_audit(
+        &self,
+        events: &[tables::seam_audit::AuditEvent],
+    ) -> Result<(), IngestError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = tables::seam_audit::batch(events)
+            .map_err(|e| IngestError::InvalidPayload(e.to_string()))?;
+        self.wal.append(tables::seam_audit::TABLE, batch).await
+    }
+
     /// Counts a refused request and builds its HTTP response.
     fn refuse(&self, r: receive::otlp_http::Refusal, signal: &'static str) -> Response {
         if !r.counted {

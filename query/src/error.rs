@@ -11,6 +11,9 @@ pub enum QueryError {
     /// The statement would change data, settings or touch files: seam's SQL is read-only.
     #[error("statement refused: seam's SQL is read-only ({0})")]
     Refused(String),
+    /// The principal may not read a table it names (`seam_audit` needs the admin role).
+    #[error("{0}")]
+    Forbidden(String),
     /// The SQL is malformed or names something that does not exist.
     #[error("{0}")]
     Invalid(String),
@@ -30,6 +33,7 @@ impl QueryError {
     pub fn kind(&self) -> &'static str {
         match self {
             QueryError::Refused(_) => "refused",
+            QueryError::Forbidden(_) => "forbidden",
             QueryError::Invalid(_) => "invalid",
             QueryError::Timeout(_) => "timeout",
             QueryError::ResourcesExhausted(_) => "resources_exhausted",
@@ -40,7 +44,7 @@ impl QueryError {
     /// The HTTP status the API answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            QueryError::Refused(_) => 403,
+            QueryError::Refused(_) | QueryError::Forbidden(_) => 403,
             QueryError::Invalid(_) => 400,
             QueryError::Timeout(_) => 408,
             QueryError::ResourcesExhausted(_) => 400,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
@@ -21,6 +21,9 @@ use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
 use datafusion::arrow::json::writer::JsonArray;
 use serde::Deserialize;
 
+use seam_auth::{PeerInfo, Principal};
+
+use crate::audit::AuditScope;
 use crate::error::QueryError;
 use crate::session::{QueryResult, QueryService};
 
@@ -60,11 +63,20 @@ struct SqlBody {
 
 /// The API routes (SQL and health). The binary adds `/metrics`.
 pub fn router(service: Arc<QueryService>) -> Router {
+    sql_router(service).merge(health_router())
+}
+
+/// `POST /api/v1/sql` alone (the binary puts it behind the query role's guard).
+pub fn sql_router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
-        .route("/health", get(health))
         .layer(DefaultBodyLimit::disable())
         .with_state(service)
+}
+
+/// `GET /health`: open to all (load balancers and probes), and tells nothing but "ok".
+pub fn health_router() -> Router {
+    Router::new().route("/health", get(health))
 }
 
 async fn health() -> Response {
@@ -85,12 +97,23 @@ fn bad_request(msg: String) -> Response {
     error(&QueryError::Invalid(msg))
 }
 
-async fn sql(
-    State(service): State<Arc<QueryService>>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn sql(State(service): State<Arc<QueryService>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let Ok(Query(params)) = Query::<Params>::try_from_uri(&parts.uri) else {
+        return bad_request("query parameters must be format=json|csv|arrow".into());
+    };
+    // The guard in front of this route put the caller there; without one (in-process
+    // routers in tests), the caller is the anonymous local user.
+    let principal = parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::anonymous);
+    let client_addr = parts
+        .extensions
+        .get::<ConnectInfo<PeerInfo>>()
+        .map(|c| c.0.addr.to_string());
     let limit = service.config().max_sql_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         let body = serde_json::json!({
@@ -134,12 +157,30 @@ async fn sql(
     if text.trim().is_empty() {
         return bad_request("no SQL statement in the request body".into());
     }
-    match service.execute(&text).await {
+    let audit = AuditScope::start(
+        service.audit_sink(),
+        "query",
+        &principal,
+        "http",
+        client_addr,
+        Some(text.clone()),
+    );
+    match service.execute_as(&principal, &text).await {
         Ok(result) => match render(&result, format) {
-            Ok(resp) => resp,
-            Err(e) => error(&QueryError::Internal(e)),
+            Ok(resp) => {
+                audit.finish("ok", Some(result.num_rows() as i64), None);
+                resp
+            }
+            Err(e) => {
+                let e = QueryError::Internal(e);
+                audit.finish_err(&e);
+                error(&e)
+            }
         },
-        Err(e) => error(&e),
+        Err(e) => {
+            audit.finish_err(&e);
+            error(&e)
+        }
     }
 }
 

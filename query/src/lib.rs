@@ -10,6 +10,7 @@
 //! [`QueryService`], which plans and runs one SQL statement at a time with a time limit and a
 //! memory limit, refusing anything but queries, and [`http::router`], the HTTP API.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -15,7 +15,6 @@
 //! The database is `seam`. Users authenticate with SCRAM-SHA-256 when configured
 //! ([`PgSecurity`]); TLS comes from a configured certificate and key.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,6 +27,7 @@ use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_ud
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::DfSessionService;
+use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
@@ -55,9 +55,12 @@ use datafusion_postgres::pgwire::api::{ClientPortalStore, Type};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
-use datafusion_postgres::{QueryHook, ServerOptions};
 use futures::Sink;
+use seam_auth::{CredentialStore, Principal, TlsReloader};
+use tokio::net::TcpListener;
 
+use crate::audit::{AuditScope, AuditSink, check_access};
+use crate::error::QueryError;
 use crate::session::{CATALOG, QueryService};
 
 /// Values `current_setting()` answers.
@@ -127,9 +130,39 @@ fn guard(statement: &Statement) -> Option<PgWireResult<Response>> {
     matches!(statement, Statement::Set(_)).then(|| Ok(Response::Execution(Tag::new("SET"))))
 }
 
-/// Refuses writes and ignores `SET`; runs before `datafusion-postgres`'s own hooks.
+/// Refuses writes and ignores `SET`, and refuses admin-only tables to other roles; runs
+/// before `datafusion-postgres`'s own hooks.
 #[derive(Debug)]
-struct SeamGuardHook;
+struct SeamGuardHook {
+    credentials: Arc<CredentialStore>,
+}
+
+/// The principal of a connection: its PostgreSQL user's key, or anonymous when seam has no
+/// credentials (loopback only). A user without a key (impossible after a SCRAM login) has
+/// no roles.
+fn principal_of(client: &(impl ClientInfo + ?Sized), credentials: &CredentialStore) -> Principal {
+    if !credentials.required() {
+        return Principal::anonymous();
+    }
+    let user = client.metadata().get("user").map_or("", String::as_str);
+    credentials
+        .current()
+        .pg_principal(user)
+        .unwrap_or_else(|| Principal {
+            name: user.to_string(),
+            roles: Vec::new(),
+            method: seam_auth::AuthMethod::Scram,
+        })
+}
+
+/// `42501` for a table the principal may not read.
+fn forbidden(e: &QueryError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "42501".into(),
+        e.to_string(),
+    )))
+}
 
 #[async_trait]
 impl QueryHook for SeamGuardHook {
@@ -154,6 +187,9 @@ impl QueryHook for SeamGuardHook {
             )))
             .await
             .ok()?;
+        if let Err(e) = check_access(&plan, &principal_of(&*client, &self.credentials)) {
+            return Some(Err(forbidden(&e)));
+        }
         if !has_map(&plan) {
             return None;
         }
@@ -262,23 +298,24 @@ pub fn context(service: &QueryService) -> Result<Arc<SessionContext>, String> {
     Ok(Arc::new(ctx))
 }
 
-/// Serves the PostgreSQL wire protocol on `addr` until the task is dropped.
+/// Serves the PostgreSQL wire protocol on `listener` until the task is dropped (open
+/// connections end with it).
 ///
 /// # Errors
-/// When the address cannot be bound.
+/// Never in practice: accept errors are logged and retried.
 pub async fn serve(
     ctx: Arc<SessionContext>,
-    addr: SocketAddr,
+    listener: TcpListener,
     security: PgSecurity,
 ) -> std::io::Result<()> {
-    let opts = ServerOptions::new()
-        .with_host(addr.ip().to_string())
-        .with_port(addr.port())
-        .with_tls_cert_path(security.tls_cert.as_ref().map(|p| p.display().to_string()))
-        .with_tls_key_path(security.tls_key.as_ref().map(|p| p.display().to_string()));
-    let passwords = (!security.users.is_empty()).then(|| Arc::new(Passwords::new(&security.users)));
+    let credentials = Arc::clone(&security.credentials);
+    let passwords = credentials
+        .required()
+        .then(|| Arc::new(Passwords::new(Arc::clone(&credentials))));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(SeamGuardHook),
+        Arc::new(SeamGuardHook {
+            credentials: Arc::clone(&credentials),
+        }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
@@ -290,8 +327,11 @@ pub async fn serve(
             timeout: security.statement_timeout,
             parser: Arc::new(SeamParser {
                 inner: ExtendedQueryHandler::query_parser(&*inner),
+                credentials: Arc::clone(&credentials),
             }),
             inner,
+            credentials: Arc::clone(&credentials),
+            audit: security.audit.clone(),
         }),
         startup: Arc::new(SeamStartup {
             connections: Arc::clone(&connections),
@@ -300,7 +340,29 @@ pub async fn serve(
         connections,
         passwords,
     };
-    datafusion_postgres::serve_with_handlers(Arc::new(handlers), &opts).await
+    let handlers = Arc::new(handlers);
+    // seam accepts itself (rather than datafusion-postgres' serve) so that the socket is
+    // bound before start returns, and each connection gets the current TLS certificate.
+    loop {
+        let (socket, addr) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = security
+            .tls
+            .as_ref()
+            .map(|t| t.acceptor(seam_auth::tls::Side::Postgres));
+        let handlers = Arc::clone(&handlers);
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+                tracing::debug!(%addr, error = %e, "PostgreSQL connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Rewrites the catalog queries of clients whose SQL DataFusion cannot plan, into
@@ -505,11 +567,110 @@ fn map_json(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
     })
 }
 
-/// `datafusion-postgres`'s session, behind [`rewrite`].
+/// `datafusion-postgres`'s session, behind [`rewrite`], with every statement audited.
 struct SeamSession {
     inner: Arc<DfSessionService>,
     parser: Arc<SeamParser>,
     timeout: std::time::Duration,
+    credentials: Arc<CredentialStore>,
+    audit: Option<Arc<dyn AuditSink>>,
+}
+
+impl SeamSession {
+    fn audit_scope<C: ClientInfo>(&self, client: &C, sql: &str) -> AuditScope {
+        AuditScope::start(
+            self.audit.clone(),
+            "query",
+            &principal_of(client, &self.credentials),
+            "postgres",
+            Some(client.socket_addr().to_string()),
+            Some(sql.to_string()),
+        )
+    }
+}
+
+/// The audit outcome and message of an error sent to a PostgreSQL client.
+fn audit_outcome(e: &PgWireError) -> (&'static str, String) {
+    match e {
+        PgWireError::UserError(info) => {
+            let outcome = match info.code.as_str() {
+                "42501" => "refused",
+                "57014" if info.message.contains("user request") => "cancelled",
+                _ => "error",
+            };
+            (outcome, info.message.clone())
+        }
+        other => ("error", other.to_string()),
+    }
+}
+
+/// Records a statement that failed before sending rows; gives the error back.
+fn audit_error(scope: AuditScope, e: PgWireError) -> PgWireError {
+    let (outcome, message) = audit_outcome(&e);
+    scope.finish(outcome, None, Some(message));
+    e
+}
+
+/// Counts the rows a statement sends and records its audit row when the stream ends or is
+/// dropped (a portal fetched in part, a client that went away).
+struct RowAudit {
+    scope: Option<AuditScope>,
+    rows: i64,
+    error: Option<(&'static str, String)>,
+}
+
+impl RowAudit {
+    /// Counts a row, or keeps the error that ended the stream.
+    fn see(&mut self, error: Option<&PgWireError>) {
+        match error {
+            None => self.rows += 1,
+            Some(e) => self.error = Some(audit_outcome(e)),
+        }
+    }
+}
+
+impl Drop for RowAudit {
+    fn drop(&mut self) {
+        if let Some(scope) = self.scope.take() {
+            match self.error.take() {
+                Some((outcome, message)) => scope.finish(outcome, Some(self.rows), Some(message)),
+                None => scope.finish("ok", Some(self.rows), None),
+            }
+        }
+    }
+}
+
+/// `resp` with its rows counted into `scope`.
+fn audited(resp: Response, scope: AuditScope) -> Response {
+    use futures::StreamExt as _;
+    match resp {
+        Response::Query(mut q) => {
+            let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+            let mut audit = RowAudit {
+                scope: Some(scope),
+                rows: 0,
+                error: None,
+            };
+            q.data_rows = Box::pin(rows.map(move |item| {
+                audit.see(item.as_ref().err());
+                item
+            }));
+            Response::Query(q)
+        }
+        Response::Error(info) => {
+            let outcome = if info.code == "42501" {
+                "refused"
+            } else {
+                "error"
+            };
+            scope.finish(outcome, None, Some(info.message.clone()));
+            Response::Error(info)
+        }
+        other => {
+            scope.finish("ok", None, None);
+            other
+        }
+    }
 }
 
 fn statement_timeout() -> PgWireError {
@@ -623,9 +784,10 @@ fn with_stop(resp: Response, stop: &Stop) -> Response {
     }
 }
 
-/// `datafusion-postgres`'s parser, behind [`rewrite`].
+/// `datafusion-postgres`'s parser, behind [`rewrite`] and the admin-only table check.
 struct SeamParser {
     inner: Arc<datafusion_postgres::Parser>,
+    credentials: Arc<CredentialStore>,
 }
 
 type DfStatement = <datafusion_postgres::Parser as QueryParser>::Statement;
@@ -644,6 +806,10 @@ impl QueryParser for SeamParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let parsed = self.inner.parse_sql(client, &rewrite(sql), types).await?;
+        if let Some((_, Some((_, plan)))) = &parsed {
+            check_access(plan, &principal_of(client, &self.credentials))
+                .map_err(|e| forbidden(&e))?;
+        }
         // As in the simple protocol: map columns are sent as JSON text.
         Ok(parsed.map(|(text, planned)| {
             let planned = planned.map(|(statement, plan)| {
@@ -682,10 +848,26 @@ impl SimpleQueryHandler for SeamSession {
     {
         let sql = rewrite(query);
         let stop = Stop::arm(&*client, self.timeout).await;
-        let responses = stop
+        let scope = self.audit_scope(&*client, query);
+        let responses = match stop
             .run(SimpleQueryHandler::do_query(&*self.inner, client, &sql))
-            .await?;
-        Ok(responses.into_iter().map(|r| with_stop(r, &stop)).collect())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(audit_error(scope, e)),
+        };
+        // One audit row per statement of the query string (each with the whole string).
+        let mut scope = Some(scope);
+        let n = responses.len();
+        Ok(responses
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let s = if i + 1 == n { scope.take() } else { None }
+                    .unwrap_or_else(|| self.audit_scope(&*client, query));
+                audited(with_stop(r, &stop), s)
+            })
+            .collect())
     }
 }
 
@@ -711,15 +893,20 @@ impl ExtendedQueryHandler for SeamSession {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = Stop::arm(&*client, self.timeout).await;
-        let response = stop
+        let scope = self.audit_scope(&*client, &portal.statement.statement.0);
+        let response = match stop
             .run(ExtendedQueryHandler::do_query(
                 &*self.inner,
                 client,
                 portal,
                 max_rows,
             ))
-            .await?;
-        Ok(with_stop(response, &stop))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(audit_error(scope, e)),
+        };
+        Ok(audited(with_stop(response, &stop), scope))
     }
 }
 
@@ -747,50 +934,44 @@ struct SeamHandlers {
     passwords: Option<Arc<Passwords>>,
 }
 
-/// Who may connect, TLS, and the statement time limit.
-#[derive(Debug, Clone, Default)]
+/// Who may connect, TLS, the statement time limit and the audit trail.
+#[derive(Debug, Clone)]
 pub struct PgSecurity {
     /// Longest a statement may run, planning and streaming its rows included (SQLSTATE
     /// 57014 past it); zero: no limit.
     pub statement_timeout: std::time::Duration,
-    /// Users and passwords (SCRAM-SHA-256); empty: anyone may connect (loopback only).
-    pub users: Vec<(String, String)>,
-    /// PEM certificate chain for TLS.
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// PEM (PKCS#8) private key for TLS.
-    pub tls_key: Option<std::path::PathBuf>,
+    /// The keys: a key with a `pg_scram` verifier and the query or admin role logs in as
+    /// user `name` with its secret as password (SCRAM-SHA-256). No keys configured: anyone
+    /// may connect (seam allows that on loopback only).
+    pub credentials: Arc<CredentialStore>,
+    /// TLS, offered through the protocol's SSLRequest.
+    pub tls: Option<Arc<TlsReloader>>,
+    /// Where each statement's audit row goes.
+    pub audit: Option<Arc<dyn AuditSink>>,
 }
 
-const SCRAM_ITERATIONS: usize = 4096;
+const SCRAM_ITERATIONS: usize = seam_auth::keys::SCRAM_ITERATIONS as usize;
 
-/// SCRAM verifiers of the configured users (the passwords themselves are not kept).
+/// SCRAM verifiers of the keys in force (the secrets themselves are never known).
 struct Passwords {
-    users: std::collections::HashMap<String, (Vec<u8>, Vec<u8>)>,
+    credentials: Arc<CredentialStore>,
     /// Answered for unknown users, so they fail like a wrong password (28P01).
     decoy: (Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passwords")
-            .field("users", &self.users.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Passwords").finish_non_exhaustive()
     }
 }
 
 impl Passwords {
-    fn new(users: &[(String, String)]) -> Self {
-        let verifier = |password: &str| {
-            let salt = random_nonce().into_bytes();
-            let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-            (salt, salted)
-        };
+    fn new(credentials: Arc<CredentialStore>) -> Self {
+        let salt = random_nonce().into_bytes();
+        let salted = gen_salted_password(&random_nonce(), &salt, SCRAM_ITERATIONS);
         Self {
-            users: users
-                .iter()
-                .map(|(u, p)| (u.clone(), verifier(p)))
-                .collect(),
-            decoy: verifier(&random_nonce()),
+            credentials,
+            decoy: (salt, salted),
         }
     }
 }
@@ -801,9 +982,8 @@ impl AuthSource for Passwords {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let (salt, salted) = login
             .user()
-            .and_then(|u| self.users.get(u))
-            .unwrap_or(&self.decoy)
-            .clone();
+            .and_then(|u| self.credentials.current().pg_verifier(u))
+            .unwrap_or_else(|| self.decoy.clone());
         Ok(Password::new(Some(salt), salted))
     }
 }

@@ -25,6 +25,9 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use seam_schemas::source::TableSource;
 use seam_schemas::tables;
 
+use seam_auth::Principal;
+
+use crate::audit::{AuditSink, check_access};
 use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::table::SeamTable;
@@ -91,6 +94,7 @@ pub struct QueryService {
     queries_ok: AtomicU64,
     queries_failed: AtomicU64,
     micros_total: AtomicU64,
+    audit: std::sync::OnceLock<Arc<dyn AuditSink>>,
 }
 
 impl QueryService {
@@ -129,6 +133,7 @@ impl QueryService {
             queries_ok: AtomicU64::new(0),
             queries_failed: AtomicU64::new(0),
             micros_total: AtomicU64::new(0),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,11 +166,22 @@ impl QueryService {
         Ok(SessionContext::new_with_state(state))
     }
 
-    /// Plans `sql` and refuses it unless it only reads.
+    /// Installs where audit events go (once; later calls are ignored).
+    pub fn set_audit_sink(&self, sink: Arc<dyn AuditSink>) {
+        let _ = self.audit.set(sink);
+    }
+
+    /// Where audit events go, if a sink is installed.
+    pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
+        self.audit.get().cloned()
+    }
+
+    /// Plans `sql` and refuses it unless it only reads, and only tables `principal` may read.
     async fn plan(
         &self,
         ctx: &SessionContext,
         sql: &str,
+        principal: &Principal,
     ) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -178,16 +194,30 @@ impl QueryService {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
+        check_access(&plan, principal)?;
         Ok(plan)
     }
 
-    /// Runs one read-only statement within the time and memory limits.
+    /// Runs one read-only statement within the time and memory limits, with every table
+    /// readable (in-process callers: tests, benchmarks, the command line).
     ///
     /// # Errors
     /// See [`QueryError`].
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        self.execute_as(&Principal::anonymous(), sql).await
+    }
+
+    /// Runs one read-only statement for `principal` (admin-only tables need the admin role).
+    ///
+    /// # Errors
+    /// See [`QueryError`].
+    pub async fn execute_as(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let result = self.execute_inner(sql).await;
+        let result = self.execute_inner(sql, principal).await;
         self.micros_total
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &result {
@@ -197,11 +227,15 @@ impl QueryService {
         result
     }
 
-    async fn execute_inner(&self, sql: &str) -> Result<QueryResult, QueryError> {
+    async fn execute_inner(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> Result<QueryResult, QueryError> {
         let ctx = self.context()?;
         let timeout = self.config.timeout;
         let run = async {
-            let plan = self.plan(&ctx, sql).await?;
+            let plan = self.plan(&ctx, sql, principal).await?;
             let df = ctx.execute_logical_plan(plan).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await?;
@@ -219,7 +253,7 @@ impl QueryService {
     /// See [`QueryError`].
     pub async fn run_internal(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         let ctx = self.context()?;
-        let plan = self.plan(&ctx, sql).await?;
+        let plan = self.plan(&ctx, sql, &Principal::anonymous()).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         Ok(df.collect().await?)
     }

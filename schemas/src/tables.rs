@@ -17,6 +17,7 @@ pub mod ingest_stats;
 pub mod logs;
 pub mod rejects;
 pub mod requests;
+pub mod seam_audit;
 pub mod spans;
 
 /// One stored table.
@@ -78,6 +79,11 @@ pub fn all() -> Vec<TableDef> {
             description: ingest_stats::DESCRIPTION,
             schema: ingest_stats::schema(),
         },
+        TableDef {
+            name: seam_audit::TABLE,
+            description: seam_audit::DESCRIPTION,
+            schema: seam_audit::schema(),
+        },
     ]
 }
 
@@ -118,6 +124,14 @@ pub const DERIVED: &[&str] = &[requests::TABLE, requests::EVENTS_TABLE];
 /// Whether `name` is a derived table.
 pub fn is_derived(name: &str) -> bool {
     DERIVED.contains(&name)
+}
+
+/// Tables only the admin role may read.
+pub const ADMIN_ONLY: &[&str] = &[seam_audit::TABLE];
+
+/// Whether `name` is readable by the admin role only.
+pub fn is_admin_only(name: &str) -> bool {
+    ADMIN_ONLY.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Looks a table up by name.

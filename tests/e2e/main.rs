@@ -8,6 +8,7 @@
 )]
 
 mod access;
+mod auth;
 mod binary;
 mod correlation;
 mod crash;

@@ -12,7 +12,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
 }
 
 /// Connects without TLS with extra connection settings (`user=… password=…`).
-async fn connect_as(
+pub async fn connect_as(
     addr: std::net::SocketAddr,
     settings: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -271,7 +271,12 @@ async fn grafana_metadata_queries_run() {
     stack.stop().await;
 }
 
-fn psql_as(addr: std::net::SocketAddr, user: &str, password: &str, sql: &str) -> (bool, String) {
+pub fn psql_as(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> (bool, String) {
     let out = Command::new("psql")
         .arg(format!(
             "host={} port={} user={user} dbname=seam sslmode=require connect_timeout=10",
@@ -290,74 +295,6 @@ fn psql_as(addr: std::net::SocketAddr, user: &str, password: &str, sql: &str) ->
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scram_users_and_tls() {
-    use tokio_postgres::error::SqlState;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let stack = Stack::start_with(|c| {
-        c.pg.users = vec!["auditor:s3cret-Pass".into()];
-        c.pg.tls_cert = Some(cert.clone());
-        c.pg.tls_key = Some(key.clone());
-    })
-    .await;
-    load_sample(&stack).await;
-    let addr = stack.addrs.pg;
-    // psql over TLS with the right password.
-    let (ok, out) = psql_as(addr, "auditor", "s3cret-Pass", "SELECT count(*) FROM spans");
-    assert!(ok, "{out}");
-    assert_eq!(out.trim(), "20");
-    // Wrong password, unknown user: refused.
-    let (ok, out) = psql_as(addr, "auditor", "wrong", "SELECT 1");
-    assert!(!ok, "{out}");
-    assert!(out.to_lowercase().contains("password"), "{out}");
-    for (user, password) in [("auditor", "wrong"), ("nobody", "s3cret-Pass")] {
-        let err = connect_as(addr, &format!("user={user} password={password}"))
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{user} got in"));
-        assert_eq!(
-            err.code(),
-            Some(&SqlState::INVALID_PASSWORD),
-            "{user}: {err:?}"
-        );
-    }
-    // The right password without TLS works too (TLS is offered, not forced).
-    let client = connect_as(addr, "user=auditor password=s3cret-Pass")
-        .await
-        .unwrap();
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM spans", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 20);
-    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

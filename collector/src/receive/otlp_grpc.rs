@@ -26,8 +26,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tokio::net::TcpListener;
+use seam_auth::SeamListener;
+use seam_auth::grpc::GrpcGuard;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::{Collector, Transport};
@@ -87,32 +89,39 @@ impl MetricsService for Svc {
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then finishes in-flight calls.
+/// Serves OTLP/gRPC on `listener` (plain or TLS) until `shutdown` resolves, then finishes
+/// in-flight calls. Every call passes `guard` first (UNAUTHENTICATED without a valid
+/// credential of the ingest role).
 ///
 /// # Errors
 /// Transport failures of the server.
 pub async fn serve(
     collector: Arc<Collector>,
-    listener: TcpListener,
+    listener: SeamListener,
+    guard: GrpcGuard,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max = collector.limits().max_decompressed_bytes;
     let svc = Svc(collector);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             TraceServiceServer::new(svc.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max),
-        )
-        .add_service(
+            guard.clone(),
+        ))
+        .add_service(InterceptedService::new(
             LogsServiceServer::new(svc.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max),
-        )
-        .add_service(MetricsServiceServer::new(svc))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+            guard.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            MetricsServiceServer::new(svc),
+            guard,
+        ))
+        .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
         .await
 }
