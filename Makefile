@@ -11,8 +11,15 @@ serve: ## Run seam on ./seam-data (release build)
 test-deps: ## Install the peers the tests use (pyarrow as an independent Parquet reader)
 	@python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyarrow
 
-test: test-deps ## Run every test (unit, integration, benchmarks in test mode)
+test: test-deps ## Run every test (unit, integration, benchmarks in test mode, a short fuzz run)
 	$(CARGO) test --workspace --all-targets
+	$(CARGO) run -q -p seam-fuzz -- --seconds $(FUZZ_SMOKE_SECONDS)
+
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ_SECONDS ?= 600
+
+fuzz: ## Fuzz every parser for FUZZ_SECONDS each (crashes go to fuzz/artifacts/)
+	$(CARGO) run --release -p seam-fuzz -- --seconds $(FUZZ_SECONDS)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -31,4 +38,4 @@ bench: ## Run the benchmarks (numbers go to benches/README.md)
 
 ci: fmt-check lint test ## What .ci/run executes
 
-.PHONY: help serve test-deps test fmt fmt-check lint docs bench ci
+.PHONY: help serve test-deps test fuzz fmt fmt-check lint docs bench ci

@@ -426,6 +426,9 @@ const SECRET_PARAMS: &[&str] = &[
     "api-key",
     "apikey",
     "x-api-key",
+    "token",
+    "auth_token",
+    "jwt",
     "access_token",
     "refresh_token",
     "id_token",
@@ -436,6 +439,9 @@ const SECRET_PARAMS: &[&str] = &[
     "secret",
     "sig",
     "code",
+    "session",
+    "sessionid",
+    "session_id",
 ];
 
 fn is_secret_name(name: &str, extra: &[String]) -> bool {
@@ -559,8 +565,16 @@ impl TokenConfig {
                         .count();
                 (end > start).then(|| token_hit(start, end))
             }
-            b'e' if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) => {
-                jwt_at(bytes, i).map(|end| token_hit(i, end))
+            b'e' if bytes[i..].starts_with(b"eyJ") => {
+                let end = jwt_at(bytes, i)?;
+                // Glued to other base64url text (`Bearer%20eyJ…`, a prefix), it is still a
+                // token when its payload is JSON too (`eyJ…​.eyJ…​.…`): found by fuzzing.
+                let bounded = i == 0 || !is_b64url(bytes[i - 1]);
+                let payload_json = bytes[i..end]
+                    .iter()
+                    .position(|b| *b == b'.')
+                    .is_some_and(|dot| bytes[i + dot + 1..end].starts_with(b"eyJ"));
+                (bounded || payload_json).then(|| token_hit(i, end))
             }
             b':' if bytes[i..].starts_with(b"://") => {
                 url_password_span(bytes, i + 3).map(secret_hit)
@@ -667,6 +681,27 @@ mod tests {
         assert_eq!(id.claims.expires_at, Some(1_730_800_720));
         assert_eq!(id.claims.roles, vec!["Orders.ReadWrite.All".to_string()]);
         assert_eq!(id.token_id(), id.fingerprint);
+    }
+
+    #[test]
+    fn scrubs_tokens_glued_to_other_text_and_token_parameters() {
+        // Found by fuzzing (fuzz/regressions/redact): a JWT right after base64url text.
+        let c = config();
+        for text in [
+            format!("GET /cb?h=Bearer%20{T1}&x=1"),
+            format!("sig{T1}"),
+            format!("/login?token=abc{T1}"),
+            "session=abcdef123; theme=dark".to_string(),
+        ] {
+            let out = c.scrub(&text).text;
+            assert!(
+                !out.contains("eyJ0eXAi") && !out.contains("abcdef123"),
+                "{out}"
+            );
+        }
+        // Random base64url text that merely contains eyJ is left alone.
+        let blob = "QUJDeyJhIjoxfQ.eyJhbGxv";
+        assert_eq!(c.scrub(blob).text, blob);
     }
 
     #[test]
