@@ -737,3 +737,66 @@ fn commands_take_keys_from_the_environment_and_sighup_reloads_keys() {
     }
     crate::binary::sigterm_and_wait(r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_work_without_tls_too_with_the_sdk_exporter() {
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    use tokio_postgres::error::SqlState;
+    let certs = tempfile::tempdir().unwrap();
+    let keys = make_keys(certs.path());
+    let stack = Stack::start_with(|c| c.auth.keys_file = Some(keys.file.clone())).await;
+    let a = stack.addrs;
+    // The OpenTelemetry SDK's gRPC exporter with the ingest key in its metadata.
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        "authorization",
+        format!("Bearer {}", keys.ingest).parse().unwrap(),
+    );
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", a.otlp_grpc))
+        .with_metadata(metadata)
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    let mut span = provider.tracer("auth-e2e").start("GET /keyed");
+    span.end();
+    let p = provider.clone();
+    tokio::task::spawn_blocking(move || p.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    // Without a key: UNAUTHENTICATED; HTTP 401; PostgreSQL 28P01.
+    let mut raw = TraceServiceClient::connect(format!("http://{}", a.otlp_grpc))
+        .await
+        .unwrap();
+    let e = export(&mut raw, None).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let web = reqwest::Client::new();
+    let traces = format!("http://{}/v1/traces", a.ingest_http);
+    let body = sample("otlp-traces.json");
+    let (s, _) = post(&web, &traces, None, "application/json", body.clone()).await;
+    assert_eq!(s, 401);
+    let (s, _) = post(&web, &traces, Some(&keys.ingest), "application/json", body).await;
+    assert_eq!(s, 200);
+    let err = connect_as(a.pg, "user=grafana password=wrong-password-123")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD));
+    // The query key reads what the exporter (1 span) and the HTTP request (20) sent.
+    let pg = connect_as(a.pg, &format!("user=grafana password={}", keys.query))
+        .await
+        .unwrap();
+    let n: i64 = pg
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 21);
+    let _ = provider.shutdown();
+    stack.stop().await;
+}
