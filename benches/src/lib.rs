@@ -2,6 +2,8 @@
 //! trace ids and 8-byte span ids, UUID-like correlation ids, attribute sets like the shared
 //! samples' Mule and client spans). Deterministic for a given seed, no external RNG crate.
 
+pub mod loadgen;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -119,4 +121,130 @@ pub fn trace_request(rng: &mut Rng, spans: usize) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// A request body with UUID-shaped ids that [`Template::fill`] replaces, so that every
+/// request carries new records (gateway and flow logs are deduplicated by content).
+#[derive(Debug, Clone)]
+pub struct Template {
+    body: Vec<u8>,
+    /// (byte offset of a 36-character UUID, index of the distinct original id).
+    slots: Vec<(usize, usize)>,
+    groups: usize,
+    /// Records (APIM) or lines (Mule) in the body.
+    pub records: usize,
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl Template {
+    /// Finds every UUID in `body`; equal ids share a group (stay equal after a fill).
+    pub fn new(body: Vec<u8>, records: usize) -> Self {
+        let mut slots = Vec::new();
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut i = 0;
+        while i + 36 <= body.len() {
+            if is_uuid(&body[i..i + 36]) {
+                let id = body[i..i + 36].to_vec();
+                let g = match ids.iter().position(|x| *x == id) {
+                    Some(g) => g,
+                    None => {
+                        ids.push(id);
+                        ids.len() - 1
+                    }
+                };
+                slots.push((i, g));
+                i += 36;
+            } else {
+                i += 1;
+            }
+        }
+        Self {
+            body,
+            slots,
+            groups: ids.len(),
+            records,
+        }
+    }
+
+    /// The body with fresh ids (unique for each `counter`).
+    pub fn fill(&self, rng: &mut Rng, counter: u64) -> Vec<u8> {
+        let mut out = self.body.clone();
+        let fresh: Vec<Vec<u8>> = (0..self.groups)
+            .map(|g| {
+                let mut b = rng.bytes(16);
+                b[..8].copy_from_slice(&counter.to_be_bytes());
+                b[8] = g as u8;
+                b[9] = (g >> 8) as u8;
+                let h = hex(&b);
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+                .into_bytes()
+            })
+            .collect();
+        for (off, g) in &self.slots {
+            out[*off..*off + 36].copy_from_slice(&fresh[*g]);
+        }
+        out
+    }
+
+    /// The body as generated.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// The shared samples directory.
+pub fn samples_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples")
+}
+
+/// `records` APIM storage-archive lines (the sample's records, each with its own
+/// correlation id).
+pub fn apim_template(rng: &mut Rng, records: usize) -> std::io::Result<Template> {
+    let text = std::fs::read_to_string(samples_dir().join("apim-gatewaylogs-storage.jsonl"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut out = String::new();
+    for i in 0..records {
+        let l = lines[i % lines.len()];
+        // Give each record its own id so the template has one group per record.
+        let id = rng.uuid();
+        let line = match l.find("\"correlationId\": \"") {
+            Some(p) => {
+                let start = p + "\"correlationId\": \"".len();
+                format!("{}{id}{}", &l[..start], &l[start + 36..])
+            }
+            None => l.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(Template::new(out.into_bytes(), records))
+}
+
+/// The Mule log4j sample repeated to at least `lines` lines (ids per copy kept distinct).
+pub fn mule_template(rng: &mut Rng, lines: usize) -> std::io::Result<Template> {
+    let one = std::fs::read_to_string(samples_dir().join("mule-log4j.log"))?;
+    let per = one.lines().count().max(1);
+    let mut out = String::new();
+    let mut n = 0;
+    while n < lines {
+        // Each copy gets new ids so that copies are not duplicates of each other.
+        let t = Template::new(one.clone().into_bytes(), per);
+        out.push_str(&String::from_utf8_lossy(&t.fill(rng, n as u64)));
+        n += per;
+    }
+    Ok(Template::new(out.into_bytes(), n))
 }

@@ -15,6 +15,7 @@ mod crash;
 mod dashboards;
 mod durability;
 mod limits;
+mod loadgen;
 mod otlp_grpc;
 mod otlp_http;
 mod pgwire;
