@@ -36,16 +36,21 @@ impl Rng {
 
     /// A UUID-shaped random id.
     pub fn uuid(&mut self) -> String {
-        let h = hex(&self.bytes(16));
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        uuid_of(&self.bytes(16))
     }
+}
+
+/// 16 bytes as a UUID-shaped text.
+fn uuid_of(b: &[u8]) -> String {
+    let h = hex(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -182,16 +187,7 @@ impl Template {
                 b[..8].copy_from_slice(&counter.to_be_bytes());
                 b[8] = g as u8;
                 b[9] = (g >> 8) as u8;
-                let h = hex(&b);
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                )
-                .into_bytes()
+                uuid_of(&b).into_bytes()
             })
             .collect();
         for (off, g) in &self.slots {
