@@ -215,13 +215,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     runtime()?.block_on(async move {
+        // Handlers first: a SIGTERM right after the "listening" line must stop seam
+        // gracefully, not kill it.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
         let server = Server::start(cfg).await?;
         let a = server.addrs();
         println!(
             "seam listening otlp_grpc={} ingest_http={} api={} pg={}",
             a.otlp_grpc, a.ingest_http, a.api, a.pg
         );
-        wait_for_signal().await?;
+        wait_for_signal(&mut term).await?;
         tracing::info!("Shutting down: no new requests; flushing what was acknowledged.");
         server.shutdown().await?;
         Ok(())
@@ -236,9 +240,7 @@ fn fingerprint_keys_from_env() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
+async fn wait_for_signal(term: &mut tokio::signal::unix::Signal) -> anyhow::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler")?,
         _ = term.recv() => {}

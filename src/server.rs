@@ -277,15 +277,9 @@ async fn reload_loop(
     credentials: Arc<CredentialStore>,
     tls: Option<Arc<TlsReloader>>,
     audit: Arc<dyn AuditSink>,
+    mut hup: Option<tokio::signal::unix::Signal>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP cannot be handled: files are reloaded on change only.");
-            None
-        }
-    };
     loop {
         let by_signal = tokio::select! {
             _ = stop.wait_for(|v| *v) => break,
@@ -477,10 +471,19 @@ impl Server {
             audit_rx,
             rx_audit.clone(),
         ));
+        // Installed before start returns, so a SIGHUP right after never kills seam.
+        let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be handled: files are reloaded on change only.");
+                None
+            }
+        };
         let reload_task = tokio::spawn(reload_loop(
             Arc::clone(&credentials),
             tls.clone(),
             Arc::clone(&audit),
+            hup,
             rx_audit,
         ));
 
