@@ -14,6 +14,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use seam::config::{self, Overrides, SeamConfig};
 use seam::server::Server;
 
+/// mimalloc instead of glibc's malloc: under load glibc's per-thread arenas fragmented to
+/// 3 to 5.5 GiB of resident memory for a working set of about 1 GiB (benches/README.md,
+/// "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "seam",

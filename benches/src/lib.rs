@@ -128,15 +128,18 @@ pub fn trace_request(rng: &mut Rng, spans: usize) -> ExportTraceServiceRequest {
     }
 }
 
-/// A request body with UUID-shaped ids that [`Template::fill`] replaces, so that every
-/// request carries new records (gateway and flow logs are deduplicated by content).
+/// A request body whose ids [`Template::fill`] replaces, so that every request carries new
+/// records: UUID-shaped text (gateway and flow logs are deduplicated by content) and, in
+/// OTLP protobuf bodies, the raw trace and span ids (so that Parquet sees realistic,
+/// incompressible ids rather than the same few requests again).
 #[derive(Debug, Clone)]
 pub struct Template {
     body: Vec<u8>,
-    /// (byte offset of a 36-character UUID, index of the distinct original id).
+    /// (byte offset, index of the distinct original id).
     slots: Vec<(usize, usize)>,
-    groups: usize,
-    /// Records (APIM) or lines (Mule) in the body.
+    /// Per distinct id: `None` for a 36-character UUID, `Some(n)` for `n` raw bytes.
+    groups: Vec<Option<usize>>,
+    /// Records (APIM), lines (Mule) or spans (OTLP) in the body.
     pub records: usize,
 }
 
@@ -173,25 +176,65 @@ impl Template {
         Self {
             body,
             slots,
-            groups: ids.len(),
+            groups: vec![None; ids.len()],
             records,
         }
+    }
+
+    /// An OTLP protobuf body with its spans' trace, span and parent ids (raw bytes, found in
+    /// the encoding) and UUID-shaped attribute values as slots.
+    pub fn otlp(req: &ExportTraceServiceRequest) -> Self {
+        let body = prost::Message::encode_to_vec(req);
+        let mut t = Self::new(body, 0);
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        for rs in &req.resource_spans {
+            for ss in &rs.scope_spans {
+                for sp in &ss.spans {
+                    t.records += 1;
+                    for id in [&sp.trace_id, &sp.span_id, &sp.parent_span_id] {
+                        if id.len() >= 8 && !raw.contains(id) {
+                            raw.push(id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for id in raw {
+            let g = t.groups.len();
+            t.groups.push(Some(id.len()));
+            let mut from = 0;
+            while let Some(p) = t.body[from..]
+                .windows(id.len())
+                .position(|w| w == id.as_slice())
+            {
+                t.slots.push((from + p, g));
+                from += p + id.len();
+            }
+        }
+        t
     }
 
     /// The body with fresh ids (unique for each `counter`).
     pub fn fill(&self, rng: &mut Rng, counter: u64) -> Vec<u8> {
         let mut out = self.body.clone();
-        let fresh: Vec<Vec<u8>> = (0..self.groups)
-            .map(|g| {
-                let mut b = rng.bytes(16);
-                b[..8].copy_from_slice(&counter.to_be_bytes());
-                b[8] = g as u8;
-                b[9] = (g >> 8) as u8;
-                uuid_of(&b).into_bytes()
+        let fresh: Vec<Vec<u8>> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, kind)| match kind {
+                None => {
+                    let mut b = rng.bytes(16);
+                    b[..8].copy_from_slice(&counter.to_be_bytes());
+                    b[8] = g as u8;
+                    b[9] = (g >> 8) as u8;
+                    uuid_of(&b).into_bytes()
+                }
+                Some(n) => rng.bytes(*n),
             })
             .collect();
         for (off, g) in &self.slots {
-            out[*off..*off + 36].copy_from_slice(&fresh[*g]);
+            let f = &fresh[*g];
+            out[*off..*off + f.len()].copy_from_slice(f);
         }
         out
     }

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{Rng, Template, apim_template, mule_template, trace_request};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -84,6 +83,66 @@ impl Default for Options {
     }
 }
 
+/// gRPC path of `TraceService/Export`.
+fn export_path() -> tonic::codegen::http::uri::PathAndQuery {
+    tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    )
+}
+
+/// A gRPC codec that sends pre-encoded protobuf bytes as they are and hands the response
+/// back as bytes: the load generator never re-encodes a request.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawEncoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS: f64 = 100.0;
 
@@ -106,8 +165,9 @@ pub fn proc_usage(pid: &str) -> Option<(f64, u64)> {
 }
 
 enum Payloads {
-    /// Encoded bodies (HTTP), the same requests decoded (gRPC), spans per request.
-    Otlp(Vec<Vec<u8>>, Vec<ExportTraceServiceRequest>, usize),
+    /// Protobuf bodies with fresh ids per request (sent as they are over HTTP, and over gRPC
+    /// with a pass-through codec, so the client never re-encodes), spans per request.
+    Otlp(Vec<Template>, usize),
     Access(Template, &'static str),
 }
 
@@ -148,12 +208,12 @@ async fn client(
         .build()
         .map_err(|e| e.to_string())?;
     let mut grpc = if args.target == Target::OtlpGrpc {
-        Some(
-            TraceServiceClient::connect(format!("http://{}", args.grpc))
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", args.grpc))?
-                .max_decoding_message_size(64 << 20),
-        )
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.grpc))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", args.grpc))?;
+        Some(tonic::client::Grpc::new(channel))
     } else {
         None
     };
@@ -169,7 +229,10 @@ async fn client(
         n += 1;
         let counter = ((id as u64) << 40) | n;
         let (body, records): (Vec<u8>, usize) = match &*payloads {
-            Payloads::Otlp(v, _, spans) => (v[(n as usize + id) % v.len()].clone(), *spans),
+            Payloads::Otlp(v, spans) => (
+                v[(n as usize + id) % v.len()].fill(&mut rng, counter),
+                *spans,
+            ),
             Payloads::Access(t, _) => (t.fill(&mut rng, counter), t.records),
         };
         let started = Instant::now();
@@ -180,20 +243,19 @@ async fn client(
                     let Some(g) = grpc.as_mut() else {
                         break Err("no gRPC client".into());
                     };
-                    let Payloads::Otlp(_, decoded, _) = &*payloads else {
-                        break Err("no OTLP payload".into());
-                    };
-                    let mut r =
-                        tonic::Request::new(decoded[(n as usize + id) % decoded.len()].clone());
+                    let mut r = tonic::Request::new(bytes::Bytes::from(body.clone()));
                     if let Some(t) = &token
                         && let Ok(v) = format!("Bearer {t}").parse()
                     {
                         r.metadata_mut().insert("authorization", v);
                     }
-                    match g.export(r).await {
-                        Ok(resp) => Ok(resp
-                            .into_inner()
-                            .partial_success
+                    if let Err(e) = g.ready().await {
+                        break Err(format!("gRPC channel: {e}"));
+                    }
+                    match g.unary(r, export_path(), RawCodec).await {
+                        Ok(resp) => Ok(ExportTraceServiceResponse::decode(resp.into_inner())
+                            .ok()
+                            .and_then(|r| r.partial_success)
                             .map_or(0, |p| p.rejected_spans.max(0) as u64)),
                         Err(s)
                             if matches!(
@@ -294,22 +356,29 @@ async fn client(
     Ok(lat)
 }
 
-/// Decode-only ceiling: requests per second on one thread over the same payloads.
+/// Decode-only ceiling: requests per second on one thread over the same payloads (bodies
+/// with fresh ids made before the clock starts, so only decoding is timed).
 fn ceiling(payloads: &Payloads, requests: u64, seed: u64) -> f64 {
     let mut rng = Rng::new(seed);
+    let bodies: Vec<Vec<u8>> = (0..16u64)
+        .map(|i| match payloads {
+            Payloads::Otlp(v, _) => v[i as usize % v.len()].fill(&mut rng, i),
+            Payloads::Access(t, _) => t.fill(&mut rng, i),
+        })
+        .collect();
+    let apim = matches!(payloads, Payloads::Access(_, path) if path.ends_with("apim"));
     let started = Instant::now();
     let mut sink = 0usize;
     for i in 0..requests.max(1) {
+        let body = &bodies[i as usize % bodies.len()];
         match payloads {
-            Payloads::Otlp(v, _, _) => {
-                let body = &v[i as usize % v.len()];
+            Payloads::Otlp(..) => {
                 sink += ExportTraceServiceRequest::decode(body.as_slice())
                     .map_or(0, |r| r.resource_spans.len());
             }
-            Payloads::Access(t, path) => {
-                let body = t.fill(&mut rng, i);
-                let text = String::from_utf8_lossy(&body);
-                if path.ends_with("apim") {
+            Payloads::Access(..) => {
+                let text = std::str::from_utf8(body).unwrap_or("");
+                if apim {
                     for l in text.lines() {
                         sink += serde_json::from_str::<serde_json::Value>(l)
                             .map_or(0, |v| v.as_object().map_or(0, |o| o.len()));
@@ -416,16 +485,12 @@ impl Report {
 pub async fn run(args: Options) -> Result<Report, String> {
     let mut rng = Rng::new(args.seed);
     let payloads = match args.target {
-        Target::OtlpGrpc | Target::OtlpHttp => {
-            let reqs: Vec<ExportTraceServiceRequest> = (0..16)
-                .map(|_| trace_request(&mut rng, args.batch))
-                .collect();
-            Payloads::Otlp(
-                reqs.iter().map(|r| r.encode_to_vec()).collect(),
-                reqs,
-                args.batch,
-            )
-        }
+        Target::OtlpGrpc | Target::OtlpHttp => Payloads::Otlp(
+            (0..4)
+                .map(|_| Template::otlp(&trace_request(&mut rng, args.batch)))
+                .collect(),
+            args.batch,
+        ),
         Target::Apim => Payloads::Access(
             apim_template(&mut rng, args.batch)
                 .map_err(|e| format!("cannot read the APIM sample: {e}"))?,
@@ -478,7 +543,7 @@ pub async fn run(args: Options) -> Result<Report, String> {
     let records = counters.records.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let per_request = match &*payloads {
-        Payloads::Otlp(_, _, n) => *n,
+        Payloads::Otlp(_, n) => *n,
         Payloads::Access(t, _) => t.records,
     } as f64;
     let ceiling_rps = ceiling(&payloads, requests.clamp(50, 2000), args.seed);
