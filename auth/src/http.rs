@@ -130,6 +130,9 @@ async fn check(State(g): State<Guard>, mut req: Request, next: Next) -> Response
             if let Some(f) = &g.on_refused {
                 f(&r, peer.as_ref(), req.uri().path());
             }
+            // Read (up to 1 MiB of) the body the client is still sending, so that it gets the
+            // 401 rather than a connection closed under its upload.
+            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
             refusal_response(&r)
         }
     }
