@@ -71,10 +71,7 @@ pub fn refusal_response(r: &Refusal) -> Response {
     } else {
         (StatusCode::FORBIDDEN, "forbidden")
     };
-    let body = format!(
-        "{{\"error\":{},\"kind\":\"{kind}\"}}",
-        serde_json_string(&r.to_string())
-    );
+    let body = serde_json::json!({"error": r.to_string(), "kind": kind}).to_string();
     let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if r.is_unauthenticated()
         && let Ok(v) = header::HeaderValue::from_str("Bearer realm=\"seam\"")
@@ -82,22 +79,6 @@ pub fn refusal_response(r: &Refusal) -> Response {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
-}
-
-/// A JSON string literal (the messages are seam's own, but quote them properly anyway).
-fn serde_json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 async fn check(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
