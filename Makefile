@@ -8,8 +8,9 @@ help: ## List the targets
 serve: ## Run seam on ./seam-data (release build)
 	$(CARGO) run --release -- serve
 
-test-deps: ## Install the peers the tests use (pyarrow as an independent Parquet reader)
+test-deps: ## Install the peers the tests use (pyarrow as an independent Parquet reader, DuckDB for the query benchmark)
 	@python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyarrow
+	@python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
 
 test: test-deps ## Run every test (unit, integration, benchmarks in test mode, a short fuzz run)
 	$(CARGO) test --workspace --all-targets

@@ -3,6 +3,7 @@
 //! samples' Mule and client spans). Deterministic for a given seed, no external RNG crate.
 
 pub mod loadgen;
+pub mod querybench;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};

@@ -19,6 +19,7 @@ mod loadgen;
 mod otlp_grpc;
 mod otlp_http;
 mod pgwire;
+mod querybench;
 mod sql_api;
 mod support;
 mod tokens;

@@ -1,0 +1,2 @@
+-- Generated from dashboards/latency-attribution.json, panel "p95 by layer" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT $__timeGroupAlias(time, $__interval), max(total_p95) AS total, max(gateway_p95) AS gateway, max(network_p95) AS network, max(integration_p95) AS integration, max(backend_p95) AS backend FROM latency_by_layer WHERE $__timeFilter(time) AND ('__all' IN (${api:sqlstring}) OR api_id IN (${api:sqlstring})) GROUP BY 1 ORDER BY 1

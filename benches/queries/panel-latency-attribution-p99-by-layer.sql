@@ -1,0 +1,2 @@
+-- Generated from dashboards/latency-attribution.json, panel "p99 by layer" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT $__timeGroupAlias(time, $__interval), max(total_p99) AS total, max(gateway_p99) AS gateway, max(network_p99) AS network, max(integration_p99) AS integration, max(backend_p99) AS backend FROM latency_by_layer WHERE $__timeFilter(time) AND ('__all' IN (${api:sqlstring}) OR api_id IN (${api:sqlstring})) GROUP BY 1 ORDER BY 1

@@ -1,0 +1,2 @@
+-- Generated from dashboards/request-timeline.json, panel "The request" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT time, request_id, trace_id, apim_correlation_id, mule_correlation_id, method, url_path, client_ip, client_app, subject, token_id, token_expired, status_code, rejected_by, error_reason, total_ms, gateway_ms, network_ms, integration_ms, backend_ms, bypassed_gateway, settled FROM requests WHERE request_id = '$request_id'

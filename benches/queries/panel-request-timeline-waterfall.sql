@@ -1,0 +1,2 @@
+-- Generated from dashboards/request-timeline.json, panel "Waterfall" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT concat(layer, ' | ', coalesce(service, ''), ' | ', coalesce(name, '')) AS step, (CAST(time AS BIGINT) - CAST(request_time AS BIGINT)) / 1000000.0 AS offset_ms, coalesce(duration_ms, 0) AS duration_ms FROM request_events WHERE request_id = '$request_id' ORDER BY time

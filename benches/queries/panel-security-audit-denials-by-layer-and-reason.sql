@@ -1,0 +1,2 @@
+-- Generated from dashboards/security-audit.json, panel "Denials by layer and reason" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT concat(rejected_by, ' / ', coalesce(error_reason, 'unknown')) AS reason, count(*) AS requests FROM audit_denials WHERE $__timeFilter(time) AND ('__all' IN (${api:sqlstring}) OR api_id IN (${api:sqlstring})) AND ('__all' IN (${client_app:sqlstring}) OR client_app IN (${client_app:sqlstring})) GROUP BY 1 ORDER BY 2 DESC

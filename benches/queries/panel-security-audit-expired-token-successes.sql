@@ -1,0 +1,2 @@
+-- Generated from dashboards/security-audit.json, panel "Expired-token successes" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
+SELECT time, request_id, token_id, token_expires_at, subject, client_app, api_id, url_path, status_code, has_gateway, mule_app FROM audit_expired_token_use WHERE $__timeFilter(time) AND ('__all' IN (${api:sqlstring}) OR api_id IN (${api:sqlstring})) AND ('__all' IN (${client_app:sqlstring}) OR client_app IN (${client_app:sqlstring})) ORDER BY time DESC
