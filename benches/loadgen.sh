@@ -11,7 +11,7 @@ bin=target/release
 for target in otlp-grpc otlp-http apim mule; do
   dir=$(mktemp -d)
   seam_start "$dir/data"
-  "$bin/seam-loadgen" --target "$target" --grpc "$grpc" --http "$http" --pid "$pid" \
+  "$bin/seam-loadgen" --target "$target" --grpc "$grpc" --http "$http" --api "$api" --pid "$pid" \
     --seconds "$seconds" --clients "$clients" --json || true
   seam_stop
   # Bytes on disk per table after the final flush (Parquet and manifests).

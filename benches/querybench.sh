@@ -30,7 +30,7 @@ echo
 echo "| table | rows | bytes | bytes/row |"
 echo "|---|---:|---:|---:|"
 for t in spans gateway_log_copies gateway_events flow_logs requests request_events; do
-  rows=$(curl -s "http://$api/api/v1/sql?format=csv" --data-binary "SELECT count(*) FROM $t" | tail -1)
+  rows=$(curl -s "http://$api/api/v1/sql?format=csv" --data-binary "SELECT count(*) FROM $t" | tail -1 | grep -E "^[0-9]+$" || echo 0)
   bytes=$(du -sb "$dir/tables/$t" | cut -f1)
   echo "| $t | $rows | $bytes | $(( bytes / (rows > 0 ? rows : 1) )) |"
 done

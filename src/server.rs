@@ -170,6 +170,8 @@ pub struct BoundAddrs {
 /// A running seam.
 #[derive(Debug)]
 pub struct Server {
+    /// The data directory's lock, held while the server lives (see [`lock_data_dir`]).
+    _lock: std::fs::File,
     addrs: BoundAddrs,
     collector: Arc<Collector>,
     wal: Arc<Wal>,
@@ -190,6 +192,30 @@ pub struct Server {
     correlator: Arc<Correlator>,
     stop_correlator: watch::Sender<bool>,
     correlator_task: JoinHandle<()>,
+}
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes an exclusive lock on `<data_dir>/.lock` (released when the file is closed, also when
+/// the process dies), so that a second seam on the same directory fails to start instead of
+/// interleaving its WAL and manifests with the first's.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another seam process is using it (it holds the lock on {})",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -353,6 +379,7 @@ impl Server {
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
         let data_dir = std::fs::canonicalize(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let lock = lock_data_dir(&data_dir).map_err(dir_err)?;
         let store: Arc<dyn ObjectStore> = Arc::new(
             LocalFileSystem::new_with_prefix(&data_dir).map_err(|e| dir_err(e.to_string()))?,
         );
@@ -684,6 +711,7 @@ impl Server {
             "seam is serving."
         );
         Ok(Self {
+            _lock: lock,
             addrs,
             collector,
             wal,
@@ -753,6 +781,11 @@ impl Server {
                 "{left} acknowledged rows could not be written to Parquet; they are safe in \
                  the write-ahead log and will be replayed at the next start"
             )));
+        }
+        // Everything is in Parquet: the log's segments are not needed at the next start.
+        match self.wal.remove_persisted() {
+            Ok(n) => tracing::debug!(segments = n, "Removed persisted WAL segments."),
+            Err(e) => tracing::warn!(error = %e, "Could not remove persisted WAL segments."),
         }
         tracing::info!("seam stopped; everything acknowledged is in Parquet.");
         Ok(())

@@ -1,2 +1,2 @@
 -- Generated from dashboards/security-audit.json, panel "Gateway bypass" (`cargo run -p seam-benches --bin seam-querybench -- panels`).
-SELECT time, request_id, mule_app, flow, method, url_path, client_ip, client_app, subject, token_id, status_code FROM audit_gateway_bypass WHERE $__timeFilter(time) AND ('__all' IN (${client_app:sqlstring}) OR client_app IN (${client_app:sqlstring})) ORDER BY time DESC
+SELECT time, request_id, mule_app, flow, method, url_path, client_ip, client_app, subject, token_id, status_code FROM audit_gateway_bypass WHERE $__timeFilter(time) AND ('__all' IN (${client_app:sqlstring}) OR client_app IN (${client_app:sqlstring})) ORDER BY time DESC LIMIT 500

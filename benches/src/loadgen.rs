@@ -4,7 +4,7 @@
 //! ```text
 //! seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients 4] [--seconds 20 | --requests N]
 //!              [--batch 512] [--grpc 127.0.0.1:4317] [--http 127.0.0.1:4318] [--pid PID]
-//!              [--seed 42] [--json]
+//!              [--seed 42] [--api 127.0.0.1:7317] [--json]
 //! ```
 //! Payloads: OTLP requests of `--batch` spans (random 16-byte trace ids and 8-byte span ids,
 //! UUID correlation ids, the samples' attribute sets), encoded once; APIM storage-archive
@@ -17,6 +17,11 @@
 //! After the load, the same payloads are decoded in this process (protobuf decode, or JSON
 //! parse of each record, or line splitting for log4j) for the same number of requests on one
 //! thread: the decode-only ceiling each figure is stated against.
+//!
+//! With `--api` (seam's SQL API address), a probe measures ingest-to-visible latency under the
+//! load: once a second it sends one span with a fresh trace id over OTLP/HTTP JSON and polls
+//! `SELECT count(*) FROM spans WHERE trace_id = …` every 20 ms until the span is there; the
+//! latency runs from sending the probe to the first answer that shows it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +69,8 @@ pub struct Options {
     pub seed: u64,
     /// Key sent as `Authorization: Bearer` (seam with keys).
     pub token: Option<String>,
+    /// SQL API address: probe ingest-to-visible latency during the load.
+    pub api: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +86,7 @@ impl Default for Options {
             pid: None,
             seed: 42,
             token: None,
+            api: None,
         }
     }
 }
@@ -441,6 +449,12 @@ pub struct Report {
     pub decode_ceiling_records_per_second_one_core: f64,
     /// `records_per_second` over that ceiling.
     pub fraction_of_ceiling_one_core: f64,
+    /// Visibility probes that became visible (with `api`).
+    pub visible_probes: usize,
+    /// Median time from sending a probe span to SQL showing it, in ms (with `api`).
+    pub visible_p50_ms: Option<f64>,
+    /// Slowest probe, in ms (with `api`); a probe not visible within 30 s counts as 30 s.
+    pub visible_max_ms: Option<f64>,
     /// The first error of a failed request.
     pub first_error: Option<String>,
 }
@@ -469,6 +483,12 @@ impl Report {
                 self.client_cpu_seconds
             ));
         }
+        if let (Some(p50), Some(max)) = (self.visible_p50_ms, self.visible_max_ms) {
+            s.push_str(&format!(
+                "  ingest to visible in SQL: p50 {p50:.0} ms, max {max:.0} ms ({} probes)\n",
+                self.visible_probes
+            ));
+        }
         s.push_str(&format!(
             "  decode-only ceiling (same payloads, one thread): {:.0} records/s; ingest = {:.0} % of one core's ceiling\n",
             self.decode_ceiling_records_per_second_one_core,
@@ -476,6 +496,69 @@ impl Report {
         ));
         s
     }
+}
+
+/// Once a second until `stop`: sends one span with a fresh trace id to `/v1/traces` (JSON)
+/// and polls the SQL API until it is visible. Gives each probe's latency in ms.
+async fn probe_visibility(
+    http: String,
+    api: String,
+    token: Option<String>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<f64>, String> {
+    let client = reqwest::Client::new();
+    let with_token = |b: reqwest::RequestBuilder| match &token {
+        Some(t) => b.bearer_auth(t),
+        None => b,
+    };
+    let mut rng = Rng::new(0x05ee_d0f9_a0be);
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let trace = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "seam-loadgen-probe"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": format!("{:016x}", rng.next_u64()), "name": "probe",
+            "kind": 1, "startTimeUnixNano": now.to_string(), "endTimeUnixNano": (now + 1_000).to_string(),
+        }]}]}]});
+        let sent = Instant::now();
+        let resp = with_token(client.post(format!("http://{http}/v1/traces")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        if !resp.as_ref().is_ok_and(|r| r.status().is_success()) {
+            // Pushed back under load: try again with the next probe.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let sql = format!("SELECT count(*) AS n FROM spans WHERE trace_id = '{trace}'");
+        loop {
+            let seen = with_token(client.post(format!("http://{api}/api/v1/sql")))
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "sql": sql }).to_string())
+                .send()
+                .await
+                .map_err(|e| format!("probe query: {e}"))?
+                .json::<serde_json::Value>()
+                .await
+                .map_err(|e| format!("probe answer: {e}"))?;
+            if seen[0]["n"].as_i64().unwrap_or(0) > 0 {
+                out.push(sent.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                out.push(30_000.0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(sent.elapsed())).await;
+    }
+    Ok(out)
 }
 
 /// Runs the load described by `args` and measures it.
@@ -523,6 +606,14 @@ pub async fn run(args: Options) -> Result<Report, String> {
             token.clone(),
         )));
     }
+    let probe = args.api.clone().map(|api| {
+        tokio::spawn(probe_visibility(
+            args.http.clone(),
+            api,
+            token.clone(),
+            Arc::clone(&stop),
+        ))
+    });
     if args.requests.is_none() {
         tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
         stop.store(true, Ordering::Relaxed);
@@ -536,6 +627,12 @@ pub async fn run(args: Options) -> Result<Report, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut visible = match probe {
+        Some(p) => p.await.map_err(|e| format!("the probe failed: {e}"))??,
+        None => Vec::new(),
+    };
+    visible.sort_by(f64::total_cmp);
     let after = pid.as_deref().and_then(proc_usage);
     let self_after = proc_usage("self");
     lat.sort_unstable();
@@ -582,6 +679,9 @@ pub async fn run(args: Options) -> Result<Report, String> {
         client_cpu_seconds: client_cpu,
         decode_ceiling_records_per_second_one_core: ceiling_records,
         fraction_of_ceiling_one_core: rate / ceiling_records,
+        visible_probes: visible.len(),
+        visible_p50_ms: (!visible.is_empty()).then(|| visible[visible.len() / 2]),
+        visible_max_ms: visible.last().copied(),
         first_error: counters.first_error.lock().ok().and_then(|e| e.clone()),
     })
 }

@@ -360,7 +360,10 @@ pub async fn load(
     while done < o.requests {
         let n = o.chunk.min(o.requests - done);
         let start = o.start_ns + done as i64 * o.gap_ms * 1_000_000;
-        let t = seam_tests::generator::generate(o.seed.wrapping_add(chunk_no), n, start, o.gap_ms);
+        // The generator's xorshift state is `seed | 1`: chunk seeds differ above bit 0 (an
+        // even multiplier), or two chunks would repeat each other's ids and tokens.
+        let seed = o.seed ^ chunk_no.wrapping_mul(0x9E37_79B9_7F4A_7C16);
+        let t = seam_tests::generator::generate(seed, n, start, o.gap_ms);
         let mut bodies: Vec<(&'static str, String)> = Vec::new();
         let mut records = lines("/ingest/apim", &t.gateway_lines, &mut bodies);
         records += lines("/ingest/apim", &t.events, &mut bodies);

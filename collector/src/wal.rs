@@ -176,6 +176,7 @@ enum Job {
 #[derive(Debug)]
 pub struct Wal {
     tx: mpsc::Sender<Job>,
+    dir: PathBuf,
     storage: Arc<Storage>,
     /// Table schemas without field metadata, for compact IPC payloads.
     wire: HashMap<&'static str, (SchemaRef, SchemaRef)>,
@@ -238,6 +239,7 @@ impl Wal {
             }
         );
         let file = Writer::create_segment(&dir, next_id)?;
+        let wal_dir = dir.clone();
         let (tx, rx) = mpsc::channel(config.queue_depth);
         let mut writer = Writer {
             dir,
@@ -259,7 +261,15 @@ impl Wal {
                 path: PathBuf::from("seam-wal thread"),
                 source: e,
             })?;
-        Ok((Arc::new(Self { tx, storage, wire }), report))
+        Ok((
+            Arc::new(Self {
+                tx,
+                dir: wal_dir,
+                storage,
+                wire,
+            }),
+            report,
+        ))
     }
 
     /// Makes `batch` durable and visible. Returns once it is fsynced (policy `always`).
@@ -296,6 +306,34 @@ impl Wal {
         }
         // The writer releases the reservation itself when its write fails.
         rx.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// After [`Wal::close`] and a final flush: deletes the segments whose entries are all in
+    /// Parquet (at or below their table's watermark), so that a graceful stop leaves no log
+    /// to read at the next start. A segment with damage or an entry above its watermark is
+    /// kept. Gives the number deleted.
+    ///
+    /// # Errors
+    /// The directory or a segment cannot be read.
+    pub fn remove_persisted(&self) -> Result<usize, WalError> {
+        let marks = self.storage.wal_watermarks();
+        let mut removed = 0;
+        for (_, path) in list_segments(&self.dir)? {
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            let (_, entries, damage) = segment::parse(&bytes);
+            let persisted = damage.is_none()
+                && entries
+                    .iter()
+                    .all(|e| marks.get(e.table).is_some_and(|m| e.seq <= *m));
+            if persisted {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        Ok(removed)
     }
 
     /// Finishes every queued append, then stops the writer.

@@ -462,6 +462,40 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     assert_eq!(shared.len(), 1, "{shared:?}");
     assert_eq!(shared[0]["token_id"], t.shared_token.as_str());
     assert_eq!(shared[0]["client_ips"], 2);
+    // The views are written for memory (joins, pre-filtered groups); they answer as their
+    // plain one-aggregation definitions do.
+    for (view, plain) in [
+        (
+            "SELECT token_id, subject, client_app, tenant_id, issuer, audience, expires_at, \
+             first_seen, last_seen, requests, failures, distinct_client_ips, apis \
+             FROM tokens ORDER BY token_id",
+            "SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
+             max(tenant_id) AS tenant_id, max(token_issuer) AS issuer, \
+             max(token_audience) AS audience, max(token_expires_at) AS expires_at, \
+             min(time) AS first_seen, max(time) AS last_seen, count(*) AS requests, \
+             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures, \
+             count(DISTINCT client_ip) AS distinct_client_ips, \
+             array_sort(array_agg(DISTINCT api_id) FILTER (WHERE api_id IS NOT NULL)) AS apis \
+             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id ORDER BY token_id",
+        ),
+        (
+            "SELECT * FROM audit_token_sharing ORDER BY token_id",
+            "SELECT token_id, max(subject) AS subject, count(*) AS requests, \
+             count(DISTINCT client_ip) AS client_ips, count(DISTINCT client_app) AS client_apps, \
+             array_sort(array_agg(DISTINCT client_ip) FILTER (WHERE client_ip IS NOT NULL)) AS ips, \
+             min(time) AS first_seen, max(time) AS last_seen \
+             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id \
+             HAVING count(DISTINCT client_ip) > 1 OR count(DISTINCT client_app) > 1 \
+             ORDER BY token_id",
+        ),
+    ] {
+        let (v, p) = (
+            sql(&api, view).await.unwrap(),
+            sql(&api, plain).await.unwrap(),
+        );
+        assert!(!v.is_empty());
+        assert_eq!(v, p, "{view}");
+    }
 
     // A rebuild gives the same rows.
     let before = snapshot(&api).await;

@@ -1,5 +1,6 @@
 //! The write-ahead log's failure cases: a torn tail, a corrupt segment (both policies), a
-//! full disk, and a flood that is pushed back with retryable codes while memory stays bounded.
+//! full disk, a flood that is pushed back with retryable codes while memory stays bounded,
+//! a second seam refused on a data directory in use, and no log left after a graceful stop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -307,4 +308,34 @@ async fn a_flood_is_pushed_back_with_retryable_codes_and_memory_stays_bounded() 
         "every accepted span stored once"
     );
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_seam_on_the_same_data_directory_is_refused() {
+    let stack = Stack::start().await;
+    let second = seam::server::Server::start(test_config(stack.dir.path())).await;
+    let Err(err) = second else {
+        panic!("a second seam started on a data directory in use");
+    };
+    assert!(
+        err.to_string().contains("another seam process is using it"),
+        "{err}"
+    );
+    // The first keeps working; once it stopped, the directory is free again.
+    let http = stack.addrs.ingest_http.to_string();
+    assert_eq!(send_sample(&http).await.status(), 200);
+    let dir = stack.stop().await;
+    // A graceful stop leaves every row in Parquet and no log to replay.
+    assert!(segments_with_data(dir.path()).is_empty());
+    let again = seam::server::Server::start(test_config(dir.path()))
+        .await
+        .unwrap();
+    let n = count(
+        &again.addrs().api.to_string(),
+        "SELECT count(*) AS n FROM spans",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 20);
+    again.shutdown().await.unwrap();
 }

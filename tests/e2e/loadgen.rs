@@ -1,5 +1,6 @@
 //! The load generator (`seam-loadgen`, `seam_benches::loadgen`) against a running seam: every
-//! target is driven briefly, and what it reports as acknowledged is what SQL then counts.
+//! target is driven briefly, and what it reports as acknowledged is what SQL then counts; the
+//! visibility probe's spans are found by SQL too.
 
 use seam_benches::loadgen::{Options, Target, run};
 
@@ -24,6 +25,8 @@ async fn every_target_is_acknowledged_and_measured() {
             grpc: stack.addrs.otlp_grpc.to_string(),
             http: stack.addrs.ingest_http.to_string(),
             pid: Some(std::process::id()),
+            // Probe ingest-to-visible latency during the APIM load (its probe spans count).
+            api: (target == Target::Apim).then(|| api.clone()),
             ..Options::default()
         })
         .await
@@ -33,6 +36,14 @@ async fn every_target_is_acknowledged_and_measured() {
         assert!(r.ack_latency_p99_ms >= r.ack_latency_p50_ms && r.ack_latency_p50_ms > 0.0);
         assert!(r.server_cpu_seconds.is_some() && r.server_peak_rss_mib.unwrap_or(0.0) > 0.0);
         assert!(r.decode_ceiling_records_per_second_one_core > 0.0, "{r:?}");
+        if target == Target::Apim {
+            assert!(r.visible_probes >= 1, "{r:?}");
+            assert!(r.visible_max_ms.unwrap_or(0.0) >= r.visible_p50_ms.unwrap_or(-1.0));
+            assert!(r.summary().contains("ingest to visible in SQL"));
+            spans += r.visible_probes as i64;
+        } else {
+            assert_eq!(r.visible_probes, 0);
+        }
         match target {
             Target::OtlpGrpc | Target::OtlpHttp => spans += r.records_acknowledged as i64,
             Target::Apim => {

@@ -4,7 +4,7 @@
 //! ```text
 //! seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients 4] [--seconds 20 | --requests N]
 //!              [--batch 512] [--grpc 127.0.0.1:4317] [--http 127.0.0.1:4318] [--pid PID]
-//!              [--seed 42] [--json]
+//!              [--seed 42] [--api ADDR] [--json]
 //! ```
 //! Payloads: OTLP requests of `--batch` spans (random 16-byte trace ids and 8-byte span ids,
 //! UUID correlation ids, the samples' attribute sets), encoded once; APIM storage-archive
@@ -21,7 +21,7 @@
 use seam_benches::loadgen::{Options, Target, run};
 
 fn usage() -> String {
-    "usage: seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients N] [--seconds N | --requests N] [--batch N] [--grpc ADDR] [--http ADDR] [--pid PID] [--seed N] [--json]".into()
+    "usage: seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients N] [--seconds N | --requests N] [--batch N] [--grpc ADDR] [--http ADDR] [--pid PID] [--seed N] [--api ADDR] [--json]".into()
 }
 
 fn parse() -> Result<(Options, bool), String> {
@@ -52,6 +52,7 @@ fn parse() -> Result<(Options, bool), String> {
             "--http" => a.http = v("--http")?,
             "--pid" => a.pid = Some(num(v("--pid")?, "--pid")? as u32),
             "--seed" => a.seed = num(v("--seed")?, "--seed")?,
+            "--api" => a.api = Some(v("--api")?),
             "--json" => json = true,
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),

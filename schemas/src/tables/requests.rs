@@ -230,14 +230,27 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
         (
             "tokens",
             "One row per token_id seen in requests: who it belongs to, when and how often it was used, how often it failed, from how many client addresses, against which APIs.",
-            "SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
+            // Written as three aggregations joined on token_id rather than one with
+            // DISTINCT aggregates: per-group distinct sets cost hundreds of bytes per token
+            // and ran out of the query memory limit at a million tokens; plain GROUP BYs do
+            // not (benches/README.md, query benchmark).
+            "SELECT b.token_id, b.subject, b.client_app, b.tenant_id, b.issuer, b.audience, \
+             b.expires_at, b.first_seen, b.last_seen, b.requests, b.failures, \
+             coalesce(i.distinct_client_ips, 0) AS distinct_client_ips, a.apis \
+             FROM (SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
              max(tenant_id) AS tenant_id, max(token_issuer) AS issuer, \
              max(token_audience) AS audience, max(token_expires_at) AS expires_at, \
              min(time) AS first_seen, max(time) AS last_seen, count(*) AS requests, \
-             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures, \
-             count(DISTINCT client_ip) AS distinct_client_ips, \
-             array_sort(array_agg(DISTINCT api_id) FILTER (WHERE api_id IS NOT NULL)) AS apis \
-             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id"
+             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures \
+             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id) b \
+             LEFT JOIN (SELECT token_id, count(*) AS distinct_client_ips FROM \
+             (SELECT token_id, client_ip FROM requests \
+             WHERE token_id IS NOT NULL AND client_ip IS NOT NULL GROUP BY token_id, client_ip) \
+             GROUP BY token_id) i ON i.token_id = b.token_id \
+             LEFT JOIN (SELECT token_id, array_agg(api_id ORDER BY api_id) AS apis FROM \
+             (SELECT token_id, api_id FROM requests \
+             WHERE token_id IS NOT NULL AND api_id IS NOT NULL GROUP BY token_id, api_id) \
+             GROUP BY token_id) a ON a.token_id = b.token_id"
                 .to_string(),
         ),
         (
@@ -268,12 +281,29 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
         (
             "audit_token_sharing",
             "Tokens used from more than one client address or by more than one client app.",
-            "SELECT token_id, max(subject) AS subject, count(*) AS requests, \
-             count(DISTINCT client_ip) AS client_ips, count(DISTINCT client_app) AS client_apps, \
-             array_sort(array_agg(DISTINCT client_ip) FILTER (WHERE client_ip IS NOT NULL)) AS ips, \
-             min(time) AS first_seen, max(time) AS last_seen \
-             FROM requests WHERE token_id IS NOT NULL GROUP BY token_id \
-             HAVING count(DISTINCT client_ip) > 1 OR count(DISTINCT client_app) > 1"
+            // A token has more than one distinct value exactly when its min and max differ,
+            // so shared tokens are found with plain aggregates; distinct addresses and apps
+            // are counted by grouping (token, value) pairs of those tokens only. DISTINCT
+            // aggregates per token ran out of the query memory limit at 300 k shared tokens
+            // (benches/README.md, query benchmark).
+            "WITH shared AS (SELECT token_id, max(subject) AS subject, count(*) AS requests, \
+             min(time) AS first_seen, max(time) AS last_seen FROM requests \
+             WHERE token_id IS NOT NULL GROUP BY token_id \
+             HAVING min(client_ip) <> max(client_ip) OR min(client_app) <> max(client_app)) \
+             SELECT s.token_id, s.subject, s.requests, coalesce(i.client_ips, 0) AS client_ips, \
+             coalesce(a.client_apps, 0) AS client_apps, i.ips, s.first_seen, s.last_seen \
+             FROM shared s \
+             LEFT JOIN (SELECT p.token_id, count(*) AS client_ips, \
+             array_agg(p.client_ip ORDER BY p.client_ip) AS ips \
+             FROM (SELECT token_id, client_ip FROM requests \
+             WHERE token_id IS NOT NULL AND client_ip IS NOT NULL GROUP BY token_id, client_ip) p \
+             JOIN shared x ON x.token_id = p.token_id GROUP BY p.token_id) i \
+             ON i.token_id = s.token_id \
+             LEFT JOIN (SELECT p.token_id, count(*) AS client_apps \
+             FROM (SELECT token_id, client_app FROM requests \
+             WHERE token_id IS NOT NULL AND client_app IS NOT NULL GROUP BY token_id, client_app) p \
+             JOIN shared x ON x.token_id = p.token_id GROUP BY p.token_id) a \
+             ON a.token_id = s.token_id"
                 .to_string(),
         ),
         (
