@@ -29,6 +29,7 @@ RENAMES = [
     (r"\bapprox_percentile_cont\(", "approx_quantile("),
     (r"\barray_sort\(", "list_sort("),
     (r"\bfirst_value\(", "first("),
+    (r"\bmake_array\(", "list_value("),
 ]
 
 

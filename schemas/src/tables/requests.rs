@@ -230,27 +230,30 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
         (
             "tokens",
             "One row per token_id seen in requests: who it belongs to, when and how often it was used, how often it failed, from how many client addresses, against which APIs.",
-            // Written as three aggregations joined on token_id rather than one with
-            // DISTINCT aggregates: per-group distinct sets cost hundreds of bytes per token
-            // and ran out of the query memory limit at a million tokens; plain GROUP BYs do
-            // not (benches/README.md, query benchmark).
+            // No DISTINCT aggregate runs per token: they cost hundreds of bytes per token and
+            // ran out of the query memory limit at a million tokens (benches/README.md, query
+            // benchmark). A token with one address and one API (min = max) is answered from
+            // plain aggregates; only tokens with several get DISTINCT aggregates, over their
+            // own requests (the small side of the join is built first).
             "SELECT b.token_id, b.subject, b.client_app, b.tenant_id, b.issuer, b.audience, \
              b.expires_at, b.first_seen, b.last_seen, b.requests, b.failures, \
-             coalesce(i.distinct_client_ips, 0) AS distinct_client_ips, a.apis \
-             FROM (SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
+             CASE WHEN m.token_id IS NOT NULL THEN m.distinct_client_ips \
+             WHEN b.ip_lo IS NULL THEN 0 ELSE 1 END AS distinct_client_ips, \
+             CASE WHEN m.token_id IS NOT NULL THEN m.apis \
+             WHEN b.api_lo IS NULL THEN NULL ELSE make_array(b.api_lo) END AS apis \
+             FROM (SELECT r.token_id, count(DISTINCT r.client_ip) AS distinct_client_ips, \
+             array_sort(array_agg(DISTINCT r.api_id) FILTER (WHERE r.api_id IS NOT NULL)) AS apis \
+             FROM (SELECT token_id FROM requests WHERE token_id IS NOT NULL GROUP BY token_id \
+             HAVING min(client_ip) <> max(client_ip) OR min(api_id) <> max(api_id)) s \
+             JOIN requests r ON r.token_id = s.token_id GROUP BY r.token_id) m \
+             RIGHT JOIN (SELECT token_id, max(subject) AS subject, max(client_app) AS client_app, \
              max(tenant_id) AS tenant_id, max(token_issuer) AS issuer, \
              max(token_audience) AS audience, max(token_expires_at) AS expires_at, \
              min(time) AS first_seen, max(time) AS last_seen, count(*) AS requests, \
-             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures \
+             sum(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS failures, \
+             min(client_ip) AS ip_lo, min(api_id) AS api_lo \
              FROM requests WHERE token_id IS NOT NULL GROUP BY token_id) b \
-             LEFT JOIN (SELECT token_id, count(*) AS distinct_client_ips FROM \
-             (SELECT token_id, client_ip FROM requests \
-             WHERE token_id IS NOT NULL AND client_ip IS NOT NULL GROUP BY token_id, client_ip) \
-             GROUP BY token_id) i ON i.token_id = b.token_id \
-             LEFT JOIN (SELECT token_id, array_agg(api_id ORDER BY api_id) AS apis FROM \
-             (SELECT token_id, api_id FROM requests \
-             WHERE token_id IS NOT NULL AND api_id IS NOT NULL GROUP BY token_id, api_id) \
-             GROUP BY token_id) a ON a.token_id = b.token_id"
+             ON m.token_id = b.token_id"
                 .to_string(),
         ),
         (
@@ -281,29 +284,17 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
         (
             "audit_token_sharing",
             "Tokens used from more than one client address or by more than one client app.",
-            // A token has more than one distinct value exactly when its min and max differ,
-            // so shared tokens are found with plain aggregates; distinct addresses and apps
-            // are counted by grouping (token, value) pairs of those tokens only. DISTINCT
-            // aggregates per token ran out of the query memory limit at 300 k shared tokens
-            // (benches/README.md, query benchmark).
-            "WITH shared AS (SELECT token_id, max(subject) AS subject, count(*) AS requests, \
-             min(time) AS first_seen, max(time) AS last_seen FROM requests \
-             WHERE token_id IS NOT NULL GROUP BY token_id \
-             HAVING min(client_ip) <> max(client_ip) OR min(client_app) <> max(client_app)) \
-             SELECT s.token_id, s.subject, s.requests, coalesce(i.client_ips, 0) AS client_ips, \
-             coalesce(a.client_apps, 0) AS client_apps, i.ips, s.first_seen, s.last_seen \
-             FROM shared s \
-             LEFT JOIN (SELECT p.token_id, count(*) AS client_ips, \
-             array_agg(p.client_ip ORDER BY p.client_ip) AS ips \
-             FROM (SELECT token_id, client_ip FROM requests \
-             WHERE token_id IS NOT NULL AND client_ip IS NOT NULL GROUP BY token_id, client_ip) p \
-             JOIN shared x ON x.token_id = p.token_id GROUP BY p.token_id) i \
-             ON i.token_id = s.token_id \
-             LEFT JOIN (SELECT p.token_id, count(*) AS client_apps \
-             FROM (SELECT token_id, client_app FROM requests \
-             WHERE token_id IS NOT NULL AND client_app IS NOT NULL GROUP BY token_id, client_app) p \
-             JOIN shared x ON x.token_id = p.token_id GROUP BY p.token_id) a \
-             ON a.token_id = s.token_id"
+            // A token has more than one distinct value exactly when its min and max differ:
+            // shared tokens are found with plain aggregates, and the DISTINCT aggregates run
+            // over those tokens' requests only (benches/README.md, query benchmark).
+            "SELECT r.token_id, max(r.subject) AS subject, count(*) AS requests, \
+             count(DISTINCT r.client_ip) AS client_ips, \
+             count(DISTINCT r.client_app) AS client_apps, \
+             array_sort(array_agg(DISTINCT r.client_ip) FILTER (WHERE r.client_ip IS NOT NULL)) AS ips, \
+             min(r.time) AS first_seen, max(r.time) AS last_seen \
+             FROM (SELECT token_id FROM requests WHERE token_id IS NOT NULL GROUP BY token_id \
+             HAVING min(client_ip) <> max(client_ip) OR min(client_app) <> max(client_app)) s \
+             JOIN requests r ON r.token_id = s.token_id GROUP BY r.token_id"
                 .to_string(),
         ),
         (
