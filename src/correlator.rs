@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 const MINUTE_NS: i64 = 60_000_000_000;
+
+/// File in the data directory holding the minutes a shutdown left to correlate.
+pub const PENDING_FILE: &str = "correlation_pending.json";
 
 /// `[correlation]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +53,11 @@ pub struct CorrelationConfig {
     /// How long after an arrival a minute is recomputed (arrivals meanwhile are batched).
     #[serde(with = "humantime_serde")]
     pub delay: Duration,
+    /// At shutdown, how long to keep recomputing minutes still waiting; the rest are
+    /// written to `correlation_pending.json` in the data directory and recomputed after the
+    /// next start. Default 20 s (a stop stays well inside systemd's 90 s).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
 }
 
 impl Default for CorrelationConfig {
@@ -58,6 +67,7 @@ impl Default for CorrelationConfig {
             max_link_distance: Duration::from_secs(5 * 60),
             gateway_egress: Vec::new(),
             delay: Duration::from_secs(2),
+            shutdown_drain: Duration::from_secs(20),
         }
     }
 }
@@ -117,6 +127,10 @@ pub struct Correlator {
     wake: Notify,
     /// Serialises recomputations (live loop and rebuilds).
     busy: tokio::sync::Mutex<()>,
+    /// Where minutes left at shutdown are kept for the next start.
+    pending: Option<PathBuf>,
+    /// Minutes being recomputed by the live loop (a stop may cancel it mid-way).
+    in_flight: Mutex<BTreeSet<i64>>,
 }
 
 fn now_ns() -> i64 {
@@ -135,10 +149,13 @@ fn ts_literal(ns: i64) -> String {
 
 impl Correlator {
     /// A correlator over `storage`, reading through `query`.
+    /// Minutes left over at shutdown are kept in `pending` (a JSON array of minute starts in
+    /// nanoseconds), if given.
     pub fn new(
         query: Arc<QueryService>,
         storage: Arc<Storage>,
         config: CorrelationConfig,
+        pending: Option<PathBuf>,
     ) -> Arc<Self> {
         let rules = config.rules();
         Arc::new(Self {
@@ -146,6 +163,8 @@ impl Correlator {
             storage,
             config,
             rules,
+            pending,
+            in_flight: Mutex::new(BTreeSet::new()),
             dirty: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             busy: tokio::sync::Mutex::new(()),
@@ -221,6 +240,8 @@ impl Correlator {
                 );
             }
         }
+        // Minutes the last shutdown left (its drain ran out of time).
+        minutes.extend(self.pending_minutes().into_iter().map(minute_of));
         let n = minutes.len();
         let now = Instant::now();
         for m in minutes {
@@ -256,7 +277,13 @@ impl Correlator {
             };
             for m in due {
                 let started = Instant::now();
+                if let Ok(mut f) = self.in_flight.lock() {
+                    f.insert(m);
+                }
                 let result = self.recompute_minute(m).await;
+                if let Ok(mut f) = self.in_flight.lock() {
+                    f.remove(&m);
+                }
                 // Under heavy ingest a minute is dirty again at once: recompute it at most
                 // every four times what it costs, so correlation never takes over the CPU.
                 let pace = started.elapsed() * 4;
@@ -286,16 +313,80 @@ impl Correlator {
         }
     }
 
-    /// Recomputes every dirty minute now (at shutdown, so nothing waits for a restart).
+    /// At shutdown: recomputes dirty minutes for up to `shutdown_drain`, then writes the
+    /// minutes left (and those that failed) to the pending file, which [`Correlator::recover`]
+    /// schedules at the next start. Without a pending file, every minute is recomputed.
     pub async fn drain(&self) {
-        let minutes: Vec<i64> = match self.dirty.lock() {
+        let mut minutes: BTreeSet<i64> = match self.dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d).into_keys().collect(),
-            Err(_) => Vec::new(),
+            Err(_) => BTreeSet::new(),
         };
+        // Minutes whose recomputation the stop cancelled.
+        if let Ok(mut f) = self.in_flight.lock() {
+            minutes.append(&mut f);
+        }
+        let until = Instant::now() + self.config.shutdown_drain;
+        let mut left = Vec::new();
         for m in minutes {
-            if let Err(e) = self.recompute_minute(m).await {
-                tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed; it runs again at the next start.");
+            let Some(_) = &self.pending else {
+                if let Err(e) = self.recompute_minute(m).await {
+                    tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed.");
+                }
+                continue;
+            };
+            // A recomputation cut short by the deadline writes nothing it has not published
+            // whole (files appear by rename; an unlisted file is removed at the next start).
+            let remaining = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.recompute_minute(m)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed; it runs again at the next start.");
+                    left.push(m);
+                }
+                Err(_) => left.push(m),
             }
+        }
+        let Some(path) = &self.pending else {
+            return;
+        };
+        if left.is_empty() {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&left)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, path)
+            });
+        match written {
+            Ok(()) => tracing::info!(
+                minutes = left.len(),
+                file = %path.display(),
+                "Correlation of some minutes left for the next start (shutdown_drain reached)."
+            ),
+            Err(e) => tracing::warn!(
+                minutes = left.len(),
+                error = %e,
+                "Could not keep the minutes left to correlate; records that arrived within the horizon are recomputed at the next start."
+            ),
+        }
+    }
+
+    /// The minutes the last shutdown left to correlate (empty without a pending file).
+    fn pending_minutes(&self) -> Vec<i64> {
+        let Some(path) = &self.pending else {
+            return Vec::new();
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "Unreadable correlation pending file ignored.");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
         }
     }
 

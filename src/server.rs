@@ -456,6 +456,7 @@ impl Server {
             Arc::clone(&query),
             Arc::clone(&storage),
             cfg.correlation.clone(),
+            Some(data_dir.join(crate::correlator::PENDING_FILE)),
         );
         correlator.attach();
 
@@ -770,7 +771,10 @@ impl Server {
         let _ = self.audit_task.await;
         let _ = self.reload_task.await;
         self.wal.close().await;
+        // A recomputation in progress may take minutes after a burst: it is cancelled (its
+        // minute goes back to the list) and the bounded drain takes over.
         let _ = self.stop_correlator.send(true);
+        self.correlator_task.abort();
         let _ = self.correlator_task.await;
         self.correlator.drain().await;
         let _ = self.stop_storage.send(true);

@@ -350,6 +350,29 @@ async fn post_body(http: &str, path: &str, body: String) {
     assert_eq!(status, 200, "{path}: {text}");
 }
 
+/// Sends generated traffic through the ingest endpoints, the late gateway records last.
+async fn send_traffic(http: &str, t: &seam_tests::generator::Traffic) {
+    for chunk in t.gateway_lines.chunks(500) {
+        post_body(http, "/ingest/apim", chunk.join("\n")).await;
+    }
+    for chunk in t.events.chunks(500) {
+        post_body(http, "/ingest/apim", chunk.join("\n")).await;
+    }
+    for chunk in t.mule_lines.chunks(1000) {
+        post_body(http, "/ingest/mule", chunk.join("\n")).await;
+    }
+    for body in &t.otlp {
+        post_body(http, "/v1/traces", body.to_string()).await;
+    }
+    // Late gateway records (some a second time, in another shape).
+    post_body(
+        http,
+        "/ingest/apim",
+        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     use seam_tests::generator::generate;
@@ -364,25 +387,7 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     .await;
     let http = stack.addrs.ingest_http.to_string();
     let api = stack.api();
-    for chunk in t.gateway_lines.chunks(500) {
-        post_body(&http, "/ingest/apim", chunk.join("\n")).await;
-    }
-    for chunk in t.events.chunks(500) {
-        post_body(&http, "/ingest/apim", chunk.join("\n")).await;
-    }
-    for chunk in t.mule_lines.chunks(1000) {
-        post_body(&http, "/ingest/mule", chunk.join("\n")).await;
-    }
-    for body in &t.otlp {
-        post_body(&http, "/v1/traces", body.to_string()).await;
-    }
-    // Late gateway records (some a second time, in another shape).
-    post_body(
-        &http,
-        "/ingest/apim",
-        serde_json::json!({ "records": t.late_gateway }).to_string(),
-    )
-    .await;
+    send_traffic(&http, &t).await;
     let api2 = api.clone();
     wait_until(
         "generated requests settled",
@@ -507,4 +512,61 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     assert_eq!(resp.status(), 200);
     assert_eq!(snapshot(&api).await, before);
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minutes_left_at_shutdown_are_kept_and_correlated_after_the_next_start() {
+    use seam_tests::generator::generate;
+    const N: usize = 60;
+    // 2024-11-06T10:00:00Z, one request every 150 ms.
+    let start = 1_730_887_200_000_000_000i64;
+    let t = generate(9, N, start, 150);
+    // Nothing is due before the stop (delay 1 h), and the stop drains nothing.
+    let stack = Stack::start_with(|c| {
+        c.correlation.horizon = Duration::from_secs(2);
+        c.correlation.delay = Duration::from_secs(3600);
+        c.correlation.shutdown_drain = Duration::ZERO;
+    })
+    .await;
+    let http = stack.addrs.ingest_http.to_string();
+    send_traffic(&http, &t).await;
+    assert_eq!(
+        count(&stack.api(), "SELECT count(*) FROM requests")
+            .await
+            .unwrap(),
+        0
+    );
+    let dir = stack.stop().await;
+    // The stop was quick and kept the minutes still to correlate.
+    let pending = dir.path().join(seam::correlator::PENDING_FILE);
+    let minutes: Vec<i64> =
+        serde_json::from_slice(&std::fs::read(&pending).expect("pending file")).unwrap();
+    assert!(minutes.contains(&start), "{minutes:?}");
+
+    let mut cfg = test_config(dir.path());
+    cfg.correlation.horizon = Duration::from_secs(2);
+    cfg.correlation.delay = Duration::from_millis(200);
+    let server = seam::server::Server::start(cfg).await.unwrap();
+    let api = server.addrs().api.to_string();
+    let settled = wait_until("requests after restart", Duration::from_secs(20), || {
+        let api = api.clone();
+        async move {
+            match count(&api, "SELECT count(*) FROM requests WHERE settled").await {
+                Ok(c) if c >= N as i64 => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    if let Err(e) = settled {
+        let rows = sql(
+            &api,
+            "SELECT count(*) AS n, sum(CASE WHEN settled THEN 1 ELSE 0 END) AS s FROM requests",
+        )
+        .await;
+        panic!("{e}: {rows:?}");
+    }
+    server.shutdown().await.unwrap();
+    // Nothing left the second time.
+    assert!(!pending.exists());
 }
