@@ -128,7 +128,7 @@ pub struct Correlator {
     /// Serialises recomputations (live loop and rebuilds).
     busy: tokio::sync::Mutex<()>,
     /// Where minutes left at shutdown are kept for the next start.
-    pending: Option<PathBuf>,
+    pending: PathBuf,
     /// Minutes being recomputed by the live loop (a stop may cancel it mid-way).
     in_flight: Mutex<BTreeSet<i64>>,
 }
@@ -150,12 +150,12 @@ fn ts_literal(ns: i64) -> String {
 impl Correlator {
     /// A correlator over `storage`, reading through `query`.
     /// Minutes left over at shutdown are kept in `pending` (a JSON array of minute starts in
-    /// nanoseconds), if given.
+    /// nanoseconds).
     pub fn new(
         query: Arc<QueryService>,
         storage: Arc<Storage>,
         config: CorrelationConfig,
-        pending: Option<PathBuf>,
+        pending: PathBuf,
     ) -> Arc<Self> {
         let rules = config.rules();
         Arc::new(Self {
@@ -315,7 +315,7 @@ impl Correlator {
 
     /// At shutdown: recomputes dirty minutes for up to `shutdown_drain`, then writes the
     /// minutes left (and those that failed) to the pending file, which [`Correlator::recover`]
-    /// schedules at the next start. Without a pending file, every minute is recomputed.
+    /// schedules at the next start.
     pub async fn drain(&self) {
         let mut minutes: BTreeSet<i64> = match self.dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d).into_keys().collect(),
@@ -328,12 +328,6 @@ impl Correlator {
         let until = Instant::now() + self.config.shutdown_drain;
         let mut left = Vec::new();
         for m in minutes {
-            let Some(_) = &self.pending else {
-                if let Err(e) = self.recompute_minute(m).await {
-                    tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed.");
-                }
-                continue;
-            };
             // A recomputation cut short by the deadline writes nothing it has not published
             // whole (files appear by rename; an unlisted file is removed at the next start).
             let remaining = until.saturating_duration_since(Instant::now());
@@ -346,9 +340,7 @@ impl Correlator {
                 Err(_) => left.push(m),
             }
         }
-        let Some(path) = &self.pending else {
-            return;
-        };
+        let path = &self.pending;
         if left.is_empty() {
             let _ = std::fs::remove_file(path);
             return;
@@ -378,9 +370,7 @@ impl Correlator {
 
     /// The minutes the last shutdown left to correlate (empty without a pending file).
     fn pending_minutes(&self) -> Vec<i64> {
-        let Some(path) = &self.pending else {
-            return Vec::new();
-        };
+        let path = &self.pending;
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(file = %path.display(), error = %e, "Unreadable correlation pending file ignored.");

@@ -456,7 +456,7 @@ impl Server {
             Arc::clone(&query),
             Arc::clone(&storage),
             cfg.correlation.clone(),
-            Some(data_dir.join(crate::correlator::PENDING_FILE)),
+            data_dir.join(crate::correlator::PENDING_FILE),
         );
         correlator.attach();
 
