@@ -31,12 +31,18 @@ fmt-check: ## Check formatting
 lint: ## Clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+doc: ## Build the API documentation (rustdoc), warnings are errors
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
 docs: ## Regenerate docs/tables.md from the schemas
 	SEAM_BLESS=1 $(CARGO) test -p seam-schemas docs
 
 bench: ## Run the benchmarks (numbers go to benches/README.md)
 	$(CARGO) bench -p seam-benches
 
-ci: fmt-check lint test ## What .ci/run executes
+smoke: ## The README's first command starts seam: `cargo run -- serve` (debug), SIGTERM, exit 0
+	CARGO="$(CARGO)" .ci/smoke-serve.sh
 
-.PHONY: help serve test-deps test fuzz fmt fmt-check lint docs bench ci
+ci: fmt-check lint doc test smoke ## What .ci/run executes
+
+.PHONY: help serve test-deps test fuzz fmt fmt-check lint doc docs bench smoke ci

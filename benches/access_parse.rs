@@ -19,11 +19,8 @@ use seam_schemas::tables::{flow_logs, gateway_logs};
 const RECORDS: usize = 2_000;
 
 fn samples(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../../shared/samples/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_else(|e| panic!("{name}: {e}"))
+    std::fs::read_to_string(seam_benches::samples_dir().join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// `RECORDS` storage-archive lines: the samples' records with fresh correlation ids.

@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir_in(std::env::current_dir().unwrap_or_else(|_| ".".into()))
             .expect("tempdir");
         let (stop, stopped) = watch::channel(false);
-        let addr = rt.block_on(async {
+        let (addr, flushed) = rt.block_on(async {
             let root = dir.path().to_path_buf();
             let store = Arc::new(LocalFileSystem::new_with_prefix(&root).expect("store"));
             let metrics = Arc::new(Metrics::default());
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let mut rx = stopped.clone();
-            tokio::spawn(storage.run(async move {
+            let flushed = tokio::spawn(storage.run(async move {
                 let _ = rx.wait_for(|v| *v).await;
             }));
             let mut rx = stopped;
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
                     let _ = rx.wait_for(|v| *v).await;
                 },
             ));
-            addr
+            (addr, flushed)
         });
         let endpoint = format!("http://{addr}");
         let clients: Vec<_> = rt.block_on(async {
@@ -136,6 +136,9 @@ fn bench(c: &mut Criterion) {
             })
         });
         let _ = stop.send(true);
+        // Storage's last flush must end before the directory is removed: a flush after the
+        // removal would recreate it (left-over `benches/.tmp*` directories).
+        let _ = rt.block_on(flushed);
     }
     g.finish();
 }

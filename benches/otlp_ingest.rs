@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode_normalise_arrow", |b| {
         b.iter(|| {
             let req = ExportTraceServiceRequest::decode(bytes.as_slice()).ok()?;
-            let n = normalise::spans(req, &Default::default());
+            let n = normalise::spans(req, i64::MAX, &Default::default());
             buffer::spans_batch(&n.records, 1)
                 .ok()
                 .map(|b| b.num_rows())
@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || decoded.clone(),
-                |req| normalise::spans(req, n).records.len(),
+                |req| normalise::spans(req, i64::MAX, n).records.len(),
                 BatchSize::SmallInput,
             )
         });
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
             || bytes.clone(),
             |bytes| {
                 let req = ExportTraceServiceRequest::decode(bytes.as_slice()).ok()?;
-                let n = normalise::spans(req, &Default::default());
+                let n = normalise::spans(req, i64::MAX, &Default::default());
                 let batch = buffer::spans_batch(&n.records, 1).ok()?;
                 persist::encode_parquet("spans", "bench", batch, &cfg)
                     .ok()
@@ -83,7 +83,11 @@ fn bench(c: &mut Criterion) {
     let mut rng = Rng::new(7);
     let batches: Vec<_> = (0..FLUSH_BATCHES)
         .map(|_| {
-            let n = normalise::spans(trace_request(&mut rng, SPANS), &Default::default());
+            let n = normalise::spans(
+                trace_request(&mut rng, SPANS),
+                i64::MAX,
+                &Default::default(),
+            );
             buffer::spans_batch(&n.records, 1).expect("batch")
         })
         .collect();

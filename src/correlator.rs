@@ -143,6 +143,20 @@ fn minute_of(t: i64) -> i64 {
     t.div_euclid(MINUTE_NS) * MINUTE_NS
 }
 
+/// The minute starts from the minute of `from` to the minute of `to`, both included, with
+/// checked arithmetic (no step past `i64::MAX`) and at most [`MAX_MINUTES_PER_STEP`] of them:
+/// stored times lie in the event-time window, so a longer span means a bug, not data.
+fn minutes_between(from: i64, to: i64) -> impl Iterator<Item = i64> {
+    let first = minute_of(from);
+    std::iter::successors(Some(first), |x| x.checked_add(MINUTE_NS))
+        .take_while(move |x| *x <= to)
+        .take(MAX_MINUTES_PER_STEP)
+}
+
+/// Most minutes one arrival or rebuild step marks (two weeks): a bound on memory whatever
+/// the times and the configured link distance.
+const MAX_MINUTES_PER_STEP: usize = 14 * 24 * 60;
+
 fn ts_literal(ns: i64) -> String {
     format!("to_timestamp_nanos({ns})")
 }
@@ -191,11 +205,9 @@ impl Correlator {
         let back = self.rules.max_link_distance_ns;
         if let Ok(mut d) = self.dirty.lock() {
             for m in minutes {
-                let mut x = minute_of(m.saturating_sub(back));
-                while x <= m {
+                for x in minutes_between(m.saturating_sub(back), m) {
                     let e = d.entry(x).or_insert(due);
                     *e = (*e).min(due);
-                    x += MINUTE_NS;
                 }
             }
         }
@@ -215,7 +227,9 @@ impl Correlator {
     /// # Errors
     /// A query failure.
     pub async fn recover(&self) -> Result<usize, CorrelateError> {
-        let since = now_ns() - self.rules.horizon_ns - MINUTE_NS;
+        let since = now_ns()
+            .saturating_sub(self.rules.horizon_ns)
+            .saturating_sub(MINUTE_NS);
         let mut minutes = BTreeSet::new();
         let q = format!(
             "SELECT DISTINCT CAST(time AS BIGINT) AS t FROM {} WHERE NOT settled",
@@ -235,7 +249,7 @@ impl Correlator {
                     i64s(&b, "m")
                         .into_iter()
                         .flatten()
-                        .map(|m| m * MINUTE_NS)
+                        .map(|m| m.saturating_mul(MINUTE_NS))
                         .collect(),
                 );
             }
@@ -295,7 +309,10 @@ impl Correlator {
                 }
                 match result {
                     Ok(Some(settle_at)) => {
-                        let wait = settle_at.saturating_sub(now_ns()).max(0);
+                        // At most a day: an Instant past the clock's range would panic.
+                        let wait = settle_at
+                            .saturating_sub(now_ns())
+                            .clamp(0, 86_400_000_000_000);
                         self.schedule(
                             m,
                             Instant::now()
@@ -393,17 +410,21 @@ impl Correlator {
                 ts_literal(since_ns)
             );
             for b in self.query.run_internal(&q).await? {
-                minutes.extend(i64s(&b, "m").into_iter().flatten().map(|m| m * MINUTE_NS));
+                minutes.extend(
+                    i64s(&b, "m")
+                        .into_iter()
+                        .flatten()
+                        .map(|m| m.saturating_mul(MINUTE_NS)),
+                );
             }
         }
         // Minutes whose requests may start up to a link distance before their records.
         let mut all = BTreeSet::new();
         for m in minutes {
-            let mut x = minute_of(m - self.rules.max_link_distance_ns).max(minute_of(since_ns));
-            while x <= m {
-                all.insert(x);
-                x += MINUTE_NS;
-            }
+            let from = m
+                .saturating_sub(self.rules.max_link_distance_ns)
+                .max(since_ns);
+            all.extend(minutes_between(from, m));
         }
         // Derived minutes that no longer have records are emptied too.
         let q = format!(
@@ -412,7 +433,12 @@ impl Correlator {
             ts_literal(since_ns)
         );
         for b in self.query.run_internal(&q).await? {
-            all.extend(i64s(&b, "m").into_iter().flatten().map(|m| m * MINUTE_NS));
+            all.extend(
+                i64s(&b, "m")
+                    .into_iter()
+                    .flatten()
+                    .map(|m| m.saturating_mul(MINUTE_NS)),
+            );
         }
         let mut written = 0;
         for m in all {
@@ -420,7 +446,9 @@ impl Correlator {
                 self.schedule(
                     m,
                     Instant::now()
-                        + Duration::from_nanos(at.saturating_sub(now_ns()).max(0) as u64)
+                        + Duration::from_nanos(
+                            at.saturating_sub(now_ns()).clamp(0, 86_400_000_000_000) as u64,
+                        )
                         + Duration::from_secs(1),
                 );
             }
@@ -449,8 +477,9 @@ impl Correlator {
     async fn recompute(&self, minute: i64) -> Result<(usize, Option<i64>), CorrelateError> {
         let _busy = self.busy.lock().await;
         let d = self.rules.max_link_distance_ns;
-        let (a, b) = (minute - d, minute + MINUTE_NS + d);
-        let input = self.read_linked(a, b, minute, minute + MINUTE_NS).await?;
+        let end = minute.saturating_add(MINUTE_NS);
+        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
+        let input = self.read_linked(a, b, minute, end).await?;
         let now = now_ns();
         let reqs: Vec<Request> = seam_correlate::correlate(input, &self.rules, now)
             .into_iter()
@@ -459,7 +488,7 @@ impl Correlator {
         let settle = reqs
             .iter()
             .filter(|r| !r.settled)
-            .map(|r| r.ingest_time + self.rules.horizon_ns)
+            .map(|r| r.ingest_time.saturating_add(self.rules.horizon_ns))
             .max();
         let (rb, eb) = batches(&reqs)?;
         self.storage

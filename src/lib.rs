@@ -11,4 +11,5 @@ pub mod client;
 pub mod config;
 pub mod correlator;
 pub mod ingest;
+pub mod logging;
 pub mod server;

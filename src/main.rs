@@ -217,9 +217,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(args.log_filter.as_deref().unwrap_or("info"))
             .context("invalid --log-filter")?;
+    // seam's own log is redacted like every stored value (error messages quote input).
+    let scanner = cfg.tokens.build().unwrap_or_default();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(seam::logging::RedactedStderr::new(scanner))
         .init();
     runtime()?.block_on(async move {
         // Handlers first: a SIGTERM right after the "listening" line must stop seam

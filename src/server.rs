@@ -30,6 +30,7 @@ use seam_collector::Collector;
 use seam_collector::dedupe::DedupeIndex;
 use seam_collector::normalise::flow::TrafficRules;
 use seam_collector::persist::Storage;
+use seam_collector::sanitise::Sanitiser;
 use seam_collector::telemetry::Metrics;
 use seam_collector::wal::{Wal, WalError};
 use seam_query::QueryService;
@@ -398,19 +399,6 @@ impl Server {
         if orphans > 0 {
             tracing::warn!(orphans, "Removed files that no manifest listed.");
         }
-        let (wal, replay) = Wal::open(
-            data_dir.join("wal"),
-            cfg.wal.clone(),
-            Arc::clone(&storage),
-            Arc::clone(&metrics),
-        )?;
-        if replay.replayed_rows > 0 {
-            tracing::info!(
-                rows = replay.replayed_rows,
-                entries = replay.replayed_entries,
-                "Replayed acknowledged rows that had not reached Parquet."
-            );
-        }
         let mut tokens = cfg.tokens.build()?;
         let links = data_dir.join("token_links.jsonl");
         let loaded = tokens
@@ -426,6 +414,21 @@ impl Server {
         } else {
             let kids: Vec<&str> = tokens.keys.iter().map(|k| k.kid.as_str()).collect();
             tracing::info!(current = kids[0], all = ?kids, "Token fingerprint keys loaded.");
+        }
+        // Every stored batch, replayed ones included, goes through the same redaction.
+        let (wal, replay) = Wal::open_with(
+            data_dir.join("wal"),
+            cfg.wal.clone(),
+            Arc::clone(&storage),
+            Arc::clone(&metrics),
+            Sanitiser::new(tokens.clone(), &cfg.limits),
+        )?;
+        if replay.replayed_rows > 0 {
+            tracing::info!(
+                rows = replay.replayed_rows,
+                entries = replay.replayed_entries,
+                "Replayed acknowledged rows that had not reached Parquet."
+            );
         }
         let dedupe_path = data_dir.join("dedupe.idx");
         let dedupe = DedupeIndex::open(

@@ -1,7 +1,7 @@
 //! The credential check in front of tonic services.
 //!
 //! Takes a gRPC request's `authorization` / `x-api-key` metadata (or a verified client
-//! certificate, for ingest); gives the request with its [`Principal`] in the extensions, or
+//! certificate, for ingest); gives the request with its [`Principal`](crate::Principal) in the extensions, or
 //! `UNAUTHENTICATED` (missing or wrong credential) / `PERMISSION_DENIED` (no such role).
 
 use std::sync::Arc;

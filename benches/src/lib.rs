@@ -1,6 +1,6 @@
 //! Seeded generators shared by seam's benchmarks: realistic OTLP payloads (random 16-byte
-//! trace ids and 8-byte span ids, UUID-like correlation ids, attribute sets like the shared
-//! samples' Mule and client spans). Deterministic for a given seed, no external RNG crate.
+//! trace ids and 8-byte span ids, UUID-like correlation ids, attribute sets like the
+//! samples' (`tests/fixtures`) Mule and client spans). Deterministic for a given seed, no external RNG crate.
 
 pub mod loadgen;
 pub mod querybench;
@@ -246,9 +246,9 @@ impl Template {
     }
 }
 
-/// The shared samples directory.
+/// The sample inputs, `tests/fixtures` in the repository.
 pub fn samples_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples")
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 /// `records` APIM storage-archive lines (the sample's records, each with its own

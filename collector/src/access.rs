@@ -5,10 +5,14 @@
 //! optional forced format; gives an [`AccessOutcome`] (accepted, rejected, duplicates, the
 //! first refusals with file:line and reason) once every stored row is durable in the
 //! write-ahead log. decode → normalise (rows, redaction, tokens) → dedupe → wal → dedupe
-//! commit. One access ingest runs at a time (checking and committing the duplicate index
-//! must not interleave); OTLP ingest is not affected.
+//! commit. Decoding and normalising run on the blocking pool, at most one input per core at
+//! once, in time linear in the input's size, so a large or hostile body never stalls the
+//! async workers (OTLP ingest, queries); the duplicate check, the write-ahead log append and
+//! the commit run for one input at a time (they must not interleave). `first_line` and
+//! `first_index` are refused past [`MAX_FIRST_POSITION`], so positions never wrap.
 
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use seam_schemas::tables::{flow_logs, gateway_events, gateway_logs, rejects};
 
@@ -144,12 +148,72 @@ fn at(meta: &InputMeta, pos: Pos) -> String {
 
 fn line_of(pos: Pos) -> Option<i64> {
     match pos {
-        Pos::Line(n) | Pos::Index(n) => Some(n as i64),
+        Pos::Line(n) | Pos::Index(n) => i64::try_from(n).ok(),
     }
+}
+
+/// The largest `first_line` or `first_index` an input may give: 2^53 - 1, the largest whole
+/// number every JSON client holds exactly. The lines and records of a body (fewer than its
+/// bytes) added to it stay far inside the `Int64` columns that store positions (`line`,
+/// `record_index`, `source_line`).
+pub const MAX_FIRST_POSITION: u64 = (1 << 53) - 1;
+
+fn position_error(name: &str, min: u64, got: &str) -> IngestError {
+    let got: String = got.chars().take(40).collect();
+    IngestError::InvalidPayload(format!(
+        "{name} must be a whole number from {min} to {MAX_FIRST_POSITION}, not {got:?}"
+    ))
+}
+
+/// Checks a `first_line` (`min` 1) or `first_index` (`min` 0) given with an input.
+///
+/// # Errors
+/// [`IngestError::InvalidPayload`] naming the parameter and the accepted range.
+pub fn check_position(name: &str, value: u64, min: u64) -> Result<u64, IngestError> {
+    if (min..=MAX_FIRST_POSITION).contains(&value) {
+        Ok(value)
+    } else {
+        Err(position_error(name, min, &value.to_string()))
+    }
+}
+
+/// Reads a `first_line` (`min` 1) or `first_index` (`min` 0) query parameter; absent or
+/// empty is `min`.
+///
+/// # Errors
+/// [`IngestError::InvalidPayload`] for anything but a whole number in range.
+pub fn parse_position(name: &str, raw: Option<&str>, min: u64) -> Result<u64, IngestError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(min),
+        Some(s) => match s.parse::<u64>() {
+            Ok(v) => check_position(name, v, min),
+            Err(_) => Err(position_error(name, min, s)),
+        },
+    }
+}
+
+/// Inputs decoded at once, off the async workers: one per core.
+static DECODERS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+    )
+});
+
+/// One input decoded and normalised into rows, not yet stored
+/// ([`Collector::prepare_access`], then [`Collector::store_access`]).
+#[derive(Debug)]
+pub struct PreparedAccess {
+    source: AccessSource,
+    ingest: i64,
+    rejected: u64,
+    refusals: Vec<Refused>,
+    /// Gateway logs, gateway events, flow logs, rejects.
+    pending: [Pending; 4],
 }
 
 type RowFn = fn(&Columns, Record<'_>, String, Ctx<'_>) -> Result<Keyed, String>;
 
+#[derive(Debug)]
 struct Pending {
     table: &'static str,
     cols: Columns,
@@ -188,8 +252,8 @@ impl Collector {
         }
         let file = input.meta.file.clone().unwrap_or_default();
         let (line, index) = match pos {
-            Pos::Line(n) => (Some(n as i64), None),
-            Pos::Index(i) => (None, Some(i as i64)),
+            Pos::Line(n) => (i64::try_from(n).ok(), None),
+            Pos::Index(i) => (None, i64::try_from(i).ok()),
         };
         let key = key_of(&[
             "reject",
@@ -215,17 +279,69 @@ impl Collector {
         Keyed { row, key }
     }
 
-    /// Stores the records of one gateway or flow log input.
+    /// Stores the records of one gateway or flow log input: decoded and normalised off the
+    /// async workers ([`Collector::prepare_access`] on the blocking pool, at most one input
+    /// per core at once), then checked for duplicates and made durable
+    /// ([`Collector::store_access`]).
     ///
     /// # Errors
     /// [`IngestError::UnknownFormat`] for an input in no known format (nothing stored),
-    /// too many records, and the retryable errors of the write-ahead log.
+    /// [`IngestError::InvalidPayload`] for a `first_line` or `first_index` out of range, too
+    /// many records, and the retryable errors of the write-ahead log.
     pub async fn ingest_access(
-        &self,
-        mut input: AccessInput,
+        self: &Arc<Self>,
+        input: AccessInput,
     ) -> Result<AccessOutcome, IngestError> {
+        self.ingest_access_with(move || Ok(input)).await
+    }
+
+    /// As [`Collector::ingest_access`], for an input that `make` builds (inflating a body,
+    /// checking its text): `make` runs off the async workers too.
+    ///
+    /// # Errors
+    /// As [`Collector::ingest_access`], and `make`'s.
+    pub async fn ingest_access_with<F>(
+        self: &Arc<Self>,
+        make: F,
+    ) -> Result<AccessOutcome, IngestError>
+    where
+        F: FnOnce() -> Result<AccessInput, IngestError> + Send + 'static,
+    {
         self.check_open()?;
+        let permit = DECODERS
+            .acquire()
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        let c = Arc::clone(self);
+        let prepared = tokio::task::spawn_blocking(move || -> Result<PreparedAccess, IngestError> {
+            let _permit = permit;
+            c.prepare_access(make()?)
+        })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                tracing::error!(error = %e, "Decoding a gateway or flow log input panicked.");
+                IngestError::InvalidPayload(
+                    "the input could not be decoded: seam's decoder failed on it (a bug in seam; please report it)".into(),
+                )
+            } else {
+                IngestError::ShuttingDown
+            }
+        })??;
+        self.store_access(prepared).await
+    }
+
+    /// Decodes and normalises one input into rows: the CPU-bound half of
+    /// [`Collector::ingest_access`], synchronous so that it runs off the async workers.
+    ///
+    /// # Errors
+    /// As [`Collector::ingest_access`], except the write-ahead log's.
+    pub fn prepare_access(&self, mut input: AccessInput) -> Result<PreparedAccess, IngestError> {
+        self.check_open()?;
+        check_position("first_line", input.first_line, 1)?;
+        check_position("first_index", input.first_index, 0)?;
         let ingest = now_ns();
+        input.meta.window = self.normaliser.window;
         if input.meta.now_ns == 0 {
             input.meta.now_ns = ingest;
         }
@@ -239,7 +355,6 @@ impl Collector {
         }
         let tokens = &self.normaliser.tokens;
         let meta = &input.meta;
-        let mut out = AccessOutcome::default();
         let mut gateway = Pending::new(gateway_logs::TABLE, gateway_logs::schema());
         let mut events = Pending::new(gateway_events::TABLE, gateway_events::schema());
         let mut flows = Pending::new(flow_logs::TABLE, flow_logs::schema());
@@ -253,8 +368,12 @@ impl Collector {
         let forced = input.format.as_deref();
         let first_index = input.first_index;
         let shift = |p: Pos| match p {
-            Pos::Index(i) => Pos::Index(i + first_index),
-            line => line,
+            Pos::Index(i) => i.checked_add(first_index).map(Pos::Index).ok_or_else(|| {
+                IngestError::InvalidPayload(format!(
+                    "record index {i} from first_index {first_index} is out of range"
+                ))
+            }),
+            line => Ok(line),
         };
         let wrong = |got: &str| {
             forced
@@ -280,7 +399,7 @@ impl Collector {
                             format,
                             raw,
                         } => {
-                            let pos = shift(pos);
+                            let pos = shift(pos)?;
                             if let Some(r) = wrong(format) {
                                 refusals.push((pos, r, raw));
                                 continue;
@@ -302,7 +421,7 @@ impl Collector {
                             }
                         }
                         ApimItem::Reject { pos, reason, raw } => {
-                            refusals.push((shift(pos), reason, raw));
+                            refusals.push((shift(pos)?, reason, raw));
                         }
                     }
                 }
@@ -313,7 +432,7 @@ impl Collector {
                 for item in items {
                     match item {
                         MuleItem::Event(mut ev) => {
-                            let pos = shift(ev.pos.unwrap_or(Pos::Line(input.first_line)));
+                            let pos = shift(ev.pos.unwrap_or(Pos::Line(input.first_line)))?;
                             ev.pos = Some(pos);
                             if let Some(r) = wrong(ev.format) {
                                 refusals.push((pos, r, ev.raw));
@@ -326,16 +445,18 @@ impl Collector {
                             }
                         }
                         MuleItem::Reject { pos, reason, raw } => {
-                            refusals.push((shift(pos), reason, raw));
+                            refusals.push((shift(pos)?, reason, raw));
                         }
                     }
                 }
             }
         }
+        let mut count = 0u64;
+        let mut shown = Vec::new();
         for (pos, reason, raw) in refusals {
-            out.rejected += 1;
-            if out.refusals.len() < MAX_REFUSALS {
-                out.refusals.push(Refused {
+            count = count.saturating_add(1);
+            if shown.len() < MAX_REFUSALS {
+                shown.push(Refused {
                     at: at(meta, pos),
                     reason: reason.clone(),
                 });
@@ -343,10 +464,41 @@ impl Collector {
             let k = self.reject_row(&rejected.cols, &input, pos, &reason, &raw, ingest);
             push_keyed(&mut rejected, k, false);
         }
+        Ok(PreparedAccess {
+            source: input.source,
+            ingest,
+            rejected: count,
+            refusals: shown,
+            pending: [gateway, events, flows, rejected],
+        })
+    }
+
+    /// Stores the rows of a prepared input: checks and commits them against the duplicate
+    /// index and appends them to the write-ahead log, under one lock; answers once they are
+    /// durable.
+    ///
+    /// # Errors
+    /// The retryable errors of the write-ahead log.
+    pub async fn store_access(
+        &self,
+        prepared: PreparedAccess,
+    ) -> Result<AccessOutcome, IngestError> {
+        let PreparedAccess {
+            source,
+            ingest,
+            rejected,
+            refusals,
+            mut pending,
+        } = prepared;
+        let mut out = AccessOutcome {
+            rejected,
+            refusals,
+            ..Default::default()
+        };
 
         // Check, store and commit under one lock, so two inputs never both store a record.
         let _guard = self.access_lock.lock().await;
-        for p in [&mut gateway, &mut events, &mut flows, &mut rejected] {
+        for p in &mut pending {
             let mut seen: HashMap<u128, u64> = HashMap::new();
             let mut keep_rows = Vec::with_capacity(p.rows.len());
             let mut keep_keys = Vec::with_capacity(p.keys.len());
@@ -368,7 +520,7 @@ impl Collector {
             p.rows = keep_rows;
             p.keys = keep_keys;
         }
-        for p in [&gateway, &events, &flows, &rejected] {
+        for p in &pending {
             if p.rows.is_empty() {
                 continue;
             }
@@ -386,13 +538,13 @@ impl Collector {
         }
         drop(_guard);
 
-        let signal = match input.source {
+        let signal = match source {
             AccessSource::Apim => "gateway_logs",
             AccessSource::Mule => "flow_logs",
         };
         self.stats.record(
             ingest,
-            input.source.stats_source(),
+            source.stats_source(),
             signal,
             stats::Counts {
                 requests: 1,
@@ -486,11 +638,48 @@ mod tests {
     use crate::normalise::flow::TrafficRules;
     use crate::normalise::token::TokenConfig;
 
+    /// `first_index=18446744073709551615` wrapped record indices around: positions past
+    /// 2^53 - 1, negative, fractional or not numbers are refused, naming the parameter.
+    #[test]
+    fn positions_are_checked() {
+        assert_eq!(parse_position("first_line", None, 1).unwrap(), 1);
+        assert_eq!(parse_position("first_index", Some(" "), 0).unwrap(), 0);
+        assert_eq!(
+            parse_position("first_index", Some("9007199254740991"), 0).unwrap(),
+            MAX_FIRST_POSITION
+        );
+        for bad in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "9007199254740992",
+            "-1",
+            "1.5",
+            "x",
+        ] {
+            let Err(IngestError::InvalidPayload(m)) = parse_position("first_index", Some(bad), 0)
+            else {
+                panic!("{bad} accepted")
+            };
+            assert!(
+                m.contains("first_index must be a whole number from 0 to 9007199254740991"),
+                "{m}"
+            );
+        }
+        assert!(parse_position("first_line", Some("0"), 1).is_err());
+        assert!(check_position("first_line", u64::MAX, 1).is_err());
+        // The largest positions still fit the Int64 columns.
+        assert_eq!(
+            line_of(Pos::Index(MAX_FIRST_POSITION + 100_000)),
+            Some((MAX_FIRST_POSITION + 100_000) as i64)
+        );
+        assert_eq!(line_of(Pos::Line(u64::MAX)), None);
+    }
+
     /// Every sample, cut at many points and with bytes flipped: decoding and building rows
     /// never panics, and every batch fits its schema.
     #[test]
     fn mangled_inputs_never_panic() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/");
         let tokens = TokenConfig::default();
         let meta = InputMeta::default();
         let ctx = Ctx {

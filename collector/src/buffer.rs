@@ -75,7 +75,10 @@ pub fn spans_batch(rows: &[SpanRecord], ingest_ns: i64) -> Result<RecordBatch, A
     let mut res_attrs = map_builder(rows.iter().map(|r| r.origin.resource_attributes.as_slice()));
     let mut attrs = map_builder(rows.iter().map(|r| r.attributes.as_slice()));
     for r in rows {
-        duration.append_option(r.end_time_ns.map(|e| (e - r.time_ns) as f64 / 1e6));
+        duration.append_option(
+            r.end_time_ns
+                .map(|e| e.saturating_sub(r.time_ns) as f64 / 1e6),
+        );
         status.append_option(r.status_code);
         append_map(&mut res_attrs, &r.origin.resource_attributes)?;
         append_map(&mut attrs, &r.attributes)?;
@@ -282,11 +285,11 @@ mod tests {
     fn sample_traces_build_a_batch_in_the_table_schema() {
         let body = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/samples/otlp-traces.json"
+            "/../tests/fixtures/otlp-traces.json"
         ))
         .unwrap();
         let req: ExportTraceServiceRequest = decode::traces(&body, decode::Encoding::Json).unwrap();
-        let n = crate::normalise::spans(req, &Default::default());
+        let n = crate::normalise::spans(req, i64::MAX, &Default::default());
         assert_eq!(n.rejected, 0);
         let batch = spans_batch(&n.records, 1).unwrap();
         assert_eq!(batch.num_rows(), 20);

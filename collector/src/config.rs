@@ -26,6 +26,15 @@ pub struct LimitsConfig {
     /// Bytes kept of one attribute value or log body. Default 16384. Longer text is cut and
     /// ends with `…[truncated by seam]`.
     pub max_attribute_value_bytes: usize,
+    /// Earliest accepted event time (RFC 3339). Default `1970-01-01T00:00:00Z`. A record
+    /// timed earlier is refused with the reason (OTLP partial success; a `rejects` row for
+    /// gateway and flow logs) and its neighbours are kept.
+    #[serde(with = "humantime_serde")]
+    pub min_event_time: std::time::SystemTime,
+    /// How far past the current time an event time may lie. Default 1d. Later records are
+    /// refused like early ones.
+    #[serde(with = "humantime_serde")]
+    pub max_event_time_ahead: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -36,6 +45,8 @@ impl Default for LimitsConfig {
             max_records_per_request: 100_000,
             max_attributes: 128,
             max_attribute_value_bytes: 16 * 1024,
+            min_event_time: std::time::UNIX_EPOCH,
+            max_event_time_ahead: Duration::from_secs(86_400),
         }
     }
 }
@@ -46,6 +57,18 @@ impl LimitsConfig {
         crate::normalise::attributes::AttrLimits {
             max_attributes: self.max_attributes,
             max_value_bytes: self.max_attribute_value_bytes,
+        }
+    }
+
+    /// The accepted event-time window.
+    pub fn window(&self) -> crate::normalise::time::TimeWindow {
+        let min_ns = match self.min_event_time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+        };
+        crate::normalise::time::TimeWindow {
+            min_ns,
+            max_ahead_ns: i64::try_from(self.max_event_time_ahead.as_nanos()).unwrap_or(i64::MAX),
         }
     }
 }

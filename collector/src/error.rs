@@ -51,13 +51,19 @@ pub enum IngestError {
     /// A gateway or flow log input in no format seam knows (the message lists them).
     #[error("unknown format: {0}")]
     UnknownFormat(String),
+    /// A failure inside seam (encoding a batch, an unknown table): the data was fine, so the
+    /// client must send it again (HTTP 503, gRPC UNAVAILABLE), never drop it.
+    #[error("internal error: {0}; retry later")]
+    Internal(String),
 }
 
 impl IngestError {
     /// Whether the client should retry.
     pub fn disposition(&self) -> Disposition {
         match self {
-            IngestError::Overloaded(_) | IngestError::ShuttingDown => Disposition::Retryable,
+            IngestError::Overloaded(_) | IngestError::ShuttingDown | IngestError::Internal(_) => {
+                Disposition::Retryable
+            }
             _ => Disposition::Permanent,
         }
     }
@@ -72,7 +78,9 @@ impl IngestError {
             IngestError::TooLarge { .. } | IngestError::TooManyRecords { .. } => {
                 tonic::Code::InvalidArgument
             }
-            IngestError::Overloaded(_) | IngestError::ShuttingDown => tonic::Code::Unavailable,
+            IngestError::Overloaded(_) | IngestError::ShuttingDown | IngestError::Internal(_) => {
+                tonic::Code::Unavailable
+            }
             IngestError::Unimplemented(_) => tonic::Code::Unimplemented,
         }
     }
@@ -94,6 +102,8 @@ impl IngestError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             IngestError::Unimplemented(_) => StatusCode::NOT_FOUND,
+            // 503, not 500: OTLP exporters retry 503 and drop after 500.
+            IngestError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -109,6 +119,7 @@ impl IngestError {
             IngestError::Overloaded(_) => "overloaded",
             IngestError::Unimplemented(_) => "unimplemented",
             IngestError::ShuttingDown => "shutting_down",
+            IngestError::Internal(_) => "internal",
         }
     }
 }

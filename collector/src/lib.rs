@@ -23,6 +23,7 @@ pub mod error;
 pub mod normalise;
 pub mod persist;
 pub mod receive;
+pub mod sanitise;
 pub mod stats;
 pub mod telemetry;
 pub mod wal;
@@ -95,7 +96,7 @@ fn lag(ingest: i64, times: impl Iterator<Item = i64>) -> (f64, Option<f64>) {
     let mut sum = 0.0;
     let mut max: Option<f64> = None;
     for t in times {
-        let ms = (ingest - t) as f64 / 1e6;
+        let ms = ingest.saturating_sub(t) as f64 / 1e6;
         sum += ms;
         max = Some(max.map_or(ms, |m| m.max(ms)));
     }
@@ -124,6 +125,7 @@ impl Collector {
             normaliser: normalise::Normaliser {
                 limits: limits.attributes(),
                 tokens,
+                window: limits.window(),
             },
             limits,
             closing: AtomicBool::new(false),
@@ -291,7 +293,7 @@ impl Collector {
             .sum();
         self.check_count(count)?;
         let ingest = now_ns();
-        let n = normalise::spans(req, &self.normaliser);
+        let n = normalise::spans(req, ingest, &self.normaliser);
         let received = n.records.len() as u64 + n.rejected;
         let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
         let out = self

@@ -44,6 +44,8 @@ pub struct Normaliser {
     pub limits: AttrLimits,
     /// Fingerprint keys and extra redaction rules.
     pub tokens: TokenConfig,
+    /// The accepted event-time window.
+    pub window: time::TimeWindow,
 }
 
 /// Attribute keys under which a producer (e.g. a gateway policy) reports a token's
@@ -276,8 +278,12 @@ const KINDS: [&str; 6] = [
 ];
 const STATUSES: [&str; 3] = ["unset", "ok", "error"];
 
-/// Normalises a trace export request.
-pub fn spans(req: ExportTraceServiceRequest, n: &Normaliser) -> Normalised<SpanRecord> {
+/// Normalises a trace export request received at `ingest_ns` (the time window's "now").
+pub fn spans(
+    req: ExportTraceServiceRequest,
+    ingest_ns: i64,
+    n: &Normaliser,
+) -> Normalised<SpanRecord> {
     let mut out = Normalised::default();
     for (ri, rs) in req.resource_spans.into_iter().enumerate() {
         let res_attrs = Arc::new(
@@ -323,7 +329,36 @@ pub fn spans(req: ExportTraceServiceRequest, n: &Normaliser) -> Normalised<SpanR
                     out.reject(|| format!("{}.startTimeUnixNano is out of range", at()));
                     continue;
                 };
-                let end = time_ns(span.end_time_unix_nano).filter(|e| *e > 0);
+                if let Err(e) = n.window.check("startTimeUnixNano", start, ingest_ns) {
+                    out.reject(|| format!("{}: {e}", at()));
+                    continue;
+                }
+                let end = match time_ns(span.end_time_unix_nano) {
+                    None => {
+                        out.reject(|| format!("{}.endTimeUnixNano is out of range", at()));
+                        continue;
+                    }
+                    Some(0) => None,
+                    Some(e) => match n.window.check("endTimeUnixNano", e, ingest_ns) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            out.reject(|| format!("{}: {e}", at()));
+                            continue;
+                        }
+                    },
+                };
+                if let Some((i, t)) = span.events.iter().enumerate().find_map(|(i, e)| {
+                    let t = time_ns(e.time_unix_nano).unwrap_or(i64::MAX);
+                    (t != 0 && !n.window.contains(t, ingest_ns)).then_some((i, t))
+                }) {
+                    let e = n
+                        .window
+                        .check("timeUnixNano", t, ingest_ns)
+                        .err()
+                        .unwrap_or_default();
+                    out.reject(|| format!("{}.events[{i}]: {e}", at()));
+                    continue;
+                }
                 let (attributes, mut token) = out.flatten(span.attributes, n);
                 let kind = KINDS
                     .get(span.kind as usize)
@@ -429,6 +464,17 @@ pub fn logs(
                     continue;
                 };
                 let observed = Some(observed).filter(|o| *o > 0);
+                if let Some(e) = [
+                    ("timeUnixNano", t),
+                    ("observedTimeUnixNano", observed.unwrap_or(0)),
+                ]
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .find_map(|(what, v)| n.window.check(what, v, ingest_ns).err())
+                {
+                    out.reject(|| format!("{}: {e}", at()));
+                    continue;
+                }
                 let time = if t > 0 {
                     t
                 } else {

@@ -1,7 +1,7 @@
 //! Stage 5, persist: accepted batches to Parquet files listed in a per-table manifest, and
 //! the consistent view of them that queries read.
 //!
-//! Takes `RecordBatch`es in a table's schema ([`Storage::append`]); gives Parquet files under
+//! Takes `RecordBatch`es in a table's schema ([`Storage::push_recent`] through the write-ahead log); gives Parquet files under
 //! the data directory's object store (`seam_schemas::layout`) and, through
 //! [`TableSource`], snapshots of persisted files plus rows not yet flushed, so that accepted
 //! data is queryable at once.
@@ -15,7 +15,7 @@
 //! - rows inside a file are sorted by `time`; files are cut per UTC hour of `time`, so a
 //!   time-range query opens only the files whose `[min_time, max_time]` overlaps it;
 //! - flushes and compactions are serialised by one I/O lock, so manifest writes never race;
-//! - memory is bounded: past `max_buffer_bytes` of unflushed rows, [`Storage::append`]
+//! - memory is bounded: past `max_buffer_bytes` of unflushed rows, [`Storage::admit`]
 //!   refuses with a retryable error and the flusher is woken;
 //! - a failed write leaves the rows in memory and is retried (a full disk becomes a retryable
 //!   refusal, never a loss of accepted rows while the process lives).
@@ -1068,7 +1068,7 @@ pub fn encode_parquet(
 
 /// Encodes `input` sorted by `time` as Parquet with seam's writer settings, streaming: the
 /// sort is over (time, batch, row) keys, and rows are gathered into the writer
-/// [`ENCODE_CHUNK_ROWS`] at a time, so the only copies held are one chunk, the writer's open
+/// `ENCODE_CHUNK_ROWS` at a time, so the only copies held are one chunk, the writer's open
 /// row group and the encoded file. Returns bytes, rows, min and max time. `path` only names
 /// the file in errors.
 ///

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::IngestError;
 use crate::persist::{Storage, adapt};
+use crate::sanitise::Sanitiser;
 use crate::telemetry::{self, Metrics};
 
 /// When the WAL calls fsync.
@@ -156,6 +157,8 @@ pub struct ReplayReport {
     pub torn_tails: usize,
     /// Segments quarantined.
     pub quarantined: usize,
+    /// Rows (or unreadable entries) moved to `rejects` at replay.
+    pub refused_rows: usize,
 }
 
 struct Append {
@@ -180,6 +183,8 @@ pub struct Wal {
     storage: Arc<Storage>,
     /// Table schemas without field metadata, for compact IPC payloads.
     wire: HashMap<&'static str, (SchemaRef, SchemaRef)>,
+    /// The last pass every stored batch goes through (redaction, value caps).
+    sanitiser: Sanitiser,
 }
 
 impl std::fmt::Debug for Job {
@@ -220,12 +225,28 @@ impl Wal {
         storage: Arc<Storage>,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, ReplayReport), WalError> {
+        Self::open_with(dir, config, storage, metrics, Sanitiser::default())
+    }
+
+    /// Like [`Wal::open`], with the sanitiser every appended and replayed batch goes
+    /// through (seam's configured token rules, value cap and event-time window).
+    ///
+    /// # Errors
+    /// I/O failures, or a corrupt segment under `on_corrupt = "fail"`.
+    pub fn open_with(
+        dir: PathBuf,
+        config: WalConfig,
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        sanitiser: Sanitiser,
+    ) -> Result<(Arc<Self>, ReplayReport), WalError> {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let wire: HashMap<&'static str, (SchemaRef, SchemaRef)> = seam_schemas::tables::all()
             .into_iter()
             .map(|t| (t.name, (strip(&t.schema), t.schema)))
             .collect();
-        let (report, closed, next_seq, next_id) = replay(&dir, &config, &storage, &metrics, &wire)?;
+        let (report, closed, next_seq, next_id) =
+            replay(&dir, &config, &storage, &metrics, &wire, &sanitiser)?;
         tracing::info!(
             fsync = ?config.fsync,
             segments = report.segments,
@@ -267,6 +288,7 @@ impl Wal {
                 dir: wal_dir,
                 storage,
                 wire,
+                sanitiser,
             }),
             report,
         ))
@@ -279,13 +301,15 @@ impl Wal {
     /// (full disk), or seam is stopping.
     pub async fn append(&self, table: &'static str, batch: RecordBatch) -> Result<(), IngestError> {
         let Some((wire, _)) = self.wire.get(table) else {
-            return Err(IngestError::InvalidPayload(format!(
-                "unknown table {table}"
-            )));
+            return Err(IngestError::Internal(format!("unknown table {table}")));
         };
+        let batch = self
+            .sanitiser
+            .batch(table, batch)
+            .map_err(|e| IngestError::Internal(format!("records cannot be redacted: {e}")))?;
         let size = batch.get_array_memory_size();
         let payload = encode_ipc(wire, &batch)
-            .map_err(|e| IngestError::InvalidPayload(format!("records cannot be encoded: {e}")))?;
+            .map_err(|e| IngestError::Internal(format!("records cannot be encoded: {e}")))?;
         self.storage.admit(size)?;
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.try_send(Job::Append(Append {
@@ -402,7 +426,9 @@ fn replay(
     storage: &Storage,
     metrics: &Metrics,
     wire: &HashMap<&'static str, (SchemaRef, SchemaRef)>,
+    sanitiser: &Sanitiser,
 ) -> Result<Replayed, WalError> {
+    let now = now_ns();
     let segs = list_segments(dir)?;
     let watermarks = storage.wal_watermarks();
     let mut report = ReplayReport::default();
@@ -432,20 +458,63 @@ fn replay(
                 report.skipped_entries += 1;
                 continue;
             }
+            // Startup never dies on one record: an entry that cannot be read back, or rows
+            // that no longer pass the event-time window (written by an older seam), go to
+            // `rejects` with the reason, and the rest is replayed.
+            let mut refused = Vec::new();
             match decode_ipc(e.payload, schema) {
                 Ok(batches) => {
                     report.replayed_entries += 1;
                     for b in batches {
-                        report.replayed_rows += b.num_rows();
-                        storage.push_recent(name, b, e.seq, false);
+                        let b = match sanitiser.batch(name, b.clone()) {
+                            Ok(clean) => clean,
+                            Err(err) => {
+                                tracing::warn!(table = name, error = %err, "A replayed batch could not be redacted; it is kept as it was.");
+                                b
+                            }
+                        };
+                        let (kept, out) = match sanitiser.split_window(b.clone(), now) {
+                            Ok(split) => split,
+                            Err(_) => (b.clone(), Vec::new()),
+                        };
+                        refused.extend(
+                            out.into_iter()
+                                .map(|o| replay_reject(name, e.seq, Some(&b), o.row, &o.reason)),
+                        );
+                        report.replayed_rows += kept.num_rows();
+                        storage.push_recent(name, kept, e.seq, false);
                     }
                 }
                 Err(reason) => {
-                    return Err(WalError::Corrupt {
-                        path,
-                        offset: e.offset,
-                        reason: format!("entry payload cannot be decoded: {reason}"),
-                    });
+                    let reason = format!("write-ahead log entry could not be read back: {reason}");
+                    tracing::error!(segment = %path.display(), offset = e.offset, table = name, reason, "Skipped an unreadable write-ahead log entry; its bytes are kept under wal/quarantine.");
+                    let qdir = dir.join("quarantine");
+                    let target = qdir.join(format!(
+                        "{}-{}.entry",
+                        path.file_stem()
+                            .and_then(|s| s.to_str())
+                            .unwrap_or("segment"),
+                        e.offset
+                    ));
+                    if let Err(err) = std::fs::create_dir_all(&qdir)
+                        .and_then(|()| std::fs::write(&target, e.payload))
+                    {
+                        tracing::error!(error = %err, "The unreadable entry could not be kept.");
+                    }
+                    metrics.add(telemetry::WAL_QUARANTINED, &[], 1);
+                    refused.push(replay_reject(name, e.seq, None, 0, &reason));
+                }
+            }
+            if !refused.is_empty() {
+                report.refused_rows += refused.len();
+                tracing::warn!(table = name, rows = refused.len(), first = %refused[0].reason, "Moved replayed rows that cannot be processed to the rejects table.");
+                match replay_rejects_batch(&refused, now) {
+                    Ok(b) => {
+                        storage.push_recent(seam_schemas::tables::rejects::TABLE, b, e.seq, false)
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "Could not record the refused rows in rejects.")
+                    }
                 }
             }
         }
@@ -503,6 +572,81 @@ fn replay(
         });
     }
     Ok((report, closed, max_seq + 1, max_id + 1))
+}
+
+/// One row for `rejects`, refused at replay.
+#[derive(Debug)]
+struct ReplayReject {
+    key: String,
+    table: String,
+    row: usize,
+    reason: String,
+    raw: Option<String>,
+}
+
+/// A refused row of entry `seq` of `table` (`batch` row `row`, when the entry was readable).
+fn replay_reject(
+    table: &str,
+    seq: u64,
+    batch: Option<&RecordBatch>,
+    row: usize,
+    reason: &str,
+) -> ReplayReject {
+    let raw = batch.and_then(|b| {
+        let one = b.slice(row, 1);
+        let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+        w.write(&one).ok()?;
+        w.finish().ok()?;
+        let mut text = String::from_utf8(w.into_inner()).ok()?;
+        crate::normalise::attributes::truncate(&mut text, 4096);
+        Some(text.trim_end().to_string())
+    });
+    ReplayReject {
+        key: crate::normalise::access::key_of(&[
+            "replay",
+            table,
+            &seq.to_string(),
+            &row.to_string(),
+        ]),
+        table: table.to_string(),
+        row,
+        reason: format!("refused at write-ahead log replay: {reason}"),
+        raw,
+    }
+}
+
+/// The `rejects` rows of replayed records that could not be processed.
+fn replay_rejects_batch(
+    rows: &[ReplayReject],
+    now: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use crate::buffer::rows::{Cell, Columns, batch};
+    let cols = Columns::new(seam_schemas::tables::rejects::schema());
+    let built: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let mut row = cols.row();
+            cols.set(&mut row, "time", Cell::Ts(now));
+            cols.set(&mut row, "ingest_time", Cell::Ts(now));
+            cols.set(&mut row, "record_key", Cell::Str(r.key.clone()));
+            cols.set(&mut row, "source", Cell::Str(r.table.clone()));
+            cols.set(
+                &mut row,
+                "record_index",
+                Cell::I64(i64::try_from(r.row).unwrap_or(i64::MAX)),
+            );
+            cols.set(&mut row, "reason", Cell::Str(r.reason.clone()));
+            cols.set(&mut row, "raw", Cell::text(r.raw.clone()));
+            row
+        })
+        .collect();
+    batch(&cols, &built)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 struct Writer {

@@ -222,7 +222,7 @@ pub struct Span {
 
 impl Span {
     fn duration_ms(&self) -> Option<f64> {
-        self.end.map(|e| (e - self.time) as f64 / 1e6)
+        self.end.map(|e| e.saturating_sub(self.time) as f64 / 1e6)
     }
 
     fn is_mule(&self) -> bool {
@@ -466,14 +466,14 @@ fn union_ms(mut iv: Vec<(i64, i64)>) -> Option<f64> {
     let (mut s, mut e) = iv[0];
     for &(a, b) in &iv[1..] {
         if a > e {
-            total += e - s;
+            total = total.saturating_add(e.saturating_sub(s));
             s = a;
             e = b;
         } else {
             e = e.max(b);
         }
     }
-    total += e - s;
+    total = total.saturating_add(e.saturating_sub(s));
     Some(total as f64 / 1e6)
 }
 
@@ -567,7 +567,7 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
             rules.max_link_distance_ns
         };
         for w in list.windows(2) {
-            if w[1].0 - w[0].0 <= distance {
+            if w[1].0.saturating_sub(w[0].0) <= distance {
                 dsu.union(w[0].1, w[1].1);
             }
         }
@@ -693,7 +693,12 @@ fn build(input: &Input, members: &[Node], rules: &Rules, now_ns: i64) -> Option<
                 } else {
                     None
                 }?;
-                Some((f.time - (d * 1e6) as i64, f.time))
+                // A logged duration is input: negative, NaN or absurd ones are ignored.
+                let d_ns = d * 1e6;
+                if !(0.0..1e15).contains(&d_ns) {
+                    return None;
+                }
+                Some((f.time.saturating_sub(d_ns as i64), f.time))
             })
             .collect();
         union_ms(iv)
@@ -850,7 +855,7 @@ fn build(input: &Input, members: &[Node], rules: &Rules, now_ns: i64) -> Option<
         })
         .max()
         .unwrap_or(0);
-    let settled = now_ns - ingest_time > rules.horizon_ns;
+    let settled = now_ns.saturating_sub(ingest_time) > rules.horizon_ns;
     let egress = client_ip
         .as_deref()
         .is_some_and(|ip| rules.gateway_egress.iter().any(|e| e == ip));

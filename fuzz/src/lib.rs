@@ -92,6 +92,9 @@ fn normaliser() -> Normaliser {
     }
 }
 
+/// "Now" for the fuzz targets' event-time window (2024-11-19).
+const FUZZ_NOW_NS: i64 = 1_732_000_000_000_000_000;
+
 fn err_kind(e: impl std::fmt::Display) -> String {
     // The first few words, without digits, so that positions do not make every error new.
     let s: String = e
@@ -107,7 +110,7 @@ fn err_kind(e: impl std::fmt::Display) -> String {
 }
 
 fn spans(req: ExportTraceServiceRequest) -> String {
-    let n = normalise::spans(req, &normaliser());
+    let n = normalise::spans(req, FUZZ_NOW_NS, &normaliser());
     match seam_collector::buffer::spans_batch(&n.records, 1) {
         Ok(b) => format!("ok:{}:{}", b.num_rows().min(8), n.rejected.min(8)),
         Err(e) => err_kind(e),
@@ -131,7 +134,7 @@ pub fn otlp_json_logs(data: &[u8]) -> String {
 }
 
 fn logs(req: ExportLogsServiceRequest) -> String {
-    let n = normalise::logs(req, 1, &normaliser());
+    let n = normalise::logs(req, FUZZ_NOW_NS, &normaliser());
     match seam_collector::buffer::logs_batch(&n.records, 1) {
         Ok(b) => format!("ok:{}:{}", b.num_rows().min(8), n.rejected.min(8)),
         Err(e) => err_kind(e),
@@ -156,7 +159,7 @@ pub fn apim_records(data: &[u8]) -> String {
         Err(e) => return err_kind(e),
     };
     let meta = InputMeta {
-        now_ns: 1_732_000_000_000_000_000,
+        now_ns: FUZZ_NOW_NS,
         ..Default::default()
     };
     let tokens = tokens();
@@ -232,7 +235,7 @@ pub fn mule_records(data: &[u8]) -> String {
         Err(e) => return err_kind(e),
     };
     let meta = InputMeta {
-        now_ns: 1_732_000_000_000_000_000,
+        now_ns: FUZZ_NOW_NS,
         ..Default::default()
     };
     let tokens = tokens();

@@ -21,7 +21,9 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn record(&self, event: AuditEvent);
 }
 
-/// The admin-only tables `plan` reads, when `principal` may not: refused.
+/// The admin-only tables `plan` reads, when `principal` may not: refused. The whole plan is
+/// looked at: subqueries, the plan an `EXPLAIN` or `EXPLAIN ANALYZE` shows (`ANALYZE` runs it
+/// and prints row counts), and the plans of the views it reads.
 ///
 /// # Errors
 /// [`QueryError::Forbidden`] naming the table.
@@ -29,23 +31,35 @@ pub fn check_access(plan: &LogicalPlan, principal: &Principal) -> Result<(), Que
     if principal.may(Role::Admin) {
         return Ok(());
     }
-    let mut denied: Option<String> = None;
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && seam_schemas::tables::is_admin_only(scan.table_name.table())
-        {
-            denied = Some(scan.table_name.table().to_string());
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    match denied {
+    match admin_only_table(plan) {
         Some(t) => Err(QueryError::Forbidden(format!(
             "permission denied for table {t}: {} lacks the admin role",
             principal.name
         ))),
         None => Ok(()),
     }
+}
+
+/// The first admin-only table `plan` reads, views and subqueries included.
+fn admin_only_table(plan: &LogicalPlan) -> Option<String> {
+    let mut denied: Option<String> = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.table();
+            if seam_schemas::tables::is_admin_only(name) {
+                denied = Some(name.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            if let Some(view) = scan.source.get_logical_plan()
+                && let Some(t) = admin_only_table(&view)
+            {
+                denied = Some(t);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    denied
 }
 
 fn epoch_ns(t: SystemTime) -> i64 {

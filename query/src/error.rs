@@ -1,5 +1,5 @@
 //! Query errors and how each reaches the user: the one table from error kind to HTTP status
-//! (and, with the PostgreSQL wire protocol, to SQLSTATE).
+//! and to SQLSTATE (the PostgreSQL wire protocol).
 
 use std::time::Duration;
 
@@ -20,9 +20,19 @@ pub enum QueryError {
     /// The statement ran past the time limit.
     #[error("query cancelled: it ran longer than the limit of {0:?}")]
     Timeout(Duration),
-    /// The statement needed more memory than its limit.
+    /// The statement needed more memory than its limit, or a function would have built a
+    /// value past `query.max_function_output_bytes`.
     #[error("query cancelled: it needed more memory than the limit ({0})")]
     ResourcesExhausted(String),
+    /// The result grew past `query.max_result_bytes` (the limit, in bytes).
+    #[error(
+        "query cancelled: its result passed the limit of {0} bytes (query.max_result_bytes); \
+         select fewer rows or columns, or aggregate"
+    )]
+    ResultTooLarge(usize),
+    /// A feature seam does not offer (cursors).
+    #[error("{0}")]
+    Unsupported(String),
     /// Something failed inside seam.
     #[error("internal error: {0}")]
     Internal(String),
@@ -37,7 +47,22 @@ impl QueryError {
             QueryError::Invalid(_) => "invalid",
             QueryError::Timeout(_) => "timeout",
             QueryError::ResourcesExhausted(_) => "resources_exhausted",
+            QueryError::ResultTooLarge(_) => "result_too_large",
+            QueryError::Unsupported(_) => "unsupported",
             QueryError::Internal(_) => "internal",
+        }
+    }
+
+    /// The SQLSTATE the PostgreSQL listener answers with (`XX000` lets the listener's error
+    /// handler pick one from the message).
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            QueryError::Refused(_) | QueryError::Forbidden(_) => "42501",
+            QueryError::Timeout(_) => "57014",
+            QueryError::ResourcesExhausted(_) => "53200",
+            QueryError::ResultTooLarge(_) => "54000",
+            QueryError::Unsupported(_) => "0A000",
+            QueryError::Invalid(_) | QueryError::Internal(_) => "XX000",
         }
     }
 
@@ -47,7 +72,9 @@ impl QueryError {
             QueryError::Refused(_) | QueryError::Forbidden(_) => 403,
             QueryError::Invalid(_) => 400,
             QueryError::Timeout(_) => 408,
-            QueryError::ResourcesExhausted(_) => 400,
+            QueryError::ResourcesExhausted(_)
+            | QueryError::ResultTooLarge(_)
+            | QueryError::Unsupported(_) => 400,
             QueryError::Internal(_) => 500,
         }
     }

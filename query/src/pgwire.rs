@@ -3,12 +3,20 @@
 //! Takes the query service's tables; gives a listener built on `datafusion-postgres` (simple
 //! and extended protocol, text and binary results, `pg_catalog`, `\d`, `SET`/`SHOW`,
 //! transactions as no-ops) with seam's own rules in front of its hooks:
-//! - read-only: anything but queries, `EXPLAIN`, `SHOW`, `SET`, transactions and cursors is
-//!   refused with SQLSTATE 42501, over both protocols;
+//! - read-only: every statement goes through the allow-list the HTTP API uses
+//!   ([`crate::policy`]); anything but reads, `SHOW`, `SET`, transactions and `DISCARD` is
+//!   refused with SQLSTATE 42501, cursors (`DECLARE`, `FETCH`, `CLOSE`) with 0A000, over both
+//!   protocols; reads are planned by seam, and the plan checked (no write anywhere in it, no
+//!   admin-only table for other roles, `EXPLAIN [ANALYZE]` included) before it runs;
 //! - isolation: `SET` is accepted and ignored, so no client can change the shared session
 //!   (`SET datafusion.*` would otherwise reach every connection);
 //! - `current_setting(name)` for the settings clients probe (Grafana's version check);
 //! - errors with PostgreSQL SQLSTATEs instead of XX000 ([`sqlstate_for`]);
+//! - statements run on the query runtime ([`crate::runtime`]): the tasks a plan spawns, and
+//!   the production of its rows, which reach the connection through a channel, so a heavy
+//!   statement does not hold up ingest, and its time limit and cancel requests are kept by the
+//!   connection's own runtime; a result past `query.max_result_bytes` ends with SQLSTATE
+//!   54000, and a panic in a statement with XX000 (the connection stays usable);
 //! - catalog queries DataFusion cannot plan rewritten into ones it can ([`rewrite`]:
 //!   Grafana's search-path constraint, PostgreSQL type names in `information_schema`).
 //!
@@ -22,14 +30,13 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
-use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
@@ -54,14 +61,18 @@ use datafusion_postgres::pgwire::api::{
 use datafusion_postgres::pgwire::api::{ClientPortalStore, Type};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::data::DataRow;
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
-use futures::Sink;
+use futures::{FutureExt as _, Sink};
 use seam_auth::{CredentialStore, Principal, TlsReloader};
 use tokio::net::TcpListener;
 
-use crate::audit::{AuditScope, AuditSink, check_access};
+use crate::audit::{AuditScope, AuditSink};
 use crate::error::QueryError;
-use crate::session::{CATALOG, QueryService};
+use crate::policy::{Kind, Session, check_plan, classify};
+use crate::runtime::{InRuntime, QueryRuntime, Task, panic_message};
+use crate::session::{CATALOG, PgRuntime, QueryService};
 
 /// Values `current_setting()` answers.
 const SETTINGS: &[(&str, &str)] = &[
@@ -79,59 +90,48 @@ const SETTINGS: &[(&str, &str)] = &[
     ("default_transaction_read_only", "on"),
 ];
 
-fn refused(what: &str) -> PgWireError {
+/// A query error as the PostgreSQL error the client gets.
+fn pg_error(e: &QueryError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
-        "42501".into(),
-        format!("statement refused: seam's SQL is read-only ({what} is not allowed)"),
+        e.sqlstate().into(),
+        e.to_string(),
     )))
 }
 
-/// Whether a statement only reads, or is a session statement seam answers harmlessly.
-fn allowed(s: &Statement) -> bool {
+fn api_error(e: DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+/// `25P01`, as `datafusion-postgres`' transaction hook answers in a failed transaction.
+fn aborted_transaction() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "25P01".into(),
+        "current transaction is aborted, commands ignored until end of transaction block".into(),
+    )))
+}
+
+/// A plan with no rows, for statements answered without running anything.
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
+/// The answer to a session statement seam takes over (`SET` is ignored, `DISCARD` has nothing
+/// to discard), or `None` for the hooks after seam's (transactions).
+fn session_answer(s: Session) -> Option<PgWireResult<Response>> {
     match s {
-        Statement::Query(_)
-        | Statement::ExplainTable { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::Set(_)
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Declare { .. }
-        | Statement::Fetch { .. }
-        | Statement::Close { .. }
-        | Statement::Discard { .. } => true,
-        Statement::Explain { statement, .. } => allowed(statement),
-        _ => false,
+        Session::Set => Some(Ok(Response::Execution(Tag::new("SET")))),
+        Session::Discard => Some(Ok(Response::Execution(Tag::new("DISCARD ALL")))),
+        Session::Transaction => None,
     }
 }
 
-fn verb(s: &Statement) -> String {
-    let text = s.to_string();
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_uppercase()
-}
-
-/// The guard's answer for an executed statement: a refusal, `SET` (ignored), or `None` to
-/// let the other hooks and DataFusion run it.
-fn guard(statement: &Statement) -> Option<PgWireResult<Response>> {
-    if !allowed(statement) {
-        return Some(Err(refused(&verb(statement))));
-    }
-    matches!(statement, Statement::Set(_)).then(|| Ok(Response::Execution(Tag::new("SET"))))
-}
-
-/// Refuses writes and ignores `SET`, and refuses admin-only tables to other roles; runs
-/// before `datafusion-postgres`'s own hooks.
+/// Applies seam's allow-list to every statement, plans and checks reads and runs them from
+/// the checked plan, ignores `SET`; runs before `datafusion-postgres`'s own hooks.
 #[derive(Debug)]
 struct SeamGuardHook {
     credentials: Arc<CredentialStore>,
@@ -155,15 +155,6 @@ fn principal_of(client: &(impl ClientInfo + ?Sized), credentials: &CredentialSto
         })
 }
 
-/// `42501` for a table the principal may not read.
-fn forbidden(e: &QueryError) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "42501".into(),
-        e.to_string(),
-    )))
-}
-
 #[async_trait]
 impl QueryHook for SeamGuardHook {
     async fn handle_simple_query(
@@ -172,33 +163,49 @@ impl QueryHook for SeamGuardHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(r) = guard(statement) {
-            return Some(r);
+        match classify(statement) {
+            Err(e) => return Some(Err(pg_error(&e))),
+            Ok(Kind::Session(s)) => return session_answer(s),
+            Ok(Kind::Show) => {
+                if let Some(r) = SetShowHook
+                    .handle_simple_query(statement, ctx, &mut *client)
+                    .await
+                {
+                    return Some(r);
+                }
+            }
+            Ok(Kind::Read) => {}
         }
-        // Results with map columns (attributes, headers) are sent as JSON text: the wire
-        // encoder has no map type. Other queries go their usual way.
-        if !matches!(statement, Statement::Query(_)) {
-            return None;
+        if client.transaction_status() == TransactionStatus::Error {
+            return Some(Err(aborted_transaction()));
         }
-        let state = ctx.state();
-        let plan = state
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-                statement.clone(),
-            )))
-            .await
-            .ok()?;
-        if let Err(e) = check_access(&plan, &principal_of(&*client, &self.credentials)) {
-            return Some(Err(forbidden(&e)));
-        }
-        if !has_map(&plan) {
-            return None;
-        }
+        // Every read is planned and checked here, then run from that plan (never handed
+        // to DataFusion's own SQL path, which would allow writes).
+        let principal = principal_of(&*client, &self.credentials);
         let result = async {
-            let plan = maps_as_json(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-            let df = ctx
-                .execute_logical_plan(plan)
+            let state = ctx.state();
+            let plan = match state
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    statement.clone(),
+                )))
                 .await
-                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            {
+                Ok(plan) => plan,
+                // From the statement's text, as `datafusion-postgres` would plan it.
+                Err(_) => state
+                    .create_logical_plan(&statement.to_string())
+                    .await
+                    .map_err(api_error)?,
+            };
+            check_plan(&plan, &principal).map_err(|e| pg_error(&e))?;
+            // Results with map columns (attributes, headers) are sent as JSON text: the wire
+            // encoder has no map type.
+            let plan = if has_map(&plan) {
+                maps_as_json(plan).map_err(api_error)?
+            } else {
+                plan
+            };
+            let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
             let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
             datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
                 df,
@@ -218,7 +225,12 @@ impl QueryHook for SeamGuardHook {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        (!allowed(statement)).then(|| Err(refused(&verb(statement))))
+        // Reads are planned by `datafusion-postgres` and checked by [`SeamParser`].
+        match classify(statement) {
+            Err(e) => Some(Err(pg_error(&e))),
+            Ok(Kind::Session(Session::Discard)) => Some(Ok(empty_plan())),
+            Ok(_) => None,
+        }
     }
 
     async fn handle_extended_query(
@@ -229,7 +241,11 @@ impl QueryHook for SeamGuardHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        guard(statement)
+        match classify(statement) {
+            Err(e) => Some(Err(pg_error(&e))),
+            Ok(Kind::Session(s)) => session_answer(s),
+            Ok(_) => None,
+        }
     }
 }
 
@@ -302,12 +318,22 @@ pub fn context(service: &QueryService) -> Result<Arc<SessionContext>, String> {
 /// connections end with it).
 ///
 /// # Errors
-/// Never in practice: accept errors are logged and retried.
+/// When `ctx` was not made by [`context`] (it carries the query runtime); accept errors are
+/// logged and retried.
 pub async fn serve(
     ctx: Arc<SessionContext>,
     listener: TcpListener,
     security: PgSecurity,
 ) -> std::io::Result<()> {
+    let limits = ctx
+        .state()
+        .config()
+        .get_extension::<PgRuntime>()
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "the PostgreSQL session has no query runtime: make it with pgwire::context",
+            )
+        })?;
     let credentials = Arc::clone(&security.credentials);
     let passwords = credentials
         .required()
@@ -316,7 +342,7 @@ pub async fn serve(
         Arc::new(SeamGuardHook {
             credentials: Arc::clone(&credentials),
         }),
-        Arc::new(CursorStatementHook),
+        // No cursor hook: cursors are refused (0A000) by the guard.
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
@@ -332,6 +358,8 @@ pub async fn serve(
             inner,
             credentials: Arc::clone(&credentials),
             audit: security.audit.clone(),
+            runtime: Arc::clone(&limits.runtime),
+            max_result_bytes: limits.max_result_bytes,
         }),
         startup: Arc::new(SeamStartup {
             connections: Arc::clone(&connections),
@@ -574,6 +602,8 @@ struct SeamSession {
     timeout: std::time::Duration,
     credentials: Arc<CredentialStore>,
     audit: Option<Arc<dyn AuditSink>>,
+    runtime: Arc<QueryRuntime>,
+    max_result_bytes: usize,
 }
 
 impl SeamSession {
@@ -586,6 +616,97 @@ impl SeamSession {
             Some(client.socket_addr().to_string()),
             Some(sql.to_string()),
         )
+    }
+
+    /// Runs `work` (`datafusion-postgres` planning a statement and starting it) with the
+    /// query runtime as the current one, so the plan's tasks run there; a panic becomes
+    /// XX000.
+    async fn run<T: Send>(
+        &self,
+        work: impl Future<Output = PgWireResult<T>> + Send,
+    ) -> PgWireResult<T> {
+        let work = InRuntime::new(self.runtime.handle().clone(), work);
+        match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+            Ok(r) => r,
+            Err(payload) => Err(pg_error(&QueryError::Internal(format!(
+                "the statement failed inside seam ({}); seam keeps serving",
+                panic_message(payload.as_ref())
+            )))),
+        }
+    }
+
+    /// `resp` with its rows produced on the query runtime and capped at `max_result_bytes`.
+    fn offload(&self, resp: Response) -> Response {
+        offload(resp, self.runtime.handle(), self.max_result_bytes)
+    }
+}
+
+/// Rows in flight between a statement's task and its connection.
+const ROWS_IN_FLIGHT: usize = 256;
+
+/// `resp` with its rows produced by a task on `runtime` and sent through a channel: the
+/// connection (on its own runtime) only forwards them, so its time limit and cancel request
+/// act at once whatever the plan does; dropping the rows aborts the task.
+fn offload(resp: Response, runtime: &tokio::runtime::Handle, max_bytes: usize) -> Response {
+    use futures::StreamExt as _;
+    match resp {
+        Response::Query(mut q) => {
+            let mut rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+            let (tx, rx) = tokio::sync::mpsc::channel::<PgWireResult<DataRow>>(ROWS_IN_FLIGHT);
+            let task = Task::spawn(runtime, async move {
+                while let Some(item) = rows.next().await {
+                    let last = item.is_err();
+                    if tx.send(item).await.is_err() || last {
+                        break;
+                    }
+                }
+            });
+            let state = Offloaded {
+                rx,
+                task,
+                sent: 0,
+                max_bytes,
+                done: false,
+            };
+            q.data_rows = Box::pin(futures::stream::unfold(state, |mut s| async move {
+                let item = s.next().await?;
+                Some((item, s))
+            }));
+            Response::Query(q)
+        }
+        other => other,
+    }
+}
+
+/// The receiving end of [`offload`].
+struct Offloaded {
+    rx: tokio::sync::mpsc::Receiver<PgWireResult<DataRow>>,
+    task: Task<()>,
+    sent: usize,
+    max_bytes: usize,
+    done: bool,
+}
+
+impl Offloaded {
+    async fn next(&mut self) -> Option<PgWireResult<DataRow>> {
+        if self.done {
+            return None;
+        }
+        let item = match self.rx.recv().await {
+            Some(Ok(row)) => {
+                self.sent = self.sent.saturating_add(row.data.len());
+                if self.sent <= self.max_bytes {
+                    return Some(Ok(row));
+                }
+                Some(Err(pg_error(&QueryError::ResultTooLarge(self.max_bytes))))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            // The task ended: normally, or by a panic.
+            None => self.task.join().await.err().map(|e| Err(pg_error(&e))),
+        };
+        self.done = true;
+        self.task.abort();
+        item
     }
 }
 
@@ -784,7 +905,8 @@ fn with_stop(resp: Response, stop: &Stop) -> Response {
     }
 }
 
-/// `datafusion-postgres`'s parser, behind [`rewrite`] and the admin-only table check.
+/// `datafusion-postgres`'s parser, behind [`rewrite`] and seam's check of the plan (read-only,
+/// admin-only tables).
 struct SeamParser {
     inner: Arc<datafusion_postgres::Parser>,
     credentials: Arc<CredentialStore>,
@@ -805,10 +927,21 @@ impl QueryParser for SeamParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let parsed = self.inner.parse_sql(client, &rewrite(sql), types).await?;
+        let sql = rewrite(sql);
+        let parsed = match std::panic::AssertUnwindSafe(self.inner.parse_sql(client, &sql, types))
+            .catch_unwind()
+            .await
+        {
+            Ok(parsed) => parsed?,
+            Err(payload) => {
+                return Err(pg_error(&QueryError::Internal(format!(
+                    "planning failed inside seam ({})",
+                    panic_message(payload.as_ref())
+                ))));
+            }
+        };
         if let Some((_, Some((_, plan)))) = &parsed {
-            check_access(plan, &principal_of(client, &self.credentials))
-                .map_err(|e| forbidden(&e))?;
+            check_plan(plan, &principal_of(client, &self.credentials)).map_err(|e| pg_error(&e))?;
         }
         // As in the simple protocol: map columns are sent as JSON text.
         Ok(parsed.map(|(text, planned)| {
@@ -850,7 +983,7 @@ impl SimpleQueryHandler for SeamSession {
         let stop = Stop::arm(&*client, self.timeout).await;
         let scope = self.audit_scope(&*client, query);
         let responses = match stop
-            .run(SimpleQueryHandler::do_query(&*self.inner, client, &sql))
+            .run(self.run(SimpleQueryHandler::do_query(&*self.inner, client, &sql)))
             .await
         {
             Ok(r) => r,
@@ -865,7 +998,7 @@ impl SimpleQueryHandler for SeamSession {
             .map(|(i, r)| {
                 let s = if i + 1 == n { scope.take() } else { None }
                     .unwrap_or_else(|| self.audit_scope(&*client, query));
-                audited(with_stop(r, &stop), s)
+                audited(with_stop(self.offload(r), &stop), s)
             })
             .collect())
     }
@@ -895,18 +1028,18 @@ impl ExtendedQueryHandler for SeamSession {
         let stop = Stop::arm(&*client, self.timeout).await;
         let scope = self.audit_scope(&*client, &portal.statement.statement.0);
         let response = match stop
-            .run(ExtendedQueryHandler::do_query(
+            .run(self.run(ExtendedQueryHandler::do_query(
                 &*self.inner,
                 client,
                 portal,
                 max_rows,
-            ))
+            )))
             .await
         {
             Ok(r) => r,
             Err(e) => return Err(audit_error(scope, e)),
         };
-        Ok(audited(with_stop(response, &stop), scope))
+        Ok(audited(with_stop(self.offload(response), &stop), scope))
     }
 }
 

@@ -1,74 +1,49 @@
 //! The query session: one catalog of seam's tables, and a fresh, limited context per
-//! statement.
+//! statement, run on the query runtime.
 //!
-//! Takes SQL text; gives Arrow batches. Every statement is planned, then checked: only
-//! queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`/`DESCRIBE` of tables) run. DDL
-//! (`CREATE`, `DROP`, `CREATE EXTERNAL TABLE`), DML (`INSERT`, `COPY ... TO`) and statements
-//! (`SET`, transactions) are refused with [`QueryError::Refused`]. File paths used as table
-//! names are not resolved (DataFusion's URL tables stay off), and no file-reading table
-//! function is registered. Each statement gets its own runtime with a memory pool of
-//! `memory_limit` bytes and no spill directory, and is cancelled after `timeout`.
+//! Takes SQL text; gives Arrow batches, or a result encoded chunk by chunk
+//! ([`QueryService::stream`]). Every statement is parsed and classified before anything is
+//! planned ([`crate::policy`]: only reads run; DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`,
+//! session statements and cursors are refused), then planned and checked again (no write
+//! anywhere in the plan, no admin-only table for other roles). File paths used as table names
+//! are not resolved (DataFusion's URL tables stay off), and no file-reading table function is
+//! registered. Each statement gets its own DataFusion runtime with a memory pool of
+//! `memory_limit` bytes and no spill directory, runs as a task on the query runtime
+//! ([`crate::runtime`]) so that it cannot hold up ingest, and is aborted after `timeout`,
+//! which the caller keeps on its own runtime. Functions that build large values are capped
+//! ([`crate::functions`]), and a result past `max_result_bytes` cancels the statement.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt as _;
 use seam_schemas::source::TableSource;
 use seam_schemas::tables;
+use tokio::sync::mpsc;
 
 use seam_auth::Principal;
 
-use crate::audit::{AuditSink, check_access};
+use crate::audit::AuditSink;
 use crate::config::QueryConfig;
 use crate::error::QueryError;
+use crate::policy::{check_plan, classify_http};
+use crate::runtime::{QueryRuntime, Task};
 use crate::table::SeamTable;
 
 /// Catalog name under which seam's tables are registered.
 pub const CATALOG: &str = "seam";
 /// Schema name under which seam's tables are registered.
 pub const SCHEMA: &str = "public";
-
-/// Refuses every statement but queries, before anything is planned (planning `COPY` or
-/// `CREATE EXTERNAL TABLE` already looks at files).
-fn check_read_only(stmt: &DfStatement) -> Result<(), QueryError> {
-    match stmt {
-        DfStatement::Statement(s) => check_sql(s),
-        DfStatement::Explain(e) => check_read_only(&e.statement),
-        DfStatement::CreateExternalTable(_) => Err(QueryError::Refused(
-            "CREATE EXTERNAL TABLE is not allowed".into(),
-        )),
-        DfStatement::CopyTo(_) => Err(QueryError::Refused("COPY is not allowed".into())),
-        DfStatement::Reset(_) => Err(QueryError::Refused("RESET is not allowed".into())),
-    }
-}
-
-fn check_sql(s: &SqlStatement) -> Result<(), QueryError> {
-    match s {
-        SqlStatement::Query(_)
-        | SqlStatement::ExplainTable { .. }
-        | SqlStatement::ShowTables { .. }
-        | SqlStatement::ShowColumns { .. }
-        | SqlStatement::ShowVariable { .. } => Ok(()),
-        SqlStatement::Explain { statement, .. } => check_sql(statement),
-        other => {
-            let text = other.to_string();
-            let words: Vec<&str> = text.split_whitespace().take(2).collect();
-            Err(QueryError::Refused(format!(
-                "{} statements are not allowed; only queries are",
-                words.join(" ").to_uppercase()
-            )))
-        }
-    }
-}
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -86,23 +61,211 @@ impl QueryResult {
     }
 }
 
+/// Turns a result into bytes, batch by batch; runs on the query runtime (the HTTP API's JSON,
+/// CSV and Arrow encoders).
+pub trait Encoder: Send + 'static {
+    /// Bytes before the first row.
+    ///
+    /// # Errors
+    /// A message when the schema cannot be encoded.
+    fn begin(&mut self, schema: &SchemaRef) -> Result<Vec<u8>, String>;
+    /// Bytes of one batch (never empty of rows).
+    ///
+    /// # Errors
+    /// A message when the batch cannot be encoded.
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String>;
+    /// Bytes after the last row.
+    ///
+    /// # Errors
+    /// A message when the end cannot be encoded.
+    fn end(&mut self) -> Result<Vec<u8>, String>;
+}
+
+/// Encoded bytes of a result, and how many rows they hold.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// Rows encoded in them.
+    pub rows: usize,
+}
+
+/// Statement counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Counters {
+    fn record(&self, started: Instant, ok: bool) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A statement's result as it is produced: encoded chunks, within the statement's time limit
+/// (kept by the caller's runtime). Dropping it aborts the statement.
+#[derive(Debug)]
+pub struct QueryStream {
+    rx: mpsc::Receiver<Result<Chunk, QueryError>>,
+    task: Task<()>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    counters: Arc<Counters>,
+    started: Instant,
+    finished: bool,
+}
+
+impl QueryStream {
+    /// The next chunk; `None` at the end; an error ends the stream (past the time limit, the
+    /// statement is aborted and the error is [`QueryError::Timeout`] at once).
+    pub async fn next(&mut self) -> Option<Result<Chunk, QueryError>> {
+        if self.finished {
+            return None;
+        }
+        let item = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Err(_) => Some(Err(QueryError::Timeout(self.timeout))),
+            Ok(Some(item)) => Some(item),
+            // The task ended: normally, or by a panic.
+            Ok(None) => self.task.join().await.err().map(Err),
+        };
+        match &item {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => self.finish(false),
+            None => self.finish(true),
+        }
+        item
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if !self.finished {
+            self.finished = true;
+            self.task.abort();
+            self.counters.record(self.started, ok);
+        }
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // A client that went away before the end.
+        self.finish(false);
+    }
+}
+
+/// Where a statement's chunks go, counting their bytes against the result limit.
+struct Output<'a> {
+    tx: &'a mpsc::Sender<Result<Chunk, QueryError>>,
+    sent: usize,
+    max: usize,
+}
+
+impl Output<'_> {
+    async fn send(&mut self, bytes: Vec<u8>, rows: usize) -> Result<(), QueryError> {
+        self.sent = self.sent.saturating_add(bytes.len());
+        if self.sent > self.max {
+            return Err(QueryError::ResultTooLarge(self.max));
+        }
+        if bytes.is_empty() && rows == 0 {
+            return Ok(());
+        }
+        let chunk = Chunk {
+            bytes: Bytes::from(bytes),
+            rows,
+        };
+        self.tx
+            .send(Ok(chunk))
+            .await
+            .map_err(|_| QueryError::Internal("the client went away".into()))
+    }
+}
+
+/// Plans `sql` and refuses it unless it only reads, and only tables `principal` may read.
+async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+    principal: &Principal,
+) -> Result<LogicalPlan, QueryError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect)?;
+    classify_http(&statement)?;
+    let plan = state.statement_to_plan(statement).await?;
+    check_plan(&plan, principal)?;
+    Ok(plan)
+}
+
+/// Runs a statement on the query runtime and sends its encoded result to `tx`.
+async fn produce(
+    ctx: SessionContext,
+    sql: String,
+    principal: Principal,
+    mut encoder: Box<dyn Encoder>,
+    max: usize,
+    tx: mpsc::Sender<Result<Chunk, QueryError>>,
+) {
+    let run = async {
+        let plan = plan(&ctx, &sql, &principal).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut batches = df.execute_stream().await?;
+        let mut out = Output {
+            tx: &tx,
+            sent: 0,
+            max,
+        };
+        out.send(encoder.begin(&schema).map_err(QueryError::Internal)?, 0)
+            .await?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let bytes = encoder.batch(&batch).map_err(QueryError::Internal)?;
+            out.send(bytes, batch.num_rows()).await?;
+        }
+        out.send(encoder.end().map_err(QueryError::Internal)?, 0)
+            .await
+    };
+    if let Err(e) = run.await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+/// What the PostgreSQL listener takes from the query service, carried in its session's
+/// configuration (a DataFusion config extension): the query runtime and the result limit.
+#[derive(Debug)]
+pub struct PgRuntime {
+    /// Where statements run.
+    pub runtime: Arc<QueryRuntime>,
+    /// `query.max_result_bytes`.
+    pub max_result_bytes: usize,
+}
+
 /// Plans and runs read-only SQL over seam's tables.
 #[derive(Debug)]
 pub struct QueryService {
     base: SessionState,
     config: QueryConfig,
-    queries_ok: AtomicU64,
-    queries_failed: AtomicU64,
-    micros_total: AtomicU64,
+    counters: Arc<Counters>,
     audit: std::sync::OnceLock<Arc<dyn AuditSink>>,
+    runtime: Arc<QueryRuntime>,
 }
 
 impl QueryService {
     /// Registers every table of [`tables::all`] over `source`; Parquet paths are resolved
-    /// against `base_url` (for the local store, `file:///absolute/data-dir/`).
+    /// against `base_url` (for the local store, `file:///absolute/data-dir/`). Starts the
+    /// query runtime (`query.threads` workers).
     ///
     /// # Errors
-    /// A table that cannot be registered.
+    /// A table that cannot be registered; threads the system refuses.
     pub fn new(
         source: Arc<dyn TableSource>,
         base_url: &str,
@@ -118,6 +281,13 @@ impl QueryService {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(true);
         let ctx = SessionContext::new_with_config(session_config);
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(crate::runtime::CooperativeJoins))
+            .build();
+        let ctx = SessionContext::new_with_state(crate::functions::install(
+            state,
+            config.max_function_output_bytes,
+        ));
         for def in tables::all() {
             let table = SeamTable::new(def.name, def.schema, Arc::clone(&source), base_url.clone());
             ctx.register_table(def.name, Arc::new(table))?;
@@ -127,24 +297,36 @@ impl QueryService {
             let view_table = datafusion::datasource::ViewTable::new(plan, Some(view.sql));
             ctx.register_table(view.name, Arc::new(view_table))?;
         }
+        let runtime = Arc::new(QueryRuntime::new(config.threads)?);
         Ok(Self {
             base: ctx.state(),
             config,
-            queries_ok: AtomicU64::new(0),
-            queries_failed: AtomicU64::new(0),
-            micros_total: AtomicU64::new(0),
+            counters: Arc::default(),
             audit: std::sync::OnceLock::new(),
+            runtime,
         })
     }
 
+    /// Adds a function to every later statement's session (in-process callers and tests;
+    /// call it before the PostgreSQL listener's session is made).
+    pub fn register_udf(&mut self, udf: datafusion::logical_expr::ScalarUDF) {
+        use datafusion::execution::FunctionRegistry as _;
+        let _ = self.base.register_udf(Arc::new(udf));
+    }
+
     /// A session state for the PostgreSQL listener: the same catalog, with a runtime whose
-    /// memory pool (shared by its connections) is `memory_limit` and with no spill directory.
+    /// memory pool (shared by its connections) is `memory_limit` and with no spill directory,
+    /// carrying the query runtime and the result limit ([`PgRuntime`]).
     ///
     /// # Errors
     /// When the runtime cannot be built.
     pub fn pg_state(&self) -> Result<SessionState, QueryError> {
-        let ctx = self.context()?;
-        Ok(ctx.state())
+        let mut state = self.context()?.state();
+        state.config_mut().set_extension(Arc::new(PgRuntime {
+            runtime: Arc::clone(&self.runtime),
+            max_result_bytes: self.config.max_result_bytes,
+        }));
+        Ok(state)
     }
 
     /// The service's limits.
@@ -176,26 +358,45 @@ impl QueryService {
         self.audit.get().cloned()
     }
 
-    /// Plans `sql` and refuses it unless it only reads, and only tables `principal` may read.
-    async fn plan(
+    /// Runs one read-only statement for `principal` on the query runtime and gives its result
+    /// encoded by `encoder`, chunk by chunk, within the time limit (planning, running and
+    /// sending) and the result limit. Counted in the query metrics.
+    pub fn stream(
         &self,
-        ctx: &SessionContext,
-        sql: &str,
         principal: &Principal,
-    ) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
-        let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
-        check_read_only(&statement)?;
-        let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
-        check_access(&plan, principal)?;
-        Ok(plan)
+        sql: &str,
+        encoder: Box<dyn Encoder>,
+    ) -> QueryStream {
+        let started = Instant::now();
+        let timeout = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Two chunks in flight: the statement runs ahead of a slow client by that much.
+        let (tx, rx) = mpsc::channel(2);
+        let task = match self.context() {
+            Ok(ctx) => Task::spawn(
+                self.runtime.handle(),
+                produce(
+                    ctx,
+                    sql.to_string(),
+                    principal.clone(),
+                    encoder,
+                    self.config.max_result_bytes,
+                    tx,
+                ),
+            ),
+            Err(e) => Task::spawn(self.runtime.handle(), async move {
+                let _ = tx.send(Err(e)).await;
+            }),
+        };
+        QueryStream {
+            rx,
+            task,
+            deadline,
+            timeout,
+            counters: Arc::clone(&self.counters),
+            started,
+            finished: false,
+        }
     }
 
     /// Runs one read-only statement within the time and memory limits, with every table
@@ -207,7 +408,9 @@ impl QueryService {
         self.execute_as(&Principal::anonymous(), sql).await
     }
 
-    /// Runs one read-only statement for `principal` (admin-only tables need the admin role).
+    /// Runs one read-only statement for `principal` (admin-only tables need the admin role)
+    /// and collects its result, within the time, memory and result limits (the result is
+    /// measured as the Arrow memory of its batches).
     ///
     /// # Errors
     /// See [`QueryError`].
@@ -217,52 +420,76 @@ impl QueryService {
         sql: &str,
     ) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let result = self.execute_inner(sql, principal).await;
-        self.micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match &result {
-            Ok(_) => self.queries_ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.queries_failed.fetch_add(1, Ordering::Relaxed),
-        };
+        let result = self
+            .collect(
+                principal,
+                sql,
+                Some(self.config.timeout),
+                Some(self.config.max_result_bytes),
+            )
+            .await;
+        self.counters.record(started, result.is_ok());
         result
     }
 
-    async fn execute_inner(
+    /// Plans and runs `sql` on the query runtime and collects its batches; the caller keeps
+    /// `timeout` and the task is aborted past it.
+    async fn collect(
         &self,
-        sql: &str,
         principal: &Principal,
+        sql: &str,
+        timeout: Option<Duration>,
+        max_bytes: Option<usize>,
     ) -> Result<QueryResult, QueryError> {
         let ctx = self.context()?;
-        let timeout = self.config.timeout;
-        let run = async {
-            let plan = self.plan(&ctx, sql, principal).await?;
+        let (principal, sql) = (principal.clone(), sql.to_string());
+        let mut task = Task::spawn(self.runtime.handle(), async move {
+            let plan = plan(&ctx, &sql, &principal).await?;
             let df = ctx.execute_logical_plan(plan).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
+            let mut stream = df.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                bytes = bytes.saturating_add(batch.get_array_memory_size());
+                if let Some(max) = max_bytes
+                    && bytes > max
+                {
+                    return Err(QueryError::ResultTooLarge(max));
+                }
+                batches.push(batch);
+            }
             Ok::<_, QueryError>(QueryResult { schema, batches })
+        });
+        let joined = match timeout {
+            Some(t) => tokio::time::timeout(t, task.join())
+                .await
+                .map_err(|_| QueryError::Timeout(t))?,
+            None => task.join().await,
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| QueryError::Timeout(timeout))?
+        // Past the limit, `task` is dropped here and the statement aborted.
+        joined?
     }
 
-    /// Runs a query of seam's own (the correlator's): read-only like any other, under the
-    /// same memory limit, without a time limit and not counted in the query metrics.
+    /// Runs a query of seam's own (the correlator's): read-only like any other, on the query
+    /// runtime under the same memory limit, without a time or result limit and not counted in
+    /// the query metrics.
     ///
     /// # Errors
     /// See [`QueryError`].
     pub async fn run_internal(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        let ctx = self.context()?;
-        let plan = self.plan(&ctx, sql, &Principal::anonymous()).await?;
-        let df = ctx.execute_logical_plan(plan).await?;
-        Ok(df.collect().await?)
+        Ok(self
+            .collect(&Principal::anonymous(), sql, None, None)
+            .await?
+            .batches)
     }
 
     /// The service's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let ok = self.queries_ok.load(Ordering::Relaxed);
-        let failed = self.queries_failed.load(Ordering::Relaxed);
-        let secs = self.micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+        let ok = self.counters.ok.load(Ordering::Relaxed);
+        let failed = self.counters.failed.load(Ordering::Relaxed);
+        let secs = self.counters.micros.load(Ordering::Relaxed) as f64 / 1e6;
         format!(
             "# HELP seam_queries_total SQL statements answered, by outcome.\n\
              # TYPE seam_queries_total counter\n\

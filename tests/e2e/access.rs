@@ -1,4 +1,4 @@
-//! Gateway and flow logs: every shared sample over `POST /ingest/apim|mule` and through the
+//! Gateway and flow logs: every sample over `POST /ingest/apim|mule` and through the
 //! real `seam ingest`, checked through SQL against the samples' ground truth; shapes and
 //! variations of our own (casing, numbers as strings, `properties` as a string,
 //! AzureDiagnostics, self-hosted lines, CSV events, CloudHub exports, multi-line Mule errors,
@@ -837,5 +837,124 @@ async fn mule_runtime_otlp_logs_land_in_flow_logs_too() {
     assert_eq!(r["message"], "Routing GET /api/orders");
     assert_eq!(r["source_format"], "otlp");
     assert_eq!(r["is_request_traffic"], true);
+    stack.stop().await;
+}
+
+/// Review findings 6 and 9. A gzip body of one record, then lines of `[` and spaces (each used
+/// to restart a parse that read 128 levels ahead: 63 MB took 41 s of CPU and stalled OTLP
+/// ingest), a record, lines of `{` and a record: each broken region is one refusal naming its
+/// lines and why, every record is kept, and OTLP ingest answers meanwhile (decoding runs off
+/// the async workers). `first_line` and `first_index` out of range are refused with 400; the
+/// largest accepted ones give positions that are stored as they are, never wrapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_bodies_and_positions_out_of_range() {
+    let stack = Stack::start().await;
+    let http = stack.addrs.ingest_http.to_string();
+    let api = stack.api();
+    let rec = |id: &str| {
+        format!(
+            r#"{{"time":"2024-11-05T09:20:00Z","resourceId":"/X/SERVICE/APIM-PATH","category":"GatewayLogs","correlationId":"{id}","durationMs":5,"properties":{{"method":"GET","url":"https://p/a","responseCode":200}}}}"#
+        )
+    };
+    let mut body = format!("{}\n", rec("PATH-1"));
+    body.push_str(&"[          \n".repeat(400_000));
+    body.push_str(&format!("{}\n", rec("PATH-2")));
+    body.push_str(&"{\n".repeat(200_000));
+    body.push_str(&format!("{}\n", rec("PATH-3")));
+    let (otlp, (s, a)) = tokio::join!(
+        send_sample(&http),
+        post(
+            &http,
+            "/ingest/apim?file=path.json",
+            body.into_bytes(),
+            true
+        )
+    );
+    assert_eq!(otlp.status(), 200);
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (a["accepted"].as_u64(), a["rejected"].as_u64()),
+        (Some(3), Some(2)),
+        "{a}"
+    );
+    let refusals = a["refusals"].as_array().unwrap();
+    assert_eq!(refusals[0]["at"], "path.json:2");
+    let reason = refusals[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("nested deeper than 127 levels") && reason.contains("lines 2-400001"),
+        "{reason}"
+    );
+    assert_eq!(refusals[1]["at"], "path.json:400003");
+    let reason = refusals[1]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("expected a string key") && reason.contains("lines 400003-600002"),
+        "{reason}"
+    );
+    assert_eq!(
+        count(
+            &api,
+            "SELECT count(*) FROM gateway_logs WHERE correlation_id LIKE 'PATH-%'"
+        )
+        .await
+        .unwrap(),
+        3
+    );
+
+    // Out of range: refused whole, naming the parameter.
+    for (query, name) in [
+        ("first_index=18446744073709551615", "first_index"),
+        ("first_line=18446744073709551615", "first_line"),
+        ("first_index=9007199254740992", "first_index"),
+        ("first_index=-1", "first_index"),
+        ("first_line=0", "first_line"),
+        ("first_line=ten", "first_line"),
+    ] {
+        let (s, a) = post(
+            &http,
+            &format!("/ingest/apim?{query}"),
+            rec("PATH-Q").into_bytes(),
+            false,
+        )
+        .await;
+        assert_eq!(s, 400, "{query}: {a}");
+        let m = a["message"].as_str().unwrap();
+        assert!(
+            m.contains(&format!("{name} must be a whole number from")),
+            "{query}: {m}"
+        );
+    }
+    // The largest positions accepted: record indices and line numbers past them are stored
+    // as they are.
+    let doc = format!(r#"{{"records":[{},"not a record"]}}"#, rec("PATH-4"));
+    let (s, a) = post(
+        &http,
+        "/ingest/apim?file=big.json&first_index=9007199254740991",
+        doc.into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["refusals"][0]["at"], "big.json record 9007199254740992");
+    let (s, a) = post(
+        &http,
+        "/ingest/apim?file=big.jsonl&first_line=9007199254740991",
+        format!("{}\ngarbage\n", rec("PATH-5")).into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["refusals"][0]["at"], "big.jsonl:9007199254740992");
+    let rows = sql(
+        &api,
+        "SELECT file, line, record_index FROM rejects WHERE file IN ('big.json', 'big.jsonl') ORDER BY file",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[0]["record_index"], 9_007_199_254_740_992_i64,
+        "{rows:?}"
+    );
+    assert_eq!(rows[1]["line"], 9_007_199_254_740_992_i64, "{rows:?}");
     stack.stop().await;
 }

@@ -1,4 +1,4 @@
-//! The correlator: the shared samples, sent in order, in reverse and shuffled, give exactly
+//! The correlator: the samples (`tests/fixtures`), sent in order, in reverse and shuffled, give exactly
 //! the requests, layers, latencies, rejections, bypass and tokens of `ground-truth.json`;
 //! `seam correlate` rebuilds the same rows.
 

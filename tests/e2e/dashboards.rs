@@ -1,7 +1,7 @@
 //! The Grafana dashboards in `dashboards/`: their structure (stable uids, `__inputs`, every
 //! datasource through the input, a description on every panel), and every panel query run
 //! over the PostgreSQL wire protocol with `tokio-postgres` after expanding variables and
-//! macros as Grafana's PostgreSQL datasource does, on the shared samples.
+//! macros as Grafana's PostgreSQL datasource does, on the samples.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -109,7 +109,7 @@ async fn retention_removes_old_files_and_logs_the_reason() {
     stack.stop().await;
 }
 
-/// The shared sample moved forward by 7000 s: from 09:1x to 11:0x-11:1x UTC.
+/// The OTLP sample moved forward by 7000 s: from 09:1x to 11:0x-11:1x UTC.
 fn sample_two_hours_later() -> Vec<u8> {
     String::from_utf8(sample("otlp-traces.json"))
         .unwrap()

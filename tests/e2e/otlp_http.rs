@@ -1,5 +1,5 @@
 //! OTLP over HTTP: the real `opentelemetry-otlp` HTTP exporters (protobuf and JSON), the
-//! shared OTLP/JSON sample (plain and gzip), and every kind of bad request.
+//! OTLP/JSON sample (plain and gzip), and every kind of bad request.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};

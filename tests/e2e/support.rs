@@ -68,7 +68,7 @@ impl Stack {
     }
 }
 
-/// Posts the shared OTLP/JSON sample (20 spans) to `/v1/traces` on the ingest address `http`.
+/// Posts the OTLP/JSON sample (20 spans) to `/v1/traces` on the ingest address `http`.
 pub async fn send_sample(http: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://{http}/v1/traces"))

@@ -1,4 +1,4 @@
-//! Token identity and redaction: the synthetic tokens of `shared/samples/ground-truth.json`
+//! Token identity and redaction: the synthetic tokens of `tests/fixtures/ground-truth.json`
 //! sent in every place a token travels (an Authorization header through the real SDK
 //! exporter, a JWT inside a JSON string, `Bearer …` in free text and in a log body, OTLP/JSON),
 //! then every byte seam stored is searched for any raw token, signature, key or secret.

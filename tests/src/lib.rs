@@ -1,4 +1,4 @@
-//! Helpers shared by seam's integration tests: where the shared samples are, how to wait
+//! Helpers shared by seam's integration tests: where the sample inputs are, how to wait
 //! for a condition without sleeping blindly, and a small client for seam's SQL API.
 //!
 //! Takes addresses of running servers; gives typed results. No tests live here.
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value};
 
-/// The folder of shared sample inputs (`../shared/samples` beside the repository).
+/// The folder of sample inputs, `tests/fixtures` (committed; its README says what each file
+/// holds and the ground truth it carries). Resolved from this crate's manifest directory, so it
+/// works from any working directory.
 pub fn samples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// Reads one sample file.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::json_stream::{Piece, pieces};
+use super::json_stream::{Piece, check_first_line, pieces};
 use crate::error::IngestError;
 
 /// A record's fields under canonical keys.
@@ -141,7 +141,12 @@ fn put(out: &mut Fields, key: String, v: Value) {
     }
 }
 
-fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: bool) {
+/// Deepest object nesting flattened into concatenated keys: deeper objects stay whole
+/// values, so flattening costs at most this many times a record's size.
+const MAX_FLATTEN_DEPTH: usize = 8;
+
+fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: bool, depth: usize) {
+    let deeper = depth.saturating_add(1);
     for (k, v) in obj {
         let mut ck = format!("{prefix}{}", canon(k));
         let azure_columns = obj.contains_key("ResourceProvider") || obj.contains_key("_ResourceId");
@@ -151,9 +156,12 @@ fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: b
         }
         if prefix.is_empty() && (ck == "properties" || ck == "additionalfields") {
             match v {
-                Value::Object(m) => flatten_into(out, "", m, false),
+                Value::Object(_) | Value::String(_) if deeper >= MAX_FLATTEN_DEPTH => {
+                    put(out, ck, v.clone());
+                }
+                Value::Object(m) => flatten_into(out, "", m, false, deeper),
                 Value::String(s) => match parse_embedded(s) {
-                    Some(Value::Object(m)) => flatten_into(out, "", &m, false),
+                    Some(Value::Object(m)) => flatten_into(out, "", &m, false, deeper),
                     _ => put(out, ck, v.clone()),
                 },
                 _ => {}
@@ -165,7 +173,8 @@ fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: b
             continue;
         }
         match v {
-            Value::Object(m) => flatten_into(out, &ck, m, false),
+            Value::Object(_) if deeper >= MAX_FLATTEN_DEPTH => put(out, ck, v.clone()),
+            Value::Object(m) => flatten_into(out, &ck, m, false, deeper),
             Value::String(secret)
                 if !prefix.is_empty() && crate::normalise::redact::is_sensitive_key(k) =>
             {
@@ -189,7 +198,7 @@ pub const SECRETS_KEY: &str = "\u{1}secrets";
 /// Flattens one record object into canonical fields.
 pub fn fields_of(obj: &Map<String, Value>) -> Fields {
     let mut out = Fields::new();
-    flatten_into(&mut out, "", obj, true);
+    flatten_into(&mut out, "", obj, true, 0);
     out
 }
 
@@ -409,7 +418,8 @@ fn selfhosted_text(line: &str) -> Option<Map<String, Value>> {
             i += 1;
         }
         let key = rest[kstart..i].trim().trim_matches('"').to_string();
-        i += 1;
+        // Past the `:` (or the end, when there is none).
+        i = (i + 1).min(bytes.len());
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
@@ -424,7 +434,7 @@ fn selfhosted_text(line: &str) -> Option<Map<String, Value>> {
                 s.push_str(&rest[i..i + ch_len]);
                 i += ch_len;
             }
-            i += 1;
+            i = (i + 1).min(bytes.len());
             Value::String(s)
         } else {
             let vstart = i;
@@ -474,10 +484,10 @@ fn embedded_json(line: &str) -> Option<Map<String, Value>> {
 /// A `string.Join(",", …)` event: time first, then service, request id, IP and operation.
 fn csv_event(line: &str) -> Option<Map<String, Value>> {
     let parts: Vec<&str> = line.splitn(5, ',').map(str::trim).collect();
-    if parts.len() < 3 {
+    // The first field must be a time (never longer than a few dozen characters).
+    if parts.len() < 3 || parts[0].len() > 64 {
         return None;
     }
-    // The first field must be a time.
     crate::normalise::time::parse(parts[0], Default::default(), i64::MAX / 2)?;
     let names = [
         "EventTime",
@@ -496,8 +506,10 @@ fn csv_event(line: &str) -> Option<Map<String, Value>> {
 /// Splits an APIM input into items. `first_line` numbers its first line.
 ///
 /// # Errors
-/// [`IngestError::UnknownFormat`] when nothing in it is a shape seam knows.
+/// [`IngestError::UnknownFormat`] when nothing in it is a shape seam knows;
+/// [`IngestError::InvalidPayload`] when its line numbers would not fit 64 bits.
 pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError> {
+    check_first_line(text, first_line)?;
     let mut out = Vec::new();
     let mut first_checked = false;
     for p in pieces(text, first_line) {
@@ -587,5 +599,101 @@ mod tests {
             decode("hello world\n", 1),
             Err(IngestError::UnknownFormat(_))
         ));
+    }
+
+    /// The review's body: one record, then lines of `[` and spaces (63 MB of them took 41 s
+    /// when each line restarted a parse reading 128 levels ahead), then a record. Each broken
+    /// region is refused once, naming its lines and why; the records around it are kept.
+    #[test]
+    fn brackets_after_a_record_are_one_refusal() {
+        let rec = r#"{"time":"2024-11-05T09:20:00Z","category":"GatewayLogs","correlationId":"A","durationMs":5}"#;
+        let mut body = format!("{rec}\n");
+        for _ in 0..100_000 {
+            body.push_str("[        \n");
+        }
+        body.push_str(&rec.replace("\"A\"", "\"B\""));
+        body.push('\n');
+        body.push_str(&"{\n".repeat(100_000));
+        let split = crate::decode::json_stream::split(&body, 1);
+        assert!(split.work <= 4 * body.len() as u64 + 16, "{}", split.work);
+        let items = decode(&body, 1).unwrap();
+        let summary: Vec<(Pos, bool)> = items
+            .iter()
+            .map(|i| match i {
+                ApimItem::Gateway { pos, .. } | ApimItem::Event { pos, .. } => (*pos, true),
+                ApimItem::Reject { pos, .. } => (*pos, false),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Pos::Line(1), true),
+                (Pos::Line(2), false),
+                (Pos::Line(100_002), true),
+                (Pos::Line(100_003), false)
+            ]
+        );
+        let ApimItem::Reject { reason, raw, .. } = &items[1] else {
+            panic!("{:?}", items[1])
+        };
+        assert!(
+            reason.contains("nested deeper than 127 levels") && reason.contains("lines 2-100001"),
+            "{reason}"
+        );
+        assert_eq!(raw.trim_end(), "[");
+        let ApimItem::Reject { reason, .. } = &items[3] else {
+            panic!("{:?}", items[3])
+        };
+        assert!(reason.contains("lines 100003-200002"), "{reason}");
+    }
+
+    /// A self-hosted text line ending in a key without a value used to slice past its end.
+    #[test]
+    fn selfhosted_text_with_a_bare_last_key() {
+        let line = "[Info] 2024-09-12T06:29:10.648 [GatewayLogs], totalTime: 74, category: \"GatewayLogs\", dangling";
+        let items = decode(line, 1).unwrap();
+        let ApimItem::Gateway { fields, .. } = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(fields["dangling"], Value::Null);
+        let line = "[Info] x [GatewayLogs], totalTime: 74, url: \"unterminated";
+        assert!(decode(line, 1).is_ok());
+    }
+
+    /// Deep records are flattened only so far: the keys cost a bounded multiple of the input.
+    #[test]
+    fn deep_records_flatten_boundedly() {
+        let key = "k".repeat(1000);
+        let mut v = serde_json::json!({"category": "GatewayLogs", "durationMs": 1});
+        for _ in 0..100 {
+            let mut m = Map::new();
+            m.insert(key.clone(), v);
+            m.insert("leaf".into(), Value::from(1));
+            v = Value::Object(m);
+        }
+        let size = v.to_string().len();
+        let Value::Object(obj) = v else {
+            unreachable!()
+        };
+        let fields = fields_of(&obj);
+        let key_bytes: usize = fields.keys().map(String::len).sum();
+        assert!(
+            key_bytes <= MAX_FLATTEN_DEPTH * size,
+            "{key_bytes} for {size}"
+        );
+        assert!(fields.len() <= MAX_FLATTEN_DEPTH + 1, "{}", fields.len());
+    }
+
+    #[test]
+    fn line_numbers_that_would_overflow_are_refused() {
+        assert!(matches!(
+            decode("{}", u64::MAX),
+            Err(IngestError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("{}", i64::MAX as u64 - 1),
+            Err(IngestError::InvalidPayload(_))
+        ));
+        assert!(decode(r#"{"category":"GatewayLogs"}"#, 1 << 53).is_ok());
     }
 }

@@ -21,7 +21,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 pub use super::apim::Pos;
-use super::json_stream::{Piece, pieces};
+use super::json_stream::{Piece, check_first_line, pieces};
 use crate::error::IngestError;
 
 /// The formats `/ingest/mule` knows, for error messages.
@@ -95,14 +95,14 @@ const TIME: &str = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]
 
 static HEADER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"^(?P<level>{LEVELS})\s+(?P<time>{TIME})\s+\[(?P<thread>.*?)\]\s+\[(?:processor: (?P<proc>[^;\]]*); event: (?P<event>[^\]]*)|event: (?P<event2>[^\]]*)|\{{(?P<mdc>[^}}]*)\}}|(?P<empty>))\]\s+(?P<logger>[^\s:]+):\s?(?P<msg>.*)$"
+        r"^(?P<level>{LEVELS})\s+(?P<time>{TIME})\s+\[(?P<thread>.*?)\]\s+\[(?:processor: (?P<proc>[^;\]]*); event: (?P<event>[^\]]*)|event: (?P<event2>[^\]]*)|\{{(?P<mdc>[^}}]*)\}}|(?P<empty>))\]\s+(?P<logger>[^\s:]+):\s?"
     ))
     .unwrap_or_else(|e| panic!("header regex: {e}"))
 });
 
 static CLOUDHUB: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"^\[(?P<time>(?:\d{{4}}-)?\d{{2}}-\d{{2}} \d{{2}}:\d{{2}}:\d{{2}}(?:[.,]\d+)?)\]\s+(?P<level>{LEVELS})\s+(?P<logger>\S+)\s+\[(?P<thread>.*?)\]:\s?(?P<msg>.*)$"
+        r"^\[(?P<time>(?:\d{{4}}-)?\d{{2}}-\d{{2}} \d{{2}}:\d{{2}}:\d{{2}}(?:[.,]\d+)?)\]\s+(?P<level>{LEVELS})\s+(?P<logger>\S+)\s+\[(?P<thread>.*?)\]:\s?"
     ))
     .unwrap_or_else(|e| panic!("cloudhub regex: {e}"))
 });
@@ -137,12 +137,20 @@ impl JsonDepth {
             }
             match b {
                 b'"' => self.in_str = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => self.depth -= 1,
+                b'{' | b'[' => self.depth = self.depth.saturating_add(1),
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
                 _ => {}
             }
         }
     }
+}
+
+/// The message: what follows a header match (the patterns end before it, so that matching
+/// a header costs the header's length, not the message's).
+fn message_after(line: &str, header: Option<regex::Match<'_>>) -> String {
+    line.get(header.map_or(line.len(), |m| m.end())..)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn header(line: &str) -> Option<MuleEvent> {
@@ -178,7 +186,7 @@ fn header(line: &str) -> Option<MuleEvent> {
             correlation_id: nonempty(get("event").or_else(|| get("event2")))
                 .or_else(|| from_mdc(&["correlationId", "correlation.id"])),
             logger: get("logger"),
-            message: c.name("msg").map_or("", |m| m.as_str()).to_string(),
+            message: message_after(line, c.get(0)),
             format,
             mdc,
             ..Default::default()
@@ -191,7 +199,7 @@ fn header(line: &str) -> Option<MuleEvent> {
         time: get("time").map(TimeText::Text),
         thread: get("thread"),
         logger: get("logger"),
-        message: c.name("msg").map_or("", |m| m.as_str()).to_string(),
+        message: message_after(line, c.get(0)),
         format: "mule_cloudhub_log4j",
         ..Default::default()
     })
@@ -236,7 +244,7 @@ fn text_lines(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<()
     let mut seen_any = false;
     for (i, line) in text.split('\n').enumerate() {
         let line = line.trim_end_matches('\r');
-        let n = first_line + i as u64;
+        let n = first_line.saturating_add(u64::try_from(i).unwrap_or(u64::MAX));
         if let Some(mut ev) = header(line) {
             close(open.take(), out);
             seen_any = true;
@@ -445,8 +453,10 @@ fn json_input(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<()
 /// Splits a Mule input into items. `first_line` numbers its first line.
 ///
 /// # Errors
-/// [`IngestError::UnknownFormat`] when the input does not start with a shape seam knows.
+/// [`IngestError::UnknownFormat`] when the input does not start with a shape seam knows;
+/// [`IngestError::InvalidPayload`] when its line numbers would not fit 64 bits.
 pub fn decode(text: &str, first_line: u64) -> Result<Vec<MuleItem>, IngestError> {
+    check_first_line(text, first_line)?;
     let mut out = Vec::new();
     let first = text
         .lines()
@@ -519,5 +529,60 @@ java.lang.IllegalStateException: boom\n\
             decode("garbage\n", 1),
             Err(IngestError::UnknownFormat(_))
         ));
+    }
+
+    fn rejects(items: &[MuleItem]) -> Vec<(Pos, &str)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                MuleItem::Reject { pos, reason, .. } => Some((*pos, reason.as_str())),
+                MuleItem::Event(_) => None,
+            })
+            .collect()
+    }
+
+    /// JSON Logger lines around deep nesting and lines of `{`: each broken region is one
+    /// refusal, the records around it are kept (the splitter's work is tested with it).
+    #[test]
+    fn broken_json_regions_are_refused_once() {
+        let rec = r#"{"correlationId":"c","tracePoint":"START","priority":"INFO","message":"m"}"#;
+        let body = format!(
+            "{rec}\n{}{rec}\n{}{rec}\n",
+            "[ \n".repeat(300_000),
+            "{\n".repeat(300_000)
+        );
+        let items = decode(&body, 1).unwrap();
+        assert_eq!(events(&items).len(), 3);
+        let r = rejects(&items);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].0, Pos::Line(2));
+        assert!(r[0].1.contains("lines 2-300001"), "{r:?}");
+        assert_eq!(r[1].0, Pos::Line(300_003));
+        assert!(r[1].1.contains("lines 300003-600002"), "{r:?}");
+    }
+
+    /// A 20 MB message and a 20 MB line that almost is a header: one event, one refusal.
+    #[test]
+    fn huge_lines_are_read_once() {
+        let head = "INFO  2024-11-05 09:10:02,611 [main] [processor: ; event: e1] a.B: ";
+        let big = "x".repeat(20 << 20);
+        let text = format!("{head}{big}\nINFO  2024-11-05 09:10:03,611 [{big}\n");
+        let items = decode(&text, 1).unwrap();
+        let ev = events(&items);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].message.len(), big.len());
+        assert_eq!(ev[0].correlation_id.as_deref(), Some("e1"));
+        assert_eq!(rejects(&items).len(), 1);
+    }
+
+    #[test]
+    fn line_numbers_that_would_overflow_are_refused() {
+        let line = "INFO  2024-11-05 09:10:02,611 [t] [event: c] a.B: hi\n";
+        assert!(matches!(
+            decode(line, u64::MAX - 3),
+            Err(IngestError::InvalidPayload(_))
+        ));
+        let items = decode(line, 1 << 53).unwrap();
+        assert_eq!(events(&items)[0].pos, Some(Pos::Line(1 << 53)));
     }
 }

@@ -3,7 +3,7 @@
 //! Takes a JSON body; gives the generated request type. The crate's serde code follows the
 //! OTLP/JSON rules (hex ids in any case, lowerCamelCase keys, 64-bit integers as strings or
 //! numbers, enums as integers) but refuses a whole request for things the proto3 JSON mapping
-//! allows (`../shared/guides/deps.md` section 4). Before handing the document to it, this
+//! allows (found by running it on the official OTLP/JSON examples and variants). Before handing the document to it, this
 //! module rewrites, in one walk over the parsed value:
 //! - enum names (`"SPAN_KIND_SERVER"`, `"STATUS_CODE_ERROR"`, `"SEVERITY_NUMBER_INFO"`) and
 //!   numeric strings in enum fields to integers;

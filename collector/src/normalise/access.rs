@@ -26,8 +26,28 @@ pub struct InputMeta {
     pub service: Option<String>,
     /// Mule app, for lines that do not name it.
     pub app: Option<String>,
-    /// Now, for year-less times.
+    /// Now, for year-less times and the event-time window.
     pub now_ns: i64,
+    /// The accepted event-time window.
+    pub window: super::time::TimeWindow,
+}
+
+impl InputMeta {
+    /// `t` when it lies in the event-time window, else why not.
+    ///
+    /// # Errors
+    /// The time is outside the window.
+    pub fn in_window(&self, t: i64) -> Result<i64, String> {
+        // A caller that did not say when "now" is (0) gets the clock.
+        let now = if self.now_ns == 0 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        } else {
+            self.now_ns
+        };
+        self.window.check("time", t, now)
+    }
 }
 
 /// A JSON scalar as text (`""` and `null` are missing).
@@ -258,7 +278,10 @@ mod tests {
             &t,
         )
         .unwrap();
-        assert_eq!(h[0], ("authorization".into(), Some(MARKER.into())));
+        assert_eq!(
+            h[0],
+            ("authorization".into(), Some(format!("Basic {MARKER}")))
+        );
         assert_eq!(h[1].1.as_deref(), Some("c"));
         let v: Value =
             serde_json::from_str(r#"{"h":{"Cookie":"session=abcdef"},"x":"ok"}"#).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Takes `KeyValue`s; gives `(key, text)` pairs in arrival order. Non-string values are
 //! rendered as text: integers in decimal, doubles in shortest round-trip form, booleans as
-//! `true`/`false`, bytes as base64, arrays and key-value lists as JSON.
+//! `true`/`false`, bytes as text when UTF-8 (else base64, or lossy text when that holds a token), arrays and key-value lists as JSON.
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Av};
@@ -134,8 +134,29 @@ pub fn to_text(v: Av) -> String {
         Av::BoolValue(b) => b.to_string(),
         Av::IntValue(i) => i.to_string(),
         Av::DoubleValue(d) => d.to_string(),
-        Av::BytesValue(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        Av::BytesValue(b) => bytes_text(b),
         other => to_json(Some(other)).to_string(),
+    }
+}
+
+/// Bytes as text when they are UTF-8 (so the token scan sees them), else as base64, unless
+/// the readable parts hold a token or secret: then as lossy text, which the scan redacts
+/// (base64 would hide a token from every later pass).
+fn bytes_text(b: Vec<u8>) -> String {
+    let printable = |t: &str| {
+        t.chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+    };
+    match std::str::from_utf8(&b) {
+        Ok(text) if printable(text) => text.to_string(),
+        _ => {
+            let lossy = String::from_utf8_lossy(&b);
+            if TokenConfig::default().scan(&lossy).is_some() {
+                lossy.into_owned()
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(&b)
+            }
+        }
     }
 }
 
@@ -147,9 +168,7 @@ fn to_json(v: Option<Av>) -> Json {
         Some(Av::IntValue(i)) => Json::from(i),
         Some(Av::DoubleValue(d)) => serde_json::Number::from_f64(d)
             .map_or_else(|| Json::String(d.to_string()), Json::Number),
-        Some(Av::BytesValue(b)) => {
-            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
+        Some(Av::BytesValue(b)) => Json::String(bytes_text(b)),
         Some(Av::ArrayValue(a)) => Json::Array(
             a.values
                 .into_iter()
@@ -251,6 +270,21 @@ mod tests {
         assert_eq!(get("d"), "1.5");
         assert_eq!(get("b"), "true");
         assert_eq!(get("y"), "AQI=");
+        // Bytes holding a token are never hidden from the scan as base64.
+        let bytes = flatten(
+            vec![kv(
+                "raw",
+                Av::BytesValue(b"\x01\x02Bearer opaque-secret-1\xff".to_vec()),
+            )],
+            &AttrLimits::default(),
+            &TokenConfig::default(),
+        )
+        .attrs;
+        let raw = first(&bytes, &["raw"]).unwrap();
+        assert!(
+            !raw.contains("opaque-secret-1") && raw.contains("<redacted"),
+            "{raw}"
+        );
         assert_eq!(get("a"), r#"["corr-1"]"#);
         assert_eq!(first_scalar(&attrs, &["a"]).unwrap(), "corr-1");
         assert!(!get("m").contains("abc"));

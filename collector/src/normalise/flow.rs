@@ -1,7 +1,7 @@
 //! Mule log events to rows of `flow_logs`.
 //!
 //! Takes [`MuleEvent`]s from `decode::mule`, the input's [`InputMeta`], the traffic rules and
-//! the token settings; gives a [`Row`] with its record key, or the reason the event was
+//! the token settings; gives a `Row` with its record key, or the reason the event was
 //! refused (no readable time). Reads JSON Logger records (embedded in the log4j message or
 //! whole), Mule error blocks (`Error type`, `Message`), the app and flow from the thread
 //! name, and the caller's token identity from JSON Logger `content.caller`.
@@ -135,6 +135,7 @@ pub fn flow_row(
                 .and_then(|v| time_of(v, meta))
         })
         .ok_or_else(|| "no readable time (log4j timestamp, JSON Logger timestamp)".to_string())?;
+    let time = meta.in_window(time)?;
 
     let thread = ev
         .thread
@@ -361,8 +362,14 @@ pub fn otlp_flow_row(
         format: "otlp",
         extra: Vec::new(),
     };
+    // The record's time passed the window when the OTLP log was normalised.
     let meta = InputMeta {
         app: r.origin.service_name.clone(),
+        now_ns: ingest_ns,
+        window: super::time::TimeWindow {
+            min_ns: i64::MIN,
+            max_ahead_ns: i64::MAX,
+        },
         ..Default::default()
     };
     let mut k = flow_row(cols, ev, &meta, rules, tokens, ingest_ns)?;

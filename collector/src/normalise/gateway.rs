@@ -60,6 +60,7 @@ fn start_row(
         .v(time_keys)
         .and_then(|v| time_of(v, ctx.meta))
         .ok_or_else(|| format!("no readable time ({names})"))?;
+    let time = ctx.meta.in_window(time)?;
     let mut row = cols.row();
     cols.set(&mut row, "time", Cell::Ts(time));
     cols.set(&mut row, "ingest_time", Cell::Ts(ctx.ingest_ns));

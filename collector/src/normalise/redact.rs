@@ -9,38 +9,23 @@
 /// What replaces a redacted value.
 pub const MARKER: &str = "<redacted>";
 
-/// Header or attribute names (the last dotted segment, lower case) whose values are secret.
-const SECRET_NAMES: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "api-key",
-    "apikey",
-    "api_key",
-    "x-functions-key",
-    "ocp-apim-subscription-key",
-    "subscription-key",
-    "x-amz-security-token",
-    "password",
-    "passwd",
-    "client_secret",
-    "client-secret",
-    "secret",
-    "access_token",
-    "refresh_token",
-    "id_token",
-];
+/// Header names whose whole value is a credential, beyond the secret names shared with
+/// the text scanner ([`super::token::is_secret_name`]): compared lower case without `-`/`_`.
+const HEADER_NAMES: &[&str] = &["authorization", "proxyauthorization", "cookie", "setcookie"];
 
-/// Whether values under `key` must be redacted.
+/// Whether values under `key` (an attribute, header, JSON or map key; its last dotted
+/// segment counts) must be redacted whole. The one list of secret names: the text scanner
+/// uses the same [`super::token::is_secret_name`].
 pub fn is_sensitive_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    let last = lower.rsplit('.').next().unwrap_or(&lower);
-    SECRET_NAMES.contains(&last)
-        || last.ends_with("password")
-        || last.ends_with("_secret")
-        || last.ends_with("-secret")
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let squashed: String = last
+        .bytes()
+        .filter(|b| !matches!(b, b'-' | b'_'))
+        .map(|b| b.to_ascii_lowercase() as char)
+        .collect();
+    // `code` is a secret as an OAuth parameter (`?code=`), not as a key (`error.code`).
+    squashed != "code"
+        && (HEADER_NAMES.contains(&squashed.as_str()) || super::token::is_secret_name(last, &[]))
 }
 
 #[cfg(test)]
@@ -58,6 +43,14 @@ mod tests {
             "http.request.header.x-api-key",
             "db.password",
             "oauth.client_secret",
+            "accessToken",
+            "clientSecret",
+            "private_key",
+            "api_token",
+            "x-auth-token",
+            "http.request.header.x-auth-token",
+            "auth_token",
+            "token",
         ] {
             assert!(is_sensitive_key(k), "{k}");
         }
@@ -67,6 +60,10 @@ mod tests {
             "correlation.id",
             "enduser.id",
             "http.method",
+            "error.code",
+            "http.response.status_code",
+            "token.fingerprint",
+            "token.uti",
         ] {
             assert!(!is_sensitive_key(k), "{k}");
         }

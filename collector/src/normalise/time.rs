@@ -45,6 +45,62 @@ impl Zone {
     }
 }
 
+/// One day in nanoseconds.
+pub const DAY_NS: i64 = 86_400_000_000_000;
+
+/// The plausible range of event times: a record timed outside it is refused (its neighbours
+/// are kept), so that one absurd timestamp cannot reach the partitioning, the correlator's
+/// minute arithmetic or the dashboards. Configured by `limits.min_event_time` and
+/// `limits.max_event_time_ahead`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Earliest accepted time (ns since the epoch). Default 0 (1970-01-01T00:00:00Z).
+    pub min_ns: i64,
+    /// How far past "now" a time may lie (ns). Default one day.
+    pub max_ahead_ns: i64,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        Self {
+            min_ns: 0,
+            max_ahead_ns: DAY_NS,
+        }
+    }
+}
+
+impl TimeWindow {
+    /// The latest accepted time at `now_ns`.
+    pub fn max_at(&self, now_ns: i64) -> i64 {
+        now_ns.saturating_add(self.max_ahead_ns)
+    }
+
+    /// Whether `t` lies in the window at `now_ns`.
+    pub fn contains(&self, t: i64, now_ns: i64) -> bool {
+        t >= self.min_ns && t <= self.max_at(now_ns)
+    }
+
+    /// `t` when it lies in the window, else why not (naming `what`).
+    ///
+    /// # Errors
+    /// The time is before the earliest or after the latest accepted time.
+    pub fn check(&self, what: &str, t: i64, now_ns: i64) -> Result<i64, String> {
+        if self.contains(t, now_ns) {
+            return Ok(t);
+        }
+        let shown = |ns: i64| {
+            DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        };
+        Err(format!(
+            "{what} {} is outside the accepted event-time window {} .. {} \
+             (limits.min_event_time, limits.max_event_time_ahead)",
+            shown(t),
+            shown(self.min_ns),
+            shown(self.max_at(now_ns)),
+        ))
+    }
+}
+
 const NAIVE_FORMATS: &[&str] = &[
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
@@ -110,7 +166,7 @@ pub fn parse(text: &str, zone: Zone, now_ns: i64) -> Option<i64> {
         let with_year = format!("{year}-{t}");
         if let Ok(n) = NaiveDateTime::parse_from_str(&with_year, "%Y-%m-%d %H:%M:%S%.f")
             && let Some(ns) = zone.local(n)
-            && ns <= now_ns + 86_400_000_000_000
+            && ns <= now_ns.saturating_add(DAY_NS)
         {
             return Some(ns);
         }
@@ -194,5 +250,23 @@ mod tests {
         assert!(Zone::parse("Mars/Olympus").is_err());
         assert_eq!(timespan_ms("00:00:00.1840000"), Some(184.0));
         assert_eq!(timespan_ms("1.00:00:01"), Some(86_401_000.0));
+    }
+
+    #[test]
+    fn window_refuses_absurd_times_with_a_reason() {
+        let now = utc("2026-12-04T00:00:00Z");
+        let w = TimeWindow::default();
+        assert_eq!(w.check("time", now, now), Ok(now));
+        assert!(w.check("time", now + DAY_NS, now).is_ok());
+        let e = w.check("startTimeUnixNano", i64::MAX, now).unwrap_err();
+        assert!(e.contains("startTimeUnixNano 2262-04-11T23:47:16"), "{e}");
+        assert!(e.contains("outside the accepted event-time window"), "{e}");
+        assert!(w.check("time", -1, now).is_err());
+        // The year-2262 APIM time parses, and the window refuses it.
+        let t = parse("2262-04-11T23:47:10Z", Zone::Utc, now).unwrap();
+        assert!(!w.contains(t, now));
+        // No overflow at the edges.
+        assert!(w.contains(i64::MAX - 1, i64::MAX));
+        assert!(!w.contains(i64::MIN, i64::MAX));
     }
 }

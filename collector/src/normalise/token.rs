@@ -3,7 +3,7 @@
 //! Takes attribute values and free text that may carry bearer tokens (an `Authorization`
 //! header, a JWT inside a JSON string, `Bearer …` in a log line); gives
 //! - the token's identity: its keyed fingerprint (`hmac-sha256:<kid>:<32 hex>`, exactly as
-//!   `shared/samples/README.md` defines it) and the claims read from a JWT payload without the
+//!   `tests/fixtures/README.md` defines it) and the claims read from a JWT payload without the
 //!   signing key (`iss`, `aud`, `sub`, `oid`, `azp`/`appid`, `tid`, `uti`/`jti`, `iat`, `nbf`,
 //!   `exp`, `scp`/`scope`, `roles`, `idtyp`, `ver`, Okta's `cid`/`uid`);
 //! - the text with every token replaced by a marker that keeps it readable and joinable
@@ -417,36 +417,74 @@ pub struct Scrubbed {
     pub changed: bool,
 }
 
-/// Names whose values are secrets in query strings, JSON and `key=value` text.
+/// Names whose values are secrets in query strings, JSON and `key=value` text, compared
+/// without case, `-` and `_` (so `accessToken`, `access_token` and `Access-Token` are one).
 const SECRET_PARAMS: &[&str] = &[
-    "subscription-key",
-    "subscription_key",
-    "ocp-apim-subscription-key",
-    "api_key",
-    "api-key",
+    "subscriptionkey",
+    "ocpapimsubscriptionkey",
     "apikey",
-    "x-api-key",
+    "xapikey",
+    "apitoken",
     "token",
-    "auth_token",
+    "authtoken",
+    "xauthtoken",
     "jwt",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "client_secret",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "bearertoken",
+    "sessiontoken",
+    "securitytoken",
+    "xamzsecuritytoken",
+    "clientsecret",
+    "privatekey",
+    "secretkey",
+    "accesskey",
+    "sharedaccesskey",
+    "accountkey",
     "password",
     "passwd",
     "pwd",
+    "passphrase",
     "secret",
+    "credential",
+    "credentials",
     "sig",
+    "signature",
     "code",
     "session",
     "sessionid",
-    "session_id",
+    "xfunctionskey",
 ];
 
-fn is_secret_name(name: &str, extra: &[String]) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_PARAMS.contains(&lower.as_str()) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+/// `name` lower-cased without `-`, `_` and `.`, for comparing secret names.
+fn squash(name: &str) -> String {
+    name.bytes()
+        .filter(|b| !matches!(b, b'-' | b'_' | b'.'))
+        .map(|b| b.to_ascii_lowercase() as char)
+        .collect()
+}
+
+/// Whether `name` (a parameter, JSON key, header or attribute name) names a secret: one of
+/// `SECRET_PARAMS`, or ending in `password`, `secret`, `token`, `apikey` or `privatekey`
+/// (`db_password`, `clientSecret`, `x-csrf-token`), or configured.
+pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
+    let n = squash(name);
+    if n.is_empty() {
+        return false;
+    }
+    SECRET_PARAMS.contains(&n.as_str())
+        || [
+            "password",
+            "secret",
+            "token",
+            "apikey",
+            "privatekey",
+            "passwd",
+        ]
+        .iter()
+        .any(|suffix| n.ends_with(suffix))
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 impl TokenConfig {
@@ -464,24 +502,38 @@ impl TokenConfig {
 
     /// Replaces tokens and secrets in `text`.
     pub fn scrub(&self, text: &str) -> Scrubbed {
-        self.scrub_owned(text.to_string())
+        match self.scan(text) {
+            Some(s) => s,
+            None => Scrubbed {
+                text: text.to_string(),
+                ..Default::default()
+            },
+        }
     }
 
     /// Like [`TokenConfig::scrub`], taking the text by value: when nothing is found (the
     /// common case) it is handed back without a copy.
     pub fn scrub_owned(&self, text: String) -> Scrubbed {
-        let bytes = text.as_bytes();
-        // Fast path: nothing that could start a token or a secret assignment.
-        let maybe = text.contains("eyJ")
-            || text.contains("earer ")
-            || text.contains("EARER ")
-            || bytes.iter().any(|b| matches!(b, b'=' | b':'))
-            || !self.extra_patterns.is_empty();
-        if !maybe {
-            return Scrubbed {
+        match self.scan(&text) {
+            Some(s) => s,
+            None => Scrubbed {
                 text,
                 ..Default::default()
-            };
+            },
+        }
+    }
+
+    /// The scrubbed text when anything in `text` had to be replaced; `None` (and no
+    /// allocation) when nothing did.
+    pub fn scan(&self, text: &str) -> Option<Scrubbed> {
+        let bytes = text.as_bytes();
+        // Fast path: nothing that could start a token, a credential or a secret assignment.
+        let maybe = !self.extra_patterns.is_empty()
+            || bytes
+                .iter()
+                .any(|b| matches!(b, b'=' | b':' | b'%' | b'b' | b'B' | b'e'));
+        if !maybe {
+            return None;
         }
         let mut out = String::new();
         let mut token = None;
@@ -489,37 +541,36 @@ impl TokenConfig {
         let mut i = 0;
         let mut copied = 0;
         while i < bytes.len() {
-            if let Some(hit) = self.hit_at(&text, i) {
-                out.push_str(&text[copied..hit.start]);
-                out.push_str(&hit.replacement);
+            if let Some(hit) = self.hit_at(text, i) {
+                if text[hit.start..hit.end] != hit.replacement {
+                    out.push_str(&text[copied..hit.start]);
+                    out.push_str(&hit.replacement);
+                    copied = hit.end;
+                    changed = true;
+                }
                 if let Some(id) = hit.token {
                     token.get_or_insert(id);
                 }
-                changed = true;
-                copied = hit.end;
-                i = hit.end;
+                i = hit.end.max(i + 1);
                 continue;
             }
             i += 1;
         }
         if changed {
             out.push_str(&text[copied..]);
-        } else {
-            out = text;
         }
-        if !self.extra_patterns.is_empty() {
-            for re in self.extra_patterns.iter() {
-                if re.is_match(&out) {
-                    out = re.replace_all(&out, "<redacted>").into_owned();
-                    changed = true;
-                }
+        for re in self.extra_patterns.iter() {
+            let current = if changed { out.as_str() } else { text };
+            if re.is_match(current) {
+                out = re.replace_all(current, "<redacted>").into_owned();
+                changed = true;
             }
         }
-        Scrubbed {
-            text: out,
+        (changed || token.is_some()).then(|| Scrubbed {
+            text: if changed { out } else { text.to_string() },
             token,
             changed,
-        }
+        })
     }
 }
 
@@ -552,18 +603,17 @@ impl TokenConfig {
             token: None,
         };
         match bytes[i] {
-            b'B' | b'b'
-                if bytes.len() - i > 7
-                    && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ")
-                    && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) =>
-            {
-                let start = i + 7;
-                let end = start
-                    + bytes[start..]
-                        .iter()
-                        .take_while(|b| is_token_char(**b))
-                        .count();
-                (end > start).then(|| token_hit(start, end))
+            b'B' | b'b' if i == 0 || !bytes[i - 1].is_ascii_alphanumeric() => {
+                if let Some(start) = after_scheme(bytes, i, b"bearer") {
+                    let end = start
+                        + bytes[start..]
+                            .iter()
+                            .take_while(|b| is_token_char(**b))
+                            .count();
+                    return (end > start).then(|| token_hit(start, end));
+                }
+                let start = after_scheme(bytes, i, b"basic")?;
+                basic_credentials_end(bytes, start).map(|end| secret_hit((start, end)))
             }
             b'e' if bytes[i..].starts_with(b"eyJ") => {
                 let end = jwt_at(bytes, i)?;
@@ -583,6 +633,45 @@ impl TokenConfig {
             _ => None,
         }
     }
+}
+
+/// Where the credentials after an HTTP auth scheme word (`bearer`, `basic`) at `i` start:
+/// the word, then one or more spaces or tabs, or a URL-encoded space (`%20`, `+`).
+fn after_scheme(bytes: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i.checked_add(word.len())?;
+    if bytes.len() <= end || !bytes[i..end].eq_ignore_ascii_case(word) {
+        return None;
+    }
+    let mut j = end;
+    loop {
+        match bytes.get(j) {
+            Some(b' ' | b'\t' | b'+') => j += 1,
+            Some(b'%') if bytes.get(j + 1..j + 3) == Some(b"20") => j += 3,
+            _ => break,
+        }
+    }
+    (j > end && j < bytes.len()).then_some(j)
+}
+
+/// The end of Basic credentials (base64 of `user:password`) starting at `start`, when the
+/// text there is such credentials (so "a basic example" is left alone).
+fn basic_credentials_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let len = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        .count();
+    if len < 4 {
+        return None;
+    }
+    let end = start + len;
+    let text = std::str::from_utf8(&bytes[start..end]).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim_end_matches('='))
+        })
+        .ok()?;
+    decoded.contains(&b':').then_some(end)
 }
 
 /// The password of `user:password@host` in the authority starting at `start`, if any.
@@ -606,9 +695,13 @@ fn url_password_span(bytes: &[u8], start: usize) -> Option<(usize, usize)> {
 fn secret_value_span(text: &str, at: usize, extra: &[String]) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     // The name: letters, digits, '-', '_' before the separator (skipping a closing quote).
+    // JSON inside a JSON string escapes the quotes (`{\"password\":\"x\"}`), at any depth.
     let mut name_end = at;
     if name_end > 0 && bytes[name_end - 1] == b'"' {
         name_end -= 1;
+        while name_end > 0 && bytes[name_end - 1] == b'\\' {
+            name_end -= 1;
+        }
     }
     let mut name_start = name_end;
     while name_start > 0
@@ -627,6 +720,23 @@ fn secret_value_span(text: &str, at: usize, extra: &[String]) -> Option<(usize, 
     }
     if v >= bytes.len() {
         return None;
+    }
+    let mut q = v;
+    while q < bytes.len() && bytes[q] == b'\\' {
+        q += 1;
+    }
+    if q > v && q < bytes.len() && bytes[q] == b'"' {
+        // An escaped quote opens the value: it ends at the next escaped quote.
+        let start = q + 1;
+        let mut end = start;
+        while end < bytes.len() && !(bytes[end] == b'"' && bytes[end - 1] == b'\\') {
+            end += 1;
+        }
+        let mut value_end = end.min(bytes.len());
+        while value_end > start && bytes[value_end - 1] == b'\\' {
+            value_end -= 1;
+        }
+        return (value_end > start).then_some((start, value_end));
     }
     if bytes[v] == b'"' {
         let start = v + 1;
@@ -734,6 +844,18 @@ mod tests {
             s.text,
             "jdbc postgres://svc:<redacted>@db.example:5432/x and https://host/p"
         );
+        // JSON inside a JSON string, Basic credentials, camelCase secret names.
+        let s = c.scrub(r#"{"note":"{\"clientSecret\":\"cs-1\",\"x\":1}"}"#);
+        assert!(!s.text.contains("cs-1"), "{}", s.text);
+        let s = c.scrub("Authorization: Basic c3ZjOnB3LTE= and a basic example");
+        assert_eq!(
+            s.text,
+            "Authorization: Basic <redacted> and a basic example"
+        );
+        let s = c.scrub("Bearer  opaque-2 / Bearer%20opaque-3 accessToken=at-4 x-auth-token: xa-5");
+        for secret in ["opaque-2", "opaque-3", "at-4", "xa-5"] {
+            assert!(!s.text.contains(secret), "{}", s.text);
+        }
         let plain = c.scrub("nothing to see: a=b");
         assert!(!plain.changed);
     }

@@ -3,11 +3,15 @@
 //!
 //! Takes a body in any shape the endpoint knows (auto-detected; `format=` forces one),
 //! optionally gzip-compressed, and query parameters `file`, `first_line` and `first_index`
-//! (where the body came from in its file, so refusals name file:line or the record index), `timezone` (IANA zone of zone-less times; UTC by
-//! default), `gateway` (self-hosted gateway name), `service` (APIM service) and `app` (Mule
-//! app) for records that do not say. Answers 200 with JSON counts (accepted, rejected,
-//! duplicates, per table, the first refusals) only once the stored rows are durable; 400
-//! for an unknown format (the message lists the known ones); 413 too large; 503 retryable.
+//! (where the body came from in its file, so refusals name file:line or the record index;
+//! whole numbers up to [`MAX_FIRST_POSITION`](crate::access::MAX_FIRST_POSITION),
+//! `first_line` from 1), `timezone` (IANA zone of zone-less times; UTC by default), `gateway`
+//! (self-hosted gateway name), `service` (APIM service) and `app` (Mule app) for records that
+//! do not say. Answers 200 with JSON counts (accepted, rejected, duplicates, per table, the
+//! first refusals) only once the stored rows are durable; 400 for an unknown format (the
+//! message lists the known ones) or a parameter out of range; 413 too large; 503 retryable.
+//! Inflating, decoding and normalising run off the async workers
+//! ([`Collector::ingest_access_with`]).
 
 use std::sync::Arc;
 
@@ -20,7 +24,7 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::limits::{decode_content, read_capped};
-use crate::access::{AccessInput, AccessSource};
+use crate::access::{AccessInput, AccessSource, parse_position};
 use crate::error::IngestError;
 use crate::normalise::access::InputMeta;
 use crate::normalise::time::Zone;
@@ -40,8 +44,10 @@ pub fn router(collector: Arc<Collector>) -> Router {
 pub struct Params {
     format: Option<String>,
     file: Option<String>,
-    first_line: Option<u64>,
-    first_index: Option<u64>,
+    /// Read by [`parse_position`], so that out-of-range values get a clear refusal.
+    first_line: Option<String>,
+    /// As `first_line`.
+    first_index: Option<String>,
     timezone: Option<String>,
     gateway: Option<String>,
     service: Option<String>,
@@ -81,7 +87,14 @@ async fn handle(
         Ok(z) => z.unwrap_or_default(),
         Err(e) => return error(&IngestError::InvalidPayload(e)),
     };
+    let positions = parse_position("first_line", p.first_line.as_deref(), 1)
+        .and_then(|l| parse_position("first_index", p.first_index.as_deref(), 0).map(|i| (l, i)));
+    let (first_line, first_index) = match positions {
+        Ok(v) => v,
+        Err(e) => return error(&e),
+    };
     let limits = c.limits();
+    let max_inflated = limits.max_decompressed_bytes;
     let raw = match read_capped(body, limits.max_request_bytes).await {
         Ok(b) => b,
         Err(e) => return error(&e),
@@ -89,31 +102,35 @@ async fn handle(
     c.count_bytes(Transport::Http, source.label(), raw.len());
     let enc = headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let body = match decode_content(enc, raw, limits.max_decompressed_bytes) {
-        Ok(b) => b,
-        Err(e) => return error(&e),
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let format = p.format.filter(|f| !f.is_empty() && f != "auto");
+    let meta = InputMeta {
+        file: p.file.filter(|f| !f.is_empty()),
+        zone,
+        gateway: p.gateway,
+        service: p.service.map(|s| s.to_ascii_lowercase()),
+        app: p.app,
+        now_ns: 0,
+        window: Default::default(),
     };
-    let text = match String::from_utf8(body.to_vec()) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    // Inflating and checking the text are CPU work too: they run with the decoding.
+    let make = move || -> Result<AccessInput, IngestError> {
+        let body = decode_content(enc.as_deref(), raw, max_inflated)?;
+        let text = match String::from_utf8(Vec::from(body)) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        Ok(AccessInput {
+            source,
+            text,
+            first_line,
+            first_index,
+            format,
+            meta,
+        })
     };
-    let input = AccessInput {
-        source,
-        text,
-        first_line: p.first_line.unwrap_or(1).max(1),
-        first_index: p.first_index.unwrap_or(0),
-        format: p.format.filter(|f| !f.is_empty() && f != "auto"),
-        meta: InputMeta {
-            file: p.file.filter(|f| !f.is_empty()),
-            zone,
-            gateway: p.gateway,
-            service: p.service.map(|s| s.to_ascii_lowercase()),
-            app: p.app,
-            now_ns: 0,
-        },
-    };
-    match c.ingest_access(input).await {
+    match c.ingest_access_with(make).await {
         Ok(out) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
