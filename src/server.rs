@@ -78,6 +78,32 @@ async fn correlate(
     response
 }
 
+/// `router` answering unknown paths (404) and methods (405) with a JSON error like every
+/// other refusal, instead of an empty body.
+fn json_errors(router: Router) -> Router {
+    router
+        .fallback(|uri: axum::http::Uri| async move {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({
+                    "error": format!("no endpoint at {}", uri.path()),
+                    "kind": "not_found",
+                })),
+            )
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    axum::Json(serde_json::json!({
+                        "error": format!("{method} is not allowed at {}", uri.path()),
+                        "kind": "method_not_allowed",
+                    })),
+                )
+            },
+        )
+}
+
 async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::response::Response {
     let since = p
         .since
@@ -88,7 +114,7 @@ async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::respo
     let Some(since) = since else {
         return (
             StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": format!("since {:?} is not an RFC 3339 time or epoch nanoseconds", p.since)})),
+            axum::Json(serde_json::json!({"error": format!("since {:?} is not an RFC 3339 time or epoch nanoseconds", p.since), "kind": "invalid"})),
         )
             .into_response();
     };
@@ -96,7 +122,7 @@ async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::respo
         Ok(n) => axum::Json(serde_json::json!({"requests": n, "since": since})).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({"error": e.to_string()})),
+            axum::Json(serde_json::json!({"error": e.to_string(), "kind": "internal"})),
         )
             .into_response(),
     }
@@ -578,11 +604,11 @@ impl Server {
             })
         };
         let http = {
-            let router = Guard::new(Arc::clone(&credentials), Role::Ingest).protect(
+            let router = json_errors(Guard::new(Arc::clone(&credentials), Role::Ingest).protect(
                 seam_collector::receive::otlp_http::router(Arc::clone(&collector)).merge(
                     seam_collector::receive::access_http::router(Arc::clone(&collector)),
                 ),
-            );
+            ));
             let stop = stopped(rx_recv);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(
@@ -680,6 +706,7 @@ impl Server {
                         .protect(Router::new().route("/api/v1/correlate", correlate_route)),
                 )
                 .merge(seam_query::http::health_router());
+            let router = json_errors(router);
             let stop = stopped(rx_api);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(

@@ -524,9 +524,8 @@ impl Collector {
             if p.rows.is_empty() {
                 continue;
             }
-            let batch = rows::batch(&p.cols, &p.rows).map_err(|e| {
-                IngestError::InvalidPayload(format!("records could not be stored: {e}"))
-            })?;
+            let batch = rows::batch(&p.cols, &p.rows)
+                .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
             self.wal.append(p.table, batch).await?;
             if let Err(e) = self.dedupe.commit(&p.keys, now_ns()) {
                 tracing::warn!(error = %e, "Could not record stored keys in the duplicate index.");

@@ -75,9 +75,12 @@ pub fn spans_batch(rows: &[SpanRecord], ingest_ns: i64) -> Result<RecordBatch, A
     let mut res_attrs = map_builder(rows.iter().map(|r| r.origin.resource_attributes.as_slice()));
     let mut attrs = map_builder(rows.iter().map(|r| r.attributes.as_slice()));
     for r in rows {
+        // A span that ends before it starts has no duration (not a negative one).
         duration.append_option(
             r.end_time_ns
-                .map(|e| e.saturating_sub(r.time_ns) as f64 / 1e6),
+                .and_then(|e| e.checked_sub(r.time_ns))
+                .filter(|d| *d >= 0)
+                .map(|d| d as f64 / 1e6),
         );
         status.append_option(r.status_code);
         append_map(&mut res_attrs, &r.origin.resource_attributes)?;

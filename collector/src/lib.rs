@@ -208,7 +208,7 @@ impl Collector {
         let batch = self
             .stats
             .take(now_ns(), all)
-            .map_err(|e| IngestError::InvalidPayload(e.to_string()))?;
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
         match batch {
             Some(b) => self.wal.append(tables::ingest_stats::TABLE, b).await,
             None => Ok(()),
@@ -227,8 +227,8 @@ impl Collector {
         if events.is_empty() {
             return Ok(());
         }
-        let batch = tables::seam_audit::batch(events)
-            .map_err(|e| IngestError::InvalidPayload(e.to_string()))?;
+        let batch =
+            tables::seam_audit::batch(events).map_err(|e| IngestError::Internal(e.to_string()))?;
         self.wal.append(tables::seam_audit::TABLE, batch).await
     }
 
@@ -372,9 +372,8 @@ impl Collector {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = buffer::rows::batch(&cols, &rows).map_err(|e| {
-            IngestError::InvalidPayload(format!("records could not be stored: {e}"))
-        })?;
+        let batch = buffer::rows::batch(&cols, &rows)
+            .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
         self.wal.append(tables::flow_logs::TABLE, batch).await
     }
 
@@ -399,9 +398,8 @@ impl Collector {
             );
         }
         if !n.records.is_empty() {
-            let batch = build().map_err(|e| {
-                IngestError::InvalidPayload(format!("records could not be stored: {e}"))
-            })?;
+            let batch = build()
+                .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
             self.wal.append(table, batch).await?;
         }
         Ok(Outcome {

@@ -11,8 +11,9 @@ pub struct QueryConfig {
     /// Longest a statement may run before it is cancelled. Default 60s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most memory one statement may use for sorts, joins and aggregations, in bytes.
-    /// Default 1 GiB. Past it the statement fails; nothing spills to disk.
+    /// Most memory the statements running at once may use together for sorts, joins and
+    /// aggregations, in bytes (one pool for HTTP, PostgreSQL and the correlator). Default
+    /// 1 GiB. Past it the statement asking for more fails; nothing spills to disk.
     pub memory_limit: usize,
     /// Largest SQL request body accepted by the HTTP API, in bytes. Default 1 MiB.
     pub max_sql_bytes: usize,

@@ -8,7 +8,9 @@
 //! on the spot. Capped: `repeat`, `lpad`, `rpad`, `replace`, `regexp_replace`, `concat`,
 //! `concat_ws`, `array_repeat`, `array_resize`, `array_to_string`, `range` and
 //! `generate_series` (the scalar, array-building forms; the table functions of the same names
-//! stream their rows), and `||` on text, which is planned
+//! stream their rows), `encode`, `upper`, `lower`, `initcap`, `translate`,
+//! `string_to_array`, `make_array`, `array_concat`, `array_append`, `array_prepend`,
+//! `overlay`, `levenshtein` (its work: the product of the lengths), and `||` on text, which is planned
 //! as `seam_text_concat` (same result, NULL when either side is NULL). Aggregates such as
 //! `string_agg` and `array_agg` need no cap: their state is counted in the memory pool.
 
@@ -54,6 +56,22 @@ enum Bound {
     Join,
     /// `array_resize(list, n [, value])`: `n` elements.
     Resize,
+    /// Functions whose output is at most `factor` times their first argument's bytes:
+    /// `encode` (hex doubles).
+    Scale(u8),
+    /// Case mapping: ASCII text keeps its size, other text may triple (`ΐ` to `Ϊ́`).
+    Case,
+    /// `translate(text, from, to)`: one character per input character, at most as wide as
+    /// the widest of `to` (ASCII `to`: the input's size).
+    Translate,
+    /// `string_to_array(text, separator)`: the text and an offset per element.
+    Split,
+    /// `make_array`, `array_concat`, `array_append`, `array_prepend`, `overlay`: the sum of
+    /// the arguments' bytes.
+    Sum,
+    /// `levenshtein(a, b)`: not bytes but work (its length product), bounded by the same
+    /// cap so that one call cannot keep a query thread busy for minutes inside one batch.
+    Product,
 }
 
 /// The capped functions: DataFusion's name, and how each is bounded.
@@ -70,6 +88,18 @@ const CAPPED: &[(&str, Bound)] = &[
     ("generate_series", Bound::Range),
     ("array_to_string", Bound::Join),
     ("array_resize", Bound::Resize),
+    ("encode", Bound::Scale(2)),
+    ("upper", Bound::Case),
+    ("lower", Bound::Case),
+    ("initcap", Bound::Case),
+    ("translate", Bound::Translate),
+    ("string_to_array", Bound::Split),
+    ("make_array", Bound::Sum),
+    ("array_concat", Bound::Sum),
+    ("array_append", Bound::Sum),
+    ("array_prepend", Bound::Sum),
+    ("overlay", Bound::Sum),
+    ("levenshtein", Bound::Product),
 ];
 
 /// `state` with the capped functions in place of DataFusion's, and `||` on text planned as
@@ -430,6 +460,26 @@ fn output_bytes(bound: Bound, args: &[ColumnarValue], rows: usize) -> Result<u12
                 let element = arg(2).map_or(8, |v| element_bytes(v, i));
                 count_at(arg(1), i).saturating_mul(element.saturating_add(8))
             }
+            Bound::Scale(f) => len(0, i).saturating_mul(u128::from(f)).saturating_add(8),
+            Bound::Case => {
+                let ascii = arg(0).and_then(|a| str_at(a, i)).is_none_or(str::is_ascii);
+                len(0, i).saturating_mul(if ascii { 1 } else { 3 })
+            }
+            Bound::Translate => {
+                let to = arg(2).and_then(|a| str_at(a, i));
+                let width = to.map_or(4, |t| t.chars().map(char::len_utf8).max().unwrap_or(1));
+                len(0, i).saturating_mul(width as u128)
+            }
+            Bound::Split => {
+                let text = len(0, i);
+                let sep = len(1, i).max(1);
+                text.saturating_add((text / sep + 1).saturating_mul(8))
+            }
+            Bound::Sum => args
+                .iter()
+                .map(|a| element_bytes(a, i).max(text_len(a, i)))
+                .fold(0u128, u128::saturating_add),
+            Bound::Product => len(0, i).saturating_mul(len(1, i)),
         };
         total = total.saturating_add(row);
     }
@@ -669,6 +719,13 @@ mod tests {
             "SELECT array_to_string(range(100000), repeat('x', 1000))",
             "SELECT array_resize(make_array(1), 1000000000)",
             "SELECT repeat(v, 200000) FROM (VALUES ('abcdefghij'), ('klmnopqrst')) AS t(v)",
+            // Found by the review: doubling, case mapping, arrays of large values, work.
+            "SELECT encode(encode(s, 'hex'), 'hex') FROM (SELECT repeat('x', 400000) AS s)",
+            "SELECT upper(s) FROM (SELECT repeat('ΐ', 200000) AS s)",
+            "SELECT translate(s, 'x', 'ΐ') FROM (SELECT repeat('x', 600000) AS s)",
+            "SELECT make_array(s, s, s, s) FROM (SELECT repeat('x', 300000) AS s)",
+            "SELECT array_concat(a, a, a, a) FROM (SELECT make_array(repeat('x', 300000)) AS a)",
+            "SELECT levenshtein(s, s) FROM (SELECT repeat('x', 60000) AS s)",
         ] {
             let err = run(&ctx, sql).await.unwrap_err();
             assert!(

@@ -7,8 +7,8 @@
 //! session statements and cursors are refused), then planned and checked again (no write
 //! anywhere in the plan, no admin-only table for other roles). File paths used as table names
 //! are not resolved (DataFusion's URL tables stay off), and no file-reading table function is
-//! registered. Each statement gets its own DataFusion runtime with a memory pool of
-//! `memory_limit` bytes and no spill directory, runs as a task on the query runtime
+//! registered. Each statement gets its own DataFusion runtime, with no spill directory and the
+//! service's one memory pool of `memory_limit` bytes (shared by every running statement), runs as a task on the query runtime
 //! ([`crate::runtime`]) so that it cannot hold up ingest, and is aborted after `timeout`,
 //! which the caller keeps on its own runtime. Functions that build large values are capped
 //! ([`crate::functions`]), and a result past `max_result_bytes` cancels the statement.
@@ -257,6 +257,9 @@ pub struct QueryService {
     counters: Arc<Counters>,
     audit: std::sync::OnceLock<Arc<dyn AuditSink>>,
     runtime: Arc<QueryRuntime>,
+    /// The one memory pool of every statement (HTTP, PostgreSQL, the correlator): several
+    /// statements at once share `memory_limit`, they do not each get it.
+    pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
 }
 
 impl QueryService {
@@ -298,12 +301,17 @@ impl QueryService {
             ctx.register_table(view.name, Arc::new(view_table))?;
         }
         let runtime = Arc::new(QueryRuntime::new(config.threads)?);
+        let pool = Arc::new(datafusion::execution::memory_pool::TrackConsumersPool::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(config.memory_limit),
+            std::num::NonZeroUsize::MIN.saturating_add(4),
+        ));
         Ok(Self {
             base: ctx.state(),
             config,
             counters: Arc::default(),
             audit: std::sync::OnceLock::new(),
             runtime,
+            pool,
         })
     }
 
@@ -314,8 +322,8 @@ impl QueryService {
         let _ = self.base.register_udf(Arc::new(udf));
     }
 
-    /// A session state for the PostgreSQL listener: the same catalog, with a runtime whose
-    /// memory pool (shared by its connections) is `memory_limit` and with no spill directory,
+    /// A session state for the PostgreSQL listener: the same catalog, with a runtime on the
+    /// service's memory pool (`memory_limit`, shared with every statement) and no spill directory,
     /// carrying the query runtime and the result limit ([`PgRuntime`]).
     ///
     /// # Errors
@@ -336,7 +344,7 @@ impl QueryService {
 
     fn context(&self) -> Result<SessionContext, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_memory_pool(Arc::clone(&self.pool))
             .with_object_store_registry(Arc::clone(&self.base.runtime_env().object_store_registry))
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),

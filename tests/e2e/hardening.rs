@@ -519,16 +519,31 @@ async fn apim_and_mule_fields_are_capped_like_otlp_values() {
     let long_url = format!("https://apim.example/orders/{}", "a".repeat(5 << 20));
     let mut rec = apim_base();
     rec["properties"]["url"] = json!(long_url);
-    let (status, text) = post(&stack.http_url("/ingest/apim"), "application/json", rec.to_string()).await;
+    let (status, text) = post(
+        &stack.http_url("/ingest/apim"),
+        "application/json",
+        rec.to_string(),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let mut line = mule_json_base();
     line["message"] = json!("m".repeat(10 << 20));
-    let (status, text) = post(&stack.http_url("/ingest/mule"), "application/json", line.to_string()).await;
+    let (status, text) = post(
+        &stack.http_url("/ingest/mule"),
+        "application/json",
+        line.to_string(),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let cap = seam_collector::config::LimitsConfig::default().max_attribute_value_bytes as i64;
     let mark = "…[truncated by seam]";
     let mark_len = mark.len() as i64;
-    let rows = sql(&api, "SELECT octet_length(url) AS n, url FROM gateway_log_copies").await.unwrap();
+    let rows = sql(
+        &api,
+        "SELECT octet_length(url) AS n, url FROM gateway_log_copies",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["n"].as_i64().unwrap(), cap + mark_len);
     assert!(rows[0]["url"].as_str().unwrap().ends_with(mark));
@@ -541,5 +556,48 @@ async fn apim_and_mule_fields_are_capped_like_otlp_values() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0]["m"].as_i64().unwrap() <= cap + mark_len, "{rows:?}");
     assert!(rows[0]["r"].as_i64().unwrap() <= cap + mark_len, "{rows:?}");
+    stack.stop().await;
+}
+
+/// Issue 16, finding 7 (and the review after it): every refusal is a JSON error, unknown
+/// paths and methods included, on the API and the ingest listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_answer_json_errors() {
+    let stack = Stack::start().await;
+    let client = reqwest::Client::new();
+    for (method, url, status, kind) in [
+        (
+            "GET",
+            format!("http://{}/api/v1/sql", stack.api()),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            format!("http://{}/nope", stack.api()),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            stack.http_url("/v1/traces"),
+            405,
+            "method_not_allowed",
+        ),
+        ("POST", stack.http_url("/v2/anything"), 404, "not_found"),
+    ] {
+        let r = client
+            .request(method.parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {url}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["kind"], json!(kind), "{method} {url}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
     stack.stop().await;
 }

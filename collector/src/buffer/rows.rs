@@ -78,15 +78,17 @@ impl Columns {
     pub fn row(&self) -> Row {
         Row {
             cells: vec![Cell::Null; self.schema.fields().len()],
+            unknown: Vec::new(),
         }
     }
 
-    /// Sets a column of `row` (a name the schema lacks is a programming error, ignored in
-    /// release builds).
+    /// Sets a column of `row`. A name the schema lacks is a programming error that fails
+    /// loudly in every build: the row remembers it and [`batch`] refuses to build (an
+    /// internal, retryable error), so a typo can never store NULL silently.
     pub fn set(&self, row: &mut Row, name: &str, cell: Cell) {
         match self.index.get(name) {
             Some(&i) => row.cells[i] = cell,
-            None => debug_assert!(false, "no column {name}"),
+            None => row.unknown.push(name.to_string()),
         }
     }
 
@@ -129,6 +131,8 @@ impl Columns {
 pub struct Row {
     /// The cells.
     pub cells: Vec<Cell>,
+    /// Column names set that the schema lacks (a bug; [`batch`] refuses such rows).
+    pub unknown: Vec<String>,
 }
 
 impl Columns {
@@ -277,6 +281,11 @@ fn column(f: &Field, i: usize, rows: &[Row]) -> Result<ArrayRef, ArrowError> {
 /// non-nullable column.
 pub fn batch(columns: &Columns, rows: &[Row]) -> Result<RecordBatch, ArrowError> {
     let schema = columns.schema();
+    if let Some(name) = rows.iter().find_map(|r| r.unknown.first()) {
+        return Err(ArrowError::SchemaError(format!(
+            "seam wrote to a column {name:?} that the table does not have (a bug)"
+        )));
+    }
     let arrays = schema
         .fields()
         .iter()
@@ -284,4 +293,19 @@ pub fn batch(columns: &Columns, rows: &[Row]) -> Result<RecordBatch, ArrowError>
         .map(|(i, f)| column(f, i, rows))
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), arrays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_column_fails_the_batch_in_every_build() {
+        let cols = Columns::new(seam_schemas::tables::rejects::schema());
+        let mut row = cols.row();
+        cols.set(&mut row, "reason", Cell::Str("r".into()));
+        cols.set(&mut row, "reasonn", Cell::Str("typo".into()));
+        let e = batch(&cols, &[row]).unwrap_err().to_string();
+        assert!(e.contains("\"reasonn\""), "{e}");
+    }
 }

@@ -110,8 +110,14 @@ fn status(v: Option<f64>) -> Option<i32> {
         .map(|c| c.round() as i32)
 }
 
+/// Longest duration taken as written (30 days, in ms): a gateway never waits longer, and an
+/// absurd or negative value (`1e308`, NaN) would skew every latency percentile.
+const MAX_DURATION_MS: f64 = 30.0 * 86_400_000.0;
+
+/// A duration in milliseconds; NULL when it is not a plausible one.
 fn cell_f(v: Option<f64>) -> Cell {
-    v.map_or(Cell::Null, Cell::F64)
+    v.filter(|ms| (0.0..=MAX_DURATION_MS).contains(ms))
+        .map_or(Cell::Null, Cell::F64)
 }
 
 fn cell_i32(v: Option<i32>) -> Cell {

@@ -30,7 +30,9 @@ pub const VIEW_DESCRIPTION: &str = "One row per gateway request: the copies in \
      in).";
 
 fn ms(name: &str, desc: &str) -> Field {
-    field(name, DataType::Float64, true, desc)
+    let desc =
+        format!("{desc} NULL when absent, negative or over 30 days (not a plausible duration).");
+    field(name, DataType::Float64, true, &desc)
 }
 
 /// Arrow schema of `gateway_log_copies`.

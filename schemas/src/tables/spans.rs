@@ -49,7 +49,7 @@ pub fn schema() -> SchemaRef {
             DURATION_MS,
             DataType::Float64,
             true,
-            "end_time - time in milliseconds (float); NULL when end_time is unknown.",
+            "end_time - time in milliseconds (float); NULL when end_time is unknown or before time.",
         ),
         field(
             INGEST_TIME,
