@@ -10,8 +10,9 @@ use crate::columns::*;
 pub const TABLE: &str = "rejects";
 /// What one row is.
 pub const DESCRIPTION: &str = "One row per refused line or record of a gateway or flow log \
-     input: where it was (file and line, or record index), why it was refused, and its text \
-     with tokens and secrets redacted.";
+     input, or per stored row that could not be replayed from the write-ahead log: where it \
+     was (file and line, or record index), why it was refused, and its text with tokens and \
+     secrets redacted.";
 
 /// Arrow schema of `rejects`.
 pub fn schema() -> SchemaRef {
@@ -38,7 +39,7 @@ pub fn schema() -> SchemaRef {
             "source",
             DataType::Utf8,
             false,
-            "Where it was sent: apim or mule.",
+            "Where it was sent: apim or mule; or the table of a write-ahead log entry refused at replay (spans, logs, …: reason starts with \"refused at write-ahead log replay\").",
         ),
         field(
             "file",
@@ -56,14 +57,14 @@ pub fn schema() -> SchemaRef {
             "record_index",
             DataType::Int64,
             true,
-            "Index (from 0) of a refused record inside a JSON document.",
+            "Index (from 0) of a refused record inside a JSON document (for a replay refusal: the row inside its write-ahead log entry).",
         ),
         field("reason", DataType::Utf8, false, "Why it was refused."),
         field(
             "raw",
             DataType::Utf8,
             true,
-            "The refused text (at most 4 KiB), with tokens and secrets redacted.",
+            "The refused text (at most 4 KiB), with tokens and secrets redacted; for a replay refusal, the row as JSON.",
         ),
     ])
 }
