@@ -103,11 +103,11 @@ fn lag(ingest: i64, times: impl Iterator<Item = i64>) -> (f64, Option<f64>) {
     (sum, max)
 }
 
-fn now_ns() -> i64 {
+/// Now, in nanoseconds since the epoch (saturating; 0 before the epoch).
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl Collector {

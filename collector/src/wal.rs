@@ -428,7 +428,7 @@ fn replay(
     wire: &HashMap<&'static str, (SchemaRef, SchemaRef)>,
     sanitiser: &Sanitiser,
 ) -> Result<Replayed, WalError> {
-    let now = now_ns();
+    let now = crate::now_ns();
     let segs = list_segments(dir)?;
     let watermarks = storage.wal_watermarks();
     let mut report = ReplayReport::default();
@@ -641,12 +641,6 @@ fn replay_rejects_batch(
         })
         .collect();
     batch(&cols, &built)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 struct Writer {

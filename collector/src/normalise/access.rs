@@ -40,9 +40,7 @@ impl InputMeta {
     pub fn in_window(&self, t: i64) -> Result<i64, String> {
         // A caller that did not say when "now" is (0) gets the clock.
         let now = if self.now_ns == 0 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            crate::now_ns()
         } else {
             self.now_ns
         };

@@ -151,7 +151,9 @@ fn bytes_text(b: Vec<u8>) -> String {
         Ok(text) if printable(text) => text.to_string(),
         _ => {
             let lossy = String::from_utf8_lossy(&b);
-            if TokenConfig::default().scan(&lossy).is_some() {
+            static SCANNER: std::sync::LazyLock<TokenConfig> =
+                std::sync::LazyLock::new(TokenConfig::default);
+            if SCANNER.scan(&lossy).is_some() {
                 lossy.into_owned()
             } else {
                 base64::engine::general_purpose::STANDARD.encode(&b)

@@ -18,11 +18,7 @@ const HEADER_NAMES: &[&str] = &["authorization", "proxyauthorization", "cookie",
 /// uses the same [`super::token::is_secret_name`].
 pub fn is_sensitive_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
-    let squashed: String = last
-        .bytes()
-        .filter(|b| !matches!(b, b'-' | b'_'))
-        .map(|b| b.to_ascii_lowercase() as char)
-        .collect();
+    let squashed = super::token::squash(last);
     // `code` is a secret as an OAuth parameter (`?code=`), not as a key (`error.code`).
     squashed != "code"
         && (HEADER_NAMES.contains(&squashed.as_str()) || super::token::is_secret_name(last, &[]))

@@ -460,7 +460,7 @@ const SECRET_PARAMS: &[&str] = &[
 ];
 
 /// `name` lower-cased without `-`, `_` and `.`, for comparing secret names.
-fn squash(name: &str) -> String {
+pub(crate) fn squash(name: &str) -> String {
     name.bytes()
         .filter(|b| !matches!(b, b'-' | b'_' | b'.'))
         .map(|b| b.to_ascii_lowercase() as char)
