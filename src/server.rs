@@ -433,7 +433,7 @@ impl Server {
         tracing::info!(links = loaded, "Token links loaded.");
         if tokens.keys.is_empty() {
             tracing::warn!(
-                "No fingerprint key is configured (SEAM_FINGERPRINT_KEYS or [tokens]): bearer \
+                "No fingerprint key is configured (SEAM_FINGERPRINT_KEYS or [tokens]): access \
                  tokens are still redacted, but identified by their claims (uti) only, and \
                  opaque tokens not at all."
             );
