@@ -19,9 +19,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use seam_benches::{Rng, trace_request};
 use seam_collector::Collector;
 use seam_collector::config::{LimitsConfig, StorageConfig};
-use seam_collector::persist::Storage;
-use seam_collector::telemetry::Metrics;
-use seam_collector::wal::{FsyncPolicy, Wal, WalConfig};
+use seam_store::storage::Storage;
+use seam_store::wal::{FsyncPolicy, Wal, WalConfig};
 use tokio::sync::watch;
 
 const SPANS: usize = 512;
@@ -46,29 +45,17 @@ fn bench(c: &mut Criterion) {
         let (addr, flushed) = rt.block_on(async {
             let root = dir.path().to_path_buf();
             let store = Arc::new(LocalFileSystem::new_with_prefix(&root).expect("store"));
-            let metrics = Arc::new(Metrics::default());
-            let storage = Storage::open(
-                store,
-                Some(root.clone()),
-                StorageConfig::default(),
-                Arc::clone(&metrics),
-            )
-            .await
-            .expect("storage");
+            let storage = Storage::open(store, Some(root.clone()), StorageConfig::default())
+                .await
+                .expect("storage");
             let wal_config = WalConfig {
                 fsync,
                 ..WalConfig::default()
             };
-            let (wal, _) = Wal::open(
-                root.join("wal"),
-                wal_config,
-                Arc::clone(&storage),
-                Arc::clone(&metrics),
-            )
-            .expect("wal");
+            let (wal, _) =
+                Wal::open(root.join("wal"), wal_config, Arc::clone(&storage)).expect("wal");
             let collector = Arc::new(Collector::new(
                 wal,
-                metrics,
                 LimitsConfig::default(),
                 Default::default(),
             ));

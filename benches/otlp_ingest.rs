@@ -10,7 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use seam_benches::{Rng, trace_request};
 use seam_collector::config::StorageConfig;
-use seam_collector::{buffer, normalise, persist};
+use seam_collector::{buffer, normalise};
+use seam_store::storage;
 
 const SPANS: usize = 512;
 
@@ -69,7 +70,7 @@ fn bench(c: &mut Criterion) {
                 let req = ExportTraceServiceRequest::decode(bytes.as_slice()).ok()?;
                 let n = normalise::spans(req, i64::MAX, &Default::default());
                 let batch = buffer::spans_batch(&n.records, 1).ok()?;
-                persist::encode_parquet("spans", "bench", batch, &cfg)
+                storage::encode_parquet("spans", "bench", batch, &cfg)
                     .ok()
                     .map(|r| r.0.len())
             },
@@ -93,7 +94,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     let big = arrow_concat(&batches);
     let rows = big.num_rows() as u64;
-    if let Ok((bytes, ..)) = persist::encode_parquet("spans", "bench", big.clone(), &cfg) {
+    if let Ok((bytes, ..)) = storage::encode_parquet("spans", "bench", big.clone(), &cfg) {
         eprintln!(
             "parquet_flush: {} spans -> {} bytes = {:.1} bytes/span",
             rows,
@@ -107,7 +108,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parquet_encode_flush", |b| {
         b.iter_batched(
             || big.clone(),
-            |batch| persist::encode_parquet("spans", "bench", batch, &cfg).map(|r| r.0.len()),
+            |batch| storage::encode_parquet("spans", "bench", batch, &cfg).map(|r| r.0.len()),
             BatchSize::LargeInput,
         )
     });

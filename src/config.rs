@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use seam_auth::{KeyConfig, TlsConfig};
 use seam_collector::config::{LimitsConfig, StorageConfig};
-use seam_collector::wal::WalConfig;
 use seam_query::QueryConfig;
+use seam_store::wal::WalConfig;
 use serde::{Deserialize, Serialize};
 
 /// Default OTLP/gRPC address (the OTLP standard port, loopback only).

@@ -22,11 +22,11 @@ use arrow::array::{
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
-use seam_collector::buffer::rows::{self, Cell, Columns, Row};
-use seam_collector::persist::Storage;
 use seam_correlate::{Event, Flow, Gateway, GatewayEvent, Input, Request, Rules, Span, Token};
 use seam_query::QueryService;
 use seam_schemas::tables::requests;
+use seam_store::rows::{self, Cell, Columns, Row};
+use seam_store::storage::Storage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -109,7 +109,7 @@ pub enum CorrelateError {
     Query(#[from] seam_query::QueryError),
     /// Writing the derived rows failed.
     #[error("writing derived rows: {0}")]
-    Storage(#[from] seam_collector::persist::StorageError),
+    Storage(#[from] seam_store::storage::StorageError),
     /// Building the derived batch failed.
     #[error("building derived rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

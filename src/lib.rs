@@ -12,4 +12,5 @@ pub mod config;
 pub mod correlator;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod server;

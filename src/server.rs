@@ -29,13 +29,12 @@ use seam_auth::{CredentialStore, PeerInfo, Principal, Role, SeamListener, TlsRel
 use seam_collector::Collector;
 use seam_collector::dedupe::DedupeIndex;
 use seam_collector::normalise::flow::TrafficRules;
-use seam_collector::persist::Storage;
 use seam_collector::sanitise::Sanitiser;
-use seam_collector::telemetry::Metrics;
-use seam_collector::wal::{Wal, WalError};
 use seam_query::QueryService;
 use seam_query::audit::{AuditEvent, AuditScope, AuditSink};
 use seam_query::pgwire::PgSecurity;
+use seam_store::storage::Storage;
+use seam_store::wal::{Wal, WalError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -157,7 +156,7 @@ pub enum ServerError {
     },
     /// Storage failed to open.
     #[error(transparent)]
-    Storage(#[from] seam_collector::persist::StorageError),
+    Storage(#[from] seam_store::storage::StorageError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -413,14 +412,8 @@ impl Server {
         let base_url = url::Url::from_directory_path(&data_dir)
             .map_err(|_| dir_err("not an absolute path".into()))?;
 
-        let metrics = Arc::new(Metrics::default());
-        let storage = Storage::open(
-            store,
-            Some(data_dir.clone()),
-            cfg.storage.clone(),
-            Arc::clone(&metrics),
-        )
-        .await?;
+        crate::metrics::registry();
+        let storage = Storage::open(store, Some(data_dir.clone()), cfg.storage.clone()).await?;
         let orphans = storage.remove_orphans().await?;
         if orphans > 0 {
             tracing::warn!(orphans, "Removed files that no manifest listed.");
@@ -446,8 +439,7 @@ impl Server {
             data_dir.join("wal"),
             cfg.wal.clone(),
             Arc::clone(&storage),
-            Arc::clone(&metrics),
-            Sanitiser::new(tokens.clone(), &cfg.limits),
+            Arc::new(Sanitiser::new(tokens.clone(), &cfg.limits)),
         )?;
         if replay.replayed_rows > 0 {
             tracing::info!(
@@ -466,13 +458,8 @@ impl Server {
         let traffic = TrafficRules::new(&cfg.access.non_request_flows, &cfg.access.health_paths)
             .map_err(|e| dir_err(format!("[access]: {e}")))?;
         let collector = Arc::new(
-            Collector::new(
-                Arc::clone(&wal),
-                Arc::clone(&metrics),
-                cfg.limits.clone(),
-                tokens,
-            )
-            .with_access(Arc::new(dedupe), traffic),
+            Collector::new(Arc::clone(&wal), cfg.limits.clone(), tokens)
+                .with_access(Arc::new(dedupe), traffic),
         );
         collector.seed_dedupe(storage.as_ref());
         let query = Arc::new(QueryService::new(
@@ -642,10 +629,8 @@ impl Server {
             tokio::spawn(s.run(stopped(rx_storage)))
         };
         let api_task = {
-            let m = Arc::clone(&metrics);
-            let q = Arc::clone(&query);
             let metrics_route = get(move || {
-                let text = format!("{}{}", m.render(), q.metrics_text());
+                let text = crate::metrics::render();
                 async move {
                     (
                         [(

@@ -16,7 +16,6 @@ use std::sync::{Arc, LazyLock};
 
 use seam_schemas::tables::{flow_logs, gateway_events, gateway_logs, rejects};
 
-use crate::buffer::rows::{self, Cell, Columns, Row};
 use crate::decode::apim::{self, ApimItem, Pos};
 use crate::decode::mule::{self, MuleItem};
 use crate::dedupe::{Verdict, parse_key};
@@ -25,6 +24,7 @@ use crate::normalise::access::{InputMeta, key_of};
 use crate::normalise::flow::flow_row;
 use crate::normalise::gateway::{Ctx, Keyed, Record, event_row, gateway_row};
 use crate::{Collector, now_ns, stats, telemetry};
+use seam_store::rows::{self, Cell, Columns, Row};
 
 /// Which endpoint an input was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,13 +520,21 @@ impl Collector {
             p.rows = keep_rows;
             p.keys = keep_keys;
         }
+        // Every table this input fills is one write-ahead log entry: all or nothing.
+        let mut parts = Vec::with_capacity(pending.len());
         for p in &pending {
             if p.rows.is_empty() {
                 continue;
             }
             let batch = rows::batch(&p.cols, &p.rows)
                 .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
-            self.wal.append(p.table, batch).await?;
+            parts.push((p.table, batch));
+        }
+        self.wal.append_all(parts).await?;
+        for p in &pending {
+            if p.rows.is_empty() {
+                continue;
+            }
             if let Err(e) = self.dedupe.commit(&p.keys, now_ns()) {
                 tracing::warn!(error = %e, "Could not record stored keys in the duplicate index.");
             }
@@ -555,15 +563,14 @@ impl Collector {
             },
         );
         let l = [("signal", signal), ("transport", "http")];
-        self.metrics.add(
+        telemetry::add(
             telemetry::RECORDS_RECEIVED,
             &l,
             out.accepted + out.rejected + out.duplicates,
         );
-        self.metrics
-            .add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
+        telemetry::add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
         if out.rejected > 0 {
-            self.metrics.add(
+            telemetry::add(
                 telemetry::RECORDS_REJECTED,
                 &[
                     ("signal", signal),

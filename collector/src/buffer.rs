@@ -4,8 +4,6 @@
 //! whose schema is exactly `seam_schemas::tables::<table>::schema()`. Pure and synchronous.
 //! Columns are built directly with Arrow builders (no per-value boxing).
 
-pub mod rows;
-
 use std::sync::Arc;
 
 use arrow::array::{

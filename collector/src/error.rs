@@ -57,6 +57,17 @@ pub enum IngestError {
     Internal(String),
 }
 
+/// Every storage failure is retryable: the data was fine, seam could not keep it right now.
+impl From<seam_store::AppendError> for IngestError {
+    fn from(e: seam_store::AppendError) -> Self {
+        match e {
+            seam_store::AppendError::Overloaded(m) => IngestError::Overloaded(m),
+            seam_store::AppendError::ShuttingDown => IngestError::ShuttingDown,
+            seam_store::AppendError::Internal(m) => IngestError::Internal(m),
+        }
+    }
+}
+
 impl IngestError {
     /// Whether the client should retry.
     pub fn disposition(&self) -> Disposition {

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Takes OTLP export requests from [`receive`]; gives rows in the `spans` and `logs` tables
-//! through [`persist::Storage`], which is also the [`seam_schemas::source::TableSource`] the
-//! query service reads. Between buffer and persist sits the [`wal`]: a request is
+//! through [`seam_store::Storage`], which is also the [`seam_schemas::source::TableSource`] the
+//! query service reads. Between buffer and storage sits the [`seam_store::wal`]: a request is
 //! acknowledged only once its rows are fsynced there, and a restart replays what had not yet
 //! reached Parquet.
 
@@ -21,16 +21,15 @@ pub mod decode;
 pub mod dedupe;
 pub mod error;
 pub mod normalise;
-pub mod persist;
 pub mod receive;
 pub mod sanitise;
 pub mod stats;
 pub mod telemetry;
-pub mod wal;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arrow::record_batch::RecordBatch;
 use axum::response::Response;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -38,8 +37,7 @@ use seam_schemas::tables;
 
 use crate::config::LimitsConfig;
 use crate::error::IngestError;
-use crate::telemetry::Metrics;
-use crate::wal::Wal;
+use seam_store::Wal;
 
 /// How a request arrived, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +79,6 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Collector {
     wal: Arc<Wal>,
-    metrics: Arc<Metrics>,
     limits: LimitsConfig,
     normaliser: normalise::Normaliser,
     closing: AtomicBool,
@@ -103,25 +100,16 @@ fn lag(ingest: i64, times: impl Iterator<Item = i64>) -> (f64, Option<f64>) {
     (sum, max)
 }
 
-/// Now, in nanoseconds since the epoch (saturating; 0 before the epoch).
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+/// Now, in nanoseconds since the epoch: the storage engine's clock, so the collector and the
+/// write-ahead log never disagree.
+pub(crate) use seam_store::now_ns;
 
 impl Collector {
     /// A collector that makes records durable in `wal` (which hands them to storage),
     /// identifying and redacting tokens with `tokens`.
-    pub fn new(
-        wal: Arc<Wal>,
-        metrics: Arc<Metrics>,
-        limits: LimitsConfig,
-        tokens: normalise::token::TokenConfig,
-    ) -> Self {
+    pub fn new(wal: Arc<Wal>, limits: LimitsConfig, tokens: normalise::token::TokenConfig) -> Self {
         Self {
             wal,
-            metrics,
             normaliser: normalise::Normaliser {
                 limits: limits.attributes(),
                 tokens,
@@ -153,18 +141,13 @@ impl Collector {
         &self.limits
     }
 
-    /// The metrics this collector updates.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Refuses new requests from now on (graceful shutdown).
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
     }
 
     fn count_bytes(&self, t: Transport, _signal: &str, n: usize) {
-        self.metrics.add(
+        telemetry::add(
             telemetry::BYTES_RECEIVED,
             &[("transport", t.label())],
             n as u64,
@@ -173,11 +156,10 @@ impl Collector {
 
     fn record(&self, signal: &str, t: Transport, received: u64, out: &Outcome) {
         let l = [("signal", signal), ("transport", t.label())];
-        self.metrics.add(telemetry::RECORDS_RECEIVED, &l, received);
-        self.metrics
-            .add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
+        telemetry::add(telemetry::RECORDS_RECEIVED, &l, received);
+        telemetry::add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
         if out.rejected > 0 {
-            self.metrics.add(
+            telemetry::add(
                 telemetry::RECORDS_REJECTED,
                 &[
                     ("signal", signal),
@@ -188,7 +170,7 @@ impl Collector {
             );
         }
         let outcome = if out.rejected > 0 { "partial" } else { "ok" };
-        self.metrics.add(
+        telemetry::add(
             telemetry::REQUESTS,
             &[
                 ("signal", signal),
@@ -210,7 +192,7 @@ impl Collector {
             .take(now_ns(), all)
             .map_err(|e| IngestError::Internal(e.to_string()))?;
         match batch {
-            Some(b) => self.wal.append(tables::ingest_stats::TABLE, b).await,
+            Some(b) => Ok(self.wal.append(tables::ingest_stats::TABLE, b).await?),
             None => Ok(()),
         }
     }
@@ -229,7 +211,7 @@ impl Collector {
         }
         let batch =
             tables::seam_audit::batch(events).map_err(|e| IngestError::Internal(e.to_string()))?;
-        self.wal.append(tables::seam_audit::TABLE, batch).await
+        Ok(self.wal.append(tables::seam_audit::TABLE, batch).await?)
     }
 
     /// Counts a refused request and builds its HTTP response.
@@ -245,7 +227,7 @@ impl Collector {
                     ..Default::default()
                 },
             );
-            self.metrics.add(
+            telemetry::add(
                 telemetry::REQUESTS,
                 &[
                     ("signal", signal),
@@ -301,6 +283,7 @@ impl Collector {
                 tables::spans::TABLE,
                 || buffer::spans_batch(&n.records, ingest),
                 &n,
+                None,
             )
             .await;
         self.finish("spans", t, received, ingest, lag, out)
@@ -327,35 +310,37 @@ impl Collector {
         let n = normalise::logs(req, ingest, &self.normaliser);
         let received = n.records.len() as u64 + n.rejected;
         let lag = lag(ingest, n.records.iter().map(|r| r.time_ns));
-        let out = self
-            .store(
-                tables::logs::TABLE,
-                || buffer::logs_batch(&n.records, ingest),
-                &n,
-            )
-            .await;
-        let out = match out {
-            Ok(o) => self.mule_flow_logs(&n.records, ingest).await.map(|()| o),
+        // Log records a Mule runtime exported also go to `flow_logs`, in the same WAL entry.
+        let out = match self.mule_flow_logs(&n.records, ingest) {
+            Ok(flows) => {
+                self.store(
+                    tables::logs::TABLE,
+                    || buffer::logs_batch(&n.records, ingest),
+                    &n,
+                    flows,
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         self.finish("logs", t, received, ingest, lag, out)
     }
 
-    /// Also stores the log records a Mule runtime exported in `flow_logs`.
-    async fn mule_flow_logs(
+    /// The `flow_logs` batch of the log records a Mule runtime exported, if any.
+    fn mule_flow_logs(
         &self,
         records: &[normalise::LogRecord],
         ingest: i64,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Option<(&'static str, RecordBatch)>, IngestError> {
         let mule: Vec<&normalise::LogRecord> = records
             .iter()
             .filter(|r| normalise::flow::is_mule_origin(&r.origin))
             .collect();
         if mule.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let cols = buffer::rows::Columns::new(tables::flow_logs::schema());
-        let rows: Vec<buffer::rows::Row> = mule
+        let cols = seam_store::rows::Columns::new(tables::flow_logs::schema());
+        let rows: Vec<seam_store::rows::Row> = mule
             .into_iter()
             .filter_map(|r| {
                 normalise::flow::otlp_flow_row(
@@ -370,38 +355,42 @@ impl Collector {
             })
             .collect();
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let batch = buffer::rows::batch(&cols, &rows)
+        let batch = seam_store::rows::batch(&cols, &rows)
             .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
-        self.wal.append(tables::flow_logs::TABLE, batch).await
+        Ok(Some((tables::flow_logs::TABLE, batch)))
     }
 
     async fn store<T>(
         &self,
         table: &'static str,
-        build: impl FnOnce() -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>,
+        build: impl FnOnce() -> Result<RecordBatch, arrow::error::ArrowError>,
         n: &normalise::Normalised<T>,
+        also: Option<(&'static str, RecordBatch)>,
     ) -> Result<Outcome, IngestError> {
         for (reason, count) in &n.unreadable_tokens {
-            self.metrics.add(
+            telemetry::add(
                 telemetry::TOKENS_UNREADABLE,
                 &[("table", table), ("reason", reason)],
                 *count,
             );
         }
         if n.truncated > 0 {
-            self.metrics.add(
+            telemetry::add(
                 telemetry::ATTRIBUTES_TRUNCATED,
                 &[("table", table)],
                 n.truncated,
             );
         }
+        let mut parts = Vec::with_capacity(2);
         if !n.records.is_empty() {
             let batch = build()
                 .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
-            self.wal.append(table, batch).await?;
+            parts.push((table, batch));
         }
+        parts.extend(also);
+        self.wal.append_all(parts).await?;
         Ok(Outcome {
             accepted: n.records.len() as u64,
             rejected: n.rejected,
@@ -445,10 +434,9 @@ impl Collector {
                     ("transport", t.label()),
                     ("reason", e.reason()),
                 ];
-                self.metrics
-                    .add(telemetry::RECORDS_RECEIVED, &l[..2], received);
-                self.metrics.add(telemetry::RECORDS_REJECTED, &l, received);
-                self.metrics.add(
+                telemetry::add(telemetry::RECORDS_RECEIVED, &l[..2], received);
+                telemetry::add(telemetry::RECORDS_REJECTED, &l, received);
+                telemetry::add(
                     telemetry::REQUESTS,
                     &[
                         ("signal", signal),

@@ -58,13 +58,7 @@ impl Default for Sanitiser {
 }
 
 /// Rows of a replayed batch refused by the event-time window.
-#[derive(Debug)]
-pub struct OutOfWindow {
-    /// Row index in the batch.
-    pub row: usize,
-    /// Why it was refused.
-    pub reason: String,
-}
+pub use seam_store::wal::Refused as OutOfWindow;
 
 impl Sanitiser {
     /// A sanitiser with `tokens` and the limits' value cap and window.
@@ -273,6 +267,21 @@ impl Sanitiser {
             return Ok((batch, refused));
         }
         Ok((filter_record_batch(&batch, &keep)?, refused))
+    }
+}
+
+/// The write-ahead log calls the collector's sanitiser on every batch it logs or replays.
+impl seam_store::wal::Sanitise for Sanitiser {
+    fn batch(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        Sanitiser::batch(self, table, batch)
+    }
+
+    fn split_window(
+        &self,
+        batch: RecordBatch,
+        now_ns: i64,
+    ) -> Result<(RecordBatch, Vec<OutOfWindow>), ArrowError> {
+        Sanitiser::split_window(self, batch, now_ns)
     }
 }
 

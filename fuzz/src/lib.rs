@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use seam_collector::buffer::rows::{Columns, batch};
 use seam_collector::decode::apim::{self, ApimItem, Pos};
 use seam_collector::decode::mule::{self, MuleItem};
 use seam_collector::decode::{self, Encoding};
@@ -30,6 +29,7 @@ use seam_collector::normalise::gateway::{Ctx, Record, event_row, gateway_row};
 use seam_collector::normalise::token::{TokenConfig, parse_keys, read_claims};
 use seam_collector::normalise::{self, Normaliser};
 use seam_schemas::tables;
+use seam_store::rows::{Columns, batch};
 
 /// One fuzz target: its name and the function under test.
 #[derive(Debug, Clone, Copy)]

@@ -3,16 +3,18 @@
 //! Takes SQL in the request body (plain text, or JSON `{"sql": "...", "format": "..."}`) and
 //! an optional `format` query parameter; gives the result as JSON (an array of row objects,
 //! nulls written out), CSV (one header line) or an Arrow IPC stream (`format=arrow`, what
-//! `seam query` uses to print tables). Errors are JSON `{"error": "...", "kind": "..."}` with
-//! 400 (invalid SQL, memory, function output or result limit, cursors), 403 (refused: not
-//! read-only, or a table the role may not read), 408 (time limit), 413 (SQL too long) or 500
-//! (a fault inside seam, a panic included: seam keeps serving).
+//! `seam query` uses to print tables). Errors are JSON
+//! `{"error": "...", "kind": "...", "sqlstate": "..."}`, with the status, kind and SQLSTATE of
+//! their [`QueryError`] (the one table the PostgreSQL listener uses too): 400 (invalid SQL,
+//! memory, function output or result limit, cursors), 403 (refused: not read-only, or a table
+//! the role may not read), 408 (time limit), 413 (SQL too long) or 500 (a fault inside seam,
+//! a panic included: seam keeps serving).
 //!
 //! Results are encoded on the query runtime and streamed. The first [`STREAM_AFTER`] bytes
 //! are held back, so a statement that fails early (most do: planning, limits, the first
 //! batches) gets its error status and JSON body. Past that the status (200) is sent and the
 //! body streams; a failure after it (time limit, `query.max_result_bytes`, an error in a later
-//! batch) writes one last line, `{"error": "...", "kind": "..."}` (JSON and CSV), and cuts
+//! batch) writes one last line, the same error object (JSON and CSV), and cuts
 //! the response without its end (HTTP/1.1: no final chunk), so that no client takes a cut
 //! result for a whole one: curl exits with 18, reqwest and other clients fail reading the
 //! body.
@@ -105,9 +107,14 @@ async fn health() -> Response {
         .into_response()
 }
 
+/// The JSON error object of `e` (the response body, or the last line of a cut result).
+fn error_json(e: &QueryError) -> serde_json::Value {
+    serde_json::json!({"error": e.to_string(), "kind": e.kind(), "sqlstate": e.sqlstate()})
+}
+
 fn error(e: &QueryError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({"error": e.to_string(), "kind": e.kind()}).to_string();
+    let body = error_json(e).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -134,16 +141,7 @@ async fn sql(State(service): State<Arc<QueryService>>, req: Request) -> Response
         .map(|c| c.0.addr.to_string());
     let limit = service.config().max_sql_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        let body = serde_json::json!({
-            "error": format!("SQL request body exceeds the limit of {limit} bytes"),
-            "kind": "too_large"
-        });
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        return error(&QueryError::SqlTooLarge(limit));
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -410,7 +408,7 @@ impl Tail {
                         if !t.marker {
                             return Some((Err(std::io::Error::other(message)), t));
                         }
-                        let line = serde_json::json!({"error": message, "kind": e.kind()});
+                        let line = error_json(&e);
                         t.phase = Phase::Cut(message);
                         Some((Ok(Bytes::from(format!("\n{line}\n"))), t))
                     }
@@ -505,6 +503,12 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
         assert!(answer.contains(r#""kind":"internal""#), "{answer}");
         assert!(answer.contains("boom: an operator failed"), "{answer}");
+        assert!(answer.contains(r#""sqlstate":"XX000""#), "{answer}");
+        // The SQLSTATE of the PostgreSQL listener, from the same error.
+        let answer = post(addr, "SELECT * FROM no_such_table").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains(r#""kind":"invalid""#), "{answer}");
+        assert!(answer.contains(r#""sqlstate":"42P01""#), "{answer}");
         // The same service answers the next statement.
         let answer = post(addr, "SELECT 1 AS one").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

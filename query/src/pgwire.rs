@@ -11,7 +11,11 @@
 //! - isolation: `SET` is accepted and ignored, so no client can change the shared session
 //!   (`SET datafusion.*` would otherwise reach every connection);
 //! - `current_setting(name)` for the settings clients probe (Grafana's version check);
-//! - errors with PostgreSQL SQLSTATEs instead of XX000 ([`sqlstate_for`]);
+//! - statement errors are [`QueryError`]s, sent with their SQLSTATE
+//!   ([`QueryError::sqlstate`], the one table the HTTP API uses too): seam's own, and
+//!   DataFusion's, from seam's hooks or from inside `datafusion-postgres`, classified by their
+//!   type ([`QueryError::from_boxed`]), never by their text (the protocol's own errors, such
+//!   as a failed login, keep pgwire's codes);
 //! - statements run on the query runtime ([`crate::runtime`]): the tasks a plan spawns, and
 //!   the production of its rows, which reach the connection through a channel, so a heavy
 //!   statement does not hold up ingest, and its time limit and cancel requests are kept by the
@@ -90,7 +94,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("default_transaction_read_only", "on"),
 ];
 
-/// A query error as the PostgreSQL error the client gets.
+/// A query error as the PostgreSQL error the client gets: the one place the listener builds
+/// an error, with the SQLSTATE of [`QueryError::sqlstate`].
 fn pg_error(e: &QueryError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
@@ -99,17 +104,9 @@ fn pg_error(e: &QueryError) -> PgWireError {
     )))
 }
 
+/// A DataFusion error as the PostgreSQL error the client gets (classified by its type).
 fn api_error(e: DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
-}
-
-/// `25P01`, as `datafusion-postgres`' transaction hook answers in a failed transaction.
-fn aborted_transaction() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "25P01".into(),
-        "current transaction is aborted, commands ignored until end of transaction block".into(),
-    )))
+    pg_error(&QueryError::from(e))
 }
 
 /// A plan with no rows, for statements answered without running anything.
@@ -177,7 +174,7 @@ impl QueryHook for SeamGuardHook {
             Ok(Kind::Read) => {}
         }
         if client.transaction_status() == TransactionStatus::Error {
-            return Some(Err(aborted_transaction()));
+            return Some(Err(pg_error(&QueryError::TransactionAborted)));
         }
         // Every read is planned and checked here, then run from that plan (never handed
         // to DataFusion's own SQL path, which would allow writes).
@@ -794,25 +791,11 @@ fn audited(resp: Response, scope: AuditScope) -> Response {
     }
 }
 
-fn statement_timeout() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "57014".into(),
-        "canceling statement due to statement timeout (query.timeout)".into(),
-    )))
-}
-
-fn statement_cancelled() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "57014".into(),
-        "canceling statement due to user request".into(),
-    )))
-}
-
 /// What stops a statement: its deadline, or a cancel request for its connection.
 #[derive(Clone)]
 struct Stop {
+    /// `query.timeout`, for the error past the deadline.
+    timeout: std::time::Duration,
     deadline: Option<tokio::time::Instant>,
     cancelled: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -840,6 +823,7 @@ impl Stop {
             None => None,
         };
         Self {
+            timeout,
             deadline,
             cancelled,
         }
@@ -847,7 +831,7 @@ impl Stop {
 
     /// Resolves with the reason once the statement must stop.
     async fn reached(&mut self) -> PgWireError {
-        let deadline = self.deadline;
+        let (deadline, timeout) = (self.deadline, self.timeout);
         let timer = async move {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -865,8 +849,8 @@ impl Stop {
             }
         };
         tokio::select! {
-            _ = timer => statement_timeout(),
-            _ = cancel => statement_cancelled(),
+            _ = timer => pg_error(&QueryError::Timeout(timeout)),
+            _ = cancel => pg_error(&QueryError::Cancelled),
         }
     }
 
@@ -1056,8 +1040,8 @@ impl NoopStartupHandler for SeamStartup {
     }
 }
 
-/// `datafusion-postgres`'s query handling, with seam's error handler: errors get the
-/// SQLSTATE a PostgreSQL client expects instead of the generic XX000. (Its own handler
+/// `datafusion-postgres`'s query handling, with seam's error handler: DataFusion's errors get
+/// the SQLSTATE of their [`QueryError`] instead of the generic XX000. (Its own handler
 /// factory is private, so the handlers are assembled here the same way.)
 struct SeamHandlers {
     session: Arc<SeamSession>,
@@ -1182,47 +1166,21 @@ impl PgWireServerHandlers for SeamHandlers {
     }
 }
 
-/// Maps DataFusion's errors to PostgreSQL SQLSTATEs.
+/// Gives the errors `datafusion-postgres` and `arrow-pg` raise (DataFusion's, or the SQL
+/// parser's, boxed) the SQLSTATE of their [`QueryError`], classified by type
+/// ([`QueryError::from_boxed`]); seam's own errors are built from a [`QueryError`] already.
+/// Sees every error of a connection before it is sent, rows of a streamed result included.
 struct SqlStateErrors;
-
-/// The SQLSTATE for a DataFusion error message, when one fits better than XX000.
-pub fn sqlstate_for(message: &str) -> Option<&'static str> {
-    let m = message.to_ascii_lowercase();
-    if m.contains("parsererror") || m.contains("sql parser error") || m.contains("expected:") {
-        Some("42601")
-    } else if (m.contains("table '") && m.contains("not found")) || m.contains("no table named") {
-        Some("42P01")
-    } else if m.contains("no field named") || (m.contains("column") && m.contains("not found")) {
-        Some("42703")
-    } else if m.contains("invalid function") || m.contains("unknown function") {
-        Some("42883")
-    } else if m.contains("resources exhausted") {
-        Some("53200")
-    } else if m.contains("division by zero") || m.contains("divide by zero") {
-        Some("22012")
-    } else if m.contains("cannot cast") || m.contains("cast error") {
-        Some("22P02")
-    } else {
-        None
-    }
-}
 
 impl ErrorHandler for SqlStateErrors {
     fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
     where
         C: ClientInfo,
     {
-        let message = match &*error {
-            PgWireError::ApiError(inner) => inner.to_string(),
-            PgWireError::UserError(info) if info.code == "XX000" => info.message.clone(),
-            _ => return,
+        let PgWireError::ApiError(inner) = error else {
+            return;
         };
-        if let Some(code) = sqlstate_for(&message) {
-            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                code.into(),
-                message,
-            )));
-        }
+        let inner = std::mem::replace(inner, Box::new(std::fmt::Error));
+        *error = pg_error(&QueryError::from_boxed(inner));
     }
 }

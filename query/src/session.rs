@@ -14,7 +14,6 @@
 //! ([`crate::functions`]), and a result past `max_result_bytes` cancels the statement.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -90,23 +89,32 @@ pub struct Chunk {
     pub rows: usize,
 }
 
-/// Statement counters for `/metrics`.
-#[derive(Debug, Default)]
-struct Counters {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    micros: AtomicU64,
+/// SQL statements answered, by `outcome` (`ok`, `error`).
+pub const QUERIES: &str = "seam_queries_total";
+/// Time spent answering SQL statements (seconds; a float that only grows, kept as a gauge
+/// because the facade's counters are integers).
+pub const QUERY_SECONDS: &str = "seam_query_seconds_total";
+
+/// Describes the query engine's metrics to the installed registry (the binary's one
+/// registry renders them on `/metrics`).
+pub fn describe_metrics() {
+    metrics::describe_counter!(QUERIES, "SQL statements answered, by outcome.");
+    metrics::describe_gauge!(QUERY_SECONDS, "Time spent answering SQL statements.");
+    for outcome in ["ok", "error"] {
+        metrics::counter!(QUERIES, "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!(QUERY_SECONDS).increment(0.0);
 }
+
+/// Statement counters for `/metrics`, through the `metrics` facade.
+#[derive(Debug, Default)]
+struct Counters;
 
 impl Counters {
     fn record(&self, started: Instant, ok: bool) {
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.micros.fetch_add(micros, Ordering::Relaxed);
-        if ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        metrics::gauge!(QUERY_SECONDS).increment(started.elapsed().as_secs_f64());
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::counter!(QUERIES, "outcome" => outcome).increment(1);
     }
 }
 
@@ -491,21 +499,5 @@ impl QueryService {
             .collect(&Principal::anonymous(), sql, None, None)
             .await?
             .batches)
-    }
-
-    /// The service's metrics in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let ok = self.counters.ok.load(Ordering::Relaxed);
-        let failed = self.counters.failed.load(Ordering::Relaxed);
-        let secs = self.counters.micros.load(Ordering::Relaxed) as f64 / 1e6;
-        format!(
-            "# HELP seam_queries_total SQL statements answered, by outcome.\n\
-             # TYPE seam_queries_total counter\n\
-             seam_queries_total{{outcome=\"ok\"}} {ok}\n\
-             seam_queries_total{{outcome=\"error\"}} {failed}\n\
-             # HELP seam_query_seconds_total Time spent answering SQL statements.\n\
-             # TYPE seam_query_seconds_total counter\n\
-             seam_query_seconds_total {secs}\n"
-        )
     }
 }

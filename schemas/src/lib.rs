@@ -16,6 +16,11 @@ pub mod docs;
 pub mod layout;
 pub mod source;
 pub mod tables;
+pub mod token;
+
+/// Ends every text value seam cut to a size limit (attribute values, log bodies, raw rows in
+/// `rejects`), so that a reader knows the value is not whole.
+pub const TRUNCATED_MARK: &str = "…[truncated by seam]";
 
 /// Version of the table schemas. Bumped when a column is added; columns are only ever added
 /// as nullable, so files written under an older version stay readable (missing columns read

@@ -179,74 +179,9 @@ pub fn map_entries_field() -> Field {
 }
 
 /// The token identity columns carried by every table whose records can carry a bearer
-/// token. The raw token is never stored; these are read from it (or reported by a gateway).
+/// token ([`crate::token::fields`]).
 pub fn token_fields() -> Vec<Field> {
-    let list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
-    vec![
-        field(
-            "token_id",
-            DataType::Utf8,
-            true,
-            "The token's identity: its keyed fingerprint hmac-sha256:<kid>:<32 hex> (HMAC-SHA256 of the raw compact token under the current key) when the raw token or a gateway-computed fingerprint was seen, else uti:<uti> from its claims. NULL when the record carried no token.",
-        ),
-        field(
-            "token_uti",
-            DataType::Utf8,
-            true,
-            "Token identifier claim: Entra uti, or jti.",
-        ),
-        field(
-            "subject",
-            DataType::Utf8,
-            true,
-            "sub claim (Entra: pairwise per application; Okta: uid when sub is absent).",
-        ),
-        field(
-            "token_object_id",
-            DataType::Utf8,
-            true,
-            "oid claim: the Entra object id of the user or service principal, the same across applications.",
-        ),
-        field(
-            "client_app",
-            DataType::Utf8,
-            true,
-            "Client application: azp (Entra v2), appid (v1), cid (Okta) or client_id.",
-        ),
-        field("tenant_id", DataType::Utf8, true, "tid claim."),
-        field("token_issuer", DataType::Utf8, true, "iss claim."),
-        field(
-            "token_audience",
-            DataType::Utf8,
-            true,
-            "aud claim (several audiences separated by spaces).",
-        ),
-        field(
-            "token_issued_at",
-            timestamp_type(),
-            true,
-            "iat claim as a UTC timestamp.",
-        ),
-        field(
-            "token_expires_at",
-            timestamp_type(),
-            true,
-            "exp claim as a UTC timestamp.",
-        ),
-        field(
-            "token_scopes",
-            list(),
-            true,
-            "Delegated scopes: scp (or scope) split on spaces.",
-        ),
-        field("token_roles", list(), true, "roles claim."),
-        field(
-            "token_type",
-            DataType::Utf8,
-            true,
-            "idtyp claim: app or user, when the token says.",
-        ),
-    ]
+    crate::token::fields()
 }
 
 /// Builds a schema carrying the schema version.

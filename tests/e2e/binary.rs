@@ -15,6 +15,8 @@ pub struct Running {
     pub api: String,
     pub http: String,
     pub grpc: String,
+    /// The PostgreSQL wire listener (host:port).
+    pub pg: String,
 }
 
 fn spawn(data_dir: &Path) -> Running {
@@ -83,6 +85,7 @@ pub fn spawn_custom(
         api: field("api"),
         http: field("ingest_http"),
         grpc: field("otlp_grpc"),
+        pg: field("pg"),
         child,
     }
 }

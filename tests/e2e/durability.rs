@@ -66,6 +66,17 @@ async fn torn_wal_tail_is_cut_and_acknowledged_rows_survive() {
     assert!(metrics.contains("seam_wal_torn_tails_total 1"), "{metrics}");
     // And again after another crash: replay is idempotent.
     assert_eq!(post_sample(&run.http).await, 200);
+    // One process, one registry: exactly this process's accepted spans.
+    let metrics = reqwest::get(format!("http://{}/metrics", run.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("seam_records_accepted_total{signal=\"spans\",transport=\"http\"} 20"),
+        "{metrics}"
+    );
     kill9(run);
     let run = spawn_with(&data, NO_FLUSH);
     assert_eq!(

@@ -22,6 +22,7 @@ mod otlp_http;
 mod pgwire;
 mod query_hardening;
 mod querybench;
+mod slt;
 mod sql_api;
 mod support;
 mod tokens;

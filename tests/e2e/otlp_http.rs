@@ -343,10 +343,14 @@ async fn bad_requests_get_documented_statuses_and_the_server_keeps_serving() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("seam_records_accepted_total{signal=\"spans\",transport=\"http\"} 21"),
-        "{metrics}"
+    // In-process stacks of this test binary share the process's one metrics registry (a
+    // served seam is one process, one registry), so other tests' spans count here too: this
+    // stack's 21 are a lower bound. Exact counts are checked on spawned binaries.
+    let accepted = metric_value(
+        &metrics,
+        "seam_records_accepted_total{signal=\"spans\",transport=\"http\"}",
     );
+    assert!(accepted.is_some_and(|n| n >= 21.0), "{metrics}");
     assert!(metrics.contains("outcome=\"too_large\""), "{metrics}");
     stack.stop().await;
 }

@@ -96,3 +96,12 @@ pub async fn wait_count(api: &str, query: &str, expected: i64) -> i64 {
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The value of the metric line `name{labels}` (exactly as rendered) in a `/metrics` text.
+/// In-process stacks of the test binary share the process's one registry, so a test that
+/// runs beside others reads a lower bound of its own count.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

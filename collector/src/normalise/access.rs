@@ -6,7 +6,6 @@
 //! duplicates are recognised by.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::attributes::Attr;
 use super::redact::{MARKER, is_sensitive_key};
@@ -121,14 +120,7 @@ pub fn path_of(url: &str) -> Option<String> {
 }
 
 /// A 128-bit key, as 32 hex characters, of `parts`.
-pub fn key_of(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    hex::encode(&h.finalize()[..16])
-}
+pub use seam_store::key_of;
 
 /// Values under secret names in a JSON value (objects by key; `{name, value}` pairs by name).
 pub fn secret_values(v: &Value, tokens: &TokenConfig, out: &mut Vec<String>) {

@@ -12,7 +12,7 @@ use super::redact;
 use super::token::{TokenConfig, TokenIdentity};
 
 /// One attribute as stored: key and text value (`None` for an empty AnyValue).
-pub type Attr = (String, Option<String>);
+pub use seam_store::rows::Attr;
 
 /// Per-record attribute limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Default for AttrLimits {
 /// Attribute that records how many attributes a record lost to `max_attributes`.
 pub const DROPPED_KEY: &str = "seam.dropped_attributes";
 /// Ends a value cut to `max_value_bytes`.
-pub const TRUNCATED_MARK: &str = "…[truncated by seam]";
+pub use seam_schemas::TRUNCATED_MARK;
 
 /// Cuts `s` to at most `max` bytes (on a character boundary) and marks it. Returns whether
 /// it was cut.

@@ -17,8 +17,8 @@ use super::access::{
 };
 use super::gateway::Keyed;
 use super::token::{TokenConfig, claims_from_json};
-use crate::buffer::rows::{Cell, Columns};
 use crate::decode::mule::{MuleEvent, Pos, TimeText};
+use seam_store::rows::{Cell, Columns};
 
 /// Which events are not request traffic.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use super::access::{
     time_of, trace_of_traceparent,
 };
 use super::token::{TokenConfig, TokenIdentity, claims_from_json};
-use crate::buffer::rows::{Cell, Columns, Row};
 use crate::decode::apim::Fields;
+use seam_store::rows::{Cell, Columns, Row};
 
 /// A normalised record: its row and key.
 #[derive(Debug, Clone)]

@@ -81,61 +81,7 @@ pub fn parse_keys(text: &str) -> Result<Vec<FingerprintKey>, String> {
     Ok(keys)
 }
 
-/// The claims seam keeps, read from a JWT payload.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Claims {
-    /// `uti` (Entra) or `jti`.
-    pub uti: Option<String>,
-    /// `sub` (Okta: `uid` when `sub` is absent).
-    pub subject: Option<String>,
-    /// `oid`.
-    pub object_id: Option<String>,
-    /// `azp`, `appid` or Okta's `cid`.
-    pub client_app: Option<String>,
-    /// `tid`.
-    pub tenant_id: Option<String>,
-    /// `iss`.
-    pub issuer: Option<String>,
-    /// `aud` (several audiences joined with a space).
-    pub audience: Option<String>,
-    /// `iat`, seconds.
-    pub issued_at: Option<i64>,
-    /// `nbf`, seconds.
-    pub not_before: Option<i64>,
-    /// `exp`, seconds.
-    pub expires_at: Option<i64>,
-    /// `scp` or `scope`, split on spaces.
-    pub scopes: Vec<String>,
-    /// `roles`.
-    pub roles: Vec<String>,
-    /// `idtyp` (`app` or `user`).
-    pub token_type: Option<String>,
-    /// `ver`.
-    pub version: Option<String>,
-}
-
-/// The identity of the token a record carried.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TokenIdentity {
-    /// Fingerprint under the current key, when a key is configured and the raw token (or a
-    /// gateway-computed fingerprint) was seen.
-    pub fingerprint: Option<String>,
-    /// Fingerprints under the older keys (links for rotation).
-    pub older_fingerprints: Vec<String>,
-    /// Claims, when the token is a readable JWT.
-    pub claims: Claims,
-    /// Why claims could not be read (`opaque`, `bad_base64`, `not_json`, `oversized`).
-    pub unreadable: Option<&'static str>,
-}
-
-impl TokenIdentity {
-    /// The documented token id: the fingerprint when known, else `uti:<uti>`.
-    pub fn token_id(&self) -> Option<String> {
-        self.fingerprint
-            .clone()
-            .or_else(|| self.claims.uti.as_ref().map(|u| format!("uti:{u}")))
-    }
-}
+pub use seam_schemas::token::{Claims, TokenIdentity};
 
 /// Token handling settings shared by the normalise stage.
 #[derive(Debug, Clone, Default)]

@@ -5,6 +5,10 @@
 //! entry   = payload length u32 LE | crc32 u32 LE | seq u64 LE | table length u8 | table | payload
 //! crc32   = CRC-32 (IEEE) over seq, table length, table and payload
 //! payload = one Arrow IPC stream holding the record batch of one request for one table
+//!
+//! A request that fills several tables is one entry (written and checksummed whole, so it is
+//! replayed whole or not at all), under the reserved table name `+`:
+//! payload = part*, part = table length u8 | table | IPC length u32 LE | Arrow IPC stream
 //! ```
 //!
 //! Takes bytes read from a segment file; gives the entries and, for a bad one, whether it is a
@@ -80,6 +84,49 @@ pub enum Damage {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+/// The table name of an entry that holds parts for several tables.
+pub const MULTI: &str = "+";
+
+/// Encodes the payload of a [`MULTI`] entry.
+pub fn encode_parts(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|(t, p)| t.len() + p.len() + 5).sum());
+    for (table, payload) in parts {
+        let name = &table.as_bytes()[..table.len().min(255)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// The `(table, payload)` parts of `entry`: itself for a single-table entry, each part of a
+/// [`MULTI`] one.
+///
+/// # Errors
+/// A multi-table payload whose parts do not add up (the checksum passed, so a bug or an
+/// entry written by another program).
+pub fn parts<'a>(entry: &Entry<'a>) -> Result<Vec<(&'a str, &'a [u8])>, &'static str> {
+    if entry.table != MULTI {
+        return Ok(vec![(entry.table, entry.payload)]);
+    }
+    let mut out = Vec::new();
+    let mut rest = entry.payload;
+    while !rest.is_empty() {
+        let n = rest[0] as usize;
+        let name = rest.get(1..1 + n).ok_or("part name cut short")?;
+        let table = std::str::from_utf8(name).map_err(|_| "part name is not UTF-8")?;
+        let len = rest.get(1 + n..5 + n).ok_or("part length cut short")?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let body = rest
+            .get(5 + n..(5 + n).saturating_add(len))
+            .ok_or("part payload cut short")?;
+        out.push((table, body));
+        rest = &rest[(5 + n).saturating_add(len)..];
+    }
+    Ok(out)
 }
 
 /// Parses a whole segment. Returns the good entries up to the first damage, and the damage.
@@ -174,6 +221,27 @@ fn parse_entry(bytes: &[u8], pos: usize) -> Result<(Entry<'_>, usize), (usize, &
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn multi_table_entries_round_trip() {
+        let payload = encode_parts(&[("logs", b"abc".as_slice()), ("flow_logs", b"".as_slice())]);
+        let mut buf = header(7).to_vec();
+        encode_entry(&mut buf, 42, MULTI, &payload);
+        let (_, entries, damage) = parse(&buf);
+        assert!(damage.is_none());
+        let got = parts(&entries[0]).expect("parts");
+        assert_eq!(
+            got,
+            vec![("logs", b"abc".as_slice()), ("flow_logs", b"".as_slice())]
+        );
+        let bad = Entry {
+            seq: 1,
+            table: MULTI,
+            payload: &[4, b'l'],
+            offset: 0,
+        };
+        assert!(parts(&bad).is_err());
+    }
+
     use super::*;
 
     fn segment(entries: &[(u64, &str, &[u8])]) -> Vec<u8> {

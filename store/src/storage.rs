@@ -50,63 +50,21 @@ use seam_schemas::{SCHEMA_VERSION, columns, tables};
 use tokio::sync::Notify;
 
 use crate::config::StorageConfig;
-use crate::error::IngestError;
-use crate::telemetry::{self, Metrics};
+use crate::error::AppendError;
+pub use crate::error::StorageError;
+use crate::metrics as m;
 
-/// Storage failures.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// Reading or writing the object store failed.
-    #[error("object store operation on {path} failed: {source}")]
-    ObjectStore {
-        /// The object's path.
-        path: String,
-        /// What the store said.
-        #[source]
-        source: object_store::Error,
-    },
-    /// Encoding or decoding Parquet failed.
-    #[error("Parquet encoding of {path} failed: {source}")]
-    Parquet {
-        /// The file's path.
-        path: String,
-        /// What the encoder said.
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
-    /// An Arrow operation failed (schemas that do not match).
-    #[error("Arrow operation on table {table} failed: {source}")]
-    Arrow {
-        /// The table.
-        table: String,
-        /// What Arrow said.
-        #[source]
-        source: arrow::error::ArrowError,
-    },
-    /// A manifest could not be read.
-    #[error("manifest {path} is unreadable: {reason}")]
-    Manifest {
-        /// The manifest's path.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// Files exist but the manifest that would list them does not.
-    #[error(
-        "table {table} has Parquet files under {prefix} but no manifest at {manifest}; restore \
-         the manifest or move the files away before starting seam"
-    )]
-    MissingManifest {
-        /// The table.
-        table: String,
-        /// Its directory.
-        prefix: String,
-        /// The missing manifest.
-        manifest: String,
-    },
-    /// A background task failed to join.
-    #[error("background encoding task failed: {0}")]
-    Join(String),
+/// Where a replacement of derived rows across tables is recorded before its manifests are
+/// written ([`Storage::replace_minutes`]).
+pub const REPLACE_JOURNAL: &str = "tables/_replace_journal.json";
+
+/// A replacement of one minute's files across derived tables.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Replacement {
+    /// The file-name prefix of the minute's files (`M<minute ns>-`).
+    tag: String,
+    /// Per table, the minute's new file (none when the minute has no rows now).
+    files: Vec<(String, Option<FileEntry>)>,
 }
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -144,7 +102,6 @@ pub struct Storage {
     io: tokio::sync::Mutex<()>,
     pending_delete: Mutex<Vec<(Instant, Path)>>,
     seq: AtomicU64,
-    metrics: Arc<Metrics>,
     arrivals: std::sync::OnceLock<Hook>,
 }
 
@@ -186,7 +143,6 @@ impl Storage {
         store: Arc<dyn ObjectStore>,
         local_root: Option<PathBuf>,
         config: StorageConfig,
-        metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
         let mut tables = BTreeMap::new();
         let mut fresh = Vec::new();
@@ -195,11 +151,7 @@ impl Storage {
             if !existed {
                 fresh.push(def.name);
             }
-            metrics.set(
-                telemetry::TABLE_FILES,
-                &[("table", def.name)],
-                files.len() as f64,
-            );
+            ::metrics::gauge!(m::TABLE_FILES, "table" => def.name).set(files.len() as f64);
             tables.insert(
                 def.name,
                 Mutex::new(TableState {
@@ -226,7 +178,6 @@ impl Storage {
             io: tokio::sync::Mutex::new(()),
             pending_delete: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
-            metrics,
             arrivals: std::sync::OnceLock::new(),
         });
         // A new table gets its (empty) manifest at once: a crash during its first flush then
@@ -239,6 +190,7 @@ impl Storage {
             }
             storage.write_manifest_if_dirty(name).await?;
         }
+        storage.finish_replacement().await?;
         Ok(storage)
     }
 
@@ -249,8 +201,7 @@ impl Storage {
     }
 
     /// Replaces the rows of derived `table` whose bucket is the minute starting at
-    /// `minute_ns`: writes `batch` (when it has rows) as that minute's one file and drops the
-    /// minute's earlier files from the manifest in the same update.
+    /// `minute_ns` (see [`Storage::replace_minutes`]).
     ///
     /// # Errors
     /// Encoding or object-store failures; the minute's earlier file then stays.
@@ -260,35 +211,111 @@ impl Storage {
         minute_ns: i64,
         batch: RecordBatch,
     ) -> Result<()> {
-        let Some(t) = self.table(table) else {
-            return Ok(());
-        };
+        self.replace_minutes(minute_ns, vec![(table, batch)]).await
+    }
+
+    /// Replaces the rows of the minute starting at `minute_ns` in every derived table of
+    /// `parts` at once: writes each batch (when it has rows) as that minute's one file of its
+    /// table, and drops the minute's earlier files. The tables change together or not at
+    /// all: the replacement is recorded in a journal (`tables/_replace_journal.json`) before
+    /// any manifest is written, and a start after a crash finishes it from there.
+    ///
+    /// # Errors
+    /// Encoding or object-store failures before the journal is written (nothing changed),
+    /// or after it (the next start completes the replacement).
+    pub async fn replace_minutes(
+        &self,
+        minute_ns: i64,
+        parts: Vec<(&'static str, RecordBatch)>,
+    ) -> Result<()> {
         let _io = self.io.lock().await;
         let tag = format!("M{minute_ns}-");
-        let entry = if batch.num_rows() > 0 {
-            Some(
-                self.write_named(table, layout::hour_of(minute_ns), &tag, Rows::of(batch))
-                    .await?,
-            )
-        } else {
-            None
-        };
-        let old: Vec<FileEntry> = {
+        let mut files = Vec::with_capacity(parts.len());
+        for (table, batch) in parts {
+            if self.table(table).is_none() {
+                return Err(StorageError::UnknownTable(table.to_string()));
+            }
+            let entry = if batch.num_rows() > 0 {
+                Some(
+                    self.write_named(table, layout::hour_of(minute_ns), &tag, Rows::of(batch))
+                        .await?,
+                )
+            } else {
+                None
+            };
+            files.push((table.to_string(), entry));
+        }
+        let journal = Replacement { tag, files };
+        let jpath = Path::from(REPLACE_JOURNAL);
+        let json = serde_json::to_vec(&journal).map_err(|e| StorageError::Manifest {
+            path: REPLACE_JOURNAL.into(),
+            reason: e.to_string(),
+        })?;
+        self.store
+            .put(&jpath, PutPayload::from(json))
+            .await
+            .map_err(|e| os_err(&jpath, e))?;
+        self.sync_local(jpath.as_ref()).await?;
+        self.apply_replacement(&journal).await?;
+        self.store
+            .delete(&jpath)
+            .await
+            .map_err(|e| os_err(&jpath, e))?;
+        Ok(())
+    }
+
+    /// Applies a recorded replacement to the tables' file lists and writes their manifests.
+    /// Idempotent: applying it twice gives the same lists.
+    async fn apply_replacement(&self, r: &Replacement) -> Result<()> {
+        let mut old = Vec::new();
+        for (table, entry) in &r.files {
+            let Some(t) = self.table(table) else {
+                continue;
+            };
             let mut st = lock(t);
-            let (old, keep): (Vec<FileEntry>, Vec<FileEntry>) = st.files.drain(..).partition(|f| {
-                f.path
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|n| n.starts_with(&tag))
-            });
+            let (gone, keep): (Vec<FileEntry>, Vec<FileEntry>) =
+                st.files.drain(..).partition(|f| {
+                    f.path
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with(&r.tag))
+                });
             st.files = keep;
-            st.files.extend(entry);
+            st.files.extend(entry.iter().cloned());
             st.manifest_dirty = true;
-            old
-        };
-        self.write_manifest_if_dirty(table).await?;
+            old.extend(gone.into_iter().filter(|f| entry.as_ref() != Some(f)));
+        }
+        for (table, _) in &r.files {
+            self.write_manifest_if_dirty(table).await?;
+        }
         let at = Instant::now() + self.config.delete_grace;
         lock(&self.pending_delete).extend(old.iter().map(|f| (at, Path::from(f.path.as_str()))));
+        Ok(())
+    }
+
+    /// Finishes a replacement a crash interrupted (see [`Storage::replace_minutes`]).
+    async fn finish_replacement(&self) -> Result<()> {
+        let jpath = Path::from(REPLACE_JOURNAL);
+        let bytes = match self.store.get(&jpath).await {
+            Ok(got) => got.bytes().await.map_err(|e| os_err(&jpath, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(os_err(&jpath, e)),
+        };
+        match serde_json::from_slice::<Replacement>(&bytes) {
+            Ok(r) => {
+                tracing::warn!(minute = %r.tag, "Finishing a replacement of derived rows that a stop interrupted.");
+                self.apply_replacement(&r).await?;
+            }
+            // Written whole before any manifest changed: an unreadable journal means the
+            // replacement never started; the correlator recomputes the minute anyway.
+            Err(e) => {
+                tracing::warn!(error = %e, "Ignored an unreadable replacement journal (the replacement had not started).");
+            }
+        }
+        self.store
+            .delete(&jpath)
+            .await
+            .map_err(|e| os_err(&jpath, e))?;
         Ok(())
     }
 
@@ -299,12 +326,12 @@ impl Storage {
     /// Checks that `size` more bytes of unflushed rows fit in the memory budget.
     ///
     /// # Errors
-    /// [`IngestError::Overloaded`] (retryable) when unflushed rows already hold
+    /// [`AppendError::Overloaded`] (retryable) when unflushed rows already hold
     /// `max_buffer_bytes`; the flusher is woken.
     ///
     /// On success the bytes are reserved: pass `reserved = true` to [`Storage::push_recent`],
     /// or give them back with [`Storage::release`] if the rows are not stored after all.
-    pub fn admit(&self, size: usize) -> Result<(), IngestError> {
+    pub fn admit(&self, size: usize) -> Result<(), AppendError> {
         let max = self.config.max_buffer_bytes;
         let reserved =
             self.buffered_bytes
@@ -315,7 +342,7 @@ impl Storage {
             Ok(_) => Ok(()),
             Err(held) => {
                 self.flush_wanted.notify_one();
-                Err(IngestError::Overloaded(format!(
+                Err(AppendError::Overloaded(format!(
                     "{held} bytes of accepted rows are waiting to be written to Parquet"
                 )))
             }
@@ -365,10 +392,8 @@ impl Storage {
         } else {
             self.buffered_bytes.fetch_add(size, Ordering::Relaxed) + size
         };
-        self.metrics
-            .set(telemetry::BUFFERED_BYTES, &[], total as f64);
-        self.metrics
-            .set(telemetry::BUFFERED_ROWS, &[("table", table)], rows as f64);
+        ::metrics::gauge!(m::BUFFERED_BYTES).set(total as f64);
+        ::metrics::gauge!(m::BUFFERED_ROWS, "table" => table.to_string()).set(rows as f64);
         if rows >= self.config.flush_rows {
             self.flush_wanted.notify_one();
         }
@@ -423,8 +448,7 @@ impl Storage {
                     for f in &written {
                         let _ = self.store.delete(&Path::from(f.path.as_str())).await;
                     }
-                    self.metrics
-                        .add(telemetry::FLUSH_ERRORS, &[("table", table)], 1);
+                    ::metrics::counter!(m::FLUSH_ERRORS, "table" => table.to_string()).increment(1);
                     return Err(e);
                 }
             }
@@ -443,21 +467,14 @@ impl Storage {
             }
             st.files.extend(written.iter().cloned());
             st.manifest_dirty = true;
-            self.metrics.set(
-                telemetry::BUFFERED_ROWS,
-                &[("table", table)],
-                st.recent_rows as f64,
-            );
+            ::metrics::gauge!(m::BUFFERED_ROWS, "table" => table.to_string())
+                .set(st.recent_rows as f64);
             freed
         };
         let left = self.buffered_bytes.fetch_sub(freed, Ordering::Relaxed) - freed;
-        self.metrics
-            .set(telemetry::BUFFERED_BYTES, &[], left as f64);
-        self.metrics.add(
-            telemetry::FLUSHES,
-            &[("table", table)],
-            written.len() as u64,
-        );
+        ::metrics::gauge!(m::BUFFERED_BYTES).set(left as f64);
+        ::metrics::counter!(m::FLUSHES, "table" => table.to_string())
+            .increment(written.len() as u64);
         self.write_manifest_if_dirty(table).await?;
         Ok(rows)
     }
@@ -524,8 +541,7 @@ impl Storage {
             .await
             .map_err(|e| os_err(&opath, e))?;
         self.sync_local(&path).await?;
-        self.metrics
-            .add(telemetry::PARQUET_BYTES, &[("table", table)], size);
+        ::metrics::counter!(m::PARQUET_BYTES, "table" => table.to_string()).increment(size);
         Ok(FileEntry {
             path,
             size,
@@ -594,8 +610,7 @@ impl Storage {
         st.manifest_dirty = false;
         st.durable_wal_seq = st.durable_wal_seq.max(manifest.wal_seq);
         drop(st);
-        self.metrics
-            .set(telemetry::TABLE_FILES, &[("table", table)], count as f64);
+        ::metrics::gauge!(m::TABLE_FILES, "table" => table.to_string()).set(count as f64);
         Ok(())
     }
 
@@ -640,8 +655,7 @@ impl Storage {
             let at = Instant::now() + self.config.delete_grace;
             lock(&self.pending_delete)
                 .extend(inputs.iter().map(|f| (at, Path::from(f.path.as_str()))));
-            self.metrics
-                .add(telemetry::COMPACTIONS, &[("table", table)], 1);
+            ::metrics::counter!(m::COMPACTIONS, "table" => table.to_string()).increment(1);
             merged += 1;
         }
         Ok(merged)
@@ -846,9 +860,10 @@ impl Storage {
             }
             self.write_manifest_if_dirty(name).await?;
             for (_, f, reason) in &mine {
-                let l = [("table", *name), ("reason", *reason)];
-                self.metrics.add(telemetry::RETENTION_FILES, &l, 1);
-                self.metrics.add(telemetry::RETENTION_ROWS, &l, f.rows);
+                ::metrics::counter!(m::RETENTION_FILES, "table" => name.to_string(), "reason" => *reason)
+                    .increment(1);
+                ::metrics::counter!(m::RETENTION_ROWS, "table" => name.to_string(), "reason" => *reason)
+                    .increment(f.rows);
                 tracing::info!(
                     table = name,
                     path = %f.path,
@@ -1289,5 +1304,97 @@ mod tests {
                 .enumerate()
                 .all(|(i, r)| r.0 == i as i64 && r.1 == format!("n{i}"))
         );
+    }
+
+    /// One row of derived `table` at `t` (NULL where allowed, false in flags).
+    fn derived(table: &str, t: i64) -> RecordBatch {
+        let schema = tables::get(table).expect("table").schema;
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    arrow::datatypes::DataType::Timestamp(..)
+                        if !f.is_nullable() || f.name() == columns::TIME =>
+                    {
+                        Arc::new(TimestampNanosecondArray::from(vec![t]).with_timezone("UTC"))
+                    }
+                    arrow::datatypes::DataType::Boolean if !f.is_nullable() => {
+                        Arc::new(arrow::array::BooleanArray::from(vec![false]))
+                    }
+                    arrow::datatypes::DataType::Utf8 if !f.is_nullable() => {
+                        Arc::new(StringArray::from(vec!["x"]))
+                    }
+                    arrow::datatypes::DataType::Int64 if !f.is_nullable() => {
+                        Arc::new(arrow::array::Int64Array::from(vec![1]))
+                    }
+                    arrow::datatypes::DataType::Int32 if !f.is_nullable() => {
+                        Arc::new(arrow::array::Int32Array::from(vec![1]))
+                    }
+                    other => new_null_array(other, 1),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, cols).expect("batch")
+    }
+
+    fn listed(s: &Storage, table: &str) -> Vec<String> {
+        let t = s.table(table).expect("table");
+        lock(t).files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_minute_is_replaced_in_both_derived_tables_or_in_neither() {
+        use seam_schemas::tables::requests::{EVENTS_TABLE, TABLE};
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().to_path_buf();
+        let open = || async {
+            let store = Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&root).expect("store"),
+            );
+            Storage::open(store, Some(root.clone()), StorageConfig::default())
+                .await
+                .expect("open")
+        };
+        let minute = 29_000_000 * 60_000_000_000_i64;
+        let s = open().await;
+        s.replace_minutes(
+            minute,
+            vec![
+                (TABLE, derived(TABLE, minute + 1)),
+                (EVENTS_TABLE, derived(EVENTS_TABLE, minute + 2)),
+            ],
+        )
+        .await
+        .expect("replace");
+        let (r1, e1) = (listed(&s, TABLE), listed(&s, EVENTS_TABLE));
+        assert_eq!((r1.len(), e1.len()), (1, 1));
+        assert!(!root.join(REPLACE_JOURNAL).exists());
+
+        // A stop right after the journal was written, before any manifest: the next start
+        // lists the new files in both tables and neither old one.
+        let tag = format!("M{minute}-");
+        let hour = layout::hour_of(minute);
+        let mut files = Vec::new();
+        for (table, t) in [(TABLE, minute + 3), (EVENTS_TABLE, minute + 4)] {
+            let e = s
+                .write_named(table, hour, &tag, Rows::of(derived(table, t)))
+                .await
+                .expect("file");
+            files.push((table.to_string(), Some(e)));
+        }
+        let journal = serde_json::to_vec(&Replacement { tag, files }).expect("json");
+        std::fs::write(root.join(REPLACE_JOURNAL), journal).expect("journal");
+        drop(s);
+        let s = open().await;
+        let (r2, e2) = (listed(&s, TABLE), listed(&s, EVENTS_TABLE));
+        assert_eq!((r2.len(), e2.len()), (1, 1));
+        assert_ne!(r2, r1);
+        assert_ne!(e2, e1);
+        assert!(!root.join(REPLACE_JOURNAL).exists());
+        // Manifests on disk agree with memory.
+        drop(s);
+        let s = open().await;
+        assert_eq!((listed(&s, TABLE), listed(&s, EVENTS_TABLE)), (r2, e2));
     }
 }

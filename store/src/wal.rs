@@ -29,16 +29,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::IngestError;
-use crate::persist::{Storage, adapt};
-use crate::sanitise::Sanitiser;
-use crate::telemetry::{self, Metrics};
+pub use crate::error::{AppendError, WalError};
+use crate::metrics as m;
+use crate::storage::{Storage, adapt};
 
 /// When the WAL calls fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,38 +107,59 @@ impl WalConfig {
     }
 }
 
-/// WAL failures at start.
-#[derive(Debug, thiserror::Error)]
-pub enum WalError {
-    /// Reading or writing a segment failed.
-    #[error("write-ahead log I/O on {path} failed: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A segment is corrupt and the policy is `fail`.
-    #[error(
-        "write-ahead log segment {path} is corrupt at offset {offset}: {reason}. Acknowledged \
-         records after that point cannot be replayed. Move the file away, or set \
-         wal.on_corrupt = \"quarantine\" to keep what precedes the damage and start"
-    )]
-    Corrupt {
-        /// The segment.
-        path: PathBuf,
-        /// Where the damage starts.
-        offset: usize,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// The last pass every batch goes through before it is logged, and again when it is
+/// replayed: the collector's redaction, value caps and event-time window. The store only
+/// calls it; what is secret or plausible is the collector's knowledge.
+pub trait Sanitise: Send + Sync + std::fmt::Debug {
+    /// `batch` of `table` with every secret replaced and every value capped.
+    ///
+    /// # Errors
+    /// The batch cannot be rebuilt.
+    fn batch(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch, ArrowError>;
+
+    /// Splits off the rows of a replayed `batch` whose event time is outside the accepted
+    /// window at `now_ns`: gives the kept rows and the refused ones with their reasons.
+    ///
+    /// # Errors
+    /// The batch cannot be filtered.
+    fn split_window(
+        &self,
+        batch: RecordBatch,
+        now_ns: i64,
+    ) -> Result<(RecordBatch, Vec<Refused>), ArrowError>;
+}
+
+/// A replayed row refused by [`Sanitise::split_window`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Row index in the batch.
+    pub row: usize,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Stores batches as they are (tests and tools that hold no secrets).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AsIs;
+
+impl Sanitise for AsIs {
+    fn batch(&self, _table: &str, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        Ok(batch)
+    }
+
+    fn split_window(
+        &self,
+        batch: RecordBatch,
+        _now_ns: i64,
+    ) -> Result<(RecordBatch, Vec<Refused>), ArrowError> {
+        Ok((batch, Vec::new()))
     }
 }
 
@@ -162,12 +183,14 @@ pub struct ReplayReport {
 }
 
 struct Append {
+    /// The entry's table name: a table, or [`segment::MULTI`] for several.
     table: &'static str,
     payload: Vec<u8>,
-    batch: RecordBatch,
-    /// Bytes reserved in storage's memory budget for this batch.
+    /// The batches to hand to storage once durable, by table.
+    batches: Vec<(&'static str, RecordBatch)>,
+    /// Bytes reserved in storage's memory budget for these batches.
     size: usize,
-    reply: oneshot::Sender<Result<(), IngestError>>,
+    reply: oneshot::Sender<Result<(), AppendError>>,
 }
 
 enum Job {
@@ -184,7 +207,7 @@ pub struct Wal {
     /// Table schemas without field metadata, for compact IPC payloads.
     wire: HashMap<&'static str, (SchemaRef, SchemaRef)>,
     /// The last pass every stored batch goes through (redaction, value caps).
-    sanitiser: Sanitiser,
+    sanitiser: Arc<dyn Sanitise>,
 }
 
 impl std::fmt::Debug for Job {
@@ -223,9 +246,8 @@ impl Wal {
         dir: PathBuf,
         config: WalConfig,
         storage: Arc<Storage>,
-        metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, ReplayReport), WalError> {
-        Self::open_with(dir, config, storage, metrics, Sanitiser::default())
+        Self::open_with(dir, config, storage, Arc::new(AsIs))
     }
 
     /// Like [`Wal::open`], with the sanitiser every appended and replayed batch goes
@@ -237,8 +259,7 @@ impl Wal {
         dir: PathBuf,
         config: WalConfig,
         storage: Arc<Storage>,
-        metrics: Arc<Metrics>,
-        sanitiser: Sanitiser,
+        sanitiser: Arc<dyn Sanitise>,
     ) -> Result<(Arc<Self>, ReplayReport), WalError> {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let wire: HashMap<&'static str, (SchemaRef, SchemaRef)> = seam_schemas::tables::all()
@@ -246,7 +267,7 @@ impl Wal {
             .map(|t| (t.name, (strip(&t.schema), t.schema)))
             .collect();
         let (report, closed, next_seq, next_id) =
-            replay(&dir, &config, &storage, &metrics, &wire, &sanitiser)?;
+            replay(&dir, &config, &storage, &wire, sanitiser.as_ref())?;
         tracing::info!(
             fsync = ?config.fsync,
             segments = report.segments,
@@ -272,7 +293,6 @@ impl Wal {
             current_max: BTreeMap::new(),
             closed,
             storage: Arc::clone(&storage),
-            metrics,
         };
         writer.cleanup();
         std::thread::Builder::new()
@@ -299,23 +319,54 @@ impl Wal {
     /// # Errors
     /// Retryable when the queue or the memory budget is full, the WAL cannot be written
     /// (full disk), or seam is stopping.
-    pub async fn append(&self, table: &'static str, batch: RecordBatch) -> Result<(), IngestError> {
-        let Some((wire, _)) = self.wire.get(table) else {
-            return Err(IngestError::Internal(format!("unknown table {table}")));
+    pub async fn append(&self, table: &'static str, batch: RecordBatch) -> Result<(), AppendError> {
+        self.append_all(vec![(table, batch)]).await
+    }
+
+    /// Makes the batches of one request durable and visible together, as one entry: after a
+    /// crash they are all replayed or none is. Returns once fsynced (policy `always`).
+    /// Empty batches are left out; nothing to store is a success.
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub async fn append_all(
+        &self,
+        parts: Vec<(&'static str, RecordBatch)>,
+    ) -> Result<(), AppendError> {
+        let mut batches = Vec::with_capacity(parts.len());
+        let mut payloads = Vec::with_capacity(parts.len());
+        for (table, batch) in parts {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let Some((wire, _)) = self.wire.get(table) else {
+                return Err(AppendError::Internal(format!("unknown table {table}")));
+            };
+            let batch = self
+                .sanitiser
+                .batch(table, batch)
+                .map_err(|e| AppendError::Internal(format!("records cannot be redacted: {e}")))?;
+            let payload = encode_ipc(wire, &batch)
+                .map_err(|e| AppendError::Internal(format!("records cannot be encoded: {e}")))?;
+            payloads.push((table, payload));
+            batches.push((table, batch));
+        }
+        let (table, payload) = match payloads.len() {
+            0 => return Ok(()),
+            1 => payloads.swap_remove(0),
+            _ => {
+                let refs: Vec<(&str, &[u8])> =
+                    payloads.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+                (segment::MULTI, segment::encode_parts(&refs))
+            }
         };
-        let batch = self
-            .sanitiser
-            .batch(table, batch)
-            .map_err(|e| IngestError::Internal(format!("records cannot be redacted: {e}")))?;
-        let size = batch.get_array_memory_size();
-        let payload = encode_ipc(wire, &batch)
-            .map_err(|e| IngestError::Internal(format!("records cannot be encoded: {e}")))?;
+        let size = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
         self.storage.admit(size)?;
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.try_send(Job::Append(Append {
             table,
             payload,
-            batch,
+            batches,
             size,
             reply,
         }));
@@ -323,13 +374,13 @@ impl Wal {
             self.storage.release(size);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    IngestError::Overloaded("the write-ahead log queue is full".into())
+                    AppendError::Overloaded("the write-ahead log queue is full".into())
                 }
-                mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
+                mpsc::error::TrySendError::Closed(_) => AppendError::ShuttingDown,
             });
         }
         // The writer releases the reservation itself when its write fails.
-        rx.await.map_err(|_| IngestError::ShuttingDown)?
+        rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 
     /// After [`Wal::close`] and a final flush: deletes the segments whose entries are all in
@@ -346,9 +397,13 @@ impl Wal {
             let bytes = std::fs::read(&path).map_err(io_err(&path))?;
             let (_, entries, damage) = segment::parse(&bytes);
             let persisted = damage.is_none()
-                && entries
-                    .iter()
-                    .all(|e| marks.get(e.table).is_some_and(|m| e.seq <= *m));
+                && entries.iter().all(|e| {
+                    segment::parts(e).is_ok_and(|parts| {
+                        parts
+                            .iter()
+                            .all(|(t, _)| marks.get(t).is_some_and(|m| e.seq <= *m))
+                    })
+                });
             if persisted {
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
                 removed += 1;
@@ -369,10 +424,7 @@ impl Wal {
     }
 }
 
-fn encode_ipc(
-    schema: &SchemaRef,
-    batch: &RecordBatch,
-) -> Result<Vec<u8>, arrow::error::ArrowError> {
+fn encode_ipc(schema: &SchemaRef, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())?;
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
     let mut w = StreamWriter::try_new(&mut buf, schema)?;
@@ -424,9 +476,8 @@ fn replay(
     dir: &Path,
     config: &WalConfig,
     storage: &Storage,
-    metrics: &Metrics,
     wire: &HashMap<&'static str, (SchemaRef, SchemaRef)>,
-    sanitiser: &Sanitiser,
+    sanitiser: &dyn Sanitise,
 ) -> Result<Replayed, WalError> {
     let now = crate::now_ns();
     let segs = list_segments(dir)?;
@@ -442,13 +493,39 @@ fn replay(
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         let (_, entries, damage) = segment::parse(&bytes);
         let mut seg_max: BTreeMap<String, u64> = BTreeMap::new();
+        // One entry may hold several tables' batches (one request); each part is replayed
+        // against its own table's watermark.
+        let mut items: Vec<(&segment::Entry<'_>, &str, &[u8])> = Vec::new();
         for e in &entries {
             max_seq = max_seq.max(e.seq);
-            let m = seg_max.entry(e.table.to_string()).or_insert(0);
+            match segment::parts(e) {
+                Ok(parts) => items.extend(parts.into_iter().map(|(t, p)| (e, t, p))),
+                Err(reason) => {
+                    tracing::error!(segment = %path.display(), offset = e.offset, reason, "Skipped a write-ahead log entry whose parts cannot be read; its bytes are kept under wal/quarantine.");
+                    keep_entry(dir, &path, e);
+                    ::metrics::counter!(m::WAL_QUARANTINED).increment(1);
+                    report.refused_rows += 1;
+                    let r = replay_reject("wal", e.seq, None, 0, reason);
+                    match replay_rejects_batch(&[r], now) {
+                        Ok(b) => storage.push_recent(
+                            seam_schemas::tables::rejects::TABLE,
+                            b,
+                            e.seq,
+                            false,
+                        ),
+                        Err(err) => {
+                            tracing::error!(error = %err, "Could not record the refused entry in rejects.")
+                        }
+                    }
+                }
+            }
+        }
+        for (e, table, payload) in items {
+            let m = seg_max.entry(table.to_string()).or_insert(0);
             *m = (*m).max(e.seq);
-            let Some((name, (_, schema))) = wire.get_key_value(e.table) else {
+            let Some((name, (_, schema))) = wire.get_key_value(table) else {
                 tracing::warn!(
-                    table = e.table,
+                    table = table,
                     seq = e.seq,
                     "WAL entry for an unknown table skipped."
                 );
@@ -462,7 +539,7 @@ fn replay(
             // that no longer pass the event-time window (written by an older seam), go to
             // `rejects` with the reason, and the rest is replayed.
             let mut refused = Vec::new();
-            match decode_ipc(e.payload, schema) {
+            match decode_ipc(payload, schema) {
                 Ok(batches) => {
                     report.replayed_entries += 1;
                     for b in batches {
@@ -488,20 +565,8 @@ fn replay(
                 Err(reason) => {
                     let reason = format!("write-ahead log entry could not be read back: {reason}");
                     tracing::error!(segment = %path.display(), offset = e.offset, table = name, reason, "Skipped an unreadable write-ahead log entry; its bytes are kept under wal/quarantine.");
-                    let qdir = dir.join("quarantine");
-                    let target = qdir.join(format!(
-                        "{}-{}.entry",
-                        path.file_stem()
-                            .and_then(|s| s.to_str())
-                            .unwrap_or("segment"),
-                        e.offset
-                    ));
-                    if let Err(err) = std::fs::create_dir_all(&qdir)
-                        .and_then(|()| std::fs::write(&target, e.payload))
-                    {
-                        tracing::error!(error = %err, "The unreadable entry could not be kept.");
-                    }
-                    metrics.add(telemetry::WAL_QUARANTINED, &[], 1);
+                    keep_entry(dir, &path, e);
+                    ::metrics::counter!(m::WAL_QUARANTINED).increment(1);
                     refused.push(replay_reject(name, e.seq, None, 0, &reason));
                 }
             }
@@ -530,7 +595,7 @@ fn replay(
                 f.set_len(offset as u64).map_err(io_err(&path))?;
                 f.sync_all().map_err(io_err(&path))?;
                 report.torn_tails += 1;
-                metrics.add(telemetry::WAL_TORN_TAILS, &[], 1);
+                ::metrics::counter!(m::WAL_TORN_TAILS).increment(1);
             }
             Some(d) => {
                 let (offset, reason) = match d {
@@ -560,7 +625,7 @@ fn replay(
                             "Quarantined a corrupt write-ahead log segment: records after the damage are lost."
                         );
                         report.quarantined += 1;
-                        metrics.add(telemetry::WAL_QUARANTINED, &[], 1);
+                        ::metrics::counter!(m::WAL_QUARANTINED).increment(1);
                         continue;
                     }
                 }
@@ -572,6 +637,24 @@ fn replay(
         });
     }
     Ok((report, closed, max_seq + 1, max_id + 1))
+}
+
+/// Keeps the bytes of an entry that cannot be replayed under `wal/quarantine/<segment>-<offset>.entry`.
+fn keep_entry(dir: &Path, segment: &Path, e: &segment::Entry<'_>) {
+    let qdir = dir.join("quarantine");
+    let target = qdir.join(format!(
+        "{}-{}.entry",
+        segment
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("segment"),
+        e.offset
+    ));
+    if let Err(err) =
+        std::fs::create_dir_all(&qdir).and_then(|()| std::fs::write(&target, e.payload))
+    {
+        tracing::error!(error = %err, "The unreadable entry could not be kept.");
+    }
 }
 
 /// One row for `rejects`, refused at replay.
@@ -598,16 +681,11 @@ fn replay_reject(
         w.write(&one).ok()?;
         w.finish().ok()?;
         let mut text = String::from_utf8(w.into_inner()).ok()?;
-        crate::normalise::attributes::truncate(&mut text, 4096);
+        crate::truncate(&mut text, 4096);
         Some(text.trim_end().to_string())
     });
     ReplayReject {
-        key: crate::normalise::access::key_of(&[
-            "replay",
-            table,
-            &seq.to_string(),
-            &row.to_string(),
-        ]),
+        key: crate::key_of(&["replay", table, &seq.to_string(), &row.to_string()]),
         table: table.to_string(),
         row,
         reason: format!("refused at write-ahead log replay: {reason}"),
@@ -616,11 +694,8 @@ fn replay_reject(
 }
 
 /// The `rejects` rows of replayed records that could not be processed.
-fn replay_rejects_batch(
-    rows: &[ReplayReject],
-    now: i64,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    use crate::buffer::rows::{Cell, Columns, batch};
+fn replay_rejects_batch(rows: &[ReplayReject], now: i64) -> Result<RecordBatch, ArrowError> {
+    use crate::rows::{Cell, Columns, batch};
     let cols = Columns::new(seam_schemas::tables::rejects::schema());
     let built: Vec<_> = rows
         .iter()
@@ -653,7 +728,6 @@ struct Writer {
     current_max: BTreeMap<String, u64>,
     closed: Vec<ClosedSegment>,
     storage: Arc<Storage>,
-    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -700,8 +774,7 @@ impl Writer {
                 }
             }
             self.commit(group);
-            self.metrics
-                .set(telemetry::WAL_QUEUE_DEPTH, &[], (rx.len()) as f64);
+            ::metrics::gauge!(m::WAL_QUEUE_DEPTH).set(rx.len() as f64);
             if self.segment_len >= self.config.segment_bytes {
                 self.rotate();
             }
@@ -729,25 +802,26 @@ impl Writer {
         let mut result = self.file.write_all(&buf);
         if result.is_ok() && self.config.fsync == FsyncPolicy::Always {
             result = self.file.sync_data();
-            self.metrics.add(telemetry::WAL_FSYNCS, &[], 1);
-            self.metrics
-                .add_f(telemetry::WAL_FSYNC_SECONDS, &[], t.elapsed().as_secs_f64());
+            ::metrics::counter!(m::WAL_FSYNCS).increment(1);
+            ::metrics::gauge!(m::WAL_FSYNC_SECONDS).increment(t.elapsed().as_secs_f64());
         }
         match result {
             Ok(()) => {
                 self.segment_len += buf.len() as u64;
-                self.metrics
-                    .add(telemetry::WAL_BYTES, &[], buf.len() as u64);
-                self.metrics.add(telemetry::WAL_GROUPS, &[], 1);
+                ::metrics::counter!(m::WAL_BYTES).increment(buf.len() as u64);
+                ::metrics::counter!(m::WAL_GROUPS).increment(1);
                 for (a, seq) in group.into_iter().zip(seqs) {
-                    let m = self.current_max.entry(a.table.to_string()).or_insert(0);
-                    *m = (*m).max(seq);
-                    self.storage.push_recent(a.table, a.batch, seq, true);
+                    // Each batch's own size is its share of the reservation.
+                    for (table, batch) in a.batches {
+                        let m = self.current_max.entry(table.to_string()).or_insert(0);
+                        *m = (*m).max(seq);
+                        self.storage.push_recent(table, batch, seq, true);
+                    }
                     let _ = a.reply.send(Ok(()));
                 }
             }
             Err(e) => {
-                self.metrics.add(telemetry::WAL_WRITE_ERRORS, &[], 1);
+                ::metrics::counter!(m::WAL_WRITE_ERRORS).increment(1);
                 tracing::error!(error = %e, "Write-ahead log write failed; the requests are refused with a retryable status.");
                 // Undo the partial write so the segment stays a clean sequence of entries.
                 let undone = self
@@ -760,7 +834,7 @@ impl Writer {
                 }
                 for a in group {
                     self.storage.release(a.size);
-                    let _ = a.reply.send(Err(IngestError::Overloaded(format!(
+                    let _ = a.reply.send(Err(AppendError::Overloaded(format!(
                         "the write-ahead log cannot be written ({e})"
                     ))));
                 }
@@ -810,7 +884,6 @@ impl Writer {
                 true
             }
         });
-        self.metrics
-            .set(telemetry::WAL_SEGMENTS, &[], (self.closed.len() + 1) as f64);
+        ::metrics::gauge!(m::WAL_SEGMENTS).set((self.closed.len() + 1) as f64);
     }
 }

@@ -1,7 +1,7 @@
 //! Generic rows for the gateway and flow tables: a record is a vector of [`Cell`]s in its
 //! table's column order, and [`batch`] turns rows into a `RecordBatch` of that schema.
 //!
-//! Takes rows built by the normalise stage (`normalise::gateway`, `normalise::flow`); gives
+//! Takes rows built by the collector's sources (gateway and flow records, replay rejects); gives
 //! Arrow batches. The OTLP tables keep their typed builders (their hot path is measured);
 //! these tables have many optional columns, and parsing the text dominates their cost.
 
@@ -16,8 +16,11 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use crate::normalise::attributes::Attr;
-use crate::normalise::token::TokenIdentity;
+use seam_schemas::token::{self, TokenIdentity};
+
+/// One attribute: a key and its value (NULL when the source sent an empty or non-text
+/// value). Maps are stored as lists of these.
+pub type Attr = (String, Option<String>);
 
 /// One value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,19 +113,19 @@ impl Columns {
                 Cell::List(v.clone())
             }
         };
-        self.set(row, "token_id", Cell::text(t.token_id()));
-        self.set(row, "token_uti", s(&c.uti));
-        self.set(row, "subject", s(&c.subject));
-        self.set(row, "token_object_id", s(&c.object_id));
-        self.set(row, "client_app", s(&c.client_app));
-        self.set(row, "tenant_id", s(&c.tenant_id));
-        self.set(row, "token_issuer", s(&c.issuer));
-        self.set(row, "token_audience", s(&c.audience));
-        self.set(row, "token_issued_at", secs(c.issued_at));
-        self.set(row, "token_expires_at", secs(c.expires_at));
-        self.set(row, "token_scopes", list(&c.scopes));
-        self.set(row, "token_roles", list(&c.roles));
-        self.set(row, "token_type", s(&c.token_type));
+        self.set(row, token::TOKEN_ID, Cell::text(t.token_id()));
+        self.set(row, token::TOKEN_UTI, s(&c.uti));
+        self.set(row, token::SUBJECT, s(&c.subject));
+        self.set(row, token::TOKEN_OBJECT_ID, s(&c.object_id));
+        self.set(row, token::CLIENT_APP, s(&c.client_app));
+        self.set(row, token::TENANT_ID, s(&c.tenant_id));
+        self.set(row, token::TOKEN_ISSUER, s(&c.issuer));
+        self.set(row, token::TOKEN_AUDIENCE, s(&c.audience));
+        self.set(row, token::TOKEN_ISSUED_AT, secs(c.issued_at));
+        self.set(row, token::TOKEN_EXPIRES_AT, secs(c.expires_at));
+        self.set(row, token::TOKEN_SCOPES, list(&c.scopes));
+        self.set(row, token::TOKEN_ROLES, list(&c.roles));
+        self.set(row, token::TOKEN_TYPE, s(&c.token_type));
     }
 }
 

@@ -1,0 +1,139 @@
+//! Storage settings (`[storage]` and `[storage.retention]`): how accepted rows become
+//! Parquet, how files are merged, and how long they are kept.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How accepted data becomes Parquet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
+    /// see accepted rows at once either way (recent rows are served from memory).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Flush a table as soon as it holds this many unflushed rows. Default 200000.
+    pub flush_rows: usize,
+    /// Most memory (bytes) that unflushed rows of all tables may hold. Past it, receivers
+    /// answer with a retryable status (gRPC UNAVAILABLE, HTTP 503). Default 512 MiB.
+    pub max_buffer_bytes: usize,
+    /// Rows per Parquet row group. Default 131072.
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages (1-22). Default 3.
+    pub zstd_level: i32,
+    /// Merge this many files of one compaction level in one hour partition into one file of
+    /// the next level. Default 8.
+    pub compaction_fanout: usize,
+    /// Merge all files of an hour partition into one once no file was added to it for this
+    /// long. Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub compaction_idle: Duration,
+    /// Do not merge partitions whose files add up to more than this many bytes. Default 1 GiB.
+    pub compaction_max_bytes: u64,
+    /// Keep files replaced by a compaction this long before deleting them, so queries that
+    /// started before the swap can finish. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub delete_grace: Duration,
+    /// How long data is kept, and how much of it.
+    pub retention: RetentionConfig,
+}
+
+/// Retention and the disk budget. Whole files are removed (files hold one hour of event
+/// time), oldest first; every removal is logged and counted
+/// (`seam_retention_removed_files_total`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep rows this long after their event time, for every table without its own entry
+    /// in `tables`. `"0s"` keeps them forever. Default `"0s"`: an audit store never deletes
+    /// evidence unless told to (and archives imported for an investigation are often older
+    /// than any sensible default).
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+    /// Per-table retention, e.g. `spans = "7d"`.
+    pub tables: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Most bytes of Parquet the raw tables may hold; past it the oldest hours go first
+    /// (across tables). The derived tables (`requests`, `request_events`) and `seam_audit` are
+    /// not counted.
+    /// 0 = no budget. Default 0.
+    pub max_data_bytes: u64,
+    /// How often retention and the budget are applied. Default 1m.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default: Duration::ZERO,
+            tables: BTreeMap::new(),
+            max_data_bytes: 0,
+            check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The retention of `table` (`None`: forever). The audit trail (`seam_audit`) follows
+    /// its own entry only, never the default.
+    pub fn for_table(&self, table: &str) -> Option<Duration> {
+        let fallback = if seam_schemas::tables::is_admin_only(table) {
+            Duration::ZERO
+        } else {
+            self.default
+        };
+        let d = self.tables.get(table).map_or(fallback, |d| **d);
+        (!d.is_zero()).then_some(d)
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(10),
+            flush_rows: 200_000,
+            max_buffer_bytes: 512 << 20,
+            row_group_rows: 131_072,
+            zstd_level: 3,
+            compaction_fanout: 8,
+            compaction_idle: Duration::from_secs(120),
+            compaction_max_bytes: 1 << 30,
+            delete_grace: Duration::from_secs(60),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks ranges, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flush_rows == 0 {
+            return Err("storage.flush_rows must be at least 1".into());
+        }
+        if self.row_group_rows < 1024 {
+            return Err("storage.row_group_rows must be at least 1024".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err("storage.zstd_level must be between 1 and 22".into());
+        }
+        if self.compaction_fanout < 2 {
+            return Err("storage.compaction_fanout must be at least 2".into());
+        }
+        if self.retention.check_interval.is_zero() {
+            return Err("storage.retention.check_interval must be more than 0s".into());
+        }
+        for name in self.retention.tables.keys() {
+            if seam_schemas::tables::get(name).is_none() {
+                return Err(format!(
+                    "storage.retention.tables names an unknown table {name:?}"
+                ));
+            }
+        }
+        if self.flush_interval.is_zero() {
+            return Err("storage.flush_interval must be more than 0s".into());
+        }
+        Ok(())
+    }
+}
