@@ -206,7 +206,7 @@ pub struct SeamConfig {
     /// Gateway and flow log ingest.
     pub access: AccessConfig,
     /// The correlator (requests, request_events).
-    pub correlation: crate::correlator::CorrelationConfig,
+    pub correlation: seam_correlate::CorrelationConfig,
     /// Keys and roles for every listener.
     pub auth: AuthConfig,
     /// TLS for every listener.
@@ -224,7 +224,7 @@ impl Default for SeamConfig {
             query: QueryConfig::default(),
             tokens: TokensConfig::default(),
             access: AccessConfig::default(),
-            correlation: crate::correlator::CorrelationConfig::default(),
+            correlation: seam_correlate::CorrelationConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
         }

@@ -9,8 +9,8 @@
 
 pub mod client;
 pub mod config;
-pub mod correlator;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod records;
 pub mod server;

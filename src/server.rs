@@ -40,7 +40,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::SeamConfig;
-use crate::correlator::Correlator;
+use crate::records::QueryRecords;
+use seam_correlate::Correlator;
 
 /// `POST /api/v1/correlate?since=…` parameters.
 #[derive(Debug, serde::Deserialize)]
@@ -469,10 +470,10 @@ impl Server {
         )?);
 
         let correlator = Correlator::new(
-            Arc::clone(&query),
+            Arc::new(QueryRecords::new(Arc::clone(&query))),
             Arc::clone(&storage),
             cfg.correlation.clone(),
-            data_dir.join(crate::correlator::PENDING_FILE),
+            data_dir.join(seam_correlate::PENDING_FILE),
         );
         correlator.attach();
 

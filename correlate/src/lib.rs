@@ -1,19 +1,18 @@
 //! seam's correlator: links the records of one end-to-end request across the gateway, the
-//! integration platform and the traces, and derives what the request was.
+//! integration platform and the traces, derives what the request was, and keeps the derived
+//! tables `requests` and `request_events` up to date.
 //!
-//! Takes the raw records of a time window ([`Input`]: gateway log rows, custom gateway
-//! events, flow log rows, spans) and the [`Rules`]; gives one [`Request`] per linked
-//! component, each with its [`Event`] timeline. Pure and deterministic: the same records in
-//! any order give the same requests (inputs are sorted before linking, and every choice
-//! breaks ties by time and key). No I/O, no Arrow: the `seam` binary reads the window with
-//! SQL and stores the result.
 //!
-//! Linking: records sharing an id (APIM correlation id = Mule correlation id = a forwarded
-//! X-Correlation-ID = a span's correlation attribute: key `c:`; W3C trace id: key `t:`) are
-//! joined when their event times are at most [`Rules::max_link_distance_ns`] apart, through
-//! any chain; two different APIM correlation ids are never joined (a client that reuses its
-//! own correlation id does not merge two gateway requests). The rules for layers, latency,
-//! rejection and bypass are in `docs/correlation.md`.
+pub mod config;
+pub mod error;
+pub mod read;
+pub mod schedule;
+pub mod write;
+
+pub use config::CorrelationConfig;
+pub use error::{CorrelateError, ReadError};
+pub use read::{Param, RecordSource};
+pub use schedule::{Correlator, PENDING_FILE};
 
 use std::collections::{BTreeMap, BTreeSet};
 

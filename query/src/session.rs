@@ -13,6 +13,7 @@
 //! which the caller keeps on its own runtime. Functions that build large values are capped
 //! ([`crate::functions`]), and a result past `max_result_bytes` cancels the statement.
 
+use datafusion::scalar::ScalarValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -440,6 +441,7 @@ impl QueryService {
             .collect(
                 principal,
                 sql,
+                Vec::new(),
                 Some(self.config.timeout),
                 Some(self.config.max_result_bytes),
             )
@@ -449,18 +451,26 @@ impl QueryService {
     }
 
     /// Plans and runs `sql` on the query runtime and collects its batches; the caller keeps
-    /// `timeout` and the task is aborted past it.
+    /// `timeout` and the task is aborted past it. `params` (when not empty) replace the
+    /// statement's `$1, $2, …` placeholders after the plan passed the policy and before it is
+    /// optimised, so a bound value is a literal to the optimiser (`to_timestamp_nanos($1)`
+    /// folds to a constant that prunes files; `array_has($3, x)` with a bound list becomes
+    /// `x IN (…)`).
     async fn collect(
         &self,
         principal: &Principal,
         sql: &str,
+        params: Vec<ScalarValue>,
         timeout: Option<Duration>,
         max_bytes: Option<usize>,
     ) -> Result<QueryResult, QueryError> {
         let ctx = self.context()?;
         let (principal, sql) = (principal.clone(), sql.to_string());
         let mut task = Task::spawn(self.runtime.handle(), async move {
-            let plan = plan(&ctx, &sql, &principal).await?;
+            let mut plan = plan(&ctx, &sql, &principal).await?;
+            if !params.is_empty() {
+                plan = plan.with_param_values(params)?;
+            }
             let df = ctx.execute_logical_plan(plan).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await?;
@@ -495,9 +505,95 @@ impl QueryService {
     /// # Errors
     /// See [`QueryError`].
     pub async fn run_internal(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        self.run_internal_with_params(sql, Vec::new()).await
+    }
+
+    /// [`QueryService::run_internal`] with the statement's `$1, $2, …` placeholders bound to
+    /// `params` (`$1` is the first): values never enter the SQL text. The statement is parsed,
+    /// classified and checked like any other before the values are bound.
+    ///
+    /// # Errors
+    /// See [`QueryError`]; a placeholder without a value is a planning error.
+    pub async fn run_internal_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
         Ok(self
-            .collect(&Principal::anonymous(), sql, None, None)
+            .collect(&Principal::anonymous(), sql, params, None, None)
             .await?
             .batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{AsArray, ListBuilder, StringBuilder};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::scalar::ScalarValue;
+    use seam_schemas::source::{TableSnapshot, TableSource};
+
+    use crate::{QueryConfig, QueryService};
+
+    #[derive(Debug)]
+    struct NoData;
+
+    impl TableSource for NoData {
+        fn snapshot(&self, _table: &str) -> TableSnapshot {
+            TableSnapshot::default()
+        }
+    }
+
+    fn list(values: &[&str]) -> ScalarValue {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for v in values {
+            b.values().append_value(v);
+        }
+        b.append(true);
+        ScalarValue::List(Arc::new(b.finish()))
+    }
+
+    /// The correlator's reads bind values to placeholders; nothing enters the SQL text.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bound_times_and_id_lists() {
+        let url = format!(
+            "file://{}/seam-params-test-nonexistent/",
+            std::env::temp_dir().display()
+        );
+        let q = QueryService::new(Arc::new(NoData), &url, QueryConfig::default()).unwrap();
+        let b = q
+            .run_internal_with_params(
+                "SELECT CAST(to_timestamp_nanos($1) AS BIGINT) AS t, \
+                 array_has($2, lower('A')) AS yes, array_has($3, lower('A')) AS no",
+                vec![
+                    ScalarValue::Int64(Some(1_700_000_000_123_456_789)),
+                    list(&["a", "b"]),
+                    list(&[]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            b[0].column(0).as_primitive::<Int64Type>().value(0),
+            1_700_000_000_123_456_789
+        );
+        assert!(b[0].column(1).as_boolean().value(0));
+        assert!(!b[0].column(2).as_boolean().value(0));
+        // The correlator's shape: a table, a time window, one empty and one non-empty list.
+        q.run_internal_with_params(
+            "SELECT count(*) FROM spans WHERE time >= to_timestamp_nanos($1) \
+             AND time < to_timestamp_nanos($2) \
+             AND (array_has($3, lower(correlation_id)) OR array_has($4, lower(trace_id)))",
+            vec![
+                ScalarValue::Int64(Some(0)),
+                ScalarValue::Int64(Some(i64::MAX)),
+                list(&[]),
+                list(&["0af7651916cd43dd8448eb211c80319c"]),
+            ],
+        )
+        .await
+        .unwrap();
     }
 }

@@ -538,7 +538,7 @@ async fn minutes_left_at_shutdown_are_kept_and_correlated_after_the_next_start()
     );
     let dir = stack.stop().await;
     // The stop was quick and kept the minutes still to correlate.
-    let pending = dir.path().join(seam::correlator::PENDING_FILE);
+    let pending = dir.path().join(seam_correlate::PENDING_FILE);
     let minutes: Vec<i64> =
         serde_json::from_slice(&std::fs::read(&pending).expect("pending file")).unwrap();
     assert!(minutes.contains(&start), "{minutes:?}");

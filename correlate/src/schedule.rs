@@ -1,0 +1,363 @@
+//! Schedule: keeps `requests` and `request_events` up to date inside `seam serve`.
+//!
+//! Takes arrivals (every batch that becomes visible in `gateway_log_copies`,
+//! `gateway_events`, `flow_logs` or `spans`, through the storage's arrival hook); gives, per
+//! minute bucket of request start time, the requests of that minute, recomputed from the
+//! stored raw records of the minute and its neighbourhood (read through
+//! [`crate::read::Reader`], linked and built by [`crate::correlate`]) and written as the
+//! minute's one file of each derived table ([`crate::write::replace_minute`], replacing the
+//! previous ones). A bucket is recomputed a couple of seconds after records for it arrive
+//! (freshness), and once more when its last request settles (horizon after its last
+//! arrival); under load a minute is recomputed at most every four times what it costs. It
+//! holds only the set of dirty minutes; the records of one window at a time are read, so
+//! memory does not grow with ingest. At shutdown ([`Correlator::drain`]) the minutes still
+//! waiting are recomputed for a bounded time and the rest kept in [`PENDING_FILE`] for the
+//! next start ([`Correlator::recover`]). [`Correlator::rebuild_since`] recomputes every
+//! minute with raw records since a time (after a rule change, or for data older than the
+//! horizon); it is idempotent. Recomputations never run concurrently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use seam_store::{Storage, now_ns};
+use tokio::sync::Notify;
+
+use crate::config::CorrelationConfig;
+use crate::error::CorrelateError;
+use crate::read::{RAW, Reader, RecordSource};
+use crate::{Request, Rules};
+
+/// One minute bucket, in nanoseconds.
+pub const MINUTE_NS: i64 = 60_000_000_000;
+
+/// File in the data directory holding the minutes a shutdown left to correlate.
+pub const PENDING_FILE: &str = "correlation_pending.json";
+
+/// Most minutes one arrival or rebuild step marks (two weeks): a bound on memory whatever
+/// the times and the configured link distance.
+const MAX_MINUTES_PER_STEP: usize = 14 * 24 * 60;
+
+/// The start of the minute bucket holding `t` (ns).
+pub fn minute_of(t: i64) -> i64 {
+    t.div_euclid(MINUTE_NS) * MINUTE_NS
+}
+
+/// The minute starts from the minute of `from` to the minute of `to`, both included, with
+/// checked arithmetic (no step past `i64::MAX`) and at most [`MAX_MINUTES_PER_STEP`] of them:
+/// stored times lie in the event-time window, so a longer span means a bug, not data.
+fn minutes_between(from: i64, to: i64) -> impl Iterator<Item = i64> {
+    let first = minute_of(from);
+    std::iter::successors(Some(first), |x| x.checked_add(MINUTE_NS))
+        .take_while(move |x| *x <= to)
+        .take(MAX_MINUTES_PER_STEP)
+}
+
+/// The instant to recompute a minute whose unsettled requests settle at `settle_at_ns`:
+/// one second after, and at most a day ahead (an `Instant` past the clock's range would
+/// panic).
+fn settle_instant(settle_at_ns: i64) -> Instant {
+    let wait = settle_at_ns
+        .saturating_sub(now_ns())
+        .clamp(0, 86_400_000_000_000);
+    Instant::now() + Duration::from_nanos(wait.unsigned_abs()) + Duration::from_secs(1)
+}
+
+/// The correlator.
+#[derive(Debug)]
+pub struct Correlator {
+    reader: Reader,
+    storage: Arc<Storage>,
+    config: CorrelationConfig,
+    rules: Rules,
+    /// Minute (ns) → when to recompute it.
+    dirty: Mutex<BTreeMap<i64, Instant>>,
+    wake: Notify,
+    /// Serialises recomputations (live loop and rebuilds).
+    busy: tokio::sync::Mutex<()>,
+    /// Where minutes left at shutdown are kept for the next start.
+    pending: PathBuf,
+    /// Minutes being recomputed by the live loop (a stop may cancel it mid-way).
+    in_flight: Mutex<BTreeSet<i64>>,
+}
+
+impl Correlator {
+    /// A correlator over `storage`, reading raw records through `source`.
+    /// Minutes left over at shutdown are kept in `pending` (a JSON array of minute starts in
+    /// nanoseconds).
+    pub fn new(
+        source: Arc<dyn RecordSource>,
+        storage: Arc<Storage>,
+        config: CorrelationConfig,
+        pending: PathBuf,
+    ) -> Arc<Self> {
+        let rules = config.rules();
+        Arc::new(Self {
+            reader: Reader::new(source),
+            storage,
+            config,
+            rules,
+            pending,
+            in_flight: Mutex::new(BTreeSet::new()),
+            dirty: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            busy: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Installs the arrival hook on the storage.
+    pub fn attach(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        self.storage.set_arrival_hook(Box::new(move |table, times| {
+            if let Some(c) = me.upgrade()
+                && RAW.contains(&table)
+            {
+                let minutes: BTreeSet<i64> = times.iter().flatten().map(minute_of).collect();
+                c.arrived(minutes);
+            }
+        }));
+    }
+
+    /// Marks the minutes whose requests records in the given minutes can belong to: their
+    /// own and those up to the link distance before.
+    pub fn arrived(&self, minutes: BTreeSet<i64>) {
+        let due = Instant::now() + self.config.delay;
+        let back = self.rules.max_link_distance_ns;
+        if let Ok(mut d) = self.dirty.lock() {
+            for m in minutes {
+                for x in minutes_between(m.saturating_sub(back), m) {
+                    let e = d.entry(x).or_insert(due);
+                    *e = (*e).min(due);
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn schedule(&self, minute: i64, at: Instant) {
+        if let Ok(mut d) = self.dirty.lock() {
+            let e = d.entry(minute).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+
+    /// Marks for recomputation what a restart may have left stale: unsettled requests, and
+    /// records that arrived within the horizon.
+    ///
+    /// # Errors
+    /// A read failure.
+    pub async fn recover(&self) -> Result<usize, CorrelateError> {
+        let since = now_ns()
+            .saturating_sub(self.rules.horizon_ns)
+            .saturating_sub(MINUTE_NS);
+        let mut minutes = self.reader.unsettled_minutes().await?;
+        for t in RAW {
+            let arrived = self.reader.minutes_arrived_since(t, since).await?;
+            self.arrived(arrived);
+        }
+        // Minutes the last shutdown left (its drain ran out of time).
+        minutes.extend(self.pending_minutes().into_iter().map(minute_of));
+        let n = minutes.len();
+        let now = Instant::now();
+        for m in minutes {
+            self.schedule(m, now);
+        }
+        self.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Recomputes due minutes until `stop` resolves.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            let now = Instant::now();
+            let due: Vec<i64> = match self.dirty.lock() {
+                Ok(mut d) => {
+                    let due: Vec<i64> = d
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(m, _)| *m)
+                        .collect();
+                    for m in &due {
+                        d.remove(m);
+                    }
+                    due
+                }
+                Err(_) => Vec::new(),
+            };
+            for m in due {
+                let started = Instant::now();
+                if let Ok(mut f) = self.in_flight.lock() {
+                    f.insert(m);
+                }
+                let result = self.recompute_minute(m).await;
+                if let Ok(mut f) = self.in_flight.lock() {
+                    f.remove(&m);
+                }
+                // Under heavy ingest a minute is dirty again at once: recompute it at most
+                // every four times what it costs, so correlation never takes over the CPU.
+                let pace = started.elapsed() * 4;
+                if pace > self.config.delay
+                    && let Ok(mut d) = self.dirty.lock()
+                    && let Some(at) = d.get_mut(&m)
+                {
+                    *at = (*at).max(Instant::now() + pace);
+                }
+                match result {
+                    Ok(Some(settle_at)) => self.schedule(m, settle_instant(settle_at)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(minute = m, error = %e, "Correlation failed; retrying in 5 s.");
+                        self.schedule(m, Instant::now() + Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// At shutdown: recomputes dirty minutes for up to `shutdown_drain`, then writes the
+    /// minutes left (and those that failed) to the pending file, which [`Correlator::recover`]
+    /// schedules at the next start.
+    pub async fn drain(&self) {
+        let mut minutes: BTreeSet<i64> = match self.dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d).into_keys().collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        // Minutes whose recomputation the stop cancelled.
+        if let Ok(mut f) = self.in_flight.lock() {
+            minutes.append(&mut f);
+        }
+        let until = Instant::now() + self.config.shutdown_drain;
+        let mut left = Vec::new();
+        for m in minutes {
+            // A recomputation cut short by the deadline writes nothing it has not published
+            // whole (files appear by rename; an unlisted file is removed at the next start).
+            let remaining = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.recompute_minute(m)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(minute = m, error = %e, "Correlation at shutdown failed; it runs again at the next start.");
+                    left.push(m);
+                }
+                Err(_) => left.push(m),
+            }
+        }
+        let path = &self.pending;
+        if left.is_empty() {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&left)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, path)
+            });
+        match written {
+            Ok(()) => tracing::info!(
+                minutes = left.len(),
+                file = %path.display(),
+                "Correlation of some minutes left for the next start (shutdown_drain reached)."
+            ),
+            Err(e) => tracing::warn!(
+                minutes = left.len(),
+                error = %e,
+                "Could not keep the minutes left to correlate; records that arrived within the horizon are recomputed at the next start."
+            ),
+        }
+    }
+
+    /// The minutes the last shutdown left to correlate (empty without a pending file).
+    fn pending_minutes(&self) -> Vec<i64> {
+        let path = &self.pending;
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "Unreadable correlation pending file ignored.");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Recomputes every minute holding raw records with event time at or after `since_ns`.
+    /// Gives the number of requests written.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn rebuild_since(&self, since_ns: i64) -> Result<usize, CorrelateError> {
+        let minutes = self.reader.minutes_with_records_since(since_ns).await?;
+        // Minutes whose requests may start up to a link distance before their records.
+        let mut all = BTreeSet::new();
+        for m in minutes {
+            let from = m
+                .saturating_sub(self.rules.max_link_distance_ns)
+                .max(since_ns);
+            all.extend(minutes_between(from, m));
+        }
+        // Derived minutes that no longer have records are emptied too.
+        all.extend(self.reader.derived_minutes_since(since_ns).await?);
+        let mut written = 0;
+        for m in all {
+            let (n, settle_at) = self.recompute(m).await?;
+            written += n;
+            if let Some(at) = settle_at {
+                self.schedule(m, settle_instant(at));
+            }
+        }
+        Ok(written)
+    }
+
+    /// Recomputes one minute; gives when its unsettled requests settle.
+    ///
+    /// # Errors
+    /// Reading or writing failed.
+    pub async fn recompute_minute(&self, minute: i64) -> Result<Option<i64>, CorrelateError> {
+        Ok(self.recompute(minute).await?.1)
+    }
+
+    /// Recomputes one minute; gives how many requests it wrote and when its unsettled
+    /// requests settle.
+    async fn recompute(&self, minute: i64) -> Result<(usize, Option<i64>), CorrelateError> {
+        let _busy = self.busy.lock().await;
+        let d = self.rules.max_link_distance_ns;
+        let end = minute.saturating_add(MINUTE_NS);
+        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
+        let input = self.reader.read_linked(a, b, minute, end).await?;
+        let now = now_ns();
+        let reqs: Vec<Request> = crate::correlate(input, &self.rules, now)
+            .into_iter()
+            .filter(|r| minute_of(r.time) == minute)
+            .collect();
+        let settle = reqs
+            .iter()
+            .filter(|r| !r.settled)
+            .map(|r| r.ingest_time.saturating_add(self.rules.horizon_ns))
+            .max();
+        crate::write::replace_minute(&self.storage, minute, &reqs).await?;
+        Ok((reqs.len(), settle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_are_bounded_and_floor_negative_times() {
+        assert_eq!(minute_of(-1), -MINUTE_NS);
+        assert_eq!(minute_of(MINUTE_NS + 1), MINUTE_NS);
+        assert_eq!(minutes_between(0, 3 * MINUTE_NS).count(), 4);
+        assert_eq!(minutes_between(0, i64::MAX).count(), MAX_MINUTES_PER_STEP);
+        assert_eq!(minutes_between(i64::MAX - 1, i64::MAX).count(), 1);
+    }
+}
