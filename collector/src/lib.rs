@@ -1,18 +1,18 @@
-//! seam's collector: OTLP in, Parquet out.
+//! seam's collector: OTLP, gateway and flow logs in, table batches out to the store.
 //!
 //! ```text
-//!            ◀──────────────── ack once the WAL append is fsynced ────────────┐
-//!  OTLP gRPC ─┐                                                                ┌─▶ TableSource (recent rows + files) ─▶ query
-//!  OTLP HTTP ─┴─▶ receive ─▶ decode ─▶ normalise ─▶ buffer ─▶ wal ─▶ persist ─┤
-//!                 (edge,     (bytes →   (records,    (Arrow    (group  (memory, └─▶ Parquet + manifest (object_store)
-//!                  limits)    protos)    redaction)   batches)  commit) flush, compaction)
+//!            ◀──────────── ack once the store's WAL append is fsynced ─────────────┐
+//!  OTLP gRPC ─┐                                                                     │
+//!  OTLP HTTP ─┼─▶ receive ─▶ decode ─▶ normalise ─▶ buffer ─▶ seam_store::Wal::append_all
+//!  log files ─┘   (edge,     (bytes →   (records,    (Arrow     (one entry per request)
+//!                  limits)    records)   redaction)   batches)
 //! ```
 //!
-//! Takes OTLP export requests from [`receive`]; gives rows in the `spans` and `logs` tables
-//! through [`seam_store::Storage`], which is also the [`seam_schemas::source::TableSource`] the
-//! query service reads. Between buffer and storage sits the [`seam_store::wal`]: a request is
-//! acknowledged only once its rows are fsynced there, and a restart replays what had not yet
-//! reached Parquet.
+//! Takes OTLP export requests and gateway/flow log inputs from [`receive`]; gives one
+//! write-ahead log entry per request, holding the batches of every table it fills
+//! (`spans`, `logs`, `flow_logs`, `gateway_log_copies`, `gateway_events`, `rejects`, ...),
+//! through [`seam_store::Wal`]. A request is acknowledged only once that entry is fsynced;
+//! everything after (recent rows, Parquet, compaction) is the store's.
 
 pub mod access;
 pub mod buffer;

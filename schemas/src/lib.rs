@@ -1,4 +1,5 @@
-//! The contract between seam's collector and query service.
+//! The contract between seam's crates: the collector and store that write tables, the
+//! correlator that derives them, and the query service that reads them.
 //!
 //! Takes nothing at run time: this crate only *describes* data. It gives
 //! - [`tables`]: every table seam stores, as an Arrow schema whose fields carry a

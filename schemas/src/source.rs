@@ -1,7 +1,7 @@
 //! The interface through which the query service sees a table's data.
 //!
 //! Takes nothing itself; gives the [`TableSource`] trait and the [`TableSnapshot`] it
-//! returns. The collector implements it (Parquet files listed in the manifest plus the
+//! returns. The store (`seam_store::Storage`) implements it (Parquet files listed in the manifest plus the
 //! batches it has accepted but not yet persisted); the `seam` binary hands it to the query
 //! service. A snapshot is consistent: a batch is either still in `recent` or already in one of
 //! `files`, never both and never neither.

@@ -1,4 +1,4 @@
-//! Stage 5, persist: accepted batches to Parquet files listed in a per-table manifest, and
+//! Table storage: accepted batches to Parquet files listed in a per-table manifest, and
 //! the consistent view of them that queries read.
 //!
 //! Takes `RecordBatch`es in a table's schema ([`Storage::push_recent`] through the write-ahead log); gives Parquet files under
