@@ -8,11 +8,12 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use seam_benches::Rng;
-use seam_collector::decode::{apim, mule};
-use seam_collector::normalise::access::InputMeta;
-use seam_collector::normalise::flow::{TrafficRules, flow_row};
-use seam_collector::normalise::gateway::{Ctx, Record, gateway_row};
+use seam_collector::normalise::json::InputMeta;
 use seam_collector::normalise::token::TokenConfig;
+use seam_collector::sources::apim::decode as apim;
+use seam_collector::sources::apim::normalise::{Ctx, Record, gateway_row};
+use seam_collector::sources::mule::decode as mule;
+use seam_collector::sources::mule::normalise::{TrafficRules, flow_row};
 use seam_schemas::tables::{flow_logs, gateway_logs};
 use seam_store::rows::{self, Columns};
 

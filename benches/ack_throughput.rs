@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                 Arc::new(seam_auth::CredentialStore::open_access()),
                 seam_auth::Role::Ingest,
             );
-            tokio::spawn(seam_collector::receive::otlp_grpc::serve(
+            tokio::spawn(seam_collector::sources::otlp::receive_grpc::serve(
                 collector,
                 listener,
                 guard,

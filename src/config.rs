@@ -98,7 +98,9 @@ pub struct AccessConfig {
 
 impl Default for AccessConfig {
     fn default() -> Self {
-        use seam_collector::normalise::flow::{DEFAULT_HEALTH_PATHS, DEFAULT_NON_REQUEST_FLOWS};
+        use seam_collector::sources::mule::normalise::{
+            DEFAULT_HEALTH_PATHS, DEFAULT_NON_REQUEST_FLOWS,
+        };
         Self {
             dedupe_max_age: std::time::Duration::from_secs(30 * 86_400),
             non_request_flows: DEFAULT_NON_REQUEST_FLOWS.into(),
@@ -373,7 +375,7 @@ impl SeamConfig {
         self.query.validate().map_err(ConfigError::Invalid)?;
         self.correlation.validate().map_err(ConfigError::Invalid)?;
         self.tokens.build()?;
-        seam_collector::normalise::flow::TrafficRules::new(
+        seam_collector::sources::mule::normalise::TrafficRules::new(
             &self.access.non_request_flows,
             &self.access.health_paths,
         )

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use seam_collector::access::{AccessSource, sniff};
+use seam_collector::sources::logs::{AccessSource, sniff};
 use serde::Deserialize;
 
 /// What `seam ingest` was asked to do.
@@ -147,7 +147,7 @@ enum Cut {
 
 fn starts_record(line: &str, cut: Cut) -> bool {
     match cut {
-        Cut::MuleHeader => seam_collector::decode::mule::is_header(line),
+        Cut::MuleHeader => seam_collector::sources::mule::decode::is_header(line),
         Cut::Record => {
             let t = line.trim_end();
             !t.is_empty() && !t.starts_with([' ', '\t', '}', ']', ',']) && !t.starts_with('"')
@@ -521,7 +521,9 @@ pub async fn run(files: &[PathBuf], opts: &Options) -> anyhow::Result<Vec<FileSu
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as usize;
         let first = head_text.trim_start_matches('\u{feff}').trim_start();
         let is_json = first.starts_with(['{', '['])
-            && !seam_collector::decode::mule::is_header(first.lines().next().unwrap_or(""));
+            && !seam_collector::sources::mule::decode::is_header(
+                first.lines().next().unwrap_or(""),
+            );
         if size <= opts.chunk_bytes {
             let mut body = String::new();
             File::open(path)

@@ -28,8 +28,8 @@ use seam_auth::tls::Side;
 use seam_auth::{CredentialStore, PeerInfo, Principal, Role, SeamListener, TlsReloader};
 use seam_collector::Collector;
 use seam_collector::dedupe::DedupeIndex;
-use seam_collector::normalise::flow::TrafficRules;
 use seam_collector::sanitise::Sanitiser;
+use seam_collector::sources::mule::normalise::TrafficRules;
 use seam_query::QueryService;
 use seam_query::audit::{AuditEvent, AuditScope, AuditSink};
 use seam_query::pgwire::PgSecurity;
@@ -585,7 +585,7 @@ impl Server {
             let guard = GrpcGuard::new(Arc::clone(&credentials), Role::Ingest);
             tokio::spawn(async move {
                 if let Err(e) =
-                    seam_collector::receive::otlp_grpc::serve(c, grpc_l, guard, stop).await
+                    seam_collector::sources::otlp::receive_grpc::serve(c, grpc_l, guard, stop).await
                 {
                     tracing::error!(error = %e, "OTLP/gRPC receiver failed.");
                 }
@@ -593,8 +593,8 @@ impl Server {
         };
         let http = {
             let router = json_errors(Guard::new(Arc::clone(&credentials), Role::Ingest).protect(
-                seam_collector::receive::otlp_http::router(Arc::clone(&collector)).merge(
-                    seam_collector::receive::access_http::router(Arc::clone(&collector)),
+                seam_collector::sources::otlp::receive_http::router(Arc::clone(&collector)).merge(
+                    seam_collector::sources::logs::receive_http::router(Arc::clone(&collector)),
                 ),
             ));
             let stop = stopped(rx_recv);

@@ -4,10 +4,7 @@
 //! `Export{Trace,Logs}ServiceRequest` from `opentelemetry-proto`'s generated types, or an
 //! [`IngestError::InvalidPayload`] saying what is wrong and where. Pure and synchronous.
 
-pub mod apim;
 pub mod json_stream;
-pub mod mule;
-pub mod otlp_json;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -58,7 +55,9 @@ pub fn traces(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceReque
                 "protobuf body is not an ExportTraceServiceRequest: {e}"
             ))
         }),
-        Encoding::Json => otlp_json::decode(body, "ExportTraceServiceRequest"),
+        Encoding::Json => {
+            crate::sources::otlp::decode_json::decode(body, "ExportTraceServiceRequest")
+        }
     }
 }
 
@@ -70,6 +69,8 @@ pub fn logs(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceRequest,
                 "protobuf body is not an ExportLogsServiceRequest: {e}"
             ))
         }),
-        Encoding::Json => otlp_json::decode(body, "ExportLogsServiceRequest"),
+        Encoding::Json => {
+            crate::sources::otlp::decode_json::decode(body, "ExportLogsServiceRequest")
+        }
     }
 }

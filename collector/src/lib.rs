@@ -14,7 +14,6 @@
 //! through [`seam_store::Wal`]. A request is acknowledged only once that entry is fsynced;
 //! everything after (recent rows, Parquet, compaction) is the store's.
 
-pub mod access;
 pub mod buffer;
 pub mod config;
 pub mod decode;
@@ -23,6 +22,7 @@ pub mod error;
 pub mod normalise;
 pub mod receive;
 pub mod sanitise;
+pub mod sources;
 pub mod stats;
 pub mod telemetry;
 
@@ -84,7 +84,7 @@ pub struct Collector {
     closing: AtomicBool,
     stats: stats::IngestStats,
     dedupe: Arc<dedupe::DedupeIndex>,
-    traffic: normalise::flow::TrafficRules,
+    traffic: sources::mule::normalise::TrafficRules,
     access_lock: tokio::sync::Mutex<()>,
 }
 
@@ -119,7 +119,7 @@ impl Collector {
             closing: AtomicBool::new(false),
             stats: stats::IngestStats::default(),
             dedupe: Arc::new(dedupe::DedupeIndex::in_memory()),
-            traffic: normalise::flow::TrafficRules::default(),
+            traffic: sources::mule::normalise::TrafficRules::default(),
             access_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -129,7 +129,7 @@ impl Collector {
     pub fn with_access(
         mut self,
         index: Arc<dedupe::DedupeIndex>,
-        traffic: normalise::flow::TrafficRules,
+        traffic: sources::mule::normalise::TrafficRules,
     ) -> Self {
         self.dedupe = index;
         self.traffic = traffic;
@@ -215,7 +215,7 @@ impl Collector {
     }
 
     /// Counts a refused request and builds its HTTP response.
-    fn refuse(&self, r: receive::otlp_http::Refusal, signal: &'static str) -> Response {
+    fn refuse(&self, r: sources::otlp::receive_http::Refusal, signal: &'static str) -> Response {
         if !r.counted {
             self.stats.record(
                 now_ns(),
@@ -238,7 +238,7 @@ impl Collector {
             );
         }
         tracing::debug!(signal, error = %r.error, "Refused an HTTP ingest request.");
-        receive::otlp_http::error_response(r.enc, &r.error)
+        sources::otlp::receive_http::error_response(r.enc, &r.error)
     }
 
     fn check_count(&self, count: usize) -> Result<(), IngestError> {
@@ -334,7 +334,7 @@ impl Collector {
     ) -> Result<Option<(&'static str, RecordBatch)>, IngestError> {
         let mule: Vec<&normalise::LogRecord> = records
             .iter()
-            .filter(|r| normalise::flow::is_mule_origin(&r.origin))
+            .filter(|r| sources::mule::normalise::is_mule_origin(&r.origin))
             .collect();
         if mule.is_empty() {
             return Ok(None);
@@ -343,7 +343,7 @@ impl Collector {
         let rows: Vec<seam_store::rows::Row> = mule
             .into_iter()
             .filter_map(|r| {
-                normalise::flow::otlp_flow_row(
+                sources::mule::normalise::otlp_flow_row(
                     &cols,
                     r,
                     &self.traffic,

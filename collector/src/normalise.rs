@@ -9,10 +9,8 @@
 //! credentials redacted ([`redact`]), and the promoted columns (HTTP facts, correlation id)
 //! looked up under both the current and the older semantic-convention names.
 
-pub mod access;
 pub mod attributes;
-pub mod flow;
-pub mod gateway;
+pub mod json;
 pub mod redact;
 pub mod time;
 pub mod token;

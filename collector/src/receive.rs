@@ -1,12 +1,9 @@
-//! Stage 1, receive: the network edge. OTLP over gRPC ([`otlp_grpc`]) and over HTTP
-//! ([`otlp_http`]), gateway and flow logs over HTTP ([`access_http`]), with the size limits
-//! of [`limits`].
+//! Stage 1, receive: the network edge shared by every source: the size and encoding limits
+//! of [`limits`], and the log ingest endpoint (`crate::sources::logs::receive_http`) through which gateway and flow
+//! log files arrive (the OTLP receivers are in `crate::sources::otlp`).
 //!
 //! Takes requests from clients; gives decoded requests to [`crate::Collector`] and answers
 //! with the OTLP status the outcome calls for (success with partial success, a permanent
 //! error naming what is wrong, or a retryable overload status).
 
-pub mod access_http;
 pub mod limits;
-pub mod otlp_grpc;
-pub mod otlp_http;

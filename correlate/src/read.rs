@@ -79,7 +79,8 @@ const GATEWAY_LINKED: &str = "time >= to_timestamp_nanos($1) AND time < to_times
      AND (array_has($3, lower(correlation_id)) OR array_has($3, lower(forwarded_correlation_id)) \
      OR array_has($4, lower(trace_id)) OR correlation_id IS NULL)";
 
-/// Columns read from `gateway_log_copies` (before the token identity).
+/// Columns read from `gateway_log_copies` (before the token identity). The copies come in
+/// [`gateway_logs::MERGE_ORDER`] (`ORDER BY`), the view's merge order, for [`merge_gateway`].
 const GATEWAY_COLUMNS: &str = "CAST(time AS BIGINT) AS t, CAST(ingest_time AS BIGINT) AS i, \
      record_key, correlation_id, trace_id, forwarded_correlation_id, api_id, operation_id, \
      method, url_path, client_ip, user_agent, subscription_id, status_code, \
@@ -147,6 +148,10 @@ impl Statements {
             core: select(columns, table, CORE),
             linked: select(columns, table, linked),
         };
+        // Gateway copies in the view's merge order, earliest-accepted first.
+        let in_merge_order =
+            |q: String| [q.as_str(), " ORDER BY ", gateway_logs::MERGE_ORDER].concat();
+        let gateway = pair(GATEWAY_COLUMNS, gateway_logs::TABLE, GATEWAY_LINKED);
         let minutes = |table: &str, filter: &str| {
             [
                 "SELECT DISTINCT ",
@@ -182,7 +187,10 @@ impl Statements {
                 " WHERE request_time >= to_timestamp_nanos($1)",
             ]
             .concat(),
-            gateway: pair(GATEWAY_COLUMNS, gateway_logs::TABLE, GATEWAY_LINKED),
+            gateway: Pair {
+                core: in_merge_order(gateway.core),
+                linked: in_merge_order(gateway.linked),
+            },
             events: pair(EVENT_COLUMNS, gateway_events::TABLE, LINKED),
             flows: pair(FLOW_COLUMNS, flow_logs::TABLE, LINKED),
             spans: pair(SPAN_COLUMNS, spans::TABLE, LINKED),
@@ -345,8 +353,8 @@ impl Reader {
     /// Reads the records of `window` from every raw table.
     async fn read_where(&self, window: Window<'_>) -> Result<Input, ReadError> {
         let mut input = Input::default();
-        // Gateway copies, merged per request key (the gateway_logs view, without its
-        // aggregate over all time).
+        // Gateway copies, merged per request key by the gateway_logs view's rule
+        // ([`merge_gateway`]): they arrive in its merge order, earliest-accepted first.
         let mut merged: BTreeMap<String, Gateway> = BTreeMap::new();
         for batch in self
             .source
@@ -379,7 +387,10 @@ impl Reader {
                     last_error_message: c.s(r, "last_error_message"),
                     service: c.s(r, "apim_service"),
                     gateway: c.s(r, "gateway"),
-                    token: c.token(r),
+                    // Only a copy with a token_id gives the token identity (the view's rule).
+                    token: Some(c.token(r))
+                        .filter(|t| t.token_id.is_some())
+                        .unwrap_or_default(),
                 };
                 match merged.get_mut(&g.key) {
                     None => {
@@ -557,7 +568,22 @@ fn merge_input(into: &mut Input, more: Input) {
     );
 }
 
-/// Fills `into`'s missing fields from another copy of the same gateway request.
+/// Merges `other`, a later copy of the same gateway request, into `into`, by the one merge
+/// rule of the `gateway_logs` view ([`gateway_logs::merge_expr`], docs/correlation.md). The
+/// gateway read returns copies in [`gateway_logs::MERGE_ORDER`], earliest-accepted first, so
+/// folding them in read order gives the view's values:
+/// - each field keeps the first value a copy had: the earliest-accepted copy's that has one;
+/// - the token identity is taken whole from the earliest-accepted copy with a `token_id`
+///   (copies without one are read with an empty token), never mixed across copies;
+/// - `time` is the earliest, as in the view;
+/// - `ingest` is the **last** arrival of any copy, not the view's `ingest_time` (the first):
+///   the settle horizon counts from a request's latest record, and
+///   `request_events.ingest_time` of a gateway record is when its latest copy arrived.
+///
+/// One recomputation reads the minute, then linked records in up to three more reads; a
+/// request whose copies' event times lie on both sides of the minute's edge can have them
+/// split between reads, and those partial merges combine in read order (the earlier read's
+/// values win), not acceptance order.
 fn merge_gateway(into: &mut Gateway, other: Gateway) {
     macro_rules! fill {
         ($($f:ident),*) => { $( if into.$f.is_none() { into.$f = other.$f; } )* };
@@ -732,6 +758,59 @@ mod tests {
         assert!(s.spans.linked.contains("token_issued_at, token_expires_at"));
         assert!(s.gateway.linked.contains("FROM gateway_log_copies WHERE"));
         assert_eq!(s.arrived.len(), RAW.len());
+    }
+
+    #[test]
+    fn gateway_copies_are_read_in_the_views_merge_order() {
+        let s = Statements::new();
+        for q in [&s.gateway.core, &s.gateway.linked] {
+            assert!(
+                q.ends_with(" ORDER BY ingest_time, source_format, source_file, source_line"),
+                "{q}"
+            );
+            assert!(q.ends_with(&format!(" ORDER BY {}", gateway_logs::MERGE_ORDER)));
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_earliest_accepted_value_and_one_token() {
+        let token = |id: Option<&str>, subject: &str| Token {
+            token_id: id.map(str::to_string),
+            subject: Some(subject.into()),
+            ..Token::default()
+        };
+        // Copies in merge order: the first has no token, the second and third have one.
+        let mut g = Gateway {
+            time: 20,
+            ingest: 100,
+            key: "k".into(),
+            status_code: Some(200),
+            ..Gateway::default()
+        };
+        let second = Gateway {
+            time: 10,
+            ingest: 300,
+            key: "k".into(),
+            status_code: Some(401),
+            method: Some("GET".into()),
+            token: token(Some("t1"), "s1"),
+            ..Gateway::default()
+        };
+        let third = Gateway {
+            time: 30,
+            ingest: 200,
+            key: "k".into(),
+            url_path: Some("/a".into()),
+            token: token(Some("t2"), "s2"),
+            ..Gateway::default()
+        };
+        merge_gateway(&mut g, second);
+        merge_gateway(&mut g, third);
+        assert_eq!(g.status_code, Some(200));
+        assert_eq!(g.method.as_deref(), Some("GET"));
+        assert_eq!(g.url_path.as_deref(), Some("/a"));
+        assert_eq!(g.token, token(Some("t1"), "s1"));
+        assert_eq!((g.time, g.ingest), (10, 300));
     }
 
     #[test]

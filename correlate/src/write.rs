@@ -2,9 +2,10 @@
 //!
 //! Takes the [`Request`]s of one minute bucket (request start time) and the storage; gives
 //! their `requests` and `request_events` rows ([`batches`]) and stores them as that minute's
-//! one file of each table, replacing the previous ones in one atomic manifest update
-//! ([`replace_minute`]): a reader sees the old minute of both tables or the new minute of
-//! both, never a request without its timeline. An empty minute removes the minute's files.
+//! one file of each table, replacing the previous ones in one journal-backed update
+//! ([`replace_minute`], `Storage::replace_minutes`): the two tables change together or not
+//! at all, across a crash too (a query running during the swap may see one table a moment
+//! ahead of the other). An empty minute removes the minute's files.
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use seam_collector::decode::apim::{self, ApimItem, Pos};
-use seam_collector::decode::mule::{self, MuleItem};
 use seam_collector::decode::{self, Encoding};
-use seam_collector::normalise::access::InputMeta;
-use seam_collector::normalise::flow::{TrafficRules, flow_row};
-use seam_collector::normalise::gateway::{Ctx, Record, event_row, gateway_row};
+use seam_collector::normalise::json::InputMeta;
 use seam_collector::normalise::token::{TokenConfig, parse_keys, read_claims};
 use seam_collector::normalise::{self, Normaliser};
+use seam_collector::sources::apim::decode::{self as apim, ApimItem, Pos};
+use seam_collector::sources::apim::normalise::{Ctx, Record, event_row, gateway_row};
+use seam_collector::sources::mule::decode::{self as mule, MuleItem};
+use seam_collector::sources::mule::normalise::{TrafficRules, flow_row};
 use seam_schemas::tables;
 use seam_store::rows::{Columns, batch};
 

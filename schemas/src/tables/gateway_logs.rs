@@ -5,6 +5,13 @@
 //! in several shapes (Event Hubs, the storage archive, a Log Analytics export days later);
 //! the collector stores a copy only when it adds a field no earlier copy had, and the view
 //! merges the copies of a request (`record_key`) into one row.
+//!
+//! The merge rule (one rule, for this view and for the correlator's gateway read, which
+//! orders its copies by [`MERGE_ORDER`] and folds them the same way): copies are ranked by
+//! acceptance, [`MERGE_ORDER`]; each column takes the value of the earliest-accepted copy
+//! that has one; `time` and `ingest_time` are the earliest; the token identity
+//! ([`crate::token::COLUMNS`]) is taken whole from the earliest-accepted copy with a
+//! `token_id`, never mixed across copies. [`merge_expr`] gives each column's expression.
 
 use arrow_schema::{DataType, Field, SchemaRef};
 
@@ -23,11 +30,22 @@ pub const DESCRIPTION: &str = "One row per stored copy of an Azure API Managemen
 pub const VIEW: &str = "gateway_logs";
 /// What one row of the view is.
 pub const VIEW_DESCRIPTION: &str = "One row per gateway request: the copies in \
-     `gateway_log_copies` with the same `record_key` merged (for each column, the value any \
-     copy has; `time` and `ingest_time` the earliest). Columns are those of \
-     `gateway_log_copies` without `raw`, `source_format`, `source_file` and `source_line`, plus \
-     `copies` (bigint: stored copies) and `source_formats` (list<text>: the shapes it arrived \
-     in).";
+     `gateway_log_copies` with the same `record_key` merged. Each column takes the value of \
+     the earliest-accepted copy that has one (copies ranked by ingest_time, then \
+     source_format, source_file, source_line); `time` and `ingest_time` are the earliest \
+     (`ingest_time`: when seam first accepted the request); the token columns (token_id to \
+     token_type) come together from the earliest-accepted copy with a token_id, never mixed \
+     across copies. The correlator merges the copies it reads by the same rule \
+     (docs/correlation.md). Columns are those of `gateway_log_copies` without `raw`, \
+     `source_format`, `source_file` and `source_line`, plus `copies` (bigint: stored copies) \
+     and `source_formats` (list<text>: the shapes it arrived in).";
+
+/// The acceptance order of the copies of one request, earliest first: an SQL `ORDER BY`
+/// list (ascending, NULLs last as the engine sorts them by default). A copy is identified by
+/// when and where it was accepted, so the order is total in practice. The `gateway_logs`
+/// view ranks copies by it inside `first_value`; the correlator's gateway read returns its
+/// copies in it, so that folding them first-value-first gives the view's values.
+pub const MERGE_ORDER: &str = "ingest_time, source_format, source_file, source_line";
 
 fn ms(name: &str, desc: &str) -> Field {
     let desc =
@@ -219,7 +237,33 @@ pub fn schema() -> SchemaRef {
 /// Columns of the copies that the view leaves out.
 const COPY_ONLY: &[&str] = &["raw", "source_format", "source_file", "source_line"];
 
-/// The SQL of the `gateway_logs` view: one row per `record_key`.
+/// The view's expression for column `name` of the copies (without its alias): how the copies
+/// of one request are merged into that column. The one place the merge rule is written:
+/// - `time`, `ingest_time`: the earliest (`min`);
+/// - a token identity column ([`crate::token::COLUMNS`]): the earliest-accepted copy's value
+///   among the copies with a `token_id`, so the identity is one copy's, never mixed;
+/// - any other column: the earliest-accepted copy's value among the copies that have one.
+///
+/// `record_key` is the group key and the copy-only columns are not in the view; for them
+/// this gives the plain column.
+pub fn merge_expr(name: &str) -> String {
+    use crate::token;
+    if name == "record_key" || COPY_ONLY.contains(&name) {
+        return name.to_string();
+    }
+    if name == TIME || name == INGEST_TIME {
+        return format!("min({name})");
+    }
+    let has = if token::COLUMNS.contains(&name) {
+        token::TOKEN_ID
+    } else {
+        name
+    };
+    format!("first_value({name} ORDER BY {MERGE_ORDER}) FILTER (WHERE {has} IS NOT NULL)")
+}
+
+/// The SQL of the `gateway_logs` view: one row per `record_key`, each column merged by
+/// [`merge_expr`].
 pub fn view_sql() -> String {
     let mut cols = Vec::new();
     for f in schema().fields() {
@@ -227,15 +271,11 @@ pub fn view_sql() -> String {
         if COPY_ONLY.contains(&n) {
             continue;
         }
-        let expr = match (n, f.data_type()) {
-            ("record_key", _) => "record_key".to_string(),
-            (TIME | INGEST_TIME, _) => format!("min({n}) AS {n}"),
-            (_, DataType::Map(_, _) | DataType::List(_)) => {
-                format!("first_value({n}) FILTER (WHERE {n} IS NOT NULL) AS {n}")
-            }
-            _ => format!("max({n}) AS {n}"),
-        };
-        cols.push(expr);
+        cols.push(if n == "record_key" {
+            n.to_string()
+        } else {
+            format!("{} AS {n}", merge_expr(n))
+        });
     }
     cols.push("count(*) AS copies".into());
     cols.push("array_sort(array_agg(DISTINCT source_format)) AS source_formats".into());
@@ -243,4 +283,55 @@ pub fn view_sql() -> String {
         "SELECT {} FROM {TABLE} GROUP BY record_key",
         cols.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_merges_by_the_earliest_accepted_copy() {
+        let sql = view_sql();
+        assert!(
+            sql.contains(
+                "first_value(status_code ORDER BY ingest_time, source_format, source_file, \
+                 source_line) FILTER (WHERE status_code IS NOT NULL) AS status_code"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "first_value(request_headers ORDER BY ingest_time, source_format, source_file, \
+                 source_line) FILTER (WHERE request_headers IS NOT NULL) AS request_headers"
+            ),
+            "{sql}"
+        );
+        // The token identity is one copy's: every token column filters on token_id.
+        for c in crate::token::COLUMNS {
+            assert!(
+                sql.contains(&format!(
+                    "first_value({c} ORDER BY {MERGE_ORDER}) FILTER (WHERE token_id IS NOT NULL) \
+                     AS {c}"
+                )),
+                "{c}: {sql}"
+            );
+        }
+        assert!(
+            sql.contains("min(time) AS time, min(ingest_time) AS ingest_time"),
+            "{sql}"
+        );
+        assert!(!sql.contains("max("), "{sql}");
+        for c in COPY_ONLY {
+            assert!(!sql.contains(&format!(" AS {c}, ")), "{c}: {sql}");
+        }
+    }
+
+    #[test]
+    fn merge_order_names_columns_of_the_copies() {
+        let s = schema();
+        for c in MERGE_ORDER.split(", ") {
+            assert!(s.field_with_name(c).is_ok(), "{c}");
+        }
+        assert!(MERGE_ORDER.starts_with(INGEST_TIME));
+    }
 }

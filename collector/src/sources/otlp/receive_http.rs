@@ -24,9 +24,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::limits::{decode_content, read_capped};
 use crate::decode::{self, Encoding};
 use crate::error::{Disposition, IngestError};
+use crate::receive::limits::{decode_content, read_capped};
 use crate::{Collector, Transport};
 
 /// The OTLP/HTTP routes, to be merged into the ingest listener's router.
@@ -151,7 +151,9 @@ async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap) -> Respons
     c.refuse(
         Refusal::new(
             enc,
-            IngestError::Unimplemented(super::otlp_grpc::METRICS_UNSUPPORTED.into()),
+            IngestError::Unimplemented(
+                crate::sources::otlp::receive_grpc::METRICS_UNSUPPORTED.into(),
+            ),
         ),
         "metrics",
     )

@@ -1,6 +1,6 @@
 //! Mule log events to rows of `flow_logs`.
 //!
-//! Takes [`MuleEvent`]s from `decode::mule`, the input's [`InputMeta`], the traffic rules and
+//! Takes [`MuleEvent`]s from `sources::mule::decode`, the input's [`InputMeta`], the traffic rules and
 //! the token settings; gives a `Row` with its record key, or the reason the event was
 //! refused (no readable time). Reads JSON Logger records (embedded in the log4j message or
 //! whole), Mule error blocks (`Error type`, `Message`), the app and flow from the thread
@@ -12,12 +12,12 @@ use regex::Regex;
 use seam_schemas::tables::flow_logs;
 use serde_json::{Map, Value};
 
-use super::access::{
+use crate::normalise::json::{
     InputMeta, key_of, num_of, redact_text, secret_values, text_of, time_of, trace_of_traceparent,
 };
-use super::gateway::Keyed;
-use super::token::{TokenConfig, claims_from_json};
-use crate::decode::mule::{MuleEvent, Pos, TimeText};
+use crate::normalise::token::{TokenConfig, claims_from_json};
+use crate::sources::apim::normalise::Keyed;
+use crate::sources::mule::decode::{MuleEvent, Pos, TimeText};
 use seam_store::rows::{Cell, Columns};
 
 /// Which events are not request traffic.
@@ -125,8 +125,8 @@ pub fn flow_row(
         .and_then(|v| time_of(v, meta))
         .filter(|_| ev.time.is_none())
         .or_else(|| match &ev.time {
-            Some(TimeText::Text(t)) => super::time::parse(t, meta.zone, meta.now_ns),
-            Some(TimeText::EpochMs(ms)) => super::time::from_epoch(*ms),
+            Some(TimeText::Text(t)) => crate::normalise::time::parse(t, meta.zone, meta.now_ns),
+            Some(TimeText::EpochMs(ms)) => crate::normalise::time::from_epoch(*ms),
             Some(TimeText::Nanos(ns)) => Some(*ns),
             None => None,
         })
@@ -327,7 +327,7 @@ pub fn flow_row(
 
 /// Whether an OTLP log record was exported by a Mule runtime: its instrumentation scope or a
 /// resource attribute names Mule (`mule-tracer`, `org.mule…`, `mule.*` attributes).
-pub fn is_mule_origin(o: &super::Origin) -> bool {
+pub fn is_mule_origin(o: &crate::normalise::Origin) -> bool {
     let mule = |s: &str| s.to_ascii_lowercase().contains("mule");
     o.scope_name.as_deref().is_some_and(mule) || o.resource_attributes.iter().any(|(k, _)| mule(k))
 }
@@ -338,12 +338,14 @@ pub fn is_mule_origin(o: &super::Origin) -> bool {
 /// As [`flow_row`].
 pub fn otlp_flow_row(
     cols: &Columns,
-    r: &super::LogRecord,
+    r: &crate::normalise::LogRecord,
     rules: &TrafficRules,
     tokens: &TokenConfig,
     ingest_ns: i64,
 ) -> Result<Keyed, String> {
-    let attr = |keys: &[&str]| super::attributes::first(&r.attributes, keys).map(str::to_string);
+    let attr = |keys: &[&str]| {
+        crate::normalise::attributes::first(&r.attributes, keys).map(str::to_string)
+    };
     let ev = MuleEvent {
         pos: None,
         level: r.level.clone(),
@@ -366,7 +368,7 @@ pub fn otlp_flow_row(
     let meta = InputMeta {
         app: r.origin.service_name.clone(),
         now_ns: ingest_ns,
-        window: super::time::TimeWindow {
+        window: crate::normalise::time::TimeWindow {
             min_ns: i64::MIN,
             max_ahead_ns: i64::MAX,
         },

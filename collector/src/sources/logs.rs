@@ -11,18 +11,20 @@
 //! the commit run for one input at a time (they must not interleave). `first_line` and
 //! `first_index` are refused past [`MAX_FIRST_POSITION`], so positions never wrap.
 
+pub mod receive_http;
+
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use seam_schemas::tables::{flow_logs, gateway_events, gateway_logs, rejects};
 
-use crate::decode::apim::{self, ApimItem, Pos};
-use crate::decode::mule::{self, MuleItem};
 use crate::dedupe::{Verdict, parse_key};
 use crate::error::IngestError;
-use crate::normalise::access::{InputMeta, key_of};
-use crate::normalise::flow::flow_row;
-use crate::normalise::gateway::{Ctx, Keyed, Record, event_row, gateway_row};
+use crate::normalise::json::{InputMeta, key_of};
+use crate::sources::apim::decode::{self as apim, ApimItem, Pos};
+use crate::sources::apim::normalise::{Ctx, Keyed, Record, event_row, gateway_row};
+use crate::sources::mule::decode::{self as mule, MuleItem};
+use crate::sources::mule::normalise::flow_row;
 use crate::{Collector, now_ns, stats, telemetry};
 use seam_store::rows::{self, Cell, Columns, Row};
 
@@ -641,8 +643,8 @@ fn push_keyed(p: &mut Pending, k: Keyed, fields_mask: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalise::flow::TrafficRules;
     use crate::normalise::token::TokenConfig;
+    use crate::sources::mule::normalise::TrafficRules;
 
     /// `first_index=18446744073709551615` wrapped record indices around: positions past
     /// 2^53 - 1, negative, fractional or not numbers are refused, naming the parameter.

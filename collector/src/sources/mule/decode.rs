@@ -20,9 +20,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-pub use super::apim::Pos;
-use super::json_stream::{Piece, check_first_line, pieces};
+use crate::decode::json_stream::{Piece, check_first_line, pieces};
 use crate::error::IngestError;
+pub use crate::sources::apim::decode::Pos;
 
 /// The formats `/ingest/mule` knows, for error messages.
 pub const FORMATS: &[&str] = &[

@@ -1,7 +1,7 @@
 //! APIM GatewayLogs records and custom gateway events to rows of `gateway_log_copies` and
 //! `gateway_events`.
 //!
-//! Takes [`Fields`] from `decode::apim`, the input's [`InputMeta`] and the token settings;
+//! Takes [`Fields`] from `sources::apim::decode`, the input's [`InputMeta`] and the token settings;
 //! gives a [`Row`] in the table's column order with its record key, or the reason the
 //! record was refused (it has no readable time). Field aliases across delivery paths are
 //! resolved here (docs/ingest-formats.md lists them); the raw record is kept, redacted.
@@ -9,12 +9,12 @@
 use seam_schemas::tables::{gateway_events, gateway_logs};
 use serde_json::Value;
 
-use super::access::{
+use crate::normalise::json::{
     InputMeta, bool_of, headers_of, key_of, num_of, path_of, redact_text, secret_values, text_of,
     time_of, trace_of_traceparent,
 };
-use super::token::{TokenConfig, TokenIdentity, claims_from_json};
-use crate::decode::apim::Fields;
+use crate::normalise::token::{TokenConfig, TokenIdentity, claims_from_json};
+use crate::sources::apim::decode::Fields;
 use seam_store::rows::{Cell, Columns, Row};
 
 /// A normalised record: its row and key.
@@ -134,7 +134,7 @@ fn raw_text(raw: String, fields: &Fields, tokens: &TokenConfig) -> (String, Opti
     // values sit under secret names; the raw text is not parsed again.
     let mut secrets = Vec::new();
     for (k, v) in fields {
-        if k == crate::decode::apim::SECRETS_KEY {
+        if k == crate::sources::apim::decode::SECRETS_KEY {
             if let Value::Array(list) = v {
                 secrets.extend(list.iter().filter_map(|x| x.as_str().map(str::to_string)));
             }
@@ -143,7 +143,8 @@ fn raw_text(raw: String, fields: &Fields, tokens: &TokenConfig) -> (String, Opti
         match v {
             Value::String(s)
                 if s.len() >= 4
-                    && (super::redact::is_sensitive_key(k) || tokens.is_extra_secret_name(k)) =>
+                    && (crate::normalise::redact::is_sensitive_key(k)
+                        || tokens.is_extra_secret_name(k)) =>
             {
                 secrets.push(s.clone());
             }
@@ -213,7 +214,7 @@ pub fn gateway_row(
     let backend_status = status(f.n(&["backendresponsecode"]));
     let total = f.n(&["totaltime", "durationms"]).or_else(|| {
         f.s(&["servicetime"])
-            .and_then(|s| super::time::timespan_ms(&s))
+            .and_then(|s| crate::normalise::time::timespan_ms(&s))
     });
     let backend_time = f
         .n(&["backendtime"])
@@ -449,8 +450,10 @@ pub fn event_row(
         .filter(|(k, _)| !EVENT_KEYS.contains(&k.as_str()))
         .filter_map(|(k, v)| {
             let t = text_of(v)?;
-            let t = if super::redact::is_sensitive_key(k) || tokens.is_extra_secret_name(k) {
-                super::redact::MARKER.to_string()
+            let t = if crate::normalise::redact::is_sensitive_key(k)
+                || tokens.is_extra_secret_name(k)
+            {
+                crate::normalise::redact::MARKER.to_string()
             } else {
                 tokens.scrub_owned(t).text
             };

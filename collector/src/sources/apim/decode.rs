@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::json_stream::{Piece, check_first_line, pieces};
+use crate::decode::json_stream::{Piece, check_first_line, pieces};
 use crate::error::IngestError;
 
 /// A record's fields under canonical keys.

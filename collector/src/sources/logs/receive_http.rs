@@ -4,7 +4,7 @@
 //! Takes a body in any shape the endpoint knows (auto-detected; `format=` forces one),
 //! optionally gzip-compressed, and query parameters `file`, `first_line` and `first_index`
 //! (where the body came from in its file, so refusals name file:line or the record index;
-//! whole numbers up to [`MAX_FIRST_POSITION`](crate::access::MAX_FIRST_POSITION),
+//! whole numbers up to [`MAX_FIRST_POSITION`](crate::sources::logs::MAX_FIRST_POSITION),
 //! `first_line` from 1), `timezone` (IANA zone of zone-less times; UTC by default), `gateway`
 //! (self-hosted gateway name), `service` (APIM service) and `app` (Mule app) for records that
 //! do not say. Answers 200 with JSON counts (accepted, rejected, duplicates, per table, the
@@ -23,11 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::limits::{decode_content, read_capped};
-use crate::access::{AccessInput, AccessSource, parse_position};
 use crate::error::IngestError;
-use crate::normalise::access::InputMeta;
+use crate::normalise::json::InputMeta;
 use crate::normalise::time::Zone;
+use crate::receive::limits::{decode_content, read_capped};
+use crate::sources::logs::{AccessInput, AccessSource, parse_position};
 use crate::{Collector, Transport};
 
 /// The routes, to be merged into the ingest listener's router.
@@ -73,7 +73,7 @@ async fn mule(
 }
 
 fn error(e: &IngestError) -> Response {
-    super::otlp_http::error_response(None, e)
+    crate::sources::otlp::receive_http::error_response(None, e)
 }
 
 async fn handle(
