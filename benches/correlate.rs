@@ -12,7 +12,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use seam_benches::Rng;
-use seam_correlate::{Flow, Gateway, GatewayEvent, Input, Rules, Span, Token, correlate};
+use seam_correlate::{Flow, Gateway, GatewayEvent, Input, Rules, Span, TokenColumns, correlate};
 
 /// A `/proc/self/status` figure in KiB (Linux).
 fn status_kib(key: &str) -> Option<u64> {
@@ -37,7 +37,7 @@ fn window(rng: &mut Rng, per_second: usize) -> Input {
         let t0 = i as i64 * 1_000 * MS / per_second as i64;
         let cid = rng.uuid();
         let trace = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
-        let token = Token {
+        let token = TokenColumns {
             token_id: Some(format!("uti:{}", rng.next_u64())),
             ..Default::default()
         };

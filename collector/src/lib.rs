@@ -154,33 +154,6 @@ impl Collector {
         );
     }
 
-    fn record(&self, signal: &str, t: Transport, received: u64, out: &Outcome) {
-        let l = [("signal", signal), ("transport", t.label())];
-        telemetry::add(telemetry::RECORDS_RECEIVED, &l, received);
-        telemetry::add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
-        if out.rejected > 0 {
-            telemetry::add(
-                telemetry::RECORDS_REJECTED,
-                &[
-                    ("signal", signal),
-                    ("transport", t.label()),
-                    ("reason", "invalid_record"),
-                ],
-                out.rejected,
-            );
-        }
-        let outcome = if out.rejected > 0 { "partial" } else { "ok" };
-        telemetry::add(
-            telemetry::REQUESTS,
-            &[
-                ("signal", signal),
-                ("transport", t.label()),
-                ("outcome", outcome),
-            ],
-            1,
-        );
-    }
-
     /// Writes the `ingest_stats` rows of every minute that has ended (of every minute with
     /// `all`, at shutdown) through the write-ahead log.
     ///
@@ -217,25 +190,18 @@ impl Collector {
     /// Counts a refused request and builds its HTTP response.
     fn refuse(&self, r: sources::otlp::receive_http::Refusal, signal: &'static str) -> Response {
         if !r.counted {
-            self.stats.record(
-                now_ns(),
-                Transport::Http.source(),
+            self.stats.answered(stats::Answered {
+                at_ns: now_ns(),
+                source: Transport::Http.source(),
                 signal,
-                stats::Counts {
+                transport: Transport::Http.label(),
+                counts: stats::Counts {
                     requests: 1,
                     refused_requests: 1,
                     ..Default::default()
                 },
-            );
-            telemetry::add(
-                telemetry::REQUESTS,
-                &[
-                    ("signal", signal),
-                    ("transport", "http"),
-                    ("outcome", r.error.reason()),
-                ],
-                1,
-            );
+                refused: Some(r.error.reason()),
+            });
         }
         tracing::debug!(signal, error = %r.error, "Refused an HTTP ingest request.");
         sources::otlp::receive_http::error_response(r.enc, &r.error)
@@ -425,28 +391,14 @@ impl Collector {
                 ..Default::default()
             },
         };
-        self.stats.record(ingest, t.source(), signal, counts);
-        match &out {
-            Ok(o) => self.record(signal, t, received, o),
-            Err(e) => {
-                let l = [
-                    ("signal", signal),
-                    ("transport", t.label()),
-                    ("reason", e.reason()),
-                ];
-                telemetry::add(telemetry::RECORDS_RECEIVED, &l[..2], received);
-                telemetry::add(telemetry::RECORDS_REJECTED, &l, received);
-                telemetry::add(
-                    telemetry::REQUESTS,
-                    &[
-                        ("signal", signal),
-                        ("transport", t.label()),
-                        ("outcome", e.reason()),
-                    ],
-                    1,
-                );
-            }
-        }
+        self.stats.answered(stats::Answered {
+            at_ns: ingest,
+            source: t.source(),
+            signal,
+            transport: t.label(),
+            counts,
+            refused: out.as_ref().err().map(IngestError::reason),
+        });
         out
     }
 }

@@ -251,7 +251,7 @@ impl Sanitiser {
             .enumerate()
             .map(|(row, t)| {
                 let ok = match t {
-                    Some(t) => match self.window.check("time", t, now_ns) {
+                    Some(t) => match self.window.check(seam_schemas::columns::TIME, t, now_ns) {
                         Ok(_) => true,
                         Err(reason) => {
                             refused.push(OutOfWindow { row, reason });

@@ -41,7 +41,59 @@ pub struct IngestStats {
     minutes: Mutex<BTreeMap<(i64, &'static str, &'static str), Counts>>,
 }
 
+/// One answered ingest request, as both `ingest_stats` and the metrics count it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// When it was accepted (decides the `ingest_stats` minute).
+    pub at_ns: i64,
+    /// The `ingest_stats` source (`otlp_grpc`, `otlp_http`, `apim`, `mule`, ...).
+    pub source: &'static str,
+    /// The signal (`spans`, `logs`, `gateway_logs`, `flow_logs`).
+    pub signal: &'static str,
+    /// The transport label of the metrics (`grpc`, `http`).
+    pub transport: &'static str,
+    /// The figures.
+    pub counts: Counts,
+    /// Why the whole request was refused (the metric `reason`/`outcome` label), if it was.
+    pub refused: Option<&'static str>,
+}
+
 impl IngestStats {
+    /// Counts one answered request in both places that report ingest, from the same figures:
+    /// the `ingest_stats` minute and the `seam_records_*`/`seam_ingest_requests_total`
+    /// metrics. Every ingest path reports through here, so the two never disagree.
+    pub fn answered(&self, a: Answered) {
+        use crate::telemetry::{
+            self, RECORDS_ACCEPTED, RECORDS_RECEIVED, RECORDS_REJECTED, REQUESTS,
+        };
+        self.record(a.at_ns, a.source, a.signal, a.counts);
+        let c = &a.counts;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let l = [("signal", a.signal), ("transport", a.transport)];
+        telemetry::add(RECORDS_RECEIVED, &l, n(c.received));
+        if a.refused.is_none() {
+            telemetry::add(RECORDS_ACCEPTED, &l, n(c.accepted));
+        }
+        if c.rejected > 0 {
+            let reason = a.refused.unwrap_or("invalid_record");
+            let l = [
+                ("signal", a.signal),
+                ("transport", a.transport),
+                ("reason", reason),
+            ];
+            telemetry::add(RECORDS_REJECTED, &l, n(c.rejected));
+        }
+        let outcome = a
+            .refused
+            .unwrap_or(if c.rejected > 0 { "partial" } else { "ok" });
+        let l = [
+            ("signal", a.signal),
+            ("transport", a.transport),
+            ("outcome", outcome),
+        ];
+        telemetry::add(REQUESTS, &l, 1);
+    }
+
     /// Adds one request's figures; `ingest_ns` decides the minute.
     pub fn record(&self, ingest_ns: i64, source: &'static str, signal: &'static str, c: Counts) {
         let minute = ingest_ns.div_euclid(MINUTE_NS) * MINUTE_NS;

@@ -15,8 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use seam_schemas::token::TokenColumns;
+
 use crate::link::Node;
-use crate::record::{Flow, Gateway, GatewayEvent, Input, Rules, Span, Token};
+use crate::record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};
 
 /// The IP of an address such as `/10.20.4.17:49822` or `[::1]:80`.
 pub fn ip_of(addr: &str) -> String {
@@ -213,7 +215,7 @@ pub(crate) struct Identity {
     /// Trace id.
     pub(crate) trace_id: Option<String>,
     /// The first token a record carried.
-    pub(crate) token: Token,
+    pub(crate) token: TokenColumns,
     /// Token expired at request time.
     pub(crate) token_expired: Option<bool>,
     /// Caller address.

@@ -25,6 +25,7 @@ pub use error::{CorrelateError, ReadError};
 pub use layers::ip_of;
 pub use link::{TWIN_NS, correlate};
 pub use read::{Param, RecordSource};
-pub use record::{Flow, Gateway, GatewayEvent, Input, Rules, Span, Token};
+pub use record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};
 pub use request::{Event, Request};
 pub use schedule::{Correlator, PENDING_FILE};
+pub use seam_schemas::token::TokenColumns;

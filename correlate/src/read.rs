@@ -25,11 +25,11 @@ use arrow::array::{
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use seam_schemas::tables::{flow_logs, gateway_events, gateway_logs, requests, spans};
-use seam_schemas::token;
+use seam_schemas::token::{self, TokenColumns};
 
 use crate::error::ReadError;
 use crate::schedule::{MINUTE_NS, minute_of};
-use crate::{Flow, Gateway, GatewayEvent, Input, Span, Token};
+use crate::{Flow, Gateway, GatewayEvent, Input, Span};
 
 /// A value bound to a placeholder: `$1` is the first of the list, `$2` the second, ….
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -706,8 +706,8 @@ impl<'a> Cols<'a> {
 
     /// The token identity columns ([`token::COLUMNS`], selected as they are stored: the
     /// two times are timestamps, read as nanoseconds).
-    fn token(&self, r: usize) -> Token {
-        Token {
+    fn token(&self, r: usize) -> TokenColumns {
+        TokenColumns {
             token_id: self.s(r, token::TOKEN_ID),
             uti: self.s(r, token::TOKEN_UTI),
             subject: self.s(r, token::SUBJECT),
@@ -774,10 +774,10 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_earliest_accepted_value_and_one_token() {
-        let token = |id: Option<&str>, subject: &str| Token {
+        let token = |id: Option<&str>, subject: &str| TokenColumns {
             token_id: id.map(str::to_string),
             subject: Some(subject.into()),
-            ..Token::default()
+            ..TokenColumns::default()
         };
         // Copies in merge order: the first has no token, the second and third have one.
         let mut g = Gateway {

@@ -1,47 +1,12 @@
 //! The input records of the correlator: one type per raw table row ([`Gateway`],
-//! [`GatewayEvent`], [`Flow`], [`Span`], with their [`Token`] columns), the window of them
+//! [`GatewayEvent`], [`Flow`], [`Span`], with their [`TokenColumns`]), the window of them
 //! that is linked at once ([`Input`]), and the settings of the linking ([`Rules`]).
 //!
 //! Pure data: the read side fills these, the link and build stages only read them. The few
-//! small predicates on them (`Token::is_some`, `Span::is_mule`, `Span::duration_ms`) are
-//! crate-internal.
+//! small predicates on them (`Span::is_mule`, `Span::duration_ms`) are crate-internal; the
+//! token columns are the one stored form of `seam_schemas::token` (`TokenColumns::is_some`).
 
-/// Token facts a record carried.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Token {
-    /// `token_id` (fingerprint or `uti:`).
-    pub token_id: Option<String>,
-    /// `token_uti`.
-    pub uti: Option<String>,
-    /// `subject`.
-    pub subject: Option<String>,
-    /// `token_object_id`.
-    pub object_id: Option<String>,
-    /// `client_app`.
-    pub client_app: Option<String>,
-    /// `tenant_id`.
-    pub tenant_id: Option<String>,
-    /// `token_issuer`.
-    pub issuer: Option<String>,
-    /// `token_audience`.
-    pub audience: Option<String>,
-    /// `token_issued_at` (ns).
-    pub issued_at: Option<i64>,
-    /// `token_expires_at` (ns).
-    pub expires_at: Option<i64>,
-    /// `token_scopes`.
-    pub scopes: Vec<String>,
-    /// `token_roles`.
-    pub roles: Vec<String>,
-    /// `token_type`.
-    pub token_type: Option<String>,
-}
-
-impl Token {
-    pub(crate) fn is_some(&self) -> bool {
-        self.token_id.is_some() || self.uti.is_some()
-    }
-}
+use seam_schemas::token::TokenColumns;
 
 /// A `gateway_logs` row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,7 +58,7 @@ pub struct Gateway {
     /// Gateway (managed or a self-hosted gateway's name).
     pub gateway: Option<String>,
     /// Token columns.
-    pub token: Token,
+    pub token: TokenColumns,
 }
 
 /// A `gateway_events` row.
@@ -120,7 +85,7 @@ pub struct GatewayEvent {
     /// Elapsed.
     pub elapsed_ms: Option<f64>,
     /// Token columns.
-    pub token: Token,
+    pub token: TokenColumns,
 }
 
 /// A `flow_logs` row.
@@ -165,7 +130,7 @@ pub struct Flow {
     /// Request traffic.
     pub is_request_traffic: bool,
     /// Token columns.
-    pub token: Token,
+    pub token: TokenColumns,
 }
 
 /// A `spans` row.
@@ -206,7 +171,7 @@ pub struct Span {
     /// Status message.
     pub status_message: Option<String>,
     /// Token columns.
-    pub token: Token,
+    pub token: TokenColumns,
 }
 
 impl Span {

@@ -7,11 +7,13 @@
 //! layers ([`Latency`]), decides the outcome ([`Outcome`]) and lays out the timeline
 //! (`timeline`), then puts the parts together.
 
+use seam_schemas::token::TokenColumns;
+
 use crate::latency::Latency;
 use crate::layers::{Identity, Layers};
 use crate::link::Node;
 use crate::outcome::Outcome;
-use crate::record::{Input, Rules, Token};
+use crate::record::{Input, Rules};
 
 /// One derived request (a `requests` row) and its timeline.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,7 +47,7 @@ pub struct Request {
     /// The gateway that handled it.
     pub gateway: Option<String>,
     /// Token.
-    pub token: Token,
+    pub token: TokenColumns,
     /// Token expired at request time.
     pub token_expired: Option<bool>,
     /// Status to the client.

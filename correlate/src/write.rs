@@ -10,12 +10,11 @@
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use seam_schemas::tables::requests;
-use seam_schemas::token;
 use seam_store::Storage;
 use seam_store::rows::{self, Cell, Columns, Row};
 
 use crate::error::CorrelateError;
-use crate::{Event, Request, Token};
+use crate::{Event, Request};
 
 /// Replaces the minute starting at `minute_ns` of `requests` and `request_events` with
 /// `reqs` (the requests starting in that minute).
@@ -47,37 +46,6 @@ fn opt_f(v: Option<f64>) -> Cell {
 
 fn opt_i32(v: Option<i32>) -> Cell {
     v.map_or(Cell::Null, Cell::I32)
-}
-
-fn token_cells(cols: &Columns, row: &mut Row, t: &Token) {
-    let list = |v: &Vec<String>| {
-        if v.is_empty() {
-            Cell::Null
-        } else {
-            Cell::List(v.clone())
-        }
-    };
-    cols.set(row, token::TOKEN_ID, text(&t.token_id));
-    cols.set(row, token::TOKEN_UTI, text(&t.uti));
-    cols.set(row, token::SUBJECT, text(&t.subject));
-    cols.set(row, token::TOKEN_OBJECT_ID, text(&t.object_id));
-    cols.set(row, token::CLIENT_APP, text(&t.client_app));
-    cols.set(row, token::TENANT_ID, text(&t.tenant_id));
-    cols.set(row, token::TOKEN_ISSUER, text(&t.issuer));
-    cols.set(row, token::TOKEN_AUDIENCE, text(&t.audience));
-    cols.set(
-        row,
-        token::TOKEN_ISSUED_AT,
-        t.issued_at.map_or(Cell::Null, Cell::Ts),
-    );
-    cols.set(
-        row,
-        token::TOKEN_EXPIRES_AT,
-        t.expires_at.map_or(Cell::Null, Cell::Ts),
-    );
-    cols.set(row, token::TOKEN_SCOPES, list(&t.scopes));
-    cols.set(row, token::TOKEN_ROLES, list(&t.roles));
-    cols.set(row, token::TOKEN_TYPE, text(&t.token_type));
 }
 
 fn event_row(cols: &Columns, r: &Request, e: &Event) -> Row {
@@ -152,7 +120,7 @@ pub fn batches(reqs: &[Request]) -> Result<(RecordBatch, RecordBatch), ArrowErro
             set("settled", Cell::Bool(r.settled));
             set("records", Cell::I64(r.records));
         }
-        token_cells(&rc, &mut row, &r.token);
+        rc.set_token(&mut row, &r.token);
         rrows.push(row);
         erows.extend(r.events.iter().map(|e| event_row(&ec, r, e)));
     }

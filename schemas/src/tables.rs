@@ -218,4 +218,83 @@ mod tests {
             assert_eq!(t.schema.field(0).name(), crate::columns::TIME);
         }
     }
+
+    /// A typo in a table's own column constant fails here: each names a column of its table
+    /// (the shared ones in `crate::columns` are checked there).
+    #[test]
+    fn table_column_constants_name_columns_of_their_table() {
+        let own: [(&str, &[&str]); 4] = [
+            (
+                gateway_logs::TABLE,
+                &[
+                    gateway_logs::FORWARDED_CORRELATION_ID,
+                    gateway_logs::API_REVISION,
+                    gateway_logs::BACKEND_ID,
+                    gateway_logs::CLIENT_PROTOCOL,
+                    gateway_logs::CLIENT_TLS_VERSION,
+                    gateway_logs::IS_REQUEST_SUCCESS,
+                    gateway_logs::BACKEND_METHOD,
+                    gateway_logs::BACKEND_URL,
+                    gateway_logs::BACKEND_PROTOCOL,
+                    gateway_logs::TOTAL_TIME_MS,
+                    gateway_logs::BACKEND_TIME_MS,
+                    gateway_logs::CLIENT_TIME_MS,
+                    gateway_logs::CACHE_TIME_MS,
+                    gateway_logs::LAST_ERROR_ELAPSED_MS,
+                    gateway_logs::LAST_ERROR_SCOPE,
+                    gateway_logs::LAST_ERROR_SECTION,
+                    gateway_logs::ERRORS,
+                    gateway_logs::REGION,
+                    gateway_logs::RESOURCE_ID,
+                    gateway_logs::REQUEST_SIZE,
+                    gateway_logs::RESPONSE_SIZE,
+                    gateway_logs::REQUEST_HEADERS,
+                    gateway_logs::RESPONSE_HEADERS,
+                    gateway_logs::BACKEND_REQUEST_HEADERS,
+                    gateway_logs::BACKEND_RESPONSE_HEADERS,
+                ],
+            ),
+            (
+                gateway_events::TABLE,
+                &[gateway_events::SECTION, gateway_events::TOKEN_VALIDATED],
+            ),
+            (
+                flow_logs::TABLE,
+                &[
+                    flow_logs::TRACE_POINT,
+                    flow_logs::SCOPE_ELAPSED_MS,
+                    flow_logs::MESSAGE,
+                    flow_logs::LOCATION,
+                    flow_logs::LOGGER,
+                    flow_logs::THREAD,
+                    flow_logs::ERROR_TYPE,
+                    flow_logs::REMOTE_ADDRESS,
+                    flow_logs::REQUEST_PATH,
+                    flow_logs::IS_REQUEST_TRAFFIC,
+                    flow_logs::ENVIRONMENT,
+                    flow_logs::APP_VERSION,
+                    flow_logs::CONTENT,
+                ],
+            ),
+            (
+                rejects::TABLE,
+                &[
+                    rejects::FILE,
+                    rejects::LINE,
+                    rejects::RECORD_INDEX,
+                    rejects::REASON,
+                ],
+            ),
+        ];
+        let all = all();
+        for (table, names) in own {
+            let t = all.iter().find(|t| t.name == table).expect(table);
+            for name in names {
+                assert!(
+                    t.schema.field_with_name(name).is_ok(),
+                    "{name} is not a column of {table}"
+                );
+            }
+        }
+    }
 }

@@ -110,6 +110,71 @@ impl TokenIdentity {
     }
 }
 
+/// The token identity as stored: exactly the values of the [`COLUMNS`], in their order. The
+/// normalise stage makes it from a [`TokenIdentity`] (`From`), the correlator reads it back
+/// from the raw tables and carries it onto `requests`, and `seam_store::rows::Columns::set_token`
+/// writes it, so every table's token cells come from one type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenColumns {
+    /// [`TOKEN_ID`]: the fingerprint, or `uti:<uti>` ([`TokenIdentity::token_id`]).
+    pub token_id: Option<String>,
+    /// [`TOKEN_UTI`].
+    pub uti: Option<String>,
+    /// [`SUBJECT`].
+    pub subject: Option<String>,
+    /// [`TOKEN_OBJECT_ID`].
+    pub object_id: Option<String>,
+    /// [`CLIENT_APP`].
+    pub client_app: Option<String>,
+    /// [`TENANT_ID`].
+    pub tenant_id: Option<String>,
+    /// [`TOKEN_ISSUER`].
+    pub issuer: Option<String>,
+    /// [`TOKEN_AUDIENCE`].
+    pub audience: Option<String>,
+    /// [`TOKEN_ISSUED_AT`], UTC nanoseconds.
+    pub issued_at: Option<i64>,
+    /// [`TOKEN_EXPIRES_AT`], UTC nanoseconds.
+    pub expires_at: Option<i64>,
+    /// [`TOKEN_SCOPES`] (empty is stored as NULL).
+    pub scopes: Vec<String>,
+    /// [`TOKEN_ROLES`] (empty is stored as NULL).
+    pub roles: Vec<String>,
+    /// [`TOKEN_TYPE`].
+    pub token_type: Option<String>,
+}
+
+impl TokenColumns {
+    /// Whether a token was carried: a token id or a `uti` is known.
+    pub fn is_some(&self) -> bool {
+        self.token_id.is_some() || self.uti.is_some()
+    }
+}
+
+impl From<&TokenIdentity> for TokenColumns {
+    /// The stored form: the token id ([`TokenIdentity::token_id`]), the claims, and the two
+    /// times converted from seconds to nanoseconds (saturating).
+    fn from(t: &TokenIdentity) -> Self {
+        let c = &t.claims;
+        let ns = |v: Option<i64>| v.map(|s| s.saturating_mul(1_000_000_000));
+        Self {
+            token_id: t.token_id(),
+            uti: c.uti.clone(),
+            subject: c.subject.clone(),
+            object_id: c.object_id.clone(),
+            client_app: c.client_app.clone(),
+            tenant_id: c.tenant_id.clone(),
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            issued_at: ns(c.issued_at),
+            expires_at: ns(c.expires_at),
+            scopes: c.scopes.clone(),
+            roles: c.roles.clone(),
+            token_type: c.token_type.clone(),
+        }
+    }
+}
+
 /// The token identity columns, in [`COLUMNS`] order, with their types and descriptions.
 pub fn fields() -> Vec<Field> {
     let list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
@@ -178,4 +243,60 @@ pub fn fields() -> Vec<Field> {
             "idtyp claim: app or user, when the token says.",
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_form_of_an_identity() {
+        let id = TokenIdentity {
+            fingerprint: None,
+            older_fingerprints: vec!["old".into()],
+            claims: Claims {
+                uti: Some("u1".into()),
+                subject: Some("s".into()),
+                issued_at: Some(1_700_000_000),
+                expires_at: Some(i64::MAX),
+                scopes: vec!["read".into()],
+                ..Claims::default()
+            },
+            unreadable: None,
+        };
+        let c = TokenColumns::from(&id);
+        assert_eq!(c.token_id.as_deref(), Some("uti:u1"));
+        assert_eq!(c.uti.as_deref(), Some("u1"));
+        assert_eq!(c.subject.as_deref(), Some("s"));
+        assert_eq!(c.issued_at, Some(1_700_000_000_000_000_000));
+        assert_eq!(c.expires_at, Some(i64::MAX));
+        assert_eq!(c.scopes, ["read"]);
+        assert!(c.roles.is_empty());
+        assert!(c.is_some());
+
+        let fp = TokenIdentity {
+            fingerprint: Some("hmac-sha256:k:00".into()),
+            ..id
+        };
+        assert_eq!(
+            TokenColumns::from(&fp).token_id.as_deref(),
+            Some("hmac-sha256:k:00")
+        );
+    }
+
+    #[test]
+    fn a_token_needs_an_id_or_a_uti() {
+        assert!(!TokenColumns::default().is_some());
+        assert!(!TokenColumns::from(&TokenIdentity::default()).is_some());
+        let subject_only = TokenColumns {
+            subject: Some("s".into()),
+            ..TokenColumns::default()
+        };
+        assert!(!subject_only.is_some());
+        let uti_only = TokenColumns {
+            uti: Some("u".into()),
+            ..TokenColumns::default()
+        };
+        assert!(uti_only.is_some());
+    }
 }

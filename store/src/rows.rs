@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use seam_schemas::token::{self, TokenIdentity};
+use seam_schemas::token::{self, TokenColumns};
 
 /// One attribute: a key and its value (NULL when the source sent an empty or non-text
 /// value). Maps are stored as lists of these.
@@ -100,12 +100,11 @@ impl Columns {
         self.index.get(name).map_or(&Cell::Null, |&i| &row.cells[i])
     }
 
-    /// Sets the token columns (`seam_schemas::tables::token_fields`).
-    pub fn set_token(&self, row: &mut Row, t: &TokenIdentity) {
-        let c = &t.claims;
+    /// Sets the token columns ([`token::COLUMNS`]) from their stored form; a holder of a
+    /// `TokenIdentity` passes `&(&identity).into()`. An empty scope or role list is NULL.
+    pub fn set_token(&self, row: &mut Row, t: &TokenColumns) {
         let s = |v: &Option<String>| Cell::text(v.clone());
-        let secs =
-            |v: Option<i64>| v.map_or(Cell::Null, |s| Cell::Ts(s.saturating_mul(1_000_000_000)));
+        let ts = |v: Option<i64>| v.map_or(Cell::Null, Cell::Ts);
         let list = |v: &Vec<String>| {
             if v.is_empty() {
                 Cell::Null
@@ -113,19 +112,19 @@ impl Columns {
                 Cell::List(v.clone())
             }
         };
-        self.set(row, token::TOKEN_ID, Cell::text(t.token_id()));
-        self.set(row, token::TOKEN_UTI, s(&c.uti));
-        self.set(row, token::SUBJECT, s(&c.subject));
-        self.set(row, token::TOKEN_OBJECT_ID, s(&c.object_id));
-        self.set(row, token::CLIENT_APP, s(&c.client_app));
-        self.set(row, token::TENANT_ID, s(&c.tenant_id));
-        self.set(row, token::TOKEN_ISSUER, s(&c.issuer));
-        self.set(row, token::TOKEN_AUDIENCE, s(&c.audience));
-        self.set(row, token::TOKEN_ISSUED_AT, secs(c.issued_at));
-        self.set(row, token::TOKEN_EXPIRES_AT, secs(c.expires_at));
-        self.set(row, token::TOKEN_SCOPES, list(&c.scopes));
-        self.set(row, token::TOKEN_ROLES, list(&c.roles));
-        self.set(row, token::TOKEN_TYPE, s(&c.token_type));
+        self.set(row, token::TOKEN_ID, s(&t.token_id));
+        self.set(row, token::TOKEN_UTI, s(&t.uti));
+        self.set(row, token::SUBJECT, s(&t.subject));
+        self.set(row, token::TOKEN_OBJECT_ID, s(&t.object_id));
+        self.set(row, token::CLIENT_APP, s(&t.client_app));
+        self.set(row, token::TENANT_ID, s(&t.tenant_id));
+        self.set(row, token::TOKEN_ISSUER, s(&t.issuer));
+        self.set(row, token::TOKEN_AUDIENCE, s(&t.audience));
+        self.set(row, token::TOKEN_ISSUED_AT, ts(t.issued_at));
+        self.set(row, token::TOKEN_EXPIRES_AT, ts(t.expires_at));
+        self.set(row, token::TOKEN_SCOPES, list(&t.scopes));
+        self.set(row, token::TOKEN_ROLES, list(&t.roles));
+        self.set(row, token::TOKEN_TYPE, s(&t.token_type));
     }
 }
 

@@ -16,6 +16,9 @@ pub mod receive_http;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use seam_schemas::columns::{
+    INGEST_TIME, RAW, RECORD_KEY, SOURCE, SOURCE_FILE, SOURCE_FORMAT, SOURCE_LINE, TIME,
+};
 use seam_schemas::tables::{flow_logs, gateway_events, gateway_logs, rejects};
 
 use crate::dedupe::{Verdict, parse_key};
@@ -25,7 +28,7 @@ use crate::sources::apim::decode::{self as apim, ApimItem, Pos};
 use crate::sources::apim::normalise::{Ctx, Keyed, Record, event_row, gateway_row};
 use crate::sources::mule::decode::{self as mule, MuleItem};
 use crate::sources::mule::normalise::flow_row;
-use crate::{Collector, now_ns, stats, telemetry};
+use crate::{Collector, now_ns, stats};
 use seam_store::rows::{self, Cell, Columns, Row};
 
 /// Which endpoint an input was sent to.
@@ -265,19 +268,19 @@ impl Collector {
             &raw,
         ]);
         let mut row = cols.row();
-        cols.set(&mut row, "time", Cell::Ts(ingest));
-        cols.set(&mut row, "ingest_time", Cell::Ts(ingest));
-        cols.set(&mut row, "record_key", Cell::Str(key.clone()));
-        cols.set(&mut row, "source", Cell::Str(input.source.label().into()));
-        cols.set(&mut row, "file", Cell::text(input.meta.file.clone()));
-        cols.set(&mut row, "line", line.map_or(Cell::Null, Cell::I64));
+        cols.set(&mut row, TIME, Cell::Ts(ingest));
+        cols.set(&mut row, INGEST_TIME, Cell::Ts(ingest));
+        cols.set(&mut row, RECORD_KEY, Cell::Str(key.clone()));
+        cols.set(&mut row, SOURCE, Cell::Str(input.source.label().into()));
+        cols.set(&mut row, rejects::FILE, Cell::text(input.meta.file.clone()));
+        cols.set(&mut row, rejects::LINE, line.map_or(Cell::Null, Cell::I64));
         cols.set(
             &mut row,
-            "record_index",
+            rejects::RECORD_INDEX,
             index.map_or(Cell::Null, Cell::I64),
         );
-        cols.set(&mut row, "reason", Cell::Str(reason.to_string()));
-        cols.set(&mut row, "raw", Cell::Str(raw));
+        cols.set(&mut row, rejects::REASON, Cell::Str(reason.to_string()));
+        cols.set(&mut row, RAW, Cell::Str(raw));
         Keyed { row, key }
     }
 
@@ -551,11 +554,12 @@ impl Collector {
             AccessSource::Apim => "gateway_logs",
             AccessSource::Mule => "flow_logs",
         };
-        self.stats.record(
-            ingest,
-            source.stats_source(),
+        self.stats.answered(stats::Answered {
+            at_ns: ingest,
+            source: source.stats_source(),
             signal,
-            stats::Counts {
+            transport: "http",
+            counts: stats::Counts {
                 requests: 1,
                 received: (out.accepted + out.rejected + out.duplicates) as i64,
                 accepted: out.accepted as i64,
@@ -563,25 +567,8 @@ impl Collector {
                 duplicates: out.duplicates as i64,
                 ..Default::default()
             },
-        );
-        let l = [("signal", signal), ("transport", "http")];
-        telemetry::add(
-            telemetry::RECORDS_RECEIVED,
-            &l,
-            out.accepted + out.rejected + out.duplicates,
-        );
-        telemetry::add(telemetry::RECORDS_ACCEPTED, &l, out.accepted);
-        if out.rejected > 0 {
-            telemetry::add(
-                telemetry::RECORDS_REJECTED,
-                &[
-                    ("signal", signal),
-                    ("transport", "http"),
-                    ("reason", "invalid_record"),
-                ],
-                out.rejected,
-            );
-        }
+            refused: None,
+        });
         Ok(out)
     }
 
@@ -597,7 +584,7 @@ impl Collector {
             let snap = storage.snapshot(table);
             let mut keys = Vec::new();
             for b in &snap.recent {
-                let Some(col) = b.column_by_name("record_key") else {
+                let Some(col) = b.column_by_name(RECORD_KEY) else {
                     continue;
                 };
                 let Some(s) = col.as_any().downcast_ref::<StringArray>() else {
@@ -618,13 +605,13 @@ impl Collector {
 
 /// Columns that say how a copy arrived, not what it says: they never make a copy new.
 const BOOKKEEPING: &[&str] = &[
-    "time",
-    "ingest_time",
-    "record_key",
-    "source_format",
-    "source_file",
-    "source_line",
-    "raw",
+    TIME,
+    INGEST_TIME,
+    RECORD_KEY,
+    SOURCE_FORMAT,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    RAW,
 ];
 
 fn push_keyed(p: &mut Pending, k: Keyed, fields_mask: bool) {

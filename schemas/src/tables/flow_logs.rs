@@ -16,6 +16,35 @@ pub const DESCRIPTION: &str = "One row per Mule 4 log event: a log4j line with i
      runtime. Banners, platform lines, scheduler flows and health checks are kept with \
      is_request_traffic = false.";
 
+// Columns of this table only (shared names are in `crate::columns`).
+
+/// JSON Logger tracePoint.
+pub const TRACE_POINT: &str = "trace_point";
+/// JSON Logger scopeElapsed, ms.
+pub const SCOPE_ELAPSED_MS: &str = "scope_elapsed_ms";
+/// The message, secrets redacted.
+pub const MESSAGE: &str = "message";
+/// Processor path, else fileName:lineInFile.
+pub const LOCATION: &str = "location";
+/// log4j logger (category).
+pub const LOGGER: &str = "logger";
+/// Thread name.
+pub const THREAD: &str = "thread";
+/// Mule error type.
+pub const ERROR_TYPE: &str = "error_type";
+/// The caller's address as the app logged it.
+pub const REMOTE_ADDRESS: &str = "remote_address";
+/// Request path the app logged.
+pub const REQUEST_PATH: &str = "request_path";
+/// false for lines that are not part of serving a request.
+pub const IS_REQUEST_TRAFFIC: &str = "is_request_traffic";
+/// JSON Logger environment.
+pub const ENVIRONMENT: &str = "environment";
+/// JSON Logger applicationVersion.
+pub const APP_VERSION: &str = "app_version";
+/// JSON Logger content as JSON text.
+pub const CONTENT: &str = "content";
+
 /// Arrow schema of `flow_logs`.
 pub fn schema() -> SchemaRef {
     schema_of(
@@ -33,7 +62,7 @@ pub fn schema() -> SchemaRef {
                 "When seam accepted the event (UTC).",
             ),
             field(
-                "record_key",
+                RECORD_KEY,
                 DataType::Utf8,
                 false,
                 "seam's key of the event (32 hex, a hash of app and content); a re-imported event has the same key and is not stored again.",
@@ -48,46 +77,46 @@ pub fn schema() -> SchemaRef {
             ),
             text(SPAN_ID, "Span id from the MDC or the OTLP record."),
             text(
-                "mule_app",
+                MULE_APP,
                 "Mule application: the [app] in the thread name, JSON Logger applicationName, the OTLP service.name, or the ingest request's app parameter.",
             ),
             text(
-                "flow",
+                FLOW,
                 "Flow: JSON Logger locationInfo.rootContainer, else the flow in the thread name, else the first segment of the processor path.",
             ),
             text(
-                "trace_point",
+                TRACE_POINT,
                 "JSON Logger tracePoint (START, END, BEFORE_REQUEST, EXCEPTION, ...).",
             ),
             text(LEVEL, "Level: INFO, WARN, ERROR, DEBUG, TRACE, FATAL."),
             field(
-                "elapsed_ms",
+                ELAPSED_MS,
                 DataType::Float64,
                 true,
                 "JSON Logger elapsed: ms since the event's first JSON Logger call.",
             ),
             field(
-                "scope_elapsed_ms",
+                SCOPE_ELAPSED_MS,
                 DataType::Float64,
                 true,
                 "JSON Logger scopeElapsed: ms inside a logger scope (scope AFTER records).",
             ),
             text(
-                "message",
+                MESSAGE,
                 "The message: the JSON Logger message, the error block's Message line, else the log4j message (with its continuation lines). Secrets redacted.",
             ),
             text(
-                "location",
+                LOCATION,
                 "Processor path (processor: / MDC processorPath / OTLP location), else fileName:lineInFile.",
             ),
-            text("logger", "log4j logger (category)."),
-            text("thread", "Thread name."),
+            text(LOGGER, "log4j logger (category)."),
+            text(THREAD, "Thread name."),
             text(
-                "error_type",
+                ERROR_TYPE,
                 "Mule error type (Error type line of an error block, or errorType in JSON Logger content), e.g. HTTP:UNAUTHORIZED.",
             ),
             text(
-                "remote_address",
+                REMOTE_ADDRESS,
                 "The caller's address as the app logged it (remoteAddress), without the leading slash.",
             ),
             text(
@@ -95,7 +124,7 @@ pub fn schema() -> SchemaRef {
                 "HTTP method the app logged for the request (content.method).",
             ),
             text(
-                "request_path",
+                REQUEST_PATH,
                 "Request path the app logged (content.requestPath).",
             ),
             field(
@@ -105,13 +134,13 @@ pub fn schema() -> SchemaRef {
                 "HTTP status the app logged (content.statusCode / httpStatus).",
             ),
             field(
-                "is_request_traffic",
+                IS_REQUEST_TRAFFIC,
                 DataType::Boolean,
                 false,
                 "false for lines that are not part of serving a request: no correlation id (banners, platform lines), scheduler/poller flows, health checks (rules in [mule] of the configuration).",
             ),
-            text("environment", "JSON Logger environment."),
-            text("app_version", "JSON Logger applicationVersion."),
+            text(ENVIRONMENT, "JSON Logger environment."),
+            text(APP_VERSION, "JSON Logger applicationVersion."),
             field(
                 ATTRIBUTES,
                 attribute_map_type(),
@@ -119,22 +148,22 @@ pub fn schema() -> SchemaRef {
                 "MDC entries and other fields, as text.",
             ),
             text(
-                "content",
+                CONTENT,
                 "JSON Logger content as JSON text (secrets redacted).",
             ),
             text(
-                "source_format",
+                SOURCE_FORMAT,
                 "mule_log4j, mule_log4j_mdc, mule_log4j_event, mule_cloudhub_log4j, mule_json_logger, cloudhub_logs_api or otlp.",
             ),
-            text("source_file", "File the event came from (seam ingest), else NULL."),
+            text(SOURCE_FILE, "File the event came from (seam ingest), else NULL."),
             field(
-                "source_line",
+                SOURCE_LINE,
                 DataType::Int64,
                 true,
                 "First line (or record index) of the event in its input.",
             ),
             text(
-                "raw",
+                RAW,
                 "The original event text as received (all its lines), with tokens and secrets redacted.",
             ),
         ]

@@ -17,6 +17,13 @@ pub const DESCRIPTION: &str = "One row per custom event written by an APIM log-t
      policy (a JSON object, or a string.Join CSV line). Events describe requests that also \
      have a gateway_logs row; join on correlation_id.";
 
+// Columns of this table only (shared names are in `crate::columns`).
+
+/// Policy section that wrote the event.
+pub const SECTION: &str = "section";
+/// Whether the event says validate-jwt accepted the token.
+pub const TOKEN_VALIDATED: &str = "token_validated";
+
 /// Arrow schema of `gateway_events`.
 pub fn schema() -> SchemaRef {
     schema_of(
@@ -34,7 +41,7 @@ pub fn schema() -> SchemaRef {
                 "When seam accepted the event (UTC).",
             ),
             field(
-                "record_key",
+                RECORD_KEY,
                 DataType::Utf8,
                 false,
                 "seam's key of the event (32 hex, a hash of its content); a re-imported event has the same key and is not stored again.",
@@ -44,17 +51,17 @@ pub fn schema() -> SchemaRef {
                 "APIM request id (RequestId / CorrelationId = context.RequestId).",
             ),
             text(
-                "apim_service",
+                APIM_SERVICE,
                 "APIM service name (ServiceName without .azure-api.net, lower case).",
             ),
             text(CLIENT_IP, "Client IP (RequestIp / IpAddress)."),
-            text("api_id", "API id."),
-            text("operation_id", "Operation id, or the operation name."),
-            text("product_id", "Product id."),
-            text("subscription_id", "APIM subscription id."),
-            text("user_id", "APIM user id."),
+            text(API_ID, "API id."),
+            text(OPERATION_ID, "Operation id, or the operation name."),
+            text(PRODUCT_ID, "Product id."),
+            text(SUBSCRIPTION_ID, "APIM subscription id."),
+            text(USER_ID, "APIM user id."),
             text(METHOD, "HTTP method."),
-            text("url", "Request URL (secrets redacted)."),
+            text(URL, "Request URL (secrets redacted)."),
             text(URL_PATH, "Path of url."),
             field(
                 STATUS_CODE,
@@ -63,11 +70,11 @@ pub fn schema() -> SchemaRef {
                 "Status code the event reports.",
             ),
             text(
-                "section",
+                SECTION,
                 "Policy section that wrote the event (inbound, outbound, on-error).",
             ),
             field(
-                "elapsed_ms",
+                ELAPSED_MS,
                 DataType::Float64,
                 true,
                 "context.Elapsed when the event was written, in ms.",
@@ -76,14 +83,14 @@ pub fn schema() -> SchemaRef {
                 TRACE_ID,
                 "W3C trace id from the event's traceparent (32 lower-case hex).",
             ),
-            text("last_error_source", "context.LastError.Source, when logged."),
-            text("last_error_reason", "context.LastError.Reason, when logged."),
+            text(LAST_ERROR_SOURCE, "context.LastError.Source, when logged."),
+            text(LAST_ERROR_REASON, "context.LastError.Reason, when logged."),
             text(
-                "last_error_message",
+                LAST_ERROR_MESSAGE,
                 "context.LastError.Message, when logged.",
             ),
             field(
-                "token_validated",
+                TOKEN_VALIDATED,
                 DataType::Boolean,
                 true,
                 "Whether the event says validate-jwt accepted the token (Jwt.validated).",
@@ -95,18 +102,18 @@ pub fn schema() -> SchemaRef {
                 "Every other scalar field of the event, as text (secrets redacted).",
             ),
             text(
-                "source_format",
+                SOURCE_FORMAT,
                 "apim_custom_json or apim_custom_csv.",
             ),
-            text("source_file", "File the event came from (seam ingest), else NULL."),
+            text(SOURCE_FILE, "File the event came from (seam ingest), else NULL."),
             field(
-                "source_line",
+                SOURCE_LINE,
                 DataType::Int64,
                 true,
                 "Line or record index of the event in its input.",
             ),
             text(
-                "raw",
+                RAW,
                 "The original event as received, with tokens and secrets redacted.",
             ),
         ]

@@ -47,6 +47,59 @@ pub const VIEW_DESCRIPTION: &str = "One row per gateway request: the copies in \
 /// copies in it, so that folding them first-value-first gives the view's values.
 pub const MERGE_ORDER: &str = "ingest_time, source_format, source_file, source_line";
 
+// Columns of this table only (shared names are in `crate::columns`).
+
+/// The X-Correlation-ID value the gateway logged.
+pub const FORWARDED_CORRELATION_ID: &str = "forwarded_correlation_id";
+/// API revision.
+pub const API_REVISION: &str = "api_revision";
+/// Backend entity id.
+pub const BACKEND_ID: &str = "backend_id";
+/// HTTP version of the client request.
+pub const CLIENT_PROTOCOL: &str = "client_protocol";
+/// TLS version the client used.
+pub const CLIENT_TLS_VERSION: &str = "client_tls_version";
+/// APIM's isRequestSuccess.
+pub const IS_REQUEST_SUCCESS: &str = "is_request_success";
+/// HTTP method sent to the backend.
+pub const BACKEND_METHOD: &str = "backend_method";
+/// URL sent to the backend.
+pub const BACKEND_URL: &str = "backend_url";
+/// HTTP version to the backend.
+pub const BACKEND_PROTOCOL: &str = "backend_protocol";
+/// APIM TotalTime, ms.
+pub const TOTAL_TIME_MS: &str = "total_time_ms";
+/// APIM BackendTime, ms.
+pub const BACKEND_TIME_MS: &str = "backend_time_ms";
+/// APIM ClientTime, ms.
+pub const CLIENT_TIME_MS: &str = "client_time_ms";
+/// APIM CacheTime, ms.
+pub const CACHE_TIME_MS: &str = "cache_time_ms";
+/// ms from request receipt until the last error.
+pub const LAST_ERROR_ELAPSED_MS: &str = "last_error_elapsed_ms";
+/// Policy scope of the last error.
+pub const LAST_ERROR_SCOPE: &str = "last_error_scope";
+/// Policy section of the last error.
+pub const LAST_ERROR_SECTION: &str = "last_error_section";
+/// The Errors collection as JSON text.
+pub const ERRORS: &str = "errors";
+/// Azure region of the gateway.
+pub const REGION: &str = "region";
+/// ARM resource id of the APIM service.
+pub const RESOURCE_ID: &str = "resource_id";
+/// Bytes received from the client.
+pub const REQUEST_SIZE: &str = "request_size";
+/// Bytes sent to the client.
+pub const RESPONSE_SIZE: &str = "response_size";
+/// Logged client request headers.
+pub const REQUEST_HEADERS: &str = "request_headers";
+/// Logged response headers.
+pub const RESPONSE_HEADERS: &str = "response_headers";
+/// Logged headers sent to the backend.
+pub const BACKEND_REQUEST_HEADERS: &str = "backend_request_headers";
+/// Logged backend response headers.
+pub const BACKEND_RESPONSE_HEADERS: &str = "backend_response_headers";
+
 fn ms(name: &str, desc: &str) -> Field {
     let desc =
         format!("{desc} NULL when absent, negative or over 30 days (not a plausible duration).");
@@ -70,7 +123,7 @@ pub fn schema() -> SchemaRef {
             "When seam accepted this copy (UTC).",
         ),
         field(
-            "record_key",
+            RECORD_KEY,
             DataType::Utf8,
             false,
             "seam's key of the request (32 hex): a hash of the APIM service and correlation id, or of the service, time (to the second), URL and status for old records without a correlation id. Copies of one request share it.",
@@ -84,29 +137,29 @@ pub fn schema() -> SchemaRef {
             "W3C trace id (32 lower-case hex) from a logged traceparent header (backend request first, then client request).",
         ),
         text(
-            "forwarded_correlation_id",
+            FORWARDED_CORRELATION_ID,
             "The X-Correlation-ID value the gateway logged: sent to the backend, else received from the client.",
         ),
-        text("api_id", "API entity id (ApiId)."),
-        text("operation_id", "Operation entity id (OperationId)."),
-        text("api_revision", "API revision (ApiRevision)."),
-        text("product_id", "Product entity id (ProductId)."),
+        text(API_ID, "API entity id (ApiId)."),
+        text(OPERATION_ID, "Operation entity id (OperationId)."),
+        text(API_REVISION, "API revision (ApiRevision)."),
+        text(PRODUCT_ID, "Product entity id (ProductId)."),
         text(
-            "subscription_id",
+            SUBSCRIPTION_ID,
             "APIM subscription id (ApimSubscriptionId; SubscriptionId in 2017 records). Not the Azure subscription.",
         ),
-        text("user_id", "APIM user entity id (UserId); not the token subject."),
-        text("backend_id", "Backend entity id (BackendId)."),
+        text(USER_ID, "APIM user entity id (UserId); not the token subject."),
+        text(BACKEND_ID, "Backend entity id (BackendId)."),
         text(METHOD, "HTTP method of the client request."),
         text(
-            "url",
+            URL,
             "URL of the client request; secret query parameters (subscription-key, sig, ...) are redacted.",
         ),
         text(URL_PATH, "Path of url."),
         text(CLIENT_IP, "IP address of the immediate caller (CallerIpAddress)."),
         text(USER_AGENT, "User-Agent from the logged client request headers."),
-        text("client_protocol", "HTTP version of the client request."),
-        text("client_tls_version", "TLS version the client used."),
+        text(CLIENT_PROTOCOL, "HTTP version of the client request."),
+        text(CLIENT_TLS_VERSION, "TLS version the client used."),
         field(
             STATUS_CODE,
             DataType::Int32,
@@ -114,118 +167,118 @@ pub fn schema() -> SchemaRef {
             "Status code the client got (ResponseCode).",
         ),
         field(
-            "is_request_success",
+            IS_REQUEST_SUCCESS,
             DataType::Boolean,
             true,
             "APIM's isRequestSuccess (2xx or 3xx).",
         ),
-        text("backend_method", "HTTP method sent to the backend."),
-        text("backend_url", "URL sent to the backend (secrets redacted)."),
-        text("backend_protocol", "HTTP version to the backend."),
+        text(BACKEND_METHOD, "HTTP method sent to the backend."),
+        text(BACKEND_URL, "URL sent to the backend (secrets redacted)."),
+        text(BACKEND_PROTOCOL, "HTTP version to the backend."),
         field(
-            "backend_status_code",
+            BACKEND_STATUS_CODE,
             DataType::Int32,
             true,
             "Status code received from the backend; NULL when no backend was called (APIM logs 0, empty or null then).",
         ),
         ms(
-            "total_time_ms",
+            TOTAL_TIME_MS,
             "APIM TotalTime (durationMs; ServiceTime in 2017 records): first byte received to last byte sent.",
         ),
         ms(
-            "backend_time_ms",
+            BACKEND_TIME_MS,
             "APIM BackendTime: backend I/O. NULL when no backend was called.",
         ),
-        ms("client_time_ms", "APIM ClientTime: client I/O."),
-        text("cache", "Cache involvement: none, hit or miss."),
+        ms(CLIENT_TIME_MS, "APIM ClientTime: client I/O."),
+        text(CACHE, "Cache involvement: none, hit or miss."),
         ms(
-            "cache_time_ms",
+            CACHE_TIME_MS,
             "APIM CacheTime; NULL when the cache was not used.",
         ),
         ms(
-            "last_error_elapsed_ms",
+            LAST_ERROR_ELAPSED_MS,
             "ms from request receipt until the last error.",
         ),
         text(
-            "last_error_source",
+            LAST_ERROR_SOURCE,
             "Policy or handler that raised the last error (e.g. validate-jwt).",
         ),
-        text("last_error_scope", "Policy scope of the last error."),
+        text(LAST_ERROR_SCOPE, "Policy scope of the last error."),
         text(
-            "last_error_section",
+            LAST_ERROR_SECTION,
             "Policy section of the last error: inbound, backend, outbound or on-error.",
         ),
         text(
-            "last_error_reason",
+            LAST_ERROR_REASON,
             "Reason of the last error (e.g. TokenExpired).",
         ),
-        text("last_error_message", "Message of the last error."),
-        text("errors", "The Errors collection as JSON text, when logged."),
+        text(LAST_ERROR_MESSAGE, "Message of the last error."),
+        text(ERRORS, "The Errors collection as JSON text, when logged."),
         text(
-            "apim_service",
+            APIM_SERVICE,
             "APIM service name (lower case), from the resource id, ServiceName or DeploymentName.",
         ),
         text(
-            "gateway",
+            GATEWAY,
             "Gateway that handled the request: managed, or the self-hosted gateway's name (the ingest request's gateway parameter; self-hosted when unnamed).",
         ),
-        text("region", "Azure region of the gateway (Region or location)."),
+        text(REGION, "Azure region of the gateway (Region or location)."),
         text(
-            "resource_id",
+            RESOURCE_ID,
             "ARM resource id of the APIM service, lower case.",
         ),
         field(
-            "request_size",
+            REQUEST_SIZE,
             DataType::Int64,
             true,
             "Bytes received from the client.",
         ),
         field(
-            "response_size",
+            RESPONSE_SIZE,
             DataType::Int64,
             true,
             "Bytes sent to the client.",
         ),
         field(
-            "request_headers",
+            REQUEST_HEADERS,
             attribute_map_type(),
             true,
             "Logged client request headers (names lower case); credentials redacted.",
         ),
         field(
-            "response_headers",
+            RESPONSE_HEADERS,
             attribute_map_type(),
             true,
             "Logged response headers (names lower case); credentials redacted.",
         ),
         field(
-            "backend_request_headers",
+            BACKEND_REQUEST_HEADERS,
             attribute_map_type(),
             true,
             "Logged headers sent to the backend (names lower case); credentials redacted.",
         ),
         field(
-            "backend_response_headers",
+            BACKEND_RESPONSE_HEADERS,
             attribute_map_type(),
             true,
             "Logged backend response headers (names lower case); credentials redacted.",
         ),
         text(
-            "source_format",
+            SOURCE_FORMAT,
             "The shape this copy arrived in: apim_records (Event Hubs body or pre-2018 storage blob), apim_jsonl (storage archive lines), apim_loganalytics, apim_azurediagnostics, apim_selfhosted_json or apim_selfhosted_text.",
         ),
         text(
-            "source_file",
+            SOURCE_FILE,
             "File the copy came from (seam ingest), else NULL.",
         ),
         field(
-            "source_line",
+            SOURCE_LINE,
             DataType::Int64,
             true,
             "Line (JSON lines and text) or record index (documents, from 0) of the copy in its input.",
         ),
         text(
-            "raw",
+            RAW,
             "The original record as received (JSON), with tokens and secrets redacted.",
         ),
     ]
@@ -235,7 +288,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Columns of the copies that the view leaves out.
-const COPY_ONLY: &[&str] = &["raw", "source_format", "source_file", "source_line"];
+const COPY_ONLY: &[&str] = &[RAW, SOURCE_FORMAT, SOURCE_FILE, SOURCE_LINE];
 
 /// The view's expression for column `name` of the copies (without its alias): how the copies
 /// of one request are merged into that column. The one place the merge rule is written:
@@ -248,7 +301,7 @@ const COPY_ONLY: &[&str] = &["raw", "source_format", "source_file", "source_line
 /// this gives the plain column.
 pub fn merge_expr(name: &str) -> String {
     use crate::token;
-    if name == "record_key" || COPY_ONLY.contains(&name) {
+    if name == RECORD_KEY || COPY_ONLY.contains(&name) {
         return name.to_string();
     }
     if name == TIME || name == INGEST_TIME {
@@ -271,16 +324,18 @@ pub fn view_sql() -> String {
         if COPY_ONLY.contains(&n) {
             continue;
         }
-        cols.push(if n == "record_key" {
+        cols.push(if n == RECORD_KEY {
             n.to_string()
         } else {
             format!("{} AS {n}", merge_expr(n))
         });
     }
     cols.push("count(*) AS copies".into());
-    cols.push("array_sort(array_agg(DISTINCT source_format)) AS source_formats".into());
+    cols.push(format!(
+        "array_sort(array_agg(DISTINCT {SOURCE_FORMAT})) AS source_formats"
+    ));
     format!(
-        "SELECT {} FROM {TABLE} GROUP BY record_key",
+        "SELECT {} FROM {TABLE} GROUP BY {RECORD_KEY}",
         cols.join(", ")
     )
 }

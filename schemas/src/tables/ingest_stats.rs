@@ -4,7 +4,7 @@
 use arrow_schema::{DataType, SchemaRef};
 
 use super::{field, schema_of, timestamp_type};
-use crate::columns::{INGEST_TIME, TIME};
+use crate::columns::{INGEST_TIME, SOURCE, TIME};
 
 /// SQL name.
 pub const TABLE: &str = "ingest_stats";
@@ -29,7 +29,7 @@ pub fn schema() -> SchemaRef {
             "When seam wrote this row (UTC).",
         ),
         field(
-            "source",
+            SOURCE,
             DataType::Utf8,
             false,
             "The receiver: otlp_grpc, otlp_http, apim_http (/ingest/apim) or mule_http (/ingest/mule).",

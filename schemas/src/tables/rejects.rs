@@ -14,6 +14,17 @@ pub const DESCRIPTION: &str = "One row per refused line or record of a gateway o
      was (file and line, or record index), why it was refused, and its text with tokens and \
      secrets redacted.";
 
+// Columns of this table only (shared names are in `crate::columns`).
+
+/// File name of the refused input.
+pub const FILE: &str = "file";
+/// Line number (from 1) of a refused line.
+pub const LINE: &str = "line";
+/// Index (from 0) of a refused record inside a JSON document.
+pub const RECORD_INDEX: &str = "record_index";
+/// Why it was refused.
+pub const REASON: &str = "reason";
+
 /// Arrow schema of `rejects`.
 pub fn schema() -> SchemaRef {
     schema_of(vec![
@@ -30,38 +41,38 @@ pub fn schema() -> SchemaRef {
             "When seam received it (UTC).",
         ),
         field(
-            "record_key",
+            RECORD_KEY,
             DataType::Utf8,
             false,
             "seam's key of the refusal (hash of source, file, position and text): re-importing a file does not repeat it.",
         ),
         field(
-            "source",
+            SOURCE,
             DataType::Utf8,
             false,
             "Where it was sent: apim or mule; or the table of a write-ahead log entry refused at replay (spans, logs, …: reason starts with \"refused at write-ahead log replay\").",
         ),
         field(
-            "file",
+            FILE,
             DataType::Utf8,
             true,
             "File name (seam ingest, or the ingest request's file parameter); NULL for plain HTTP bodies.",
         ),
         field(
-            "line",
+            LINE,
             DataType::Int64,
             true,
             "Line number (from 1) of a refused line.",
         ),
         field(
-            "record_index",
+            RECORD_INDEX,
             DataType::Int64,
             true,
             "Index (from 0) of a refused record inside a JSON document (for a replay refusal: the row inside its write-ahead log entry).",
         ),
-        field("reason", DataType::Utf8, false, "Why it was refused."),
+        field(REASON, DataType::Utf8, false, "Why it was refused."),
         field(
-            "raw",
+            RAW,
             DataType::Utf8,
             true,
             "The refused text (at most 4 KiB), with tokens and secrets redacted; for a replay refusal, the row as JSON.",

@@ -66,8 +66,8 @@ pub fn schema() -> SchemaRef {
                 "mule_correlation_id",
                 "The Mule event correlation id of the integration flow; NULL when Mule was not reached.",
             ),
-            text("api_id", "APIM API id."),
-            text("operation_id", "APIM operation id."),
+            text(API_ID, "APIM API id."),
+            text(OPERATION_ID, "APIM operation id."),
             text(METHOD, "HTTP method the client used."),
             text(URL_PATH, "Path the client called (at the gateway, else at Mule)."),
             text(
@@ -75,9 +75,9 @@ pub fn schema() -> SchemaRef {
                 "The client's address: the gateway's caller, else the caller Mule saw (without port).",
             ),
             text(USER_AGENT, "User-Agent the gateway logged."),
-            text("subscription_id", "APIM subscription id."),
+            text(SUBSCRIPTION_ID, "APIM subscription id."),
             text(
-                "gateway",
+                GATEWAY,
                 "The gateway that handled it: managed, or a self-hosted gateway's name; NULL without a gateway record.",
             ),
         ]
@@ -97,7 +97,7 @@ pub fn schema() -> SchemaRef {
                 "Status the client got: the gateway's response code, else the integration flow's.",
             ),
             field(
-                "backend_status_code",
+                BACKEND_STATUS_CODE,
                 DataType::Int32,
                 true,
                 "Status the gateway got from its backend (NULL when it called none).",
@@ -130,7 +130,7 @@ pub fn schema() -> SchemaRef {
                 "backend_ms",
                 "Time the flow waited on downstream calls: the union (not the sum) of their intervals.",
             ),
-            text("cache", "APIM cache involvement: none, hit or miss."),
+            text(CACHE, "APIM cache involvement: none, hit or miss."),
             flag(
                 "bypassed_gateway",
                 "Integration evidence (flow logs or Mule spans) of a settled request with no gateway record under any id link, from a caller that is not a configured gateway egress address.",
@@ -138,8 +138,8 @@ pub fn schema() -> SchemaRef {
             flag("has_gateway", "A gateway_logs record belongs to it."),
             flag("has_flow", "flow_logs records belong to it."),
             flag("has_spans", "Spans belong to it."),
-            text("mule_app", "The Mule app the request entered (the integration layer)."),
-            text("flow", "The integration app's entry flow."),
+            text(MULE_APP, "The Mule app the request entered (the integration layer)."),
+            text(FLOW, "The integration app's entry flow."),
             flag(
                 "layers_disagree",
                 "The client saw one outcome and a layer behind it another (e.g. a gateway timeout while Mule answered 201).",
@@ -193,7 +193,7 @@ pub fn events_schema() -> SchemaRef {
             "client, gateway, integration or backend.",
         ),
         field(
-            "source",
+            SOURCE,
             DataType::Utf8,
             false,
             "The table the record is in: gateway_logs, gateway_events, flow_logs or spans.",
@@ -203,7 +203,7 @@ pub fn events_schema() -> SchemaRef {
             NAME,
             "What happened: the span name, the JSON Logger trace point and message, the gateway operation.",
         ),
-        ms("duration_ms", "How long it took, when the record says."),
+        ms(DURATION_MS, "How long it took, when the record says."),
         field(
             STATUS_CODE,
             DataType::Int32,
@@ -218,7 +218,7 @@ pub fn events_schema() -> SchemaRef {
         text(TRACE_ID, "Trace id of the record."),
         text(SPAN_ID, "Span id (spans)."),
         text(
-            "record_key",
+            RECORD_KEY,
             "The record's record_key (gateway and flow tables) or span id.",
         ),
     ])

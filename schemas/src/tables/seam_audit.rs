@@ -11,7 +11,7 @@ use arrow_array::{
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
 use super::{field, schema_of, text, timestamp_type};
-use crate::columns::TIME;
+use crate::columns::{DURATION_MS, TIME};
 
 /// SQL name.
 pub const TABLE: &str = "seam_audit";
@@ -105,7 +105,7 @@ pub fn schema() -> SchemaRef {
             "Rows returned to the client; NULL when the statement failed before returning rows.",
         ),
         field(
-            "duration_ms",
+            DURATION_MS,
             DataType::Float64,
             false,
             "From the start to the last row sent (or the error), in milliseconds.",

@@ -15,18 +15,18 @@ pub const DESCRIPTION: &str = "One row per OpenTelemetry span received over OTLP
 /// The struct type of one element of `events`.
 pub fn event_type() -> DataType {
     DataType::Struct(Fields::from(vec![
-        Field::new("time", timestamp_type(), true),
-        Field::new("name", DataType::Utf8, true),
-        Field::new("attributes", attribute_map_type(), true),
+        Field::new(TIME, timestamp_type(), true),
+        Field::new(NAME, DataType::Utf8, true),
+        Field::new(ATTRIBUTES, attribute_map_type(), true),
     ]))
 }
 
 /// The struct type of one element of `links`.
 pub fn link_type() -> DataType {
     DataType::Struct(Fields::from(vec![
-        Field::new("trace_id", DataType::Utf8, true),
-        Field::new("span_id", DataType::Utf8, true),
-        Field::new("attributes", attribute_map_type(), true),
+        Field::new(TRACE_ID, DataType::Utf8, true),
+        Field::new(SPAN_ID, DataType::Utf8, true),
+        Field::new(ATTRIBUTES, attribute_map_type(), true),
     ]))
 }
 

@@ -6,7 +6,20 @@
 //! record was refused (it has no readable time). Field aliases across delivery paths are
 //! resolved here (docs/ingest-formats.md lists them); the raw record is kept, redacted.
 
-use seam_schemas::tables::{gateway_events, gateway_logs};
+use seam_schemas::columns::{
+    API_ID, APIM_SERVICE, ATTRIBUTES, BACKEND_STATUS_CODE, CACHE, CLIENT_IP, CORRELATION_ID,
+    ELAPSED_MS, GATEWAY, INGEST_TIME, LAST_ERROR_MESSAGE, LAST_ERROR_REASON, LAST_ERROR_SOURCE,
+    METHOD, OPERATION_ID, PRODUCT_ID, RAW, RECORD_KEY, SOURCE_FILE, SOURCE_FORMAT, SOURCE_LINE,
+    STATUS_CODE, SUBSCRIPTION_ID, TIME, TRACE_ID, URL, URL_PATH, USER_AGENT, USER_ID,
+};
+use seam_schemas::tables::gateway_events::{self, SECTION, TOKEN_VALIDATED};
+use seam_schemas::tables::gateway_logs::{
+    self, API_REVISION, BACKEND_ID, BACKEND_METHOD, BACKEND_PROTOCOL, BACKEND_REQUEST_HEADERS,
+    BACKEND_RESPONSE_HEADERS, BACKEND_TIME_MS, BACKEND_URL, CACHE_TIME_MS, CLIENT_PROTOCOL,
+    CLIENT_TIME_MS, CLIENT_TLS_VERSION, ERRORS, FORWARDED_CORRELATION_ID, IS_REQUEST_SUCCESS,
+    LAST_ERROR_ELAPSED_MS, LAST_ERROR_SCOPE, LAST_ERROR_SECTION, REGION, REQUEST_HEADERS,
+    REQUEST_SIZE, RESOURCE_ID, RESPONSE_HEADERS, RESPONSE_SIZE, TOTAL_TIME_MS,
+};
 use serde_json::Value;
 
 use crate::normalise::json::{
@@ -62,8 +75,8 @@ fn start_row(
         .ok_or_else(|| format!("no readable time ({names})"))?;
     let time = ctx.meta.in_window(time)?;
     let mut row = cols.row();
-    cols.set(&mut row, "time", Cell::Ts(time));
-    cols.set(&mut row, "ingest_time", Cell::Ts(ctx.ingest_ns));
+    cols.set(&mut row, TIME, Cell::Ts(time));
+    cols.set(&mut row, INGEST_TIME, Cell::Ts(ctx.ingest_ns));
     Ok(row)
 }
 
@@ -178,7 +191,7 @@ pub fn gateway_row(
         "time / TimeGenerated / timeGenerated",
         ctx,
     )?;
-    let time = match cols.get(&row, "time") {
+    let time = match cols.get(&row, TIME) {
         Cell::Ts(t) => *t,
         _ => 0,
     };
@@ -248,83 +261,80 @@ pub fn gateway_row(
             &status_code.map(|s| s.to_string()).unwrap_or_default(),
         ]),
     };
-    set("record_key", Cell::Str(key.clone()));
-    set("correlation_id", Cell::text(correlation));
-    set("trace_id", Cell::text(trace));
-    set("forwarded_correlation_id", Cell::text(forwarded));
-    set("api_id", Cell::text(f.s(&["apiid"])));
-    set("operation_id", Cell::text(f.s(&["operationid"])));
-    set("api_revision", Cell::text(f.s(&["apirevision"])));
-    set("product_id", Cell::text(f.s(&["productid"])));
+    set(RECORD_KEY, Cell::Str(key.clone()));
+    set(CORRELATION_ID, Cell::text(correlation));
+    set(TRACE_ID, Cell::text(trace));
+    set(FORWARDED_CORRELATION_ID, Cell::text(forwarded));
+    set(API_ID, Cell::text(f.s(&["apiid"])));
+    set(OPERATION_ID, Cell::text(f.s(&["operationid"])));
+    set(API_REVISION, Cell::text(f.s(&["apirevision"])));
+    set(PRODUCT_ID, Cell::text(f.s(&["productid"])));
     set(
-        "subscription_id",
+        SUBSCRIPTION_ID,
         Cell::text(f.s(&["apimsubscriptionid", "subscriptionid"])),
     );
-    set("user_id", Cell::text(f.s(&["userid"])));
-    set("backend_id", Cell::text(f.s(&["backendid"])));
+    set(USER_ID, Cell::text(f.s(&["userid"])));
+    set(BACKEND_ID, Cell::text(f.s(&["backendid"])));
     set(
-        "method",
+        METHOD,
         Cell::text(f.s(&["method"]).map(|m| m.to_ascii_uppercase())),
     );
-    set("url_path", Cell::text(url.as_deref().and_then(path_of)));
-    set("url", Cell::text(url));
+    set(URL_PATH, Cell::text(url.as_deref().and_then(path_of)));
+    set(URL, Cell::text(url));
+    set(CLIENT_IP, Cell::text(f.s(&["calleripaddress", "clientip"])));
+    set(USER_AGENT, Cell::text(user_agent));
+    set(CLIENT_PROTOCOL, Cell::text(f.s(&["clientprotocol"])));
+    set(CLIENT_TLS_VERSION, Cell::text(f.s(&["clienttlsversion"])));
+    set(STATUS_CODE, cell_i32(status_code));
     set(
-        "client_ip",
-        Cell::text(f.s(&["calleripaddress", "clientip"])),
-    );
-    set("user_agent", Cell::text(user_agent));
-    set("client_protocol", Cell::text(f.s(&["clientprotocol"])));
-    set("client_tls_version", Cell::text(f.s(&["clienttlsversion"])));
-    set("status_code", cell_i32(status_code));
-    set(
-        "is_request_success",
+        IS_REQUEST_SUCCESS,
         f.b(&["isrequestsuccess"]).map_or(Cell::Null, Cell::Bool),
     );
-    set("backend_method", Cell::text(f.s(&["backendmethod"])));
-    set("backend_url", Cell::text(scrub(f.s(&["backendurl"]))));
-    set("backend_protocol", Cell::text(f.s(&["backendprotocol"])));
-    set("backend_status_code", cell_i32(backend_status));
-    set("total_time_ms", cell_f(total));
-    set("backend_time_ms", cell_f(backend_time));
-    set("client_time_ms", cell_f(f.n(&["clienttime"])));
-    set("cache", Cell::text(cache));
-    set("cache_time_ms", cell_f(cache_time));
-    set("last_error_elapsed_ms", cell_f(f.n(&["lasterrorelapsed"])));
-    set("last_error_source", Cell::text(f.s(&["lasterrorsource"])));
-    set("last_error_scope", Cell::text(f.s(&["lasterrorscope"])));
-    set("last_error_section", Cell::text(f.s(&["lasterrorsection"])));
-    set("last_error_reason", Cell::text(f.s(&["lasterrorreason"])));
+    set(BACKEND_METHOD, Cell::text(f.s(&["backendmethod"])));
+    set(BACKEND_URL, Cell::text(scrub(f.s(&["backendurl"]))));
+    set(BACKEND_PROTOCOL, Cell::text(f.s(&["backendprotocol"])));
+    set(BACKEND_STATUS_CODE, cell_i32(backend_status));
+    set(TOTAL_TIME_MS, cell_f(total));
+    set(BACKEND_TIME_MS, cell_f(backend_time));
+    set(CLIENT_TIME_MS, cell_f(f.n(&["clienttime"])));
+    set(CACHE, Cell::text(cache));
+    set(CACHE_TIME_MS, cell_f(cache_time));
+    set(LAST_ERROR_ELAPSED_MS, cell_f(f.n(&["lasterrorelapsed"])));
+    set(LAST_ERROR_SOURCE, Cell::text(f.s(&["lasterrorsource"])));
+    set(LAST_ERROR_SCOPE, Cell::text(f.s(&["lasterrorscope"])));
+    set(LAST_ERROR_SECTION, Cell::text(f.s(&["lasterrorsection"])));
+    set(LAST_ERROR_REASON, Cell::text(f.s(&["lasterrorreason"])));
     set(
-        "last_error_message",
+        LAST_ERROR_MESSAGE,
         Cell::text(scrub(f.s(&["lasterrormessage"]))),
     );
-    set("errors", Cell::text(scrub(errors)));
-    set("apim_service", Cell::text(service));
-    set("gateway", Cell::text(gateway));
-    set("region", Cell::text(f.s(&["region", "location"])));
+    set(ERRORS, Cell::text(scrub(errors)));
+    set(APIM_SERVICE, Cell::text(service));
+    set(GATEWAY, Cell::text(gateway));
+    set(REGION, Cell::text(f.s(&["region", "location"])));
     set(
-        "resource_id",
+        RESOURCE_ID,
         Cell::text(f.s(&["resourceid"]).map(|s| s.to_ascii_lowercase())),
     );
-    set("request_size", cell_i64(f.n(&["requestsize"])));
-    set("response_size", cell_i64(f.n(&["responsesize"])));
-    set("request_headers", req_h.map_or(Cell::Null, Cell::Map));
-    set("response_headers", resp_h.map_or(Cell::Null, Cell::Map));
+    set(REQUEST_SIZE, cell_i64(f.n(&["requestsize"])));
+    set(RESPONSE_SIZE, cell_i64(f.n(&["responsesize"])));
+    set(REQUEST_HEADERS, req_h.map_or(Cell::Null, Cell::Map));
+    set(RESPONSE_HEADERS, resp_h.map_or(Cell::Null, Cell::Map));
     set(
-        "backend_request_headers",
+        BACKEND_REQUEST_HEADERS,
         breq_h.map_or(Cell::Null, Cell::Map),
     );
     set(
-        "backend_response_headers",
+        BACKEND_RESPONSE_HEADERS,
         bresp_h.map_or(Cell::Null, Cell::Map),
     );
-    set("source_format", Cell::Str(format.to_string()));
-    set("source_file", Cell::text(meta.file.clone()));
-    set("source_line", line.map_or(Cell::Null, Cell::I64));
+    set(SOURCE_FORMAT, Cell::Str(format.to_string()));
+    set(SOURCE_FILE, Cell::text(meta.file.clone()));
+    set(SOURCE_LINE, line.map_or(Cell::Null, Cell::I64));
     let (raw, raw_token) = raw_text(raw, fields, tokens);
-    set("raw", Cell::Str(raw));
+    set(RAW, Cell::Str(raw));
     if let Some(t) = token.or(raw_token) {
-        cols.set_token(&mut row, &t);
+        cols.set_token(&mut row, &(&t).into());
     }
     Ok(Keyed { row, key })
 }
@@ -392,45 +402,45 @@ pub fn event_row(
     let scrub = |s: Option<String>| s.map(|s| tokens.scrub_owned(s).text);
     let url = scrub(f.s(&["url"]));
     set(
-        "correlation_id",
+        CORRELATION_ID,
         Cell::text(f.s(&["requestid", "correlationid"])),
     );
-    set("apim_service", Cell::text(service_of(&f, meta)));
+    set(APIM_SERVICE, Cell::text(service_of(&f, meta)));
     set(
-        "client_ip",
+        CLIENT_IP,
         Cell::text(f.s(&["requestip", "ipaddress", "calleripaddress"])),
     );
-    set("api_id", Cell::text(f.s(&["apiid", "apiname"])));
+    set(API_ID, Cell::text(f.s(&["apiid", "apiname"])));
     set(
-        "operation_id",
+        OPERATION_ID,
         Cell::text(f.s(&["operationid", "operationname"])),
     );
-    set("product_id", Cell::text(f.s(&["productid"])));
+    set(PRODUCT_ID, Cell::text(f.s(&["productid"])));
     set(
-        "subscription_id",
+        SUBSCRIPTION_ID,
         Cell::text(f.s(&["subscriptionid", "apimsubscriptionid"])),
     );
-    set("user_id", Cell::text(f.s(&["userid"])));
+    set(USER_ID, Cell::text(f.s(&["userid"])));
     set(
-        "method",
+        METHOD,
         Cell::text(f.s(&["method"]).map(|m| m.to_ascii_uppercase())),
     );
-    set("url_path", Cell::text(url.as_deref().and_then(path_of)));
-    set("url", Cell::text(url));
+    set(URL_PATH, Cell::text(url.as_deref().and_then(path_of)));
+    set(URL, Cell::text(url));
     set(
-        "status_code",
+        STATUS_CODE,
         cell_i32(status(f.n(&["statuscode", "responsecode"]))),
     );
-    set("section", Cell::text(f.s(&["section"])));
-    set("elapsed_ms", cell_f(f.n(&["elapsedms", "elapsed"])));
+    set(SECTION, Cell::text(f.s(&["section"])));
+    set(ELAPSED_MS, cell_f(f.n(&["elapsedms", "elapsed"])));
     set(
-        "trace_id",
+        TRACE_ID,
         Cell::text(f.s(&["traceparent"]).and_then(|t| trace_of_traceparent(&t))),
     );
-    set("last_error_source", Cell::text(f.s(&["lasterrorsource"])));
-    set("last_error_reason", Cell::text(f.s(&["lasterrorreason"])));
+    set(LAST_ERROR_SOURCE, Cell::text(f.s(&["lasterrorsource"])));
+    set(LAST_ERROR_REASON, Cell::text(f.s(&["lasterrorreason"])));
     set(
-        "last_error_message",
+        LAST_ERROR_MESSAGE,
         Cell::text(scrub(f.s(&["lasterrormessage"]))),
     );
     let jwt = f.v(&["jwt", "claims"]).cloned();
@@ -439,7 +449,7 @@ pub fn event_row(
         other => other,
     };
     set(
-        "token_validated",
+        TOKEN_VALIDATED,
         jwt.as_ref()
             .and_then(|j| j.get("validated"))
             .and_then(bool_of)
@@ -461,29 +471,29 @@ pub fn event_row(
         })
         .collect();
     set(
-        "attributes",
+        ATTRIBUTES,
         if attrs.is_empty() {
             Cell::Null
         } else {
             Cell::Map(attrs)
         },
     );
-    set("source_format", Cell::Str(format.to_string()));
-    set("source_file", Cell::text(meta.file.clone()));
-    set("source_line", line.map_or(Cell::Null, Cell::I64));
+    set(SOURCE_FORMAT, Cell::Str(format.to_string()));
+    set(SOURCE_FILE, Cell::text(meta.file.clone()));
+    set(SOURCE_LINE, line.map_or(Cell::Null, Cell::I64));
     let (raw, raw_token) = raw_text(raw, fields, tokens);
     let key = key_of(&["event", &raw]);
-    set("record_key", Cell::Str(key.clone()));
-    set("raw", Cell::Str(raw));
+    set(RECORD_KEY, Cell::Str(key.clone()));
+    set(RAW, Cell::Str(raw));
     let fingerprint = f.s(&["tokenfingerprint"]);
     let claims = jwt.as_ref().filter(|j| j.is_object()).map(claims_from_json);
     if fingerprint.is_some() || claims.is_some() {
         let claims = claims.unwrap_or_default();
         let mut id = tokens.reported(fingerprint, claims.uti.clone());
         id.claims = claims;
-        cols.set_token(&mut row, &id);
+        cols.set_token(&mut row, &(&id).into());
     } else if let Some(t) = raw_token {
-        cols.set_token(&mut row, &t);
+        cols.set_token(&mut row, &(&t).into());
     }
     Ok(Keyed { row, key })
 }

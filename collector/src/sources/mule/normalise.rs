@@ -9,7 +9,15 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use seam_schemas::tables::flow_logs;
+use seam_schemas::columns::{
+    ATTRIBUTES, CORRELATION_ID, ELAPSED_MS, FLOW, INGEST_TIME, LEVEL, METHOD, MULE_APP, RAW,
+    RECORD_KEY, SOURCE_FILE, SOURCE_FORMAT, SOURCE_LINE, SPAN_ID, STATUS_CODE, TIME, TRACE_ID,
+};
+use seam_schemas::tables::flow_logs::{
+    self, APP_VERSION, CONTENT, ENVIRONMENT, ERROR_TYPE, IS_REQUEST_TRAFFIC, LOCATION, LOGGER,
+    MESSAGE, REMOTE_ADDRESS, REQUEST_PATH, SCOPE_ELAPSED_MS, TRACE_POINT,
+};
+use seam_schemas::token::TOKEN_ID;
 use serde_json::{Map, Value};
 
 use crate::normalise::json::{
@@ -245,43 +253,43 @@ pub fn flow_row(
 
     let mut row = cols.row();
     let mut set = |name: &str, c: Cell| cols.set(&mut row, name, c);
-    set("time", Cell::Ts(time));
-    set("ingest_time", Cell::Ts(ingest_ns));
+    set(TIME, Cell::Ts(time));
+    set(INGEST_TIME, Cell::Ts(ingest_ns));
     let key = key_of(&["mule", app.as_deref().unwrap_or(""), &raw]);
-    set("record_key", Cell::Str(key.clone()));
-    set("correlation_id", Cell::text(correlation));
-    set("trace_id", Cell::text(trace));
-    set("span_id", Cell::text(span));
-    set("mule_app", Cell::text(app));
-    set("flow", Cell::text(flow));
+    set(RECORD_KEY, Cell::Str(key.clone()));
+    set(CORRELATION_ID, Cell::text(correlation));
+    set(TRACE_ID, Cell::text(trace));
+    set(SPAN_ID, Cell::text(span));
+    set(MULE_APP, Cell::text(app));
+    set(FLOW, Cell::text(flow));
     set(
-        "trace_point",
+        TRACE_POINT,
         Cell::text(jl.and_then(|m| gets(m, &["tracePoint"]))),
     );
-    set("level", Cell::text(level));
+    set(LEVEL, Cell::text(level));
     let ms = |k: &str| {
         jl.and_then(|m| get(m, &[k]))
             .and_then(num_of)
             .map_or(Cell::Null, Cell::F64)
     };
-    set("elapsed_ms", ms("elapsed"));
-    set("scope_elapsed_ms", ms("scopeElapsed"));
-    set("message", Cell::text(scrub(message)));
-    set("location", Cell::text(location));
-    set("logger", Cell::text(ev.logger.clone()));
-    set("thread", Cell::text(thread));
-    set("error_type", Cell::text(error_type));
-    set("remote_address", Cell::text(remote));
-    set("method", Cell::text(method.map(|m| m.to_ascii_uppercase())));
-    set("request_path", Cell::text(request_path));
-    set("status_code", status.map_or(Cell::Null, Cell::I32));
-    set("is_request_traffic", Cell::Bool(traffic));
+    set(ELAPSED_MS, ms("elapsed"));
+    set(SCOPE_ELAPSED_MS, ms("scopeElapsed"));
+    set(MESSAGE, Cell::text(scrub(message)));
+    set(LOCATION, Cell::text(location));
+    set(LOGGER, Cell::text(ev.logger.clone()));
+    set(flow_logs::THREAD, Cell::text(thread));
+    set(ERROR_TYPE, Cell::text(error_type));
+    set(REMOTE_ADDRESS, Cell::text(remote));
+    set(METHOD, Cell::text(method.map(|m| m.to_ascii_uppercase())));
+    set(REQUEST_PATH, Cell::text(request_path));
+    set(STATUS_CODE, status.map_or(Cell::Null, Cell::I32));
+    set(IS_REQUEST_TRAFFIC, Cell::Bool(traffic));
     set(
-        "environment",
+        ENVIRONMENT,
         Cell::text(jl.and_then(|m| gets(m, &["environment"]))),
     );
     set(
-        "app_version",
+        APP_VERSION,
         Cell::text(jl.and_then(|m| gets(m, &["applicationVersion"]))),
     );
     let mut attrs: Vec<(String, Option<String>)> = ev
@@ -291,24 +299,24 @@ pub fn flow_row(
         .collect();
     attrs.extend(ev.extra.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
     set(
-        "attributes",
+        ATTRIBUTES,
         if attrs.is_empty() {
             Cell::Null
         } else {
             Cell::Map(attrs)
         },
     );
-    set("content", Cell::text(content_text));
-    set("source_format", Cell::Str(ev.format.to_string()));
-    set("source_file", Cell::text(meta.file.clone()));
+    set(CONTENT, Cell::text(content_text));
+    set(SOURCE_FORMAT, Cell::Str(ev.format.to_string()));
+    set(SOURCE_FILE, Cell::text(meta.file.clone()));
     set(
-        "source_line",
+        SOURCE_LINE,
         match ev.pos {
             Some(Pos::Line(n)) | Some(Pos::Index(n)) => Cell::I64(n as i64),
             None => Cell::Null,
         },
     );
-    set("raw", Cell::Str(raw));
+    set(RAW, Cell::Str(raw));
     // The caller's token, as the app logged it.
     let caller = content_obj
         .and_then(|c| get(c, &["caller", "token", "jwt", "claims"]))
@@ -318,9 +326,9 @@ pub fn flow_row(
         let fp = gets(c, &["tokenFingerprint", "fingerprint", "token_fingerprint"]);
         let mut id = tokens.reported(fp, claims.uti.clone());
         id.claims = claims;
-        cols.set_token(&mut row, &id);
+        cols.set_token(&mut row, &(&id).into());
     } else if let Some(t) = raw_token {
-        cols.set_token(&mut row, &t);
+        cols.set_token(&mut row, &(&t).into());
     }
     Ok(Keyed { row, key })
 }
@@ -375,19 +383,19 @@ pub fn otlp_flow_row(
         ..Default::default()
     };
     let mut k = flow_row(cols, ev, &meta, rules, tokens, ingest_ns)?;
-    if matches!(cols.get(&k.row, "trace_id"), Cell::Null) {
-        cols.set(&mut k.row, "trace_id", Cell::text(r.trace_id.clone()));
+    if matches!(cols.get(&k.row, TRACE_ID), Cell::Null) {
+        cols.set(&mut k.row, TRACE_ID, Cell::text(r.trace_id.clone()));
     }
-    if matches!(cols.get(&k.row, "span_id"), Cell::Null) {
-        cols.set(&mut k.row, "span_id", Cell::text(r.span_id.clone()));
+    if matches!(cols.get(&k.row, SPAN_ID), Cell::Null) {
+        cols.set(&mut k.row, SPAN_ID, Cell::text(r.span_id.clone()));
     }
     if let Some(flow) = attr(&["mule.app.flow.name", "flow.name", "flow"]) {
-        cols.set(&mut k.row, "flow", Cell::Str(flow));
+        cols.set(&mut k.row, FLOW, Cell::Str(flow));
     }
-    if matches!(cols.get(&k.row, "token_id"), Cell::Null)
+    if matches!(cols.get(&k.row, TOKEN_ID), Cell::Null)
         && let Some(t) = &r.token
     {
-        cols.set_token(&mut k.row, t);
+        cols.set_token(&mut k.row, &t.into());
     }
     let mut key_text = format!("{}|{}|", r.time_ns, r.span_id.as_deref().unwrap_or(""));
     key_text.push_str(r.body.as_deref().unwrap_or(""));
@@ -396,6 +404,6 @@ pub fn otlp_flow_row(
         r.origin.service_name.as_deref().unwrap_or(""),
         &key_text,
     ]);
-    cols.set(&mut k.row, "record_key", Cell::Str(k.key.clone()));
+    cols.set(&mut k.row, RECORD_KEY, Cell::Str(k.key.clone()));
     Ok(k)
 }
