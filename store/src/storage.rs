@@ -302,7 +302,20 @@ impl Storage {
             Err(e) => return Err(os_err(&jpath, e)),
         };
         match serde_json::from_slice::<Replacement>(&bytes) {
-            Ok(r) => {
+            Ok(mut r) => {
+                // A journal that outlived its replacement (a lost delete) may name files
+                // removed since: list only files that exist, never a table that cannot be read.
+                for (table, entry) in &mut r.files {
+                    if let Some(f) = entry {
+                        let path = Path::from(f.path.as_str());
+                        if let Err(object_store::Error::NotFound { .. }) =
+                            self.store.head(&path).await
+                        {
+                            tracing::warn!(table = %table, path = %f.path, "A replacement journal names a file that no longer exists; it is left out.");
+                            *entry = None;
+                        }
+                    }
+                }
                 tracing::warn!(minute = %r.tag, "Finishing a replacement of derived rows that a stop interrupted.");
                 self.apply_replacement(&r).await?;
             }
@@ -1395,6 +1408,29 @@ mod tests {
         // Manifests on disk agree with memory.
         drop(s);
         let s = open().await;
-        assert_eq!((listed(&s, TABLE), listed(&s, EVENTS_TABLE)), (r2, e2));
+        assert_eq!((listed(&s, TABLE), listed(&s, EVENTS_TABLE)), (r2, e2.clone()));
+
+        // A journal that outlived its replacement and names a file removed since (a lost
+        // delete, then retention): the next start leaves the missing file out, so the table
+        // stays readable.
+        let mut gone = s
+            .table(TABLE)
+            .map(|t| lock(t).files[0].clone())
+            .expect("file");
+        gone.path = format!("{}-missing.parquet", gone.path.trim_end_matches(".parquet"));
+        let stale = Replacement {
+            tag: format!("M{minute}-"),
+            files: vec![(TABLE.to_string(), Some(gone))],
+        };
+        std::fs::write(
+            root.join(REPLACE_JOURNAL),
+            serde_json::to_vec(&stale).expect("json"),
+        )
+        .expect("journal");
+        drop(s);
+        let s = open().await;
+        assert!(listed(&s, TABLE).is_empty());
+        assert_eq!(listed(&s, EVENTS_TABLE), e2);
+        assert!(!root.join(REPLACE_JOURNAL).exists());
     }
 }

@@ -866,6 +866,7 @@ impl Writer {
     /// Deletes closed segments whose entries are all in Parquet.
     fn cleanup(&mut self) {
         if self.closed.is_empty() {
+            ::metrics::gauge!(m::WAL_SEGMENTS).set(1.0);
             return;
         }
         let marks = self.storage.wal_watermarks();

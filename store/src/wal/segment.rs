@@ -1,7 +1,7 @@
 //! WAL segment format: a header, then length-prefixed, checksummed entries.
 //!
 //! ```text
-//! header  = magic "SEAMWAL1" (8 bytes) | version u32 LE | segment id u64 LE        (20 bytes)
+//! header  = magic "SEAMWAL1" (8 bytes) | version u32 LE (2; 1 is read) | segment id u64 LE (20 bytes)
 //! entry   = payload length u32 LE | crc32 u32 LE | seq u64 LE | table length u8 | table | payload
 //! crc32   = CRC-32 (IEEE) over seq, table length, table and payload
 //! payload = one Arrow IPC stream holding the record batch of one request for one table
@@ -17,8 +17,12 @@
 
 /// Magic bytes that open every segment.
 pub const MAGIC: &[u8; 8] = b"SEAMWAL1";
-/// Segment format version.
-pub const VERSION: u32 = 1;
+/// Segment format version written. Version 2 added multi-table entries ([`MULTI`]); a
+/// seam that knows only version 1 refuses such a segment (under `wal.on_corrupt = "fail"`)
+/// instead of skipping entries it cannot read and deleting them as persisted.
+pub const VERSION: u32 = 2;
+/// Versions read: 1 (single-table entries only) and 2.
+pub const READABLE: [u32; 2] = [1, 2];
 /// Size of the segment header.
 pub const HEADER_LEN: usize = 20;
 /// Fixed bytes of an entry before its table name.
@@ -143,7 +147,7 @@ pub fn parse(bytes: &[u8]) -> (Option<u64>, Vec<Entry<'_>>, Option<Damage>) {
         return (None, Vec::new(), Some(d));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION {
+    if !READABLE.contains(&version) {
         let d = Damage::Corrupt {
             offset: 8,
             reason: "unknown segment version",
@@ -221,6 +225,17 @@ fn parse_entry(bytes: &[u8], pos: usize) -> Result<(Entry<'_>, usize), (usize, &
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn version_one_segments_are_still_read() {
+        let mut buf = header(3).to_vec();
+        buf[8..12].copy_from_slice(&1u32.to_le_bytes());
+        encode_entry(&mut buf, 5, "spans", b"x");
+        let (id, entries, damage) = parse(&buf);
+        assert_eq!((id, entries.len(), damage), (Some(3), 1, None));
+        buf[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(matches!(parse(&buf).2, Some(Damage::Corrupt { .. })));
+    }
+
     #[test]
     fn multi_table_entries_round_trip() {
         let payload = encode_parts(&[("logs", b"abc".as_slice()), ("flow_logs", b"".as_slice())]);
