@@ -9,6 +9,7 @@
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use seam_schemas::columns;
 use seam_schemas::tables::requests;
 use seam_store::Storage;
 use seam_store::rows::{self, Cell, Columns, Row};
@@ -51,21 +52,21 @@ fn opt_i32(v: Option<i32>) -> Cell {
 fn event_row(cols: &Columns, r: &Request, e: &Event) -> Row {
     let mut row = cols.row();
     let mut set = |n: &str, c: Cell| cols.set(&mut row, n, c);
-    set("time", Cell::Ts(e.time));
-    set("ingest_time", Cell::Ts(e.ingest_time));
-    set("request_id", Cell::Str(r.request_id.clone()));
-    set("request_time", Cell::Ts(r.time));
-    set("layer", Cell::Str(e.layer.into()));
-    set("source", Cell::Str(e.source.into()));
-    set("service", text(&e.service));
-    set("name", text(&e.name));
-    set("duration_ms", opt_f(e.duration_ms));
-    set("status_code", opt_i32(e.status_code));
-    set("outcome", Cell::Str(e.outcome.into()));
-    set("detail", text(&e.detail));
-    set("trace_id", text(&e.trace_id));
-    set("span_id", text(&e.span_id));
-    set("record_key", text(&e.record_key));
+    set(columns::TIME, Cell::Ts(e.time));
+    set(columns::INGEST_TIME, Cell::Ts(e.ingest_time));
+    set(requests::REQUEST_ID, Cell::Str(r.request_id.clone()));
+    set(requests::REQUEST_TIME, Cell::Ts(r.time));
+    set(requests::LAYER, Cell::Str(e.layer.into()));
+    set(columns::SOURCE, Cell::Str(e.source.into()));
+    set(requests::SERVICE, text(&e.service));
+    set(columns::NAME, text(&e.name));
+    set(columns::DURATION_MS, opt_f(e.duration_ms));
+    set(columns::STATUS_CODE, opt_i32(e.status_code));
+    set(requests::OUTCOME, Cell::Str(e.outcome.into()));
+    set(requests::DETAIL, text(&e.detail));
+    set(columns::TRACE_ID, text(&e.trace_id));
+    set(columns::SPAN_ID, text(&e.span_id));
+    set(columns::RECORD_KEY, text(&e.record_key));
     row
 }
 
@@ -82,43 +83,46 @@ pub fn batches(reqs: &[Request]) -> Result<(RecordBatch, RecordBatch), ArrowErro
         let mut row = rc.row();
         {
             let mut set = |n: &str, c: Cell| rc.set(&mut row, n, c);
-            set("time", Cell::Ts(r.time));
-            set("ingest_time", Cell::Ts(r.ingest_time));
-            set("request_id", Cell::Str(r.request_id.clone()));
-            set("trace_id", text(&r.trace_id));
-            set("apim_correlation_id", text(&r.apim_correlation_id));
-            set("mule_correlation_id", text(&r.mule_correlation_id));
-            set("api_id", text(&r.api_id));
-            set("operation_id", text(&r.operation_id));
-            set("method", text(&r.method));
-            set("url_path", text(&r.url_path));
-            set("client_ip", text(&r.client_ip));
-            set("user_agent", text(&r.user_agent));
-            set("subscription_id", text(&r.subscription_id));
-            set("gateway", text(&r.gateway));
+            set(columns::TIME, Cell::Ts(r.time));
+            set(columns::INGEST_TIME, Cell::Ts(r.ingest_time));
+            set(requests::REQUEST_ID, Cell::Str(r.request_id.clone()));
+            set(columns::TRACE_ID, text(&r.trace_id));
+            set(requests::APIM_CORRELATION_ID, text(&r.apim_correlation_id));
+            set(requests::MULE_CORRELATION_ID, text(&r.mule_correlation_id));
+            set(columns::API_ID, text(&r.api_id));
+            set(columns::OPERATION_ID, text(&r.operation_id));
+            set(columns::METHOD, text(&r.method));
+            set(columns::URL_PATH, text(&r.url_path));
+            set(columns::CLIENT_IP, text(&r.client_ip));
+            set(columns::USER_AGENT, text(&r.user_agent));
+            set(columns::SUBSCRIPTION_ID, text(&r.subscription_id));
+            set(columns::GATEWAY, text(&r.gateway));
             set(
                 "token_expired",
                 r.token_expired.map_or(Cell::Null, Cell::Bool),
             );
-            set("status_code", opt_i32(r.status_code));
-            set("backend_status_code", opt_i32(r.backend_status_code));
-            set("rejected_by", Cell::text(r.rejected_by.map(str::to_string)));
-            set("error_reason", text(&r.error_reason));
-            set("total_ms", opt_f(r.total_ms));
-            set("gateway_ms", opt_f(r.gateway_ms));
-            set("network_ms", opt_f(r.network_ms));
-            set("integration_ms", opt_f(r.integration_ms));
-            set("backend_ms", opt_f(r.backend_ms));
-            set("cache", text(&r.cache));
-            set("bypassed_gateway", Cell::Bool(r.bypassed_gateway));
-            set("has_gateway", Cell::Bool(r.has_gateway));
-            set("has_flow", Cell::Bool(r.has_flow));
-            set("has_spans", Cell::Bool(r.has_spans));
-            set("mule_app", text(&r.mule_app));
-            set("flow", text(&r.flow));
-            set("layers_disagree", Cell::Bool(r.layers_disagree));
-            set("settled", Cell::Bool(r.settled));
-            set("records", Cell::I64(r.records));
+            set(columns::STATUS_CODE, opt_i32(r.status_code));
+            set(columns::BACKEND_STATUS_CODE, opt_i32(r.backend_status_code));
+            set(
+                requests::REJECTED_BY,
+                Cell::text(r.rejected_by.map(str::to_string)),
+            );
+            set(requests::ERROR_REASON, text(&r.error_reason));
+            set(requests::TOTAL_MS, opt_f(r.total_ms));
+            set(requests::GATEWAY_MS, opt_f(r.gateway_ms));
+            set(requests::NETWORK_MS, opt_f(r.network_ms));
+            set(requests::INTEGRATION_MS, opt_f(r.integration_ms));
+            set(requests::BACKEND_MS, opt_f(r.backend_ms));
+            set(columns::CACHE, text(&r.cache));
+            set(requests::BYPASSED_GATEWAY, Cell::Bool(r.bypassed_gateway));
+            set(requests::HAS_GATEWAY, Cell::Bool(r.has_gateway));
+            set(requests::HAS_FLOW, Cell::Bool(r.has_flow));
+            set(requests::HAS_SPANS, Cell::Bool(r.has_spans));
+            set(columns::MULE_APP, text(&r.mule_app));
+            set(columns::FLOW, text(&r.flow));
+            set(requests::LAYERS_DISAGREE, Cell::Bool(r.layers_disagree));
+            set(requests::SETTLED, Cell::Bool(r.settled));
+            set(requests::RECORDS, Cell::I64(r.records));
         }
         rc.set_token(&mut row, &r.token);
         rrows.push(row);

@@ -1408,7 +1408,10 @@ mod tests {
         // Manifests on disk agree with memory.
         drop(s);
         let s = open().await;
-        assert_eq!((listed(&s, TABLE), listed(&s, EVENTS_TABLE)), (r2, e2.clone()));
+        assert_eq!(
+            (listed(&s, TABLE), listed(&s, EVENTS_TABLE)),
+            (r2, e2.clone())
+        );
 
         // A journal that outlived its replacement and names a file removed since (a lost
         // delete, then retention): the next start leaves the missing file out, so the table

@@ -22,6 +22,51 @@ pub const DESCRIPTION: &str = "One row per end-to-end request, derived by seam's
 
 /// SQL name of the per-record timeline.
 pub const EVENTS_TABLE: &str = "request_events";
+
+/// `apim_correlation_id` column (`requests` / `request_events`).
+pub const APIM_CORRELATION_ID: &str = "apim_correlation_id";
+/// `backend_ms` column (`requests` / `request_events`).
+pub const BACKEND_MS: &str = "backend_ms";
+/// `bypassed_gateway` column (`requests` / `request_events`).
+pub const BYPASSED_GATEWAY: &str = "bypassed_gateway";
+/// `detail` column (`requests` / `request_events`).
+pub const DETAIL: &str = "detail";
+/// `error_reason` column (`requests` / `request_events`).
+pub const ERROR_REASON: &str = "error_reason";
+/// `gateway_ms` column (`requests` / `request_events`).
+pub const GATEWAY_MS: &str = "gateway_ms";
+/// `has_flow` column (`requests` / `request_events`).
+pub const HAS_FLOW: &str = "has_flow";
+/// `has_gateway` column (`requests` / `request_events`).
+pub const HAS_GATEWAY: &str = "has_gateway";
+/// `has_spans` column (`requests` / `request_events`).
+pub const HAS_SPANS: &str = "has_spans";
+/// `integration_ms` column (`requests` / `request_events`).
+pub const INTEGRATION_MS: &str = "integration_ms";
+/// `layer` column (`requests` / `request_events`).
+pub const LAYER: &str = "layer";
+/// `layers_disagree` column (`requests` / `request_events`).
+pub const LAYERS_DISAGREE: &str = "layers_disagree";
+/// `mule_correlation_id` column (`requests` / `request_events`).
+pub const MULE_CORRELATION_ID: &str = "mule_correlation_id";
+/// `network_ms` column (`requests` / `request_events`).
+pub const NETWORK_MS: &str = "network_ms";
+/// `outcome` column (`requests` / `request_events`).
+pub const OUTCOME: &str = "outcome";
+/// `records` column (`requests` / `request_events`).
+pub const RECORDS: &str = "records";
+/// `rejected_by` column (`requests` / `request_events`).
+pub const REJECTED_BY: &str = "rejected_by";
+/// `request_id` column (`requests` / `request_events`).
+pub const REQUEST_ID: &str = "request_id";
+/// `request_time` column (`requests` / `request_events`).
+pub const REQUEST_TIME: &str = "request_time";
+/// `service` column (`requests` / `request_events`).
+pub const SERVICE: &str = "service";
+/// `settled` column (`requests` / `request_events`).
+pub const SETTLED: &str = "settled";
+/// `total_ms` column (`requests` / `request_events`).
+pub const TOTAL_MS: &str = "total_ms";
 /// What one row of it is.
 pub const EVENTS_DESCRIPTION: &str = "Every record of every request in `requests`, with its \
      layer, source, duration and outcome: the per-request timeline (SELECT * FROM \
@@ -52,18 +97,18 @@ pub fn schema() -> SchemaRef {
                 "When the last of its records arrived at seam (UTC); `settled` counts from it.",
             ),
             field(
-                "request_id",
+                REQUEST_ID,
                 DataType::Utf8,
                 false,
                 "The request's id: the APIM correlation id when there is one, else the Mule correlation id, else the W3C trace id.",
             ),
             text(TRACE_ID, "W3C trace id (32 lower-case hex), when any record carried one."),
             text(
-                "apim_correlation_id",
+                APIM_CORRELATION_ID,
                 "APIM's request id (gateway_logs.correlation_id); NULL without a gateway record.",
             ),
             text(
-                "mule_correlation_id",
+                MULE_CORRELATION_ID,
                 "The Mule event correlation id of the integration flow; NULL when Mule was not reached.",
             ),
             text(API_ID, "APIM API id."),
@@ -103,53 +148,53 @@ pub fn schema() -> SchemaRef {
                 "Status the gateway got from its backend (NULL when it called none).",
             ),
             text(
-                "rejected_by",
+                REJECTED_BY,
                 "Which layer refused the request: gateway, integration or backend; NULL when it succeeded (status < 400).",
             ),
             text(
-                "error_reason",
+                ERROR_REASON,
                 "Why: the gateway's last error reason (e.g. TokenExpired), else the Mule error type (e.g. HTTP:UNAUTHORIZED), else the failing span's status.",
             ),
             ms(
-                "total_ms",
+                TOTAL_MS,
                 "End-to-end time: APIM TotalTime, else the integration flow's time.",
             ),
             ms(
-                "gateway_ms",
+                GATEWAY_MS,
                 "Time in the gateway: APIM TotalTime - BackendTime (all of TotalTime when no backend was called).",
             ),
             ms(
-                "network_ms",
+                NETWORK_MS,
                 "Between gateway and integration: APIM BackendTime - the Mule flow time.",
             ),
             ms(
-                "integration_ms",
+                INTEGRATION_MS,
                 "Mule's own time: the flow time - backend_ms.",
             ),
             ms(
-                "backend_ms",
+                BACKEND_MS,
                 "Time the flow waited on downstream calls: the union (not the sum) of their intervals.",
             ),
             text(CACHE, "APIM cache involvement: none, hit or miss."),
             flag(
-                "bypassed_gateway",
+                BYPASSED_GATEWAY,
                 "Integration evidence (flow logs or Mule spans) of a settled request with no gateway record under any id link, from a caller that is not a configured gateway egress address.",
             ),
-            flag("has_gateway", "A gateway_logs record belongs to it."),
-            flag("has_flow", "flow_logs records belong to it."),
-            flag("has_spans", "Spans belong to it."),
+            flag(HAS_GATEWAY, "A gateway_logs record belongs to it."),
+            flag(HAS_FLOW, "flow_logs records belong to it."),
+            flag(HAS_SPANS, "Spans belong to it."),
             text(MULE_APP, "The Mule app the request entered (the integration layer)."),
             text(FLOW, "The integration app's entry flow."),
             flag(
-                "layers_disagree",
+                LAYERS_DISAGREE,
                 "The client saw one outcome and a layer behind it another (e.g. a gateway timeout while Mule answered 201).",
             ),
             flag(
-                "settled",
+                SETTLED,
                 "false while records of this request may still arrive (the last arrived less than the horizon ago); true after.",
             ),
             field(
-                "records",
+                RECORDS,
                 DataType::Int64,
                 false,
                 "Number of records linked into the request.",
@@ -175,19 +220,19 @@ pub fn events_schema() -> SchemaRef {
             "When the record arrived at seam (UTC).",
         ),
         field(
-            "request_id",
+            REQUEST_ID,
             DataType::Utf8,
             false,
             "The request (requests.request_id).",
         ),
         field(
-            "request_time",
+            REQUEST_TIME,
             timestamp_type(),
             false,
             "requests.time of the request.",
         ),
         field(
-            "layer",
+            LAYER,
             DataType::Utf8,
             false,
             "client, gateway, integration or backend.",
@@ -198,7 +243,7 @@ pub fn events_schema() -> SchemaRef {
             false,
             "The table the record is in: gateway_logs, gateway_events, flow_logs or spans.",
         ),
-        text("service", "APIM service, Mule app or span service.name."),
+        text(SERVICE, "APIM service, Mule app or span service.name."),
         text(
             NAME,
             "What happened: the span name, the JSON Logger trace point and message, the gateway operation.",
@@ -211,10 +256,10 @@ pub fn events_schema() -> SchemaRef {
             "HTTP status the record reports.",
         ),
         text(
-            "outcome",
+            OUTCOME,
             "ok, or error (status >= 400, an error type, a span in error).",
         ),
-        text("detail", "The error reason or message, when there is one."),
+        text(DETAIL, "The error reason or message, when there is one."),
         text(TRACE_ID, "Trace id of the record."),
         text(SPAN_ID, "Span id (spans)."),
         text(
@@ -320,4 +365,45 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
                 .to_string(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every column constant of this module names a column of `requests` or
+    /// `request_events`, so a typo fails here instead of writing NULL.
+    #[test]
+    fn column_constants_name_columns() {
+        let (r, e) = (schema(), events_schema());
+        for c in [
+            APIM_CORRELATION_ID,
+            BACKEND_MS,
+            BYPASSED_GATEWAY,
+            DETAIL,
+            ERROR_REASON,
+            GATEWAY_MS,
+            HAS_FLOW,
+            HAS_GATEWAY,
+            HAS_SPANS,
+            INTEGRATION_MS,
+            LAYER,
+            LAYERS_DISAGREE,
+            MULE_CORRELATION_ID,
+            NETWORK_MS,
+            OUTCOME,
+            RECORDS,
+            REJECTED_BY,
+            REQUEST_ID,
+            REQUEST_TIME,
+            SERVICE,
+            SETTLED,
+            TOTAL_MS,
+        ] {
+            assert!(
+                r.field_with_name(c).is_ok() || e.field_with_name(c).is_ok(),
+                "{c} is not a column"
+            );
+        }
+    }
 }
