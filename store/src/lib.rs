@@ -35,10 +35,11 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
-pub(crate) fn truncate(s: &mut String, max: usize) {
+/// Cuts `s` to at most `max` bytes (on a character boundary) and marks it with
+/// [`seam_schemas::TRUNCATED_MARK`]. Returns whether it cut.
+pub fn truncate(s: &mut String, max: usize) -> bool {
     if s.len() <= max {
-        return;
+        return false;
     }
     let mut end = max;
     while end > 0 && !s.is_char_boundary(end) {
@@ -46,6 +47,7 @@ pub(crate) fn truncate(s: &mut String, max: usize) {
     }
     s.truncate(end);
     s.push_str(seam_schemas::TRUNCATED_MARK);
+    true
 }
 
 /// A stable 128-bit key (hex) of `parts`, each length-prefixed so that no two part lists

@@ -200,20 +200,6 @@ impl Storage {
         let _ = self.arrivals.set(Hook(hook));
     }
 
-    /// Replaces the rows of derived `table` whose bucket is the minute starting at
-    /// `minute_ns` (see [`Storage::replace_minutes`]).
-    ///
-    /// # Errors
-    /// Encoding or object-store failures; the minute's earlier file then stays.
-    pub async fn replace_minute(
-        &self,
-        table: &'static str,
-        minute_ns: i64,
-        batch: RecordBatch,
-    ) -> Result<()> {
-        self.replace_minutes(minute_ns, vec![(table, batch)]).await
-    }
-
     /// Replaces the rows of the minute starting at `minute_ns` in every derived table of
     /// `parts` at once: writes each batch (when it has rows) as that minute's one file of its
     /// table, and drops the minute's earlier files. The tables change together or not at

@@ -681,7 +681,7 @@ fn replay_reject(
         w.write(&one).ok()?;
         w.finish().ok()?;
         let mut text = String::from_utf8(w.into_inner()).ok()?;
-        crate::truncate(&mut text, 4096);
+        let _ = crate::truncate(&mut text, 4096);
         Some(text.trim_end().to_string())
     });
     ReplayReject {

@@ -39,20 +39,8 @@ pub const DROPPED_KEY: &str = "seam.dropped_attributes";
 /// Ends a value cut to `max_value_bytes`.
 pub use seam_schemas::TRUNCATED_MARK;
 
-/// Cuts `s` to at most `max` bytes (on a character boundary) and marks it. Returns whether
-/// it was cut.
-pub fn truncate(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s.push_str(TRUNCATED_MARK);
-    true
-}
+/// Cuts a value to a limit and marks it: the store's one definition.
+pub use seam_store::truncate;
 
 /// What flattening one attribute list found besides the pairs.
 #[derive(Debug, Default)]
