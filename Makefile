@@ -8,9 +8,12 @@ help: ## List the targets
 serve: ## Run seam on ./seam-data (release build)
 	$(CARGO) run --release -- serve
 
-test-deps: ## Install the peers the tests use (pyarrow as an independent Parquet reader, DuckDB for the query benchmark)
+test-deps: ## Install the peers the tests use (pyarrow, DuckDB, Azurite + azure-storage-blob, the tansu Kafka broker)
 	@python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyarrow
 	@python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+	@python3 -c 'import azure.storage.blob' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check azure-storage-blob
+	@command -v azurite-blob >/dev/null || npm install --global --silent azurite
+	@command -v tansu >/dev/null || test -x $(HOME)/.cargo/bin/tansu || $(CARGO) install --locked tansu --version 0.6.0 --no-default-features --features libsql
 
 test: test-deps ## Run every test (unit, integration, benchmarks in test mode, a short fuzz run)
 	$(CARGO) test --workspace --all-targets

@@ -213,6 +213,8 @@ pub struct SeamConfig {
     pub auth: AuthConfig,
     /// TLS for every listener.
     pub tls: TlsConfig,
+    /// Pulled sources (`[[sources]]`): Kafka / Event Hubs, Azure Storage blobs, log files.
+    pub sources: Vec<seam_collector::sources::pull::SourceConfig>,
 }
 
 impl Default for SeamConfig {
@@ -229,6 +231,7 @@ impl Default for SeamConfig {
             correlation: seam_correlate::CorrelationConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            sources: Vec::new(),
         }
     }
 }
@@ -375,6 +378,8 @@ impl SeamConfig {
         self.query.validate().map_err(ConfigError::Invalid)?;
         self.correlation.validate().map_err(ConfigError::Invalid)?;
         self.tokens.build()?;
+        seam_collector::sources::pull::config::validate_all(&self.sources)
+            .map_err(ConfigError::Invalid)?;
         seam_collector::sources::mule::normalise::TrafficRules::new(
             &self.access.non_request_flows,
             &self.access.health_paths,
@@ -475,6 +480,32 @@ mod tests {
                 .unwrap();
         let cfg = SeamConfig::from_toml(&text).unwrap();
         assert_eq!(cfg, SeamConfig::default());
+        let round = SeamConfig::from_toml(&cfg.to_toml()).unwrap();
+        assert_eq!(round, cfg);
+    }
+
+    #[test]
+    fn example_sources_parse_validate_and_round_trip() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/seam.example.toml"))
+                .unwrap();
+        let key = regex::Regex::new(r"^# ([a-z_]+ = |\[\[sources\]\])").unwrap();
+        let mut on = false;
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("# Pulled sources") {
+                on = true;
+            }
+            if on && key.is_match(line) {
+                out.push_str(&line[2..]);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        let cfg = SeamConfig::from_toml(&out).unwrap();
+        assert_eq!(cfg.sources.len(), 3);
+        cfg.validate().unwrap();
         let round = SeamConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(round, cfg);
     }

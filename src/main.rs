@@ -43,6 +43,9 @@ enum Command {
     /// Recompute requests and request_events from the stored records (after a rule change,
     /// or for data older than the horizon); idempotent, runs beside live ingest.
     Correlate(CorrelateArgs),
+    /// Show the pulled sources of a running seam (`[[sources]]`): state, records and bytes
+    /// taken, positions, lag and the last error.
+    Sources(SourcesArgs),
     /// Make keys for `[auth]`: `new-key` generates one, `hash` hashes one read from stdin.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -69,6 +72,16 @@ struct KeyArgs {
     /// Print the entry for seam's main configuration (`[[auth.keys]]`) instead.
     #[arg(long)]
     inline: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SourcesArgs {
+    /// The server's API address.
+    #[arg(long, env = "SEAM_SERVER", default_value_t = format!("http://{}", config::DEFAULT_API))]
+    server: String,
+    /// Print seam's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +191,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(args),
         Command::Query(args) => query(args),
         Command::Correlate(args) => correlate(args),
+        Command::Sources(args) => sources(args),
         Command::Auth(cmd) => auth(cmd),
     };
     match result {
@@ -388,6 +402,31 @@ fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
                 .unwrap_or(0),
             args.since
         );
+        Ok(())
+    })
+}
+
+fn sources(args: SourcesArgs) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/sources", args.server.trim_end_matches('/'));
+    runtime()?.block_on(async move {
+        let resp = seam::client::http_client(std::time::Duration::from_secs(30))?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach seam at {}", args.server))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "seam answered {status}: {}",
+                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
+            );
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        } else {
+            print!("{}", seam::sources::sources_table(&body));
+        }
         Ok(())
     })
 }

@@ -219,6 +219,7 @@ pub struct Server {
     correlator: Arc<Correlator>,
     stop_correlator: watch::Sender<bool>,
     correlator_task: JoinHandle<()>,
+    sources: seam_collector::sources::pull::Sources,
 }
 
 /// Name of the lock file in the data directory.
@@ -629,7 +630,22 @@ impl Server {
             let s = Arc::clone(&storage);
             tokio::spawn(s.run(stopped(rx_storage)))
         };
+        let sources = seam_collector::sources::pull::spawn_all(
+            &cfg.sources,
+            &collector,
+            Arc::new(crate::sources::QueryPositions::new(Arc::clone(&query))),
+        );
         let api_task = {
+            let sources_view = sources.watcher();
+            let sources_route = get(move || {
+                let v = sources_view.clone();
+                async move { crate::sources::status_response(&v) }
+            });
+            let health_view = sources.watcher();
+            let health_route = get(move || {
+                let v = health_view.clone();
+                async move { crate::sources::health_response(&v) }
+            });
             let metrics_route = get(move || {
                 let text = crate::metrics::render();
                 async move {
@@ -678,9 +694,11 @@ impl Server {
             let query_guard = Guard::new(Arc::clone(&credentials), Role::Query);
             let router = Router::new()
                 .merge(
-                    query_guard
-                        .clone()
-                        .protect(Router::new().route("/metrics", metrics_route)),
+                    query_guard.clone().protect(
+                        Router::new()
+                            .route("/metrics", metrics_route)
+                            .route("/api/v1/sources", sources_route),
+                    ),
                 )
                 .merge(
                     query_guard
@@ -691,7 +709,7 @@ impl Server {
                     Guard::new(Arc::clone(&credentials), Role::Admin)
                         .protect(Router::new().route("/api/v1/correlate", correlate_route)),
                 )
-                .merge(seam_query::http::health_router());
+                .route("/health", health_route);
             let router = json_errors(router);
             let stop = stopped(rx_api);
             tokio::spawn(async move {
@@ -743,6 +761,7 @@ impl Server {
             correlator,
             stop_correlator,
             correlator_task,
+            sources,
             pg_task,
             storage_task,
             api_task,
@@ -768,6 +787,8 @@ impl Server {
     /// # Errors
     /// [`ServerError::FinalFlush`] when rows could not be written.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        // Pulled sources stop first: what they had not stored is read again at the next start.
+        self.sources.stop(std::time::Duration::from_secs(10)).await;
         self.collector.close();
         let _ = self.stop_receivers.send(true);
         for t in self.receivers {

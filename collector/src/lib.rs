@@ -232,6 +232,18 @@ impl Collector {
         req: ExportTraceServiceRequest,
         t: Transport,
     ) -> Result<Outcome, IngestError> {
+        self.traces_with(req, (t.source(), t.label()), Vec::new())
+            .await
+    }
+
+    /// As [`Collector::ingest_traces`], counted under `label` (`ingest_stats` source,
+    /// transport), with `extra` batches in the same write-ahead log entry.
+    pub(crate) async fn traces_with(
+        &self,
+        req: ExportTraceServiceRequest,
+        label: (&'static str, &'static str),
+        extra: Vec<(&'static str, RecordBatch)>,
+    ) -> Result<Outcome, IngestError> {
         self.check_open()?;
         let count: usize = req
             .resource_spans
@@ -249,10 +261,10 @@ impl Collector {
                 tables::spans::TABLE,
                 || buffer::spans_batch(&n.records, ingest),
                 &n,
-                None,
+                extra,
             )
             .await;
-        self.finish("spans", t, received, ingest, lag, out)
+        self.finish("spans", label, received, ingest, lag, out)
     }
 
     /// Stores the records of a logs export request.
@@ -263,6 +275,18 @@ impl Collector {
         &self,
         req: ExportLogsServiceRequest,
         t: Transport,
+    ) -> Result<Outcome, IngestError> {
+        self.logs_with(req, (t.source(), t.label()), Vec::new())
+            .await
+    }
+
+    /// As [`Collector::ingest_logs`], counted under `label`, with `extra` batches in the
+    /// same write-ahead log entry.
+    pub(crate) async fn logs_with(
+        &self,
+        req: ExportLogsServiceRequest,
+        label: (&'static str, &'static str),
+        mut extra: Vec<(&'static str, RecordBatch)>,
     ) -> Result<Outcome, IngestError> {
         self.check_open()?;
         let count: usize = req
@@ -279,17 +303,18 @@ impl Collector {
         // Log records a Mule runtime exported also go to `flow_logs`, in the same WAL entry.
         let out = match self.mule_flow_logs(&n.records, ingest) {
             Ok(flows) => {
+                extra.extend(flows);
                 self.store(
                     tables::logs::TABLE,
                     || buffer::logs_batch(&n.records, ingest),
                     &n,
-                    flows,
+                    extra,
                 )
                 .await
             }
             Err(e) => Err(e),
         };
-        self.finish("logs", t, received, ingest, lag, out)
+        self.finish("logs", label, received, ingest, lag, out)
     }
 
     /// The `flow_logs` batch of the log records a Mule runtime exported, if any.
@@ -333,7 +358,7 @@ impl Collector {
         table: &'static str,
         build: impl FnOnce() -> Result<RecordBatch, arrow::error::ArrowError>,
         n: &normalise::Normalised<T>,
-        also: Option<(&'static str, RecordBatch)>,
+        also: Vec<(&'static str, RecordBatch)>,
     ) -> Result<Outcome, IngestError> {
         for (reason, count) in &n.unreadable_tokens {
             telemetry::add(
@@ -349,7 +374,7 @@ impl Collector {
                 n.truncated,
             );
         }
-        let mut parts = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(1 + also.len());
         if !n.records.is_empty() {
             let batch = build()
                 .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
@@ -367,7 +392,7 @@ impl Collector {
     fn finish(
         &self,
         signal: &'static str,
-        t: Transport,
+        (source, transport): (&'static str, &'static str),
         received: u64,
         ingest: i64,
         lag: (f64, Option<f64>),
@@ -393,9 +418,9 @@ impl Collector {
         };
         self.stats.answered(stats::Answered {
             at_ns: ingest,
-            source: t.source(),
+            source,
             signal,
-            transport: t.label(),
+            transport,
             counts,
             refused: out.as_ref().err().map(IngestError::reason),
         });

@@ -11,9 +11,17 @@
 //! - [`logs`]: the way gateway and flow log inputs arrive (the log ingest endpoint, `seam
 //!   ingest`): format detection, then [`apim`] or [`mule`], duplicates, one entry per input.
 //!
+//! - [`pull`]: what pulled sources share (`[[sources]]`): positions stored with the records
+//!   they stand for, backpressure, status; [`kafka`] (Event Hubs), [`azure_blob`] (Storage
+//!   archives) and [`file`](mod@file) (log files) each read their place.
+//!
 //! A new gateway or a pulled source gets its own folder here.
 
 pub mod apim;
+pub mod azure_blob;
+pub mod file;
+pub mod kafka;
 pub mod logs;
 pub mod mule;
 pub mod otlp;
+pub mod pull;

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod rejects;
 pub mod requests;
 pub mod seam_audit;
+pub mod source_positions;
 pub mod spans;
 
 /// One stored table.
@@ -84,6 +85,11 @@ pub fn all() -> Vec<TableDef> {
             description: seam_audit::DESCRIPTION,
             schema: seam_audit::schema(),
         },
+        TableDef {
+            name: source_positions::TABLE,
+            description: source_positions::DESCRIPTION,
+            schema: source_positions::schema(),
+        },
     ]
 }
 
@@ -124,6 +130,16 @@ pub const DERIVED: &[&str] = &[requests::TABLE, requests::EVENTS_TABLE];
 /// Whether `name` is a derived table.
 pub fn is_derived(name: &str) -> bool {
     DERIVED.contains(&name)
+}
+
+/// Tables that hold seam's own state (where each pulled source is): kept whatever the
+/// default retention and the disk budget say (only their own `retention.tables` entry
+/// removes rows), since losing them would make a source read its input again.
+pub const STATE: &[&str] = &[source_positions::TABLE];
+
+/// Whether `name` is a state table.
+pub fn is_state(name: &str) -> bool {
+    STATE.contains(&name)
 }
 
 /// Tables only the admin role may read.

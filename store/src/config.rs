@@ -55,8 +55,8 @@ pub struct RetentionConfig {
     /// Per-table retention, e.g. `spans = "7d"`.
     pub tables: BTreeMap<String, humantime_serde::Serde<Duration>>,
     /// Most bytes of Parquet the raw tables may hold; past it the oldest hours go first
-    /// (across tables). The derived tables (`requests`, `request_events`) and `seam_audit` are
-    /// not counted.
+    /// (across tables). The derived tables (`requests`, `request_events`), `seam_audit` and
+    /// `source_positions` are not counted.
     /// 0 = no budget. Default 0.
     pub max_data_bytes: u64,
     /// How often retention and the budget are applied. Default 1m.
@@ -76,10 +76,12 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// The retention of `table` (`None`: forever). The audit trail (`seam_audit`) follows
-    /// its own entry only, never the default.
+    /// The retention of `table` (`None`: forever). The audit trail (`seam_audit`) and the
+    /// sources' positions (`source_positions`) follow their own entry only, never the default.
     pub fn for_table(&self, table: &str) -> Option<Duration> {
-        let fallback = if seam_schemas::tables::is_admin_only(table) {
+        let fallback = if seam_schemas::tables::is_admin_only(table)
+            || seam_schemas::tables::is_state(table)
+        {
             Duration::ZERO
         } else {
             self.default

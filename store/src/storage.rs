@@ -825,7 +825,9 @@ impl Storage {
             // The budget is for the evidence; derived tables (rebuilt from it by the
             // correlator, a small fraction of its size) follow their own retention, and so
             // does the audit trail, which ingest volume must never push out.
-            kept.retain(|(name, _)| !tables::is_derived(name) && !tables::is_admin_only(name));
+            kept.retain(|(name, _)| {
+                !tables::is_derived(name) && !tables::is_admin_only(name) && !tables::is_state(name)
+            });
             let mut total: u64 = kept.iter().map(|(_, f)| f.size).sum();
             if total > cfg.max_data_bytes {
                 kept.sort_by_key(|(_, f)| (layout::hour_of(f.min_time_ns), f.max_time_ns));

@@ -100,6 +100,12 @@ impl Drop for Running {
     }
 }
 
+/// Kills seam with SIGKILL (a crash) and waits for it.
+pub fn kill9(mut r: Running) {
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
+}
+
 pub fn sigterm_and_wait(mut r: Running) {
     let status = Command::new("kill")
         .args(["-TERM", &r.child.id().to_string()])

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::binary::{Running, spawn_with};
+use crate::binary::{kill9, spawn_with};
 use crate::support::*;
 
 /// No flush during these tests: acknowledged rows live only in the WAL until restart.
@@ -16,11 +16,6 @@ const NO_FLUSH: &str = "[storage]\nflush_interval = \"1h\"\n";
 
 async fn post_sample(http: &str) -> u16 {
     send_sample(http).await.status().as_u16()
-}
-
-fn kill9(mut r: Running) {
-    r.child.kill().unwrap();
-    r.child.wait().unwrap();
 }
 
 /// Segments holding at least one entry, oldest first.

@@ -105,3 +105,70 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Waits until `query` (a count) returns exactly `expected`, at most `within`; the panic
+/// names the last count.
+pub async fn wait_exact(api: &str, query: &str, expected: i64, within: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = count(api, query).await.ok();
+        if got == Some(expected) {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{query} gave {got:?}, expected {expected}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `query` counts at least `at_least`, at most `within`; gives the count.
+pub async fn wait_at_least(api: &str, query: &str, at_least: i64, within: Duration) -> i64 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(got) = count(api, query).await
+            && got >= at_least
+        {
+            return got;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{query} stayed below {at_least} for {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The entry of pulled source `name` in `GET /api/v1/sources`; `None` when seam does not
+/// answer or does not list it.
+pub async fn source_status(api: &str, name: &str) -> Option<serde_json::Value> {
+    let body: serde_json::Value = reqwest::get(format!("http://{api}/api/v1/sources"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body.as_array()?.iter().find(|s| s["name"] == name).cloned()
+}
+
+/// A loopback port free now (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The program `name` on `PATH`, in `~/.cargo/bin` or in `/usr/local/bin`.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.push(std::path::PathBuf::from("/usr/local/bin"));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}

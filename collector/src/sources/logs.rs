@@ -312,6 +312,21 @@ impl Collector {
     where
         F: FnOnce() -> Result<AccessInput, IngestError> + Send + 'static,
     {
+        self.ingest_access_inner(make, Vec::new(), None).await
+    }
+
+    /// As [`Collector::ingest_access_with`], with `extra` batches (a pulled source's
+    /// positions) in the same write-ahead log entry as the rows, counted in `ingest_stats`
+    /// under `label` (source name, transport) instead of the endpoint's.
+    pub(crate) async fn ingest_access_inner<F>(
+        self: &Arc<Self>,
+        make: F,
+        extra: Vec<(&'static str, arrow::record_batch::RecordBatch)>,
+        label: Option<(&'static str, &'static str)>,
+    ) -> Result<AccessOutcome, IngestError>
+    where
+        F: FnOnce() -> Result<AccessInput, IngestError> + Send + 'static,
+    {
         self.check_open()?;
         let permit = DECODERS
             .acquire()
@@ -333,7 +348,7 @@ impl Collector {
                 IngestError::ShuttingDown
             }
         })??;
-        self.store_access(prepared).await
+        self.store_access_with(prepared, extra, label).await
     }
 
     /// Decodes and normalises one input into rows: the CPU-bound half of
@@ -488,6 +503,17 @@ impl Collector {
         &self,
         prepared: PreparedAccess,
     ) -> Result<AccessOutcome, IngestError> {
+        self.store_access_with(prepared, Vec::new(), None).await
+    }
+
+    /// As [`Collector::store_access`], with `extra` batches in the same entry and the
+    /// `ingest_stats` source and transport `label`.
+    async fn store_access_with(
+        &self,
+        prepared: PreparedAccess,
+        extra: Vec<(&'static str, arrow::record_batch::RecordBatch)>,
+        label: Option<(&'static str, &'static str)>,
+    ) -> Result<AccessOutcome, IngestError> {
         let PreparedAccess {
             source,
             ingest,
@@ -535,6 +561,7 @@ impl Collector {
                 .map_err(|e| IngestError::Internal(format!("records could not be stored: {e}")))?;
             parts.push((p.table, batch));
         }
+        parts.extend(extra);
         self.wal.append_all(parts).await?;
         for p in &pending {
             if p.rows.is_empty() {
@@ -554,11 +581,12 @@ impl Collector {
             AccessSource::Apim => "gateway_logs",
             AccessSource::Mule => "flow_logs",
         };
+        let (stats_source, transport) = label.unwrap_or((source.stats_source(), "http"));
         self.stats.answered(stats::Answered {
             at_ns: ingest,
-            source: source.stats_source(),
+            source: stats_source,
             signal,
-            transport: "http",
+            transport,
             counts: stats::Counts {
                 requests: 1,
                 received: (out.accepted + out.rejected + out.duplicates) as i64,

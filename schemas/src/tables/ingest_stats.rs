@@ -32,7 +32,7 @@ pub fn schema() -> SchemaRef {
             SOURCE,
             DataType::Utf8,
             false,
-            "The receiver: otlp_grpc, otlp_http, apim_http (/ingest/apim) or mule_http (/ingest/mule).",
+            "The receiver: otlp_grpc, otlp_http, apim_http (/ingest/apim), mule_http (/ingest/mule), or the name of a pulled source ([[sources]]).",
         ),
         field(
             "signal",
