@@ -3,12 +3,13 @@
 # an Azurite append blob and a tansu Kafka topic, then a fresh release `seam serve` with the
 # source configured; reports records/s and MB/s from seam's start until `/api/v1/sources`
 # counts every record, and seam's peak RSS. Results go to benches/README.md.
-# Usage: benches/sources.sh [RECORDS]    (needs: target/release/seam, azurite-blob, tansu,
+# Usage: benches/sources.sh [RECORDS] ["file azure_blob kafka"]    (needs: target/release/seam, azurite-blob, tansu,
 # python3 with azure-storage-blob and confluent-kafka)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/serve.sh
 n="${1:-200000}"
+only="${2:-file azure_blob kafka}"   # which sources to measure
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -33,6 +34,7 @@ python3 benches/sources/gen.py mule "$n" "$work/mule.log"
 python3 benches/sources/gen.py apim "$n" "$work/apim.jsonl"
 
 # --- file
+if [[ " $only " == *" file "* ]]; then
 cat > "$work/file.toml" <<TOML
 [[sources]]
 name = "bench-file"
@@ -42,8 +44,10 @@ paths = ["$work/mule.log"]
 app = "bench"
 TOML
 measure file "$work/file.toml" "$(stat -c %s "$work/mule.log")"
+fi
 
 # --- azure_blob (Azurite)
+if [[ " $only " == *" azure_blob "* ]]; then
 bport=$(free_port)
 azurite-blob --blobHost 127.0.0.1 --blobPort "$bport" --location "$work/azurite" --silent --skipApiVersionCheck --loose --disableTelemetry >/dev/null 2>&1 &
 sleep 3
@@ -78,17 +82,20 @@ poll_interval = "1s"
 settle = "1s"
 TOML
 measure azure_blob "$work/blob.toml" "$(stat -c %s "$work/apim.jsonl")"
+fi
 
 # --- kafka (tansu)
+if [[ " $only " == *" kafka "* ]]; then
 kport=$(free_port)
-tansu broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
-  --storage-engine "sqlite://$work/tansu.db" >/dev/null 2>&1 &
+(cd "$work" && exec tansu broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+  --storage-engine "sqlite://tansu.db" >/dev/null 2>&1) &
 sleep 3
 python3 - "$work/apim.jsonl" "127.0.0.1:$kport" <<'PY'
 import sys, json
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-AdminClient({"bootstrap.servers": sys.argv[2]}).create_topics([NewTopic("gatewaylogs", 3, 1)])["gatewaylogs"].result()
+admin = AdminClient({"bootstrap.servers": sys.argv[2]})
+admin.create_topics([NewTopic("gatewaylogs", 3, 1)])["gatewaylogs"].result()
 p = Producer({"bootstrap.servers": sys.argv[2], "linger.ms": 50})
 batch = []
 def send():
@@ -113,3 +120,4 @@ topics = ["gatewaylogs"]
 tls = false
 TOML
 measure kafka "$work/kafka.toml" "$(stat -c %s "$work/apim.jsonl")"
+fi

@@ -380,6 +380,20 @@ impl SeamConfig {
         self.tokens.build()?;
         seam_collector::sources::pull::config::validate_all(&self.sources)
             .map_err(ConfigError::Invalid)?;
+        for s in &self.sources {
+            // A step is decoded into rows several times its text size; one that could never
+            // fit the memory budget would pause the source for ever.
+            if s.max_batch_bytes().saturating_mul(4) > self.storage.max_buffer_bytes {
+                return Err(ConfigError::Invalid(format!(
+                    "[[sources]] {:?}: max_batch_bytes ({}) must be at most a quarter of \
+                     storage.max_buffer_bytes ({}): a step too large for the memory budget \
+                     could never be stored",
+                    s.name(),
+                    s.max_batch_bytes(),
+                    self.storage.max_buffer_bytes
+                )));
+            }
+        }
         seam_collector::sources::mule::normalise::TrafficRules::new(
             &self.access.non_request_flows,
             &self.access.health_paths,
@@ -508,6 +522,20 @@ mod tests {
         cfg.validate().unwrap();
         let round = SeamConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(round, cfg);
+    }
+
+    #[test]
+    fn a_source_step_too_large_for_the_memory_budget_is_refused() {
+        let text = "[storage]\nmax_buffer_bytes = 1048576\n[[sources]]\nname = \"f\"\ntype = \"file\"\n\
+                    format = \"mule\"\npaths = [\"/tmp/*.log\"]\n";
+        let e = SeamConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_batch_bytes") && e.contains("\"f\""), "{e}");
+        let ok = format!("{text}max_batch_bytes = 65536\n");
+        SeamConfig::from_toml(&ok).unwrap().validate().unwrap();
     }
 
     #[test]

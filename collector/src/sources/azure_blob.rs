@@ -22,14 +22,22 @@
 //!   each APIM service seen. While a listed blob is outside that layout, or no service has
 //!   been seen yet, every poll lists the whole prefix.
 //! - **Positions.** Key = the blob's name, offset = bytes taken, detail =
-//!   `{"size","etag","done","line"}` (`line`: lines taken, so refused lines are reported with
-//!   their real line numbers). A blob whose hour is over, all taken and unchanged for
-//!   `settle` is *done*: its position is written once with `done = true` and it is not read
-//!   again, unless a listing shows it changed.
+//!   `{"size","etag","done","line","tail_crc","tail_len"}` (`line`: lines taken, so refused
+//!   lines are reported with their real line numbers; `tail_*`: CRC-32 of the last up to
+//!   256 bytes taken). A blob whose hour is over, all taken and unchanged for `settle` is
+//!   *done*: its position is written once with `done = true` and it is not read again,
+//!   unless a listing shows it changed.
+//! - **Rewritten blobs.** Each read starts `tail_len` bytes before the offset and checks them
+//!   against `tail_crc` (also after a restart, and once after the entity tag changed with no
+//!   new bytes). Other bytes there, or a blob now shorter than the offset, mean a new blob
+//!   under the same name: reported (`read`) and read again from its start.
+//! - **Names the client cannot take.** A blob name with an empty segment (`a//b`) fails a
+//!   whole listing; the listing then goes around it folder by folder, and only the folder
+//!   holding that name is left out (reported once, `read`). A listed blob that reading does
+//!   not find twice in a row (a name ending with `/` is listed without it) is reported once.
 //! - **Failures.** Network and authentication failures are reported (`network`, `auth`) and
 //!   retried with a growing backoff; after an authentication failure the secret is read
-//!   again (a rotated SAS token is picked up). A blob that shrank below seam's offset was
-//!   rewritten: reported (`read`) and read again from its start.
+//!   again (a rotated SAS token is picked up).
 //! - **Lag.** Bytes listed and not yet taken, and the age of the oldest blob with such bytes.
 //!
 //! Secrets (account keys, SAS tokens) come from the environment or files and appear in no
@@ -40,7 +48,7 @@ mod cut;
 mod layout;
 mod state;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,8 +59,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 
 use self::connect::Scrub;
-use self::cut::{Cut, Detail, MAX_LINES};
-use self::state::{Blob, restart_if_rewritten};
+use self::cut::{Cut, Detail, MAX_LINES, Tail, past_tail};
+use self::state::{Blob, restart_if_rewritten, restart_replaced};
 use super::pull::config::AzureBlobSource;
 use super::pull::{Position, Pulled, SourceCtx, Stopped, next_backoff};
 
@@ -61,6 +69,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Widest range read while looking for the end of one line longer than `max_batch_bytes`.
 const WIDEST_READ: u64 = 64 << 20;
+
+/// Most folders taken apart (one delimiter listing each) while one listing goes around
+/// blob names the client cannot take; the folders left over are reported as not listed.
+const MAX_SPLITS: usize = 64;
 
 /// Runs the source until seam stops: lists, reads what grew, delivers it, sleeps
 /// `poll_interval`; failures are reported and retried with backoff, never fatal.
@@ -119,6 +131,24 @@ impl From<Stopped> for Fail {
     }
 }
 
+/// True when a listing failed on a blob name that `object_store` cannot turn into a path:
+/// an empty segment (`a//b`, `a//`), a `.` or `..` segment. One such name fails the whole
+/// page of results it is on.
+fn bad_name(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::InvalidPath { .. })
+}
+
+/// A folder as messages name it.
+fn shown(folder: &str) -> String {
+    if folder.is_empty() {
+        "the container's root".to_string()
+    } else if folder.ends_with('/') {
+        format!("folder {folder}")
+    } else {
+        format!("folder {folder}/")
+    }
+}
+
 /// Awaits `fut`, or gives up when seam stops.
 async fn or_stop<T>(ctx: &SourceCtx, fut: impl Future<Output = T>) -> Result<T, Fail> {
     let mut stop = ctx.stop_signal();
@@ -147,6 +177,11 @@ struct Reader {
     services: BTreeSet<String>,
     /// When the whole prefix was last listed.
     last_full: Option<Instant>,
+    /// Folders reported as not listable (a blob name there the client cannot take), each
+    /// reported once; emptied by a full listing that did not have to go around any name.
+    blocked: BTreeSet<String>,
+    /// Listed blobs that a read did not find, and how many times in a row.
+    missing: HashMap<String, u32>,
     /// An error was reported during this poll: the status keeps it until a clean poll.
     troubled: bool,
 }
@@ -170,6 +205,8 @@ impl Reader {
             blobs: BTreeMap::new(),
             services: BTreeSet::new(),
             last_full: None,
+            blocked: BTreeSet::new(),
+            missing: HashMap::new(),
             troubled: false,
         }
     }
@@ -234,6 +271,11 @@ impl Reader {
             "Listed blobs."
         );
         self.reconcile(listed, full);
+        // A folder left out of listings, or a blob that cannot be read, keeps the error in
+        // the status (reported once) until a listing shows it gone.
+        if !self.blocked.is_empty() || self.missing.values().any(|&n| n >= 2) {
+            self.troubled = true;
+        }
         self.report_lag();
         self.read_all(&store).await?;
         self.finish().await?;
@@ -252,27 +294,124 @@ impl Reader {
         }
     }
 
+    /// Lists `prefix` (the whole container when `None`). When a blob name the client cannot
+    /// take fails the listing, goes around it ([`Reader::list_around`]); the flag says so.
     async fn list(
-        &self,
+        &mut self,
         store: &MicrosoftAzure,
         prefix: Option<&Path>,
-    ) -> Result<Vec<ObjectMeta>, Fail> {
+    ) -> Result<(Vec<ObjectMeta>, bool), Fail> {
         let listing = store.list(prefix).try_collect::<Vec<ObjectMeta>>();
-        match or_stop(&self.ctx, listing).await? {
-            Ok(v) => Ok(v),
+        let listed = or_stop(&self.ctx, listing).await?;
+        match listed {
+            Ok(v) => Ok((v, false)),
+            Err(e) if bad_name(&e) => Ok((self.list_around(store, prefix).await?, true)),
             Err(e) => Err(self.failure(&format!("listing container {}", self.cfg.container), &e)),
         }
     }
 
+    /// Lists `prefix` around blob names the client cannot take, one folder level at a time:
+    /// a delimiter listing of the folder gives its blobs and subfolders, then each subfolder
+    /// is listed flat, and a subfolder that fails the same way is taken apart in turn. A
+    /// folder whose own level cannot be listed (it holds the bad name, as `x` holds
+    /// `x//y.json`) is left out: reported once (`read`, naming it) while everything else is
+    /// listed. At most [`MAX_SPLITS`] folders are taken apart.
+    async fn list_around(
+        &mut self,
+        store: &MicrosoftAzure,
+        prefix: Option<&Path>,
+    ) -> Result<Vec<ObjectMeta>, Fail> {
+        let mut out = Vec::new();
+        // (folder, why) of the folders left out.
+        let mut left_out: Vec<(String, String)> = Vec::new();
+        let mut pending: Vec<Path> = vec![prefix.cloned().unwrap_or_default()];
+        let mut splits = 0usize;
+        while let Some(folder) = pending.pop() {
+            let here: &str = folder.as_ref();
+            if splits >= MAX_SPLITS {
+                left_out.push((
+                    here.to_string(),
+                    format!("more than {MAX_SPLITS} folders to go around"),
+                ));
+                continue;
+            }
+            splits = splits.saturating_add(1);
+            let listed = or_stop(&self.ctx, store.list_with_delimiter(Some(&folder))).await?;
+            let level = match listed {
+                Ok(l) => l,
+                Err(e) if bad_name(&e) => {
+                    left_out.push((here.to_string(), e.to_string()));
+                    continue;
+                }
+                Err(e) => {
+                    let what = format!(
+                        "listing {} of container {}",
+                        shown(here),
+                        self.cfg.container
+                    );
+                    return Err(self.failure(&what, &e));
+                }
+            };
+            out.extend(level.objects);
+            for sub in level.common_prefixes {
+                let name: &str = sub.as_ref();
+                if name.is_empty() || !layout::within(name, here) {
+                    // Names starting with `/`, grouped under a folder with no name.
+                    left_out.push((
+                        format!("{here}/"),
+                        "a blob name there starts with '/'".to_string(),
+                    ));
+                    continue;
+                }
+                let listing = store.list(Some(&sub)).try_collect::<Vec<ObjectMeta>>();
+                let listed = or_stop(&self.ctx, listing).await?;
+                match listed {
+                    Ok(v) => out.extend(v),
+                    Err(e) if bad_name(&e) => pending.push(sub),
+                    Err(e) => {
+                        let what = format!(
+                            "listing {} of container {}",
+                            shown(name),
+                            self.cfg.container
+                        );
+                        return Err(self.failure(&what, &e));
+                    }
+                }
+            }
+        }
+        self.report_left_out(left_out);
+        Ok(out)
+    }
+
+    /// Reports folders a listing had to leave out, each once (`read`); while any is left
+    /// out, no poll counts as clean.
+    fn report_left_out(&mut self, left_out: Vec<(String, String)>) {
+        for (folder, why) in left_out {
+            self.troubled = true;
+            if self.blocked.insert(folder.clone()) {
+                let message = self.scrub.clean(&format!(
+                    "cannot list the blobs in {} of container {}: a blob name there has an empty segment (as in a//b) or a '.' or '..' segment, which the storage client cannot take; the blobs there are not read until that blob is renamed or deleted, all others are ({why})",
+                    shown(&folder),
+                    self.cfg.container
+                ));
+                self.ctx.error("read", &message);
+            }
+        }
+    }
+
     /// The whole prefix.
-    async fn list_all(&self, store: &MicrosoftAzure) -> Result<Vec<ObjectMeta>, Fail> {
+    async fn list_all(&mut self, store: &MicrosoftAzure) -> Result<Vec<ObjectMeta>, Fail> {
         let folder = layout::list_folder(&self.prefix).and_then(|f| Path::parse(f).ok());
-        self.list(store, folder.as_ref()).await
+        let (listed, went_around) = self.list(store, folder.as_ref()).await?;
+        if !went_around {
+            self.blocked.clear();
+        }
+        Ok(listed)
     }
 
     /// The previous and current hour folders of every service seen.
     async fn list_recent(
-        &self,
+        &mut self,
         store: &MicrosoftAzure,
         now: DateTime<Utc>,
     ) -> Result<Vec<ObjectMeta>, Fail> {
@@ -281,7 +420,7 @@ impl Reader {
             let Ok(path) = Path::parse(&folder) else {
                 continue;
             };
-            out.extend(self.list(store, Some(&path)).await?);
+            out.extend(self.list(store, Some(&path)).await?.0);
         }
         Ok(out)
     }
@@ -320,7 +459,12 @@ impl Reader {
             }
         }
         if full {
-            self.blobs.retain(|name, _| seen.contains(name));
+            // Blobs in a folder left out of the listing are kept: they are still there.
+            let blocked = &self.blocked;
+            self.blobs.retain(|name, _| {
+                seen.contains(name) || blocked.iter().any(|f| layout::within(name, f))
+            });
+            self.missing.retain(|name, _| seen.contains(name));
             self.last_full = Some(Instant::now());
         }
     }
@@ -340,6 +484,11 @@ impl Reader {
             ),
             None => (0, Detail::default()),
         };
+        let tail = detail.tail(offset);
+        // Another entity tag than when the position was written: check the bytes before
+        // the offset even when nothing was added.
+        let verify =
+            tail.is_some() && etag.is_some() && detail.etag.is_some() && detail.etag != etag;
         let mut b = Blob {
             location: meta.location,
             hour,
@@ -348,6 +497,8 @@ impl Reader {
             last_modified: meta.last_modified,
             offset,
             line: detail.line,
+            tail,
+            verify,
             done: false,
             changed: Instant::now(),
             waiting: None,
@@ -382,7 +533,9 @@ impl Reader {
     }
 
     /// Reads one blob from its offset until nothing whole is left: one range read and one
-    /// delivered step (one position) at a time.
+    /// delivered step (one position) at a time. Each read starts at the bytes before the
+    /// offset that the blob's [`Tail`] covers; when they are not the ones taken, the blob was
+    /// rewritten and is read again from its start.
     async fn read_blob(&mut self, store: &MicrosoftAzure, name: &str) -> Result<(), Fail> {
         let base = u64::try_from(self.cfg.max_batch_bytes)
             .unwrap_or(u64::MAX)
@@ -398,9 +551,14 @@ impl Reader {
                 return Ok(());
             }
             let start = b.offset;
+            // The fingerprinted bytes before the offset come first in the same read.
+            let tail = b.tail.filter(|t| t.len <= start);
+            let back = tail.map_or(0, |t| t.len);
             let location = b.location.clone();
             let options = GetOptions {
-                range: Some(GetRange::Bounded(start..start.saturating_add(window))),
+                range: Some(GetRange::Bounded(
+                    start.saturating_sub(back)..start.saturating_add(window),
+                )),
                 ..GetOptions::default()
             };
             let read = async move {
@@ -409,19 +567,19 @@ impl Reader {
                 let bytes = got.bytes().await?;
                 Ok::<_, object_store::Error>((meta, bytes))
             };
-            let (meta, bytes) = match or_stop(&self.ctx, read).await? {
+            let got = or_stop(&self.ctx, read).await?;
+            let (meta, bytes) = match got {
                 Ok(v) => v,
                 Err(object_store::Error::NotFound { .. }) => {
-                    tracing::debug!(
-                        source = self.ctx.name(),
-                        blob = name,
-                        "Blob deleted; forgetting it."
-                    );
                     self.blobs.remove(name);
+                    self.not_found(name);
                     return Ok(());
                 }
                 Err(e) => return Err(self.failure(&format!("reading blob {name}"), &e)),
             };
+            if !self.missing.is_empty() {
+                self.missing.remove(name);
+            }
             let Some(b) = self.blobs.get_mut(name) else {
                 return Ok(());
             };
@@ -430,9 +588,17 @@ impl Reader {
                 meta.e_tag.as_deref().map(cut::etag),
                 meta.last_modified,
             );
-            let at_end = start.saturating_add(bytes.len() as u64) >= meta.size;
+            let Some(skip) = past_tail(&bytes, tail) else {
+                restart_replaced(&self.ctx, name, b);
+                self.troubled = true;
+                window = base;
+                continue;
+            };
+            b.verify = false;
+            let chunk: &[u8] = bytes.get(skip..).unwrap_or_default();
+            let at_end = start.saturating_add(chunk.len() as u64) >= meta.size;
             let take_rest = b.take_rest(Utc::now(), settle);
-            match cut::cut(&bytes, at_end, take_rest, window >= widest, MAX_LINES) {
+            match cut::cut(chunk, at_end, take_rest, window >= widest, MAX_LINES) {
                 Cut::Wait => {
                     b.waiting = Some(b.size);
                     return Ok(());
@@ -441,15 +607,20 @@ impl Reader {
                     window = window.saturating_mul(2).min(widest);
                 }
                 Cut::Take { len, lines } => {
-                    let taken = bytes.get(..len).unwrap_or(&bytes[..]);
+                    let taken = chunk.get(..len).unwrap_or(chunk);
                     let offset = start.saturating_add(taken.len() as u64);
                     let line = b.line.saturating_add(lines);
+                    // The last bytes taken, with those before the offset when few were.
+                    let upto = skip.saturating_add(taken.len());
+                    let new_tail = Tail::of(bytes.get(..upto).unwrap_or(&bytes[..]));
                     let detail = Detail {
                         size: b.size,
                         etag: b.etag.clone(),
                         done: false,
                         line,
-                    };
+                        ..Detail::default()
+                    }
+                    .with_tail(new_tail);
                     let pulled = Pulled {
                         text: String::from_utf8_lossy(taken).into_owned(),
                         origin: name.to_string(),
@@ -470,12 +641,40 @@ impl Reader {
                     if let Some(b) = self.blobs.get_mut(name) {
                         b.offset = offset;
                         b.line = line;
+                        b.tail = new_tail;
                         b.waiting = None;
                     }
                     window = base;
                     self.report_lag();
                 }
             }
+        }
+    }
+
+    /// A listed blob that a read did not find: deleted since the listing (forgotten), or
+    /// listed under a name that is not quite its own (the client drops a leading or trailing
+    /// `/`: a blob named `dir/` is listed as `dir`, which does not exist). The second time
+    /// in a row it is reported once; later listings keep showing it, so it stays reported.
+    fn not_found(&mut self, name: &str) {
+        let count = self.missing.entry(name.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        if count == 1 {
+            tracing::debug!(
+                source = self.ctx.name(),
+                blob = name,
+                "Blob deleted; forgetting it."
+            );
+            return;
+        }
+        self.troubled = true;
+        if count == 2 {
+            self.ctx.error(
+                "read",
+                &format!(
+                    "blob {name} is listed but not found when read, twice in a row: its real name probably ends or starts with '/', which the storage client cannot read; rename it to have it read"
+                ),
+            );
         }
     }
 
@@ -489,6 +688,7 @@ impl Reader {
             .iter()
             .filter(|(_, b)| {
                 !b.done
+                    && !b.verify
                     && b.offset >= b.size
                     && b.hour.is_some_and(|h| layout::hour_over(h, now))
                     && b.settled(now, settle)

@@ -9,13 +9,24 @@
 //! ```
 //!
 //! - **Identity.** A file is its `device:inode` (the position key, links followed) plus a
-//!   fingerprint of its first 256 bytes kept in the position's detail with its path and line
-//!   number, so a reused inode (another file) is read from its start.
+//!   fingerprint of its first 256 bytes and one of the last (up to) 256 bytes taken, kept in
+//!   the position's detail with its path and line number, so a reused inode (another file)
+//!   is read from its start.
 //! - **Rotation.** Renamed files keep their identity: one renamed to a name the patterns
 //!   still match is not read again, one renamed (or deleted) out of them is read to its end
 //!   through the handle kept open, then dropped. Copy-truncate and any truncation are
-//!   detected (shorter than the offset, or the first bytes changed), reported, and the file
-//!   is read again from its start.
+//!   detected (shorter than the offset, the first bytes changed, or the bytes before the
+//!   offset are not those taken: checked at start and whenever a file changed, with one
+//!   read of at most 256 bytes), reported, and the file is read again from its start.
+//! - **New files** are looked for every `poll_interval`, also between the steps of a long
+//!   round. A file created and gone within one `poll_interval` (plus one step) under heavy
+//!   ingest can be missed only when it no longer has a name the patterns match when seam
+//!   looks: one rotated to a matching name (`app.log.1` with `app.log*`) is found under it;
+//!   one deleted, or renamed out of the patterns, before any scan saw it is not.
+//! - **Open files.** At most 256 handles per source: a file that needs one when there is no
+//!   room (none read to its end, none old, to close) waits its turn, still followed and
+//!   counted in the lag. A scan whose listing failed (a directory that cannot be read, too
+//!   many open files) does not take the files it did not find for gone.
 //! - **Multi-line entries.** For Mule logs (and `auto`) a text ends before the last line that
 //!   starts an entry while the file may still grow; a stack trace at the end of a file waits
 //!   for the next entry, or for `multiline_timeout` without growth. A line without its
@@ -59,6 +70,22 @@ where
     })
     .await
     .map_err(|e| format!("the file reader failed and starts again from the stored positions: {e}"))
+}
+
+/// Looks for files ([`Tracker::scan`]) on the blocking pool: the tracker (rebuilt from
+/// `durable` when the scan panicked) and the scan's problems.
+async fn scan(
+    tracker: Box<Tracker>,
+    settings: &Settings,
+    durable: &HashMap<String, Position>,
+) -> (Box<Tracker>, Vec<String>) {
+    match blocking(tracker, Tracker::scan).await {
+        Ok(out) => out,
+        Err(e) => (
+            Box::new(Tracker::new(settings.clone(), durable.clone())),
+            vec![e],
+        ),
+    }
 }
 
 /// The problems of one poll as one status message.
@@ -121,19 +148,10 @@ pub async fn run(ctx: SourceCtx, cfg: FileSource) -> Stopped {
         if ctx.stopping() {
             return Stopped;
         }
-        let scanned = last_scan.is_none_or(|t| t.elapsed() >= cfg.poll_interval);
+        let mut scanned = last_scan.is_none_or(|t| t.elapsed() >= cfg.poll_interval);
         if scanned {
             last_scan = Some(Instant::now());
-            match blocking(tracker, Tracker::scan).await {
-                Ok((t, e)) => {
-                    tracker = t;
-                    scan_errors = e;
-                }
-                Err(e) => {
-                    scan_errors = vec![e];
-                    tracker = Box::new(Tracker::new(settings.clone(), durable.clone()));
-                }
-            }
+            (tracker, scan_errors) = scan(tracker, &settings, &durable).await;
             if tracker.followed() == 0 && scan_errors.is_empty() && !told_empty {
                 told_empty = true;
                 tracing::info!(source = ctx.name(), paths = ?cfg.paths, "No file matches the source's paths yet; looking again at every poll.");
@@ -148,6 +166,14 @@ pub async fn run(ctx: SourceCtx, cfg: FileSource) -> Stopped {
         while from < keys.len() {
             if ctx.stopping() {
                 return Stopped;
+            }
+            // A long round (much to read) still looks for new files every poll_interval,
+            // so that one created and rotated meanwhile is found while it has a name. The
+            // files found are read from the next round on.
+            if last_scan.is_none_or(|t| t.elapsed() >= cfg.poll_interval) {
+                last_scan = Some(Instant::now());
+                scanned = true;
+                (tracker, scan_errors) = scan(tracker, &settings, &durable).await;
             }
             let ks = Arc::clone(&keys);
             let r = blocking(tracker, move |t| {

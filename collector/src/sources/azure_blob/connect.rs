@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::Path as FsPath;
 use std::time::Duration;
 
+use base64::Engine as _;
 use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::HttpError;
 use object_store::{BackoffConfig, RetryConfig};
@@ -97,6 +98,10 @@ pub(crate) enum AccessError {
     /// Neither `AccountKey` nor `SharedAccessSignature`.
     #[error("the connection string in {0} has neither AccountKey nor SharedAccessSignature")]
     NoCredential(String),
+    /// The `AccountKey` does not decode. The decoder's own message is not kept: it quotes a
+    /// character of the key and its position.
+    #[error("the account key in {0} is not valid base64")]
+    BadKey(String),
     /// No connection string and no account.
     #[error(
         "give a connection string (connection_string_env or connection_string_file) or account"
@@ -188,6 +193,9 @@ pub(crate) fn parse_connection_string(
         (None, None) => return Err(AccessError::NoAccount(whence.to_string())),
     };
     let credential = if let Some(k) = field("accountkey") {
+        if base64::engine::general_purpose::STANDARD.decode(k).is_err() {
+            return Err(AccessError::BadKey(whence.to_string()));
+        }
         Credential::Key(k.to_string())
     } else if let Some(s) = field("sharedaccesssignature") {
         Credential::Sas(s.to_string())
@@ -257,7 +265,8 @@ fn retry() -> RetryConfig {
 ///
 /// # Errors
 /// `object_store` refused the settings (an endpoint that is not a URL, a key that is not
-/// base64); its messages hold no secret, and the caller scrubs them anyway.
+/// base64); the caller scrubs its messages. A key that does not decode gets a fixed message
+/// (see `key_error`): the decoder's message quotes a character of the key.
 pub(crate) fn build(access: &Access, container: &str) -> object_store::Result<MicrosoftAzure> {
     let mut b = match access.credential {
         Credential::Environment => MicrosoftAzureBuilder::from_env(),
@@ -281,7 +290,20 @@ pub(crate) fn build(access: &Access, container: &str) -> object_store::Result<Mi
         Credential::Sas(s) => b.with_config(AzureConfigKey::SasKey, s.clone()),
         Credential::Environment => b,
     };
-    b.build()
+    b.build().map_err(key_error)
+}
+
+/// `e`, unless it is about the account key not decoding: then a fixed message, without the
+/// decoder's text ("Invalid last symbol 116, offset 57" names a character of the key).
+fn key_error(e: object_store::Error) -> object_store::Error {
+    if e.to_string().contains("Invalid Access Key") {
+        object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "the account key is not valid base64".into(),
+        }
+    } else {
+        e
+    }
 }
 
 /// The HTTP status an `object_store` message reports (`... status code: 403 Forbidden ...`).
@@ -495,6 +517,14 @@ mod tests {
                 format!("BlobEndpoint=http://127.0.0.1:1/;AccountKey={KEY}"),
                 "does not name the account",
             ),
+            (
+                // Not base64: the decoder would name the bad character and its position.
+                format!(
+                    "AccountName=contoso;AccountKey={}t",
+                    KEY.trim_end_matches('=')
+                ),
+                "the account key in environment variable AZURE_STORAGE_CONNECTION_STRING is not valid base64",
+            ),
         ] {
             let e = parse_connection_string(&cs, whence, None)
                 .unwrap_err()
@@ -503,6 +533,27 @@ mod tests {
             assert!(e.contains("AZURE_STORAGE_CONNECTION_STRING"), "{e}");
             assert!(!e.contains(KEY) && !e.contains("c2VjcmV0"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_key_that_does_not_decode_gets_a_fixed_message() {
+        let access = Access {
+            account: "contoso".into(),
+            endpoint: None,
+            credential: Credential::Key("c2VjcmV0!t".into()),
+        };
+        let e = build(&access, "c").unwrap_err().to_string();
+        assert!(e.contains("the account key is not valid base64"), "{e}");
+        assert!(
+            !e.contains("symbol") && !e.contains("offset") && !e.contains("c2Vj"),
+            "{e}"
+        );
+        // Other errors are kept as they are.
+        let other = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "status code: 404".into(),
+        };
+        assert!(key_error(other).to_string().contains("status code: 404"));
     }
 
     #[test]

@@ -5,12 +5,59 @@
 //! whole. A remainder without a newline is taken as it is only once the blob can no longer
 //! grow (the caller decides: its hour is over and it has not changed for `settle`).
 //!
+//! A position also keeps a fingerprint of the last bytes taken ([`Tail`]). The next read
+//! starts that many bytes before the offset, and [`past_tail`] checks them: a blob rewritten
+//! under the same name (as long as the old one or longer) shows other bytes there.
+//!
 //! Takes bytes and facts about the blob; gives what to take. No I/O.
 
 use serde::{Deserialize, Serialize};
 
 /// Most lines taken in one step (the collector refuses inputs of more than 100,000 records).
 pub(crate) const MAX_LINES: u64 = 50_000;
+
+/// Most bytes before a blob's offset that its [`Tail`] covers (fewer near the blob's start).
+pub(crate) const TAIL_LEN: usize = 256;
+
+/// CRC-32 of the last bytes seam took of a blob, up to [`TAIL_LEN`]: they end at the offset.
+/// Read again at the next read, they tell a blob that only grew from another blob written
+/// under the same name since (the entity tag cannot: an append changes it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// The checksum.
+    pub crc: u32,
+    /// How many bytes it covers (1 to [`TAIL_LEN`]).
+    pub len: u64,
+}
+
+impl Tail {
+    /// The fingerprint of the last (up to [`TAIL_LEN`]) bytes of `taken`, bytes that end at
+    /// the offset; `None` when `taken` is empty.
+    pub fn of(taken: &[u8]) -> Option<Self> {
+        let from = taken.len().saturating_sub(TAIL_LEN);
+        let bytes = taken.get(from..).unwrap_or(taken);
+        if bytes.is_empty() {
+            return None;
+        }
+        Some(Self {
+            crc: crc32fast::hash(bytes),
+            len: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// How many of the bytes of a read that started `tail.len` bytes before the offset lie
+/// before it (0 without a fingerprint): the bytes after them are the new ones. `None` when
+/// those bytes are not the ones fingerprinted (or the read is shorter): the blob was
+/// rewritten under the same name since seam took them.
+pub(crate) fn past_tail(read: &[u8], tail: Option<Tail>) -> Option<usize> {
+    let Some(t) = tail else {
+        return Some(0);
+    };
+    let n = usize::try_from(t.len).ok()?;
+    let before = read.get(..n)?;
+    (crc32fast::hash(before) == t.crc).then_some(n)
+}
 
 /// What to do with the bytes read from a blob's offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +147,13 @@ pub(crate) struct Detail {
     pub done: bool,
     /// Lines taken (the next text starts at line `line + 1`).
     pub line: u64,
+    /// [`Tail::crc`] of the last bytes taken; absent in positions of older versions (then
+    /// nothing is checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_crc: Option<u32>,
+    /// [`Tail::len`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_len: Option<u64>,
 }
 
 impl Detail {
@@ -112,6 +166,21 @@ impl Detail {
     pub fn parse(text: Option<&str>) -> Self {
         text.and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default()
+    }
+
+    /// Sets the tail fingerprint (or clears it).
+    pub fn with_tail(mut self, tail: Option<Tail>) -> Self {
+        self.tail_crc = tail.map(|t| t.crc);
+        self.tail_len = tail.map(|t| t.len);
+        self
+    }
+
+    /// The stored tail fingerprint of a position at `offset`, when well formed: it covers
+    /// 1 to [`TAIL_LEN`] bytes, no more than `offset`.
+    pub fn tail(&self, offset: u64) -> Option<Tail> {
+        let (crc, len) = (self.tail_crc?, self.tail_len?);
+        let max = u64::try_from(TAIL_LEN).unwrap_or(u64::MAX);
+        ((1..=max).contains(&len) && len <= offset).then_some(Tail { crc, len })
     }
 }
 
@@ -183,16 +252,76 @@ mod tests {
             etag: Some("0x8DC".into()),
             done: true,
             line: 3,
+            ..Detail::default()
         };
         assert_eq!(
             d.to_json(),
             r#"{"size":10,"etag":"0x8DC","done":true,"line":3}"#
         );
+        // With a tail fingerprint.
+        let t = Tail::of(b"0123456789").unwrap();
+        let dt = d.clone().with_tail(Some(t));
+        assert_eq!(
+            dt.to_json(),
+            format!(
+                r#"{{"size":10,"etag":"0x8DC","done":true,"line":3,"tail_crc":{},"tail_len":10}}"#,
+                t.crc
+            )
+        );
+        assert_eq!(Detail::parse(Some(dt.to_json().as_str())), dt);
+        assert_eq!(dt.tail(10), Some(t));
+        // Covering more than the offset, or nothing: not trusted.
+        assert_eq!(dt.tail(9), None);
+        assert_eq!(
+            d.clone().with_tail(Some(Tail { crc: 1, len: 0 })).tail(10),
+            None
+        );
+        // Positions of older versions have none.
+        assert_eq!(d.tail(10), None);
         assert_eq!(Detail::parse(Some(d.to_json().as_str())), d);
         assert_eq!(Detail::parse(Some("not json")), Detail::default());
         assert_eq!(Detail::parse(Some(r#"{"size":4}"#)).size, 4);
         assert_eq!(Detail::parse(None), Detail::default());
         assert_eq!(etag("\"0x8DC\""), "0x8DC");
         assert_eq!(etag("0x8DC"), "0x8DC");
+    }
+
+    #[test]
+    fn the_tail_covers_the_last_bytes_taken() {
+        assert_eq!(Tail::of(b""), None);
+        let short = Tail::of(b"abc").unwrap();
+        assert_eq!(short.len, 3);
+        assert_eq!(short.crc, crc32fast::hash(b"abc"));
+        let long: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let t = Tail::of(&long).unwrap();
+        assert_eq!(t.len, TAIL_LEN as u64);
+        assert_eq!(t.crc, crc32fast::hash(&long[1000 - TAIL_LEN..]));
+    }
+
+    #[test]
+    fn a_blob_that_only_grew_passes_the_tail_check_and_a_rewritten_one_fails_it() {
+        // seam took 100 records; the tail covers the end of what it took.
+        let old: Vec<u8> = (0..100)
+            .flat_map(|i| format!("{{\"old\":{i}}}\n").into_bytes())
+            .collect();
+        let tail = Tail::of(&old);
+        let n = tail.unwrap().len as usize;
+        let offset = old.len();
+        // It grew: the read from offset - n starts with the same bytes.
+        let mut grown = old.clone();
+        grown.extend_from_slice(b"{\"new\":1}\n");
+        let read = &grown[offset - n..];
+        assert_eq!(past_tail(read, tail), Some(n));
+        assert_eq!(&read[n..], b"{\"new\":1}\n");
+        // Rewritten under the same name with 300 other records (longer than the offset).
+        let new: Vec<u8> = (0..300)
+            .flat_map(|i| format!("{{\"new\":{i}}}\n").into_bytes())
+            .collect();
+        assert!(new.len() > offset);
+        assert_eq!(past_tail(&new[offset - n..], tail), None);
+        // A read shorter than the fingerprint: not the same blob either.
+        assert_eq!(past_tail(&old[offset - n + 1..], tail), None);
+        // No fingerprint (a position of an older version): no check.
+        assert_eq!(past_tail(b"anything", None), Some(0));
     }
 }

@@ -132,6 +132,15 @@ pub(crate) fn list_folder(prefix: &str) -> Option<&str> {
     (!folder.is_empty()).then_some(folder)
 }
 
+/// True when `name` (a blob or a folder) lies inside `folder`, a folder without its trailing
+/// `/` (`""`: the container's root, which holds everything).
+pub(crate) fn within(name: &str, folder: &str) -> bool {
+    folder.is_empty()
+        || name
+            .strip_prefix(folder)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// True when `not_before` skips a blob: by the hour in its path when it has one (skipped
 /// when that whole hour ended at or before `not_before`), else by its last change.
 pub(crate) fn skipped(
@@ -241,5 +250,15 @@ mod tests {
             Some("resourceId=/SUBSCRIPTIONS")
         );
         assert_eq!(list_folder("/logs/"), Some("logs"));
+    }
+
+    #[test]
+    fn names_within_a_folder() {
+        assert!(within("x/y.json", "x"));
+        assert!(within("x/a/b", "x/a"));
+        assert!(within("anything", ""));
+        assert!(!within("x", "x"));
+        assert!(!within("xy/z", "x"));
+        assert!(!within("y/x/z", "x"));
     }
 }

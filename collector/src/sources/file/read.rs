@@ -1,6 +1,6 @@
 //! Reading files for the file source: bounded reads at an offset (`pread`, so a step never
-//! moves a shared file position), the first bytes for a fingerprint, line counts, and gzip
-//! streams opened and skipped to a decompressed offset.
+//! moves a shared file position), the first bytes and the bytes before an offset for the
+//! fingerprints, line counts, and gzip streams opened and skipped to a decompressed offset.
 //!
 //! Takes open files and offsets; gives bytes. Blocking.
 
@@ -64,6 +64,14 @@ pub(super) fn read_at_most(file: &File, offset: u64, want: usize) -> io::Result<
 pub(super) fn read_head(file: &File, size: u64) -> io::Result<Vec<u8>> {
     let want = usize::try_from(size.min(FP_LEN)).unwrap_or(0);
     Ok(read_at_most(file, 0, want)?.0)
+}
+
+/// The bytes just before `offset`: at most [`FP_LEN`], fewer when the offset is smaller (or
+/// the file shorter than the offset now), for the tail fingerprint.
+pub(super) fn read_before(file: &File, offset: u64) -> io::Result<Vec<u8>> {
+    let n = offset.min(FP_LEN);
+    let want = usize::try_from(n).unwrap_or(0);
+    Ok(read_at_most(file, offset.saturating_sub(n), want)?.0)
 }
 
 /// Newlines in the first `upto` bytes of a file (for a position stored without its line).
@@ -167,6 +175,18 @@ mod tests {
         assert_eq!(read_at_most(&f, 8, 5).unwrap(), (b"89".to_vec(), true));
         assert_eq!(read_at_most(&f, 20, 5).unwrap(), (Vec::new(), true));
         assert_eq!(read_head(&f, 10).unwrap(), b"0123456789".to_vec());
+    }
+
+    #[test]
+    fn the_bytes_before_an_offset_are_at_most_256() {
+        let (_d, f) = file_with(b"0123456789");
+        assert_eq!(read_before(&f, 4).unwrap(), b"0123".to_vec());
+        assert_eq!(read_before(&f, 0).unwrap(), Vec::<u8>::new());
+        // Past the end now: fewer bytes than asked.
+        assert_eq!(read_before(&f, 12).unwrap(), b"0123456789".to_vec());
+        let long: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let (_d, f) = file_with(&long);
+        assert_eq!(read_before(&f, 900).unwrap(), long[644..900].to_vec());
     }
 
     #[test]

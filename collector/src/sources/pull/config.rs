@@ -276,6 +276,15 @@ impl SourceConfig {
         }
     }
 
+    /// Most bytes the source takes in one step.
+    pub fn max_batch_bytes(&self) -> usize {
+        match self {
+            SourceConfig::Kafka(s) => s.max_batch_bytes,
+            SourceConfig::AzureBlob(s) => s.max_batch_bytes,
+            SourceConfig::File(s) => s.max_batch_bytes,
+        }
+    }
+
     /// Mule app and APIM service of records that do not name theirs.
     pub fn defaults(&self) -> (Option<String>, Option<String>) {
         match self {
