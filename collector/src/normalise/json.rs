@@ -29,6 +29,9 @@ pub struct InputMeta {
     pub now_ns: i64,
     /// The accepted event-time window.
     pub window: super::time::TimeWindow,
+    /// A pulled source in a configured format: unreadable records at the start of the input
+    /// are refused one by one, never the whole input.
+    pub lenient_start: bool,
 }
 
 impl InputMeta {

@@ -402,7 +402,7 @@ impl Collector {
         };
         match input.source {
             AccessSource::Apim => {
-                let items = apim::decode(&input.text, input.first_line)?;
+                let items = apim::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
                 self.check_count(items.len())?;
                 for item in items {
                     let is_gateway = matches!(item, ApimItem::Gateway { .. });
@@ -447,7 +447,7 @@ impl Collector {
                 }
             }
             AccessSource::Mule => {
-                let items = mule::decode(&input.text, input.first_line)?;
+                let items = mule::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
                 self.check_count(items.len())?;
                 for item in items {
                     match item {

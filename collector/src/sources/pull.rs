@@ -165,6 +165,8 @@ pub struct StatusView {
     pub lag_bytes: Option<u64>,
     /// The last error, if the source is failing or failed since its last success.
     pub last_error: Option<String>,
+    /// Its kind (`auth`, `network`, `tls`, `read`, `config`, `format`, `gap`).
+    pub last_error_kind: Option<String>,
     /// When that error happened (RFC 3339).
     pub last_error_at: Option<String>,
     /// When the source last stored records (RFC 3339).
@@ -378,6 +380,7 @@ impl SourceCtx {
         let changed = self.inner.status.with(|v| {
             let changed = v.last_error.as_deref() != Some(message);
             v.last_error = Some(message.to_string());
+            v.last_error_kind = Some(kind.to_string());
             v.last_error_at = Some(rfc3339(crate::now_ns()));
             v.state = "failing".into();
             changed
@@ -400,6 +403,7 @@ impl SourceCtx {
                 v.state = "running".into();
             }
             v.last_error = None;
+            v.last_error_kind = None;
         });
     }
 
@@ -467,6 +471,13 @@ impl SourceCtx {
                         v.duplicates = v.duplicates.saturating_add(out.duplicates);
                         v.last_read_at = Some(rfc3339(crate::now_ns()));
                         if v.state == "paused" || v.state == "starting" {
+                            v.state = "running".into();
+                        }
+                        // An input refused for its format is behind the source once the
+                        // next one is stored; other errors are the reader's to clear.
+                        if v.last_error_kind.as_deref() == Some("format") {
+                            v.last_error = None;
+                            v.last_error_kind = None;
                             v.state = "running".into();
                         }
                     });

@@ -509,6 +509,19 @@ fn csv_event(line: &str) -> Option<Map<String, Value>> {
 /// [`IngestError::UnknownFormat`] when nothing in it is a shape seam knows;
 /// [`IngestError::InvalidPayload`] when its line numbers would not fit 64 bits.
 pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError> {
+    decode_with(text, first_line, true)
+}
+
+/// As [`decode`]; with `strict` false (a pulled source whose format is configured), an
+/// unreadable first item is refused on its own instead of the whole input.
+///
+/// # Errors
+/// As [`decode`] (never [`IngestError::UnknownFormat`] when not `strict`).
+pub fn decode_with(
+    text: &str,
+    first_line: u64,
+    strict: bool,
+) -> Result<Vec<ApimItem>, IngestError> {
     check_first_line(text, first_line)?;
     let mut out = Vec::new();
     let mut first_checked = false;
@@ -554,7 +567,7 @@ pub fn decode(text: &str, first_line: u64) -> Result<Vec<ApimItem>, IngestError>
         };
         if !first_checked && out.len() > before {
             first_checked = true;
-            if !ok {
+            if !ok && strict {
                 return Err(IngestError::UnknownFormat(format!(
                     "the input does not start with an APIM gateway log shape seam knows; known formats: {}",
                     FORMATS.join("; ")

@@ -113,6 +113,7 @@ async fn handle(
         app: p.app,
         now_ns: 0,
         window: Default::default(),
+        lenient_start: false,
     };
     // Inflating and checking the text are CPU work too: they run with the decoding.
     let make = move || -> Result<AccessInput, IngestError> {

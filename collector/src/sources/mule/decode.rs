@@ -239,7 +239,12 @@ fn close(open: Option<Open>, out: &mut Vec<MuleItem>) {
     }
 }
 
-fn text_lines(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<(), IngestError> {
+fn text_lines(
+    text: &str,
+    first_line: u64,
+    out: &mut Vec<MuleItem>,
+    strict: bool,
+) -> Result<(), IngestError> {
     let mut open: Option<Open> = None;
     let mut seen_any = false;
     for (i, line) in text.split('\n').enumerate() {
@@ -267,7 +272,15 @@ fn text_lines(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<()
             if line.trim().is_empty() {
                 continue;
             }
-            return Err(unknown());
+            if strict {
+                return Err(unknown());
+            }
+            out.push(MuleItem::Reject {
+                pos: Pos::Line(n),
+                reason: "not a Mule log line: no level and timestamp header in a known pattern, before the first event of the input".into(),
+                raw: line.to_string(),
+            });
+            continue;
         }
         let attach = match &open {
             Some(o) => o.block || o.json.depth > 0 || CONTINUATION.is_match(line),
@@ -393,7 +406,12 @@ fn json_record(v: &Value, pos: Pos, raw: String, out: &mut Vec<MuleItem>) -> boo
     false
 }
 
-fn json_input(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<(), IngestError> {
+fn json_input(
+    text: &str,
+    first_line: u64,
+    out: &mut Vec<MuleItem>,
+    strict: bool,
+) -> Result<(), IngestError> {
     let mut checked = false;
     for p in pieces(text, first_line) {
         let before = out.len();
@@ -442,7 +460,7 @@ fn json_input(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<()
         };
         if !checked && out.len() > before {
             checked = true;
-            if !ok {
+            if !ok && strict {
                 return Err(unknown());
             }
         }
@@ -456,17 +474,33 @@ fn json_input(text: &str, first_line: u64, out: &mut Vec<MuleItem>) -> Result<()
 /// [`IngestError::UnknownFormat`] when the input does not start with a shape seam knows;
 /// [`IngestError::InvalidPayload`] when its line numbers would not fit 64 bits.
 pub fn decode(text: &str, first_line: u64) -> Result<Vec<MuleItem>, IngestError> {
+    decode_with(text, first_line, true)
+}
+
+/// As [`decode`]; with `strict` false (a pulled source whose format is configured), lines
+/// before the first recognisable event are refused one by one instead of the whole input,
+/// and the shape (JSON or text) is decided by the first line that looks like either.
+///
+/// # Errors
+/// As [`decode`] (never [`IngestError::UnknownFormat`] when not `strict`).
+pub fn decode_with(
+    text: &str,
+    first_line: u64,
+    strict: bool,
+) -> Result<Vec<MuleItem>, IngestError> {
     check_first_line(text, first_line)?;
     let mut out = Vec::new();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim_start_matches('\u{feff}');
-    if first.trim_start().starts_with(['{', '[']) && !CLOUDHUB.is_match(first) {
-        json_input(text, first_line, &mut out)?;
+    let mut lines = text.lines().map(|l| l.trim_start_matches('\u{feff}'));
+    let first = if strict {
+        lines.find(|l| !l.trim().is_empty())
     } else {
-        text_lines(text, first_line, &mut out)?;
+        lines.find(|l| l.trim_start().starts_with(['{', '[']) || is_header(l))
+    }
+    .unwrap_or("");
+    if first.trim_start().starts_with(['{', '[']) && !CLOUDHUB.is_match(first) {
+        json_input(text, first_line, &mut out, strict)?;
+    } else {
+        text_lines(text, first_line, &mut out, strict)?;
     }
     Ok(out)
 }

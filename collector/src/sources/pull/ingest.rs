@@ -82,6 +82,9 @@ impl Collector {
                         file: Some(p.origin.clone()),
                         app,
                         service,
+                        // The format is the source's (or was detected for this input): a
+                        // bad first record is refused alone, the rest kept.
+                        lenient_start: true,
                         ..Default::default()
                     },
                 };
@@ -103,8 +106,7 @@ impl Collector {
     ) -> Result<AccessOutcome, IngestError> {
         let mut traces = ExportTraceServiceRequest::default();
         let mut logs = ExportLogsServiceRequest::default();
-        let mut refused = 0u64;
-        let mut first_error: Option<String> = None;
+        let mut refused: Vec<(u64, String, &str)> = Vec::new();
         for piece in pieces(&p.text, p.first_line.max(1)) {
             let (line, raw) = match piece {
                 Piece::Json { line, raw, .. } => (line, raw),
@@ -112,36 +114,37 @@ impl Collector {
                     let _ = line;
                     continue;
                 }
-                Piece::Text { line, .. } | Piece::Bad { line, .. } => {
-                    refused += 1;
-                    first_error
-                        .get_or_insert_with(|| format!("{}:{line}: not a JSON document", p.origin));
+                Piece::Text { line, text } => {
+                    refused.push((line, "not a JSON document".into(), text));
+                    continue;
+                }
+                Piece::Bad { line, text, reason } => {
+                    refused.push((line, format!("not a JSON document: {reason}"), text));
                     continue;
                 }
             };
             if raw.contains("\"resourceLogs\"") || raw.contains("\"resource_logs\"") {
                 match decode_json::decode::<ExportLogsServiceRequest>(raw.as_bytes(), "logs") {
                     Ok(r) => logs.resource_logs.extend(r.resource_logs),
-                    Err(e) => {
-                        refused += 1;
-                        first_error.get_or_insert_with(|| format!("{}:{line}: {e}", p.origin));
-                    }
+                    Err(e) => refused.push((line, e.to_string(), raw)),
                 }
             } else {
                 match decode_json::decode::<ExportTraceServiceRequest>(raw.as_bytes(), "traces") {
                     Ok(r) => traces.resource_spans.extend(r.resource_spans),
-                    Err(e) => {
-                        refused += 1;
-                        first_error.get_or_insert_with(|| format!("{}:{line}: {e}", p.origin));
-                    }
+                    Err(e) => refused.push((line, e.to_string(), raw)),
                 }
             }
         }
-        if let Some(e) = &first_error {
-            tracing::warn!(source = label.0, refused, error = %e, "Refused OTLP/JSON documents of a pulled input.");
+        let mut extra = extra;
+        if let Some((line, e, _)) = refused.first() {
+            tracing::debug!(source = label.0, refused = refused.len(), first = %e, line, "Refused OTLP/JSON documents of a pulled input.");
+            extra.push((
+                rejects::TABLE,
+                self.pulled_rejects(label.0, &p.origin, &refused)?,
+            ));
         }
         let mut out = AccessOutcome {
-            rejected: refused,
+            rejected: refused.len() as u64,
             ..Default::default()
         };
         let has_logs = !logs.resource_logs.is_empty();
@@ -166,6 +169,41 @@ impl Collector {
         Ok(out)
     }
 
+    /// The `rejects` rows of refused pieces of a pulled input: (line, reason, text).
+    fn pulled_rejects(
+        &self,
+        name: &str,
+        origin: &str,
+        refused: &[(u64, String, &str)],
+    ) -> Result<RecordBatch, IngestError> {
+        let now = crate::now_ns();
+        let cols = Columns::new(rejects::schema());
+        let built: Vec<_> = refused
+            .iter()
+            .map(|(line, reason, text)| {
+                let mut raw = self.normaliser.tokens.scrub(text).text;
+                let _ = seam_store::truncate(&mut raw, MAX_RAW);
+                let key = key_of(&["pulled", name, origin, &line.to_string(), reason]);
+                let mut row = cols.row();
+                cols.set(&mut row, TIME, Cell::Ts(now));
+                cols.set(&mut row, INGEST_TIME, Cell::Ts(now));
+                cols.set(&mut row, RECORD_KEY, Cell::Str(key));
+                cols.set(&mut row, SOURCE, Cell::Str(name.to_string()));
+                cols.set(&mut row, rejects::FILE, Cell::Str(origin.to_string()));
+                cols.set(
+                    &mut row,
+                    rejects::LINE,
+                    Cell::I64(i64::try_from(*line).unwrap_or(i64::MAX)),
+                );
+                cols.set(&mut row, rejects::REASON, Cell::Str(reason.clone()));
+                cols.set(&mut row, RAW, Cell::Str(raw));
+                row
+            })
+            .collect();
+        rows::batch(&cols, &built)
+            .map_err(|e| IngestError::Internal(format!("the refusal could not be stored: {e}")))
+    }
+
     /// Stores one `rejects` row for a pulled input that can never be stored as it is (no
     /// known format, too many records), with the positions after it, in one entry.
     ///
@@ -178,30 +216,15 @@ impl Collector {
         name: &str,
         kind: &str,
     ) -> Result<(), IngestError> {
-        let now = crate::now_ns();
-        let cols = Columns::new(rejects::schema());
-        let mut raw = self.normaliser.tokens.scrub(&p.text).text;
-        let _ = seam_store::truncate(&mut raw, MAX_RAW);
-        let key = key_of(&["pulled", name, &p.origin, &p.first_line.to_string(), reason]);
-        let mut row = cols.row();
-        cols.set(&mut row, TIME, Cell::Ts(now));
-        cols.set(&mut row, INGEST_TIME, Cell::Ts(now));
-        cols.set(&mut row, RECORD_KEY, Cell::Str(key));
-        cols.set(&mut row, SOURCE, Cell::Str(name.to_string()));
-        cols.set(&mut row, rejects::FILE, Cell::Str(p.origin.clone()));
-        cols.set(
-            &mut row,
-            rejects::LINE,
-            Cell::I64(i64::try_from(p.first_line.max(1)).unwrap_or(i64::MAX)),
-        );
-        cols.set(
-            &mut row,
-            rejects::REASON,
-            Cell::Str(format!("{kind} source {name}: {reason}")),
-        );
-        cols.set(&mut row, RAW, Cell::Str(raw));
-        let batch = rows::batch(&cols, &[row])
-            .map_err(|e| IngestError::Internal(format!("the refusal could not be stored: {e}")))?;
+        let batch = self.pulled_rejects(
+            name,
+            &p.origin,
+            &[(
+                p.first_line.max(1),
+                format!("{kind} source {name}: {reason}"),
+                p.text.as_str(),
+            )],
+        )?;
         let positions = super::positions_batch(name, kind, &p.positions)
             .map_err(|e| IngestError::Internal(e.to_string()))?;
         self.wal
@@ -229,6 +252,31 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_first_record_of_a_pulled_input_is_refused_alone() {
+        use crate::sources::apim::decode::{self as apim, ApimItem};
+        use crate::sources::mule::decode::{self as mule, MuleItem};
+        let rec = r#"{"time":"2024-11-05T09:14:03Z","category":"GatewayLogs","correlationId":"c1","properties":{"apiId":"a","responseCode":200}}"#;
+        let text = format!("this is not json\n{rec}\n");
+        assert!(matches!(
+            apim::decode(&text, 1),
+            Err(IngestError::UnknownFormat(_))
+        ));
+        let items = apim::decode_with(&text, 1, false).unwrap();
+        assert!(matches!(items[0], ApimItem::Reject { .. }), "{items:?}");
+        assert!(matches!(items[1], ApimItem::Gateway { .. }), "{items:?}");
+
+        let line = "INFO  2024-11-05 09:14:03,127 [[MuleRuntime].uber.03: [orders-papi].orders-papi-main.CPU_LITE @4f1a2b3c] [processor: orders-papi-main/processors/0; event: 8d0c3f5e-2a41-4b7e-9c61-3f2e8a9d1b07] org.mule.runtime.core.internal.processor.LoggerMessageProcessor: hello";
+        let json = r#"{"correlationId":"c2","message":"m","tracePoint":"START","priority":"INFO","timestamp":"2024-11-05T09:15:12.891Z"}"#;
+        for good in [line, json] {
+            let text = format!("    at com.acme.Foo.bar(Foo.java:42)\n{good}\n");
+            assert!(mule::decode(&text, 1).is_err(), "{text}");
+            let items = mule::decode_with(&text, 1, false).unwrap();
+            assert!(matches!(items[0], MuleItem::Reject { .. }), "{items:?}");
+            assert!(matches!(items[1], MuleItem::Event(_)), "{items:?}");
+        }
+    }
 
     #[test]
     fn otlp_is_recognised_by_its_keys() {
