@@ -697,3 +697,50 @@ async fn kafka_source_reports_a_wrong_password_and_keeps_trying() {
     sigterm_and_wait(run);
     assert!(!std::fs::read_to_string(&log).unwrap().contains(RIGHT));
 }
+
+/// A password file corrected while seam runs (a rotated secret, a Key Vault reference
+/// refreshed) is read again after authentication has failed for a while: no restart needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_reads_a_corrected_password_file_without_a_restart() {
+    const USER: &str = "seam-rotated";
+    const RIGHT: &str = "rotated-right-horse";
+    const WRONG: &str = "stale-staple-43";
+    let _one = KAFKA_TESTS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(dir.path(), false);
+    tansu.create_topics();
+    tansu.cli(&["user", "create", USER, RIGHT, "--mechanism", "scram256"]);
+    let p = producer(&tansu.bootstrap());
+    let want = produce(&p, &bodies(&generate(32, 100, start_ns(), 10))).await;
+    drop(p);
+    tansu.restart(true);
+
+    let name = "kafka-rotated";
+    let secret = dir.path().join("kafka-password");
+    std::fs::write(&secret, format!("{WRONG}\n")).unwrap();
+    let toml = source_toml(name, &tansu.bootstrap(), Some((USER, "UNUSED"))).replace(
+        "sasl_password_env = \"UNUSED\"",
+        &format!("sasl_password_file = \"{}\"", secret.display()),
+    );
+    let data = dir.path().join("seam");
+    let log = dir.path().join("seam.log");
+    let run = spawn_custom(&data, &toml, &[], Some(&log));
+    let api = run.api.clone();
+    let error = wait_until("the authentication error", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, name).await?;
+            let e = s["last_error"].as_str()?;
+            e.contains("authentication").then(|| e.to_string())
+        }
+    })
+    .await;
+    waited(error, &run.api, name, &log).await;
+    std::fs::write(&secret, format!("{RIGHT}\n")).unwrap();
+    let tansu_log = dir.path().join("tansu.log");
+    wait_all(&run.api, name, &want, &[&log, &tansu_log]).await;
+    check_exactly_once(&run.api, name, &want).await;
+    sigterm_and_wait(run);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(RIGHT) && !logged.contains(WRONG));
+}

@@ -57,6 +57,13 @@ const LINGER: Duration = Duration::from_millis(100);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first wait before trying again after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Authentication failing this long with one client: a new client is made, which reads the
+/// SASL password again (a rotated secret, a corrected file or Key Vault reference).
+const REAUTH_AFTER: Duration = Duration::from_secs(30);
+
+/// How often an idle consumer looks at its health.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
 /// A client that ran this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
@@ -82,6 +89,8 @@ enum Got {
     Linger,
     Message(Msg),
     Failed(KafkaError),
+    /// Nothing came for a while: time to look at the source's health.
+    Idle,
 }
 
 /// Runs the source until seam stops.
@@ -148,6 +157,7 @@ async fn session(
             None => None,
         };
         shared.set_secret(password.clone());
+        shared.new_client();
         let settings = client::client_config(cfg, password.as_deref())
             .map_err(|e| Failure::config(format!("kafka source {name}: {e}")))?;
         let created: Result<StreamConsumer<KafkaContext>, KafkaError> =
@@ -241,6 +251,7 @@ async fn consume(
                 None => tokio::select! {
                     _ = stop.wait_for(|v| *v) => Got::Stop,
                     r = consumer.recv() => got(r),
+                    () = tokio::time::sleep(IDLE_CHECK) => Got::Idle,
                 },
                 Some(d) => tokio::select! {
                     _ = stop.wait_for(|v| *v) => Got::Stop,
@@ -253,6 +264,19 @@ async fn consume(
             let m = match next {
                 Got::Stop => return Ok(Stopped),
                 Got::Linger => break,
+                Got::Idle => {
+                    if shared.auth_failing_for().is_some_and(|d| d >= REAUTH_AFTER) {
+                        return Err(Failure {
+                            kind: Kind::Auth,
+                            message: format!(
+                                "kafka source {name}: authentication has failed for {}s; \
+                                 reading the SASL password again and reconnecting",
+                                REAUTH_AFTER.as_secs()
+                            ),
+                        });
+                    }
+                    continue;
+                }
                 Got::Failed(e) => {
                     failed(name, e)?;
                     continue;

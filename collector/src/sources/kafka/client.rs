@@ -276,6 +276,8 @@ pub(super) struct Shared {
     newest_ms: AtomicI64,
     /// The trouble reported last, until a success.
     failing: Mutex<Option<Kind>>,
+    /// Since when authentication has been failing (cleared by a success or a new client).
+    auth_since: Mutex<Option<std::time::Instant>>,
     commit_failing: AtomicBool,
 }
 
@@ -320,6 +322,7 @@ impl Shared {
             reassigned: Mutex::new(Vec::new()),
             newest_ms: AtomicI64::new(i64::MIN),
             failing: Mutex::new(None),
+            auth_since: Mutex::new(None),
             commit_failing: AtomicBool::new(false),
         }
     }
@@ -341,16 +344,30 @@ impl Shared {
     /// Records trouble: status, metric, log (each message once while it repeats).
     pub(super) fn report(&self, kind: Kind, message: &str) {
         *lock(&self.failing) = Some(kind);
+        if matches!(kind, Kind::Auth) {
+            lock(&self.auth_since).get_or_insert_with(std::time::Instant::now);
+        }
         let message = self.redacted(message);
         self.ctx.error(kind.label(), &message);
     }
 
     /// The source works again (messages stored, or the brokers are up).
     pub(super) fn recovered(&self) {
+        *lock(&self.auth_since) = None;
         let was = lock(&self.failing).take();
         if was.is_some() {
             self.ctx.ok();
         }
+    }
+
+    /// How long authentication has been failing with the current client, if it is.
+    pub(super) fn auth_failing_for(&self) -> Option<std::time::Duration> {
+        lock(&self.auth_since).map(|t| t.elapsed())
+    }
+
+    /// A new client starts: its authentication has not failed yet.
+    pub(super) fn new_client(&self) {
+        *lock(&self.auth_since) = None;
     }
 
     /// seam's durable positions now.
