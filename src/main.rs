@@ -382,19 +382,8 @@ fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
         args.server.trim_end_matches('/')
     );
     runtime()?.block_on(async move {
-        let resp = seam::client::http_client(std::time::Duration::from_secs(3600))?
-            .post(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach seam at {}", args.server))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "correlation failed ({status}): {}",
-                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
-            );
-        }
+        let client = seam::client::http_client(std::time::Duration::from_secs(3600))?;
+        let body = api_json(client.post(&url), &args.server, "correlation failed").await?;
         println!(
             "seam correlate: {} requests recomputed since {}",
             body.get("requests")
@@ -406,22 +395,33 @@ fn correlate(args: CorrelateArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Sends `req` to seam's API at `server` and gives its JSON answer; a refusal is an error
+/// that starts with `what` and carries seam's message.
+async fn api_json(
+    req: reqwest::RequestBuilder,
+    server: &str,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach seam at {server}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{what} ({status}): {}",
+            body.get("error").and_then(|e| e.as_str()).unwrap_or("")
+        );
+    }
+    Ok(body)
+}
+
 fn sources(args: SourcesArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/sources", args.server.trim_end_matches('/'));
     runtime()?.block_on(async move {
-        let resp = seam::client::http_client(std::time::Duration::from_secs(30))?
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach seam at {}", args.server))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "seam answered {status}: {}",
-                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
-            );
-        }
+        let client = seam::client::http_client(std::time::Duration::from_secs(30))?;
+        let body = api_json(client.get(&url), &args.server, "seam refused").await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&body)?);
         } else {
