@@ -215,6 +215,10 @@ pub struct SeamConfig {
     pub tls: TlsConfig,
     /// Pulled sources (`[[sources]]`): Kafka / Event Hubs, Azure Storage blobs, log files.
     pub sources: Vec<seam_collector::sources::pull::SourceConfig>,
+    /// Mappings (`[mappings.NAME]`): how to read record shapes users define, by name.
+    pub mappings: std::collections::BTreeMap<String, seam_collector::mapping::MappingSpec>,
+    /// Files of more `[mappings.NAME]` tables, relative to the config file's directory.
+    pub mapping_files: Vec<PathBuf>,
 }
 
 impl Default for SeamConfig {
@@ -232,6 +236,8 @@ impl Default for SeamConfig {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             sources: Vec::new(),
+            mappings: Default::default(),
+            mapping_files: Vec::new(),
         }
     }
 }
@@ -301,6 +307,31 @@ impl SeamConfig {
             }
             None => Self::default(),
         };
+        let base = file
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for f in cfg.mapping_files.clone() {
+            let path = if f.is_absolute() { f } else { base.join(f) };
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let more: seam_collector::mapping::MappingFile =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            for (name, spec) in more.mappings {
+                if cfg.mappings.contains_key(&name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "mapping {name} is defined twice (in {} and before it)",
+                        path.display()
+                    )));
+                }
+                cfg.mappings.insert(name, spec);
+            }
+        }
         if let Some(d) = overrides.data_dir {
             cfg.data_dir = d;
         }
@@ -328,6 +359,16 @@ impl SeamConfig {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The mappings: the presets shipped with seam and the configured ones (which replace a
+    /// preset of the same name).
+    ///
+    /// # Errors
+    /// A mapping that does not check, named with its key.
+    pub fn mappings(&self) -> Result<seam_collector::mapping::Mappings, ConfigError> {
+        seam_collector::mapping::Mappings::with_user(&self.mappings)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// Parses TOML text.
@@ -380,6 +421,22 @@ impl SeamConfig {
         self.tokens.build()?;
         seam_collector::sources::pull::config::validate_all(&self.sources)
             .map_err(ConfigError::Invalid)?;
+        let mappings = self.mappings()?;
+        for s in &self.sources {
+            if let Some(name) = s.mapping() {
+                let m = mappings.get(name).map_err(|e| {
+                    ConfigError::Invalid(format!("[[sources]] {:?}: mapping: {e}", s.name()))
+                })?;
+                if m.format == seam_collector::mapping::Format::Csv {
+                    return Err(ConfigError::Invalid(format!(
+                        "[[sources]] {:?}: mapping {name} reads CSV, which a pulled source \
+                         cannot cut into steps yet (each step would lose the header row); \
+                         send CSV files with seam ingest --mapping {name}",
+                        s.name()
+                    )));
+                }
+            }
+        }
         for s in &self.sources {
             // A step is decoded into rows several times its text size; one that could never
             // fit the memory budget would pause the source for ever.
@@ -518,7 +575,7 @@ mod tests {
             out.push('\n');
         }
         let cfg = SeamConfig::from_toml(&out).unwrap();
-        assert_eq!(cfg.sources.len(), 3);
+        assert_eq!(cfg.sources.len(), 4);
         cfg.validate().unwrap();
         let round = SeamConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(round, cfg);

@@ -107,6 +107,11 @@ struct IngestArgs {
     /// Force a format instead of detecting it per file (e.g. apim_jsonl, mule_log4j).
     #[arg(long)]
     format: Option<String>,
+    /// Read the files with the mapping NAME ([mappings.NAME] in the server's config, or a
+    /// preset: apim-log-to-eventhub, kong, envoy, nginx, aws-apigateway, identity-proxy);
+    /// sent as `?mapping=NAME` to /ingest/apim.
+    #[arg(long, value_name = "NAME", conflicts_with = "format")]
+    mapping: Option<String>,
     /// IANA time zone of times written without one (e.g. Europe/Dublin) [default: UTC].
     #[arg(long)]
     timezone: Option<String>,
@@ -283,6 +288,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let opts = seam::ingest::Options {
         to,
         format: args.format,
+        mapping: args.mapping,
         timezone: args.timezone,
         gateway: args.gateway,
         service: args.service,

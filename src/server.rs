@@ -459,9 +459,13 @@ impl Server {
         .map_err(|e| dir_err(format!("{}: {e}", dedupe_path.display())))?;
         let traffic = TrafficRules::new(&cfg.access.non_request_flows, &cfg.access.health_paths)
             .map_err(|e| dir_err(format!("[access]: {e}")))?;
+        let mappings = cfg
+            .mappings()
+            .map_err(|e| dir_err(format!("[mappings]: {e}")))?;
         let collector = Arc::new(
             Collector::new(Arc::clone(&wal), cfg.limits.clone(), tokens)
-                .with_access(Arc::new(dedupe), traffic),
+                .with_access(Arc::new(dedupe), traffic)
+                .with_mappings(mappings),
         );
         collector.seed_dedupe(storage.as_ref());
         let query = Arc::new(QueryService::new(

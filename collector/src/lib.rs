@@ -19,6 +19,7 @@ pub mod config;
 pub mod decode;
 pub mod dedupe;
 pub mod error;
+pub mod mapping;
 pub mod normalise;
 pub mod receive;
 pub mod sanitise;
@@ -85,6 +86,7 @@ pub struct Collector {
     stats: stats::IngestStats,
     dedupe: Arc<dedupe::DedupeIndex>,
     traffic: sources::mule::normalise::TrafficRules,
+    mappings: Arc<mapping::Mappings>,
     access_lock: tokio::sync::Mutex<()>,
 }
 
@@ -120,8 +122,31 @@ impl Collector {
             stats: stats::IngestStats::default(),
             dedupe: Arc::new(dedupe::DedupeIndex::in_memory()),
             traffic: sources::mule::normalise::TrafficRules::default(),
+            mappings: Arc::new(mapping::Mappings::presets().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "A preset mapping does not compile (a bug in seam).");
+                mapping::Mappings::default()
+            })),
             access_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Reads inputs sent with a mapping name by `mappings` (the presets and the config's).
+    pub fn with_mappings(mut self, mappings: mapping::Mappings) -> Self {
+        self.mappings = Arc::new(mappings);
+        self
+    }
+
+    /// The mapping called `name`.
+    ///
+    /// # Errors
+    /// [`IngestError::InvalidPayload`] naming the known mappings.
+    pub fn mapping(&self, name: &str) -> Result<Arc<mapping::Mapping>, IngestError> {
+        self.mappings.get(name).map_err(IngestError::InvalidPayload)
+    }
+
+    /// Every mapping this collector knows.
+    pub fn mappings(&self) -> &mapping::Mappings {
+        &self.mappings
     }
 
     /// Uses `index` to recognise duplicate gateway and flow records, and `traffic` to tell

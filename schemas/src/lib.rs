@@ -26,4 +26,4 @@ pub const TRUNCATED_MARK: &str = "…[truncated by seam]";
 /// Version of the table schemas. Bumped when a column is added; columns are only ever added
 /// as nullable, so files written under an older version stay readable (missing columns read
 /// as NULL).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

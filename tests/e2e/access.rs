@@ -3,7 +3,9 @@
 //! variations of our own (casing, numbers as strings, `properties` as a string,
 //! AzureDiagnostics, self-hosted lines, CSV events, CloudHub exports, multi-line Mule errors,
 //! a garbage line, a partial last line); duplicates and re-imports (also across a restart);
-//! unknown formats; and that no secret reaches disk.
+//! unknown formats; that no secret reaches disk; and big files through `seam ingest` (a 50 MB
+//! Event Hubs batch, batch files of every size, JSON Lines and a portal CSV export in chunks
+//! giving what the whole file gives).
 
 use std::io::Write as _;
 
@@ -957,4 +959,364 @@ async fn pathological_bodies_and_positions_out_of_range() {
     );
     assert_eq!(rows[1]["line"], 9_007_199_254_740_992_i64, "{rows:?}");
     stack.stop().await;
+}
+
+/// About the size of the Event Hubs batch of issue 19 (a single `{"records":[…]}` document).
+const BIG_BATCH_BYTES: usize = 50 << 20;
+
+/// One APIM GatewayLogs record as Azure writes it in a pre-2018 storage blob or an Event Hubs
+/// body: pretty-printed, indented for its place in `"records"`. Record `i` has its own
+/// correlation id; sizes vary from about 1.5 KiB to about 5 KiB, and every 97th record is
+/// about 135 KiB (a big map of request headers).
+fn gateway_record(i: usize) -> String {
+    let headers = if i % 97 == 7 { 1400 } else { (i * 7) % 40 };
+    let mut extra = String::new();
+    for k in 0..headers {
+        extra.push_str(&format!(
+            ",\n          \"X-Trace-Context-{k:04}\": \"{i}-{k}-{}\"",
+            "abcdefghij".repeat(5)
+        ));
+    }
+    let cid = format!("{i:08x}-5e2a-4b7e-9c61-{:012x}", i * 7919);
+    let status = [200, 200, 200, 201, 404, 500][i % 6];
+    let (h, m, s, frac) = (
+        9 + (i / 3600) % 10,
+        (i / 60) % 60,
+        i % 60,
+        (i * 7) % 10_000_000,
+    );
+    let duration = 20 + (i * 13) % 900;
+    let backend = duration.saturating_sub(5 + i % 15);
+    let ip = 10 + i % 240;
+    let agent = i % 10;
+    let (trace, span) = (i + 1, i * 31 + 7);
+    format!(
+        r#"    {{
+      "time": "2024-11-05T{h:02}:{m:02}:{s:02}.{frac:07}Z",
+      "resourceId": "/SUBSCRIPTIONS/6F1C2D3E-4A5B-4C6D-8E9F-0A1B2C3D4E5F/RESOURCEGROUPS/RG-INTEGRATION-WEU/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/APIM-BIG-WEU",
+      "operationName": "Microsoft.ApiManagement/GatewayLogs",
+      "category": "GatewayLogs",
+      "durationMs": {duration},
+      "callerIpAddress": "203.0.113.{ip}",
+      "correlationId": "{cid}",
+      "location": "West Europe",
+      "Level": 4,
+      "isRequestSuccess": {success},
+      "properties": {{
+        "method": "GET",
+        "url": "https://apim-big-weu.azure-api.net/orders/v1/orders/ORD-{i}",
+        "backendResponseCode": {status},
+        "responseCode": {status},
+        "responseSize": {size},
+        "cache": "none",
+        "backendTime": {backend},
+        "requestSize": 1893,
+        "apiId": "orders-api",
+        "operationId": "get-order",
+        "productId": "partner-gold",
+        "userId": "6541a7c2f1e9b80d2c3a4b10",
+        "apimSubscriptionId": "6541a7c2f1e9b80d2c3a4b5e",
+        "backendId": "orders-papi",
+        "clientTime": 4,
+        "clientProtocol": "HTTP/1.1",
+        "backendProtocol": "HTTP/1.1",
+        "apiRevision": "3",
+        "clientTlsVersion": "1.2",
+        "backendMethod": "GET",
+        "backendUrl": "https://orders-papi-prd.de-c1.cloudhub.io/api/orders/ORD-{i}",
+        "requestHeaders": {{
+          "traceparent": "00-{trace:032x}-{span:016x}-01",
+          "User-Agent": "acme-erp-connector/4.{agent} Java-http-client/17.0.9"{extra}
+        }},
+        "backendRequestHeaders": {{
+          "X-Correlation-ID": "{cid}"
+        }}
+      }}
+    }}"#,
+        success = status < 400,
+        size = 300 + (i * 37) % 5000,
+    )
+}
+
+/// Records of [`gateway_record`] from 0 until their text reaches `bytes`.
+fn gateway_records(bytes: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut size = 0;
+    while size < bytes {
+        let r = gateway_record(out.len());
+        size += r.len() + 2;
+        out.push(r);
+    }
+    out
+}
+
+/// An Event Hubs body or pre-2018 storage blob of `records`.
+fn records_document(records: &[String]) -> String {
+    let mut s = String::with_capacity(records.iter().map(|r| r.len() + 2).sum::<usize>() + 32);
+    s.push_str("{\n  \"records\": [\n");
+    s.push_str(&records.join(",\n"));
+    s.push_str("\n  ]\n}\n");
+    s
+}
+
+/// The places `seam ingest -v` printed refusals at (`file:line` or `file record N`).
+fn refusal_positions(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("  rejected "))
+        .map(|l| l.split(": ").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+async fn gateway_counts(api: &str) -> (Option<i64>, Option<i64>) {
+    let row = one(
+        api,
+        "SELECT count(*) AS n, count(DISTINCT correlation_id) AS d FROM gateway_logs",
+    )
+    .await;
+    (row["n"].as_i64(), row["d"].as_i64())
+}
+
+/// Issue 19, item 1: one Event Hubs batch document of about 50 MB (pretty-printed as Azure
+/// writes pre-2018 blobs, some records of about 110 KiB) is detected from a prefix that ends
+/// inside the document and sent in chunks of the default size: every record is stored once,
+/// nothing is refused, and sending it again gives only duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_event_hubs_batch_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = spawn_custom(&dir.path().join("data"), "", &[], None);
+    let records = gateway_records(BIG_BATCH_BYTES);
+    let n = records.len();
+    let path = dir.path().join("big-batch.json");
+    std::fs::write(&path, records_document(&records)).unwrap();
+    drop(records);
+    let file = path.to_str().unwrap();
+    let (ok, out, err) = seam_ingest(&run.http, &["-v", file]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("{file}: {n} accepted, 0 rejected, 0 duplicates")),
+        "{out}{err}"
+    );
+    let n = n as i64;
+    assert_eq!(gateway_counts(&run.api).await, (Some(n), Some(n)));
+    assert_eq!(
+        count(&run.api, "SELECT count(*) FROM rejects")
+            .await
+            .unwrap(),
+        0
+    );
+
+    let (ok, out, err) = seam_ingest(&run.http, &["-v", file]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("{file}: 0 accepted, 0 rejected, {n} duplicates")),
+        "{out}{err}"
+    );
+    assert_eq!(gateway_counts(&run.api).await, (Some(n), Some(n)));
+    sigterm_and_wait(run);
+}
+
+/// Issue 19, item 1, as reported: the same content as Event Hubs batch files of every size
+/// (`{"records":[…]}` each, about half of them above 64 KiB, some above 200 KiB): every file
+/// is recognised and every record accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hubs_batch_files_above_and_below_64_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = spawn_custom(&dir.path().join("data"), "", &[], None);
+    let records = gateway_records(BIG_BATCH_BYTES);
+    let n = records.len();
+    let batches = dir.path().join("batches");
+    std::fs::create_dir(&batches).unwrap();
+    // Batch sizes as an Event Hubs capture leaves them: a few KiB to a few hundred.
+    let targets = [6, 20, 40, 60, 63, 66, 70, 90, 130, 200].map(|k: usize| k << 10);
+    let (mut files, mut above) = (0usize, 0usize);
+    let mut rest = records.as_slice();
+    while !rest.is_empty() {
+        let target = targets[files % targets.len()];
+        let (mut take, mut size) = (0, 0);
+        while take < rest.len() && (take == 0 || size + rest[take].len() <= target) {
+            size += rest[take].len() + 2;
+            take += 1;
+        }
+        let doc = records_document(&rest[..take]);
+        above += usize::from(doc.len() > 64 << 10);
+        std::fs::write(batches.join(format!("{files:04}.json")), doc).unwrap();
+        rest = &rest[take..];
+        files += 1;
+    }
+    assert!(
+        above > files / 3 && above < files,
+        "{above} of {files} files above 64 KiB"
+    );
+    let (ok, out, err) = seam_ingest(&run.http, &[batches.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "seam ingest: {files} files, {n} records accepted, 0 rejected, 0 duplicates"
+        )),
+        "{out}{err}"
+    );
+    let n = n as i64;
+    assert_eq!(gateway_counts(&run.api).await, (Some(n), Some(n)));
+    sigterm_and_wait(run);
+}
+
+/// Issue 19, item 5: a JSON Lines file with unreadable lines in the middle (a run of them
+/// longer than a chunk, broken JSON lines, JSON objects in no known shape) and a cut last
+/// line gives the same counts and the same refusal positions sent in chunks of 4 KiB as sent
+/// whole, each on a fresh seam.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_in_chunks_refuse_what_the_whole_file_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    let mut bad = Vec::new();
+    for i in 1..=400u64 {
+        let line = match i {
+            150..=165 if i % 2 == 0 => {
+                format!("this line is not a record #{i} {}", "x".repeat(280))
+            }
+            150..=165 => format!(
+                r#"{{"neither":"a gateway record","line":{i},"pad":"{}"}}"#,
+                "y".repeat(280)
+            ),
+            37 | 211 | 302 => format!(
+                r#"{{"time":"2024-11-05T09:20:00Z","category":"GatewayLogs","correlationId":"broken-{i}","properties":{{"url":"https://x/{}"#,
+                "z".repeat(200)
+            ),
+            _ => format!(
+                r#"{{"time":"2024-11-05T09:{:02}:{:02}Z","resourceId":"/X/SERVICE/APIM-LINES","category":"GatewayLogs","correlationId":"jl-{i:04}","durationMs":{},"properties":{{"method":"GET","url":"https://apim-lines.azure-api.net/a/{i}","responseCode":200,"requestHeaders":{{"User-Agent":"{}"}}}}}}"#,
+                i / 60,
+                i % 60,
+                i % 300,
+                "agent ".repeat((i % 30) as usize)
+            ),
+        };
+        if matches!(i, 37 | 150..=165 | 211 | 302) {
+            bad.push(i);
+        }
+        lines.push(line);
+    }
+    let mut text = lines.join("\n");
+    text.push_str("\n{\"time\":\"2024-11-05T09:21:00Z\",\"category\":\"GatewayLo");
+    bad.push(401);
+    let path = dir.path().join("PT1H.json");
+    std::fs::write(&path, &text).unwrap();
+    let file = path.to_str().unwrap();
+    let expected: Vec<String> = bad.iter().map(|l| format!("{file}:{l}")).collect();
+    let good = 400 - (bad.len() - 1);
+
+    let mut summaries = Vec::new();
+    for chunk in ["4096", "4194304"] {
+        let run = spawn_custom(&dir.path().join(format!("data-{chunk}")), "", &[], None);
+        let (ok, out, err) = seam_ingest(&run.http, &["-v", "--chunk-bytes", chunk, file]);
+        assert!(ok, "--chunk-bytes {chunk}: {out}{err}");
+        assert_eq!(
+            refusal_positions(&out),
+            expected,
+            "--chunk-bytes {chunk}: {out}"
+        );
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{file}: ")))
+            .unwrap_or_else(|| panic!("no summary line: {out}"))
+            .to_string();
+        assert_eq!(
+            summary,
+            format!(
+                "{file}: {good} accepted, {} rejected, 0 duplicates",
+                bad.len()
+            )
+        );
+        let stored = count(&run.api, "SELECT count(*) FROM gateway_logs")
+            .await
+            .unwrap();
+        assert_eq!(stored, good as i64);
+        summaries.push(summary);
+        sigterm_and_wait(run);
+    }
+    assert_eq!(summaries[0], summaries[1]);
+}
+
+/// Issue 19, item 3: an Azure portal CSV export larger than a chunk is cut only between rows
+/// (never inside a quoted field, and several hold line breaks), every chunk after the first
+/// starting with the export's header line, so the counts and the refusal positions (a row
+/// with too few fields) are those of the file sent whole. The portal CSV decoder was written
+/// at the same time: adjust the columns here if its rules change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_csv_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "TenantId,TimeGenerated [UTC],OperationName,CorrelationId,Region,IsRequestSuccess,\
+                  Category,TotalTime,CallerIpAddress,Method,Url,ResponseCode,BackendResponseCode,\
+                  BackendTime,ApiId,OperationId,LastErrorReason,LastErrorMessage,RequestHeaders,\
+                  _ResourceId";
+    let mut text = format!("\u{feff}{header}\n");
+    let mut line = 2u64;
+    let mut bad = Vec::new();
+    let rows = 3000usize;
+    for i in 0..rows {
+        if i == 1500 {
+            text.push_str("0e6c4a2b,not,enough,fields\n");
+            bad.push(line);
+            line += 1;
+            continue;
+        }
+        let time = format!(
+            "\"11/5/2024, {}:{:02}:{:02}.{:03} AM\"",
+            9 + (i / 3600) % 3,
+            (i / 60) % 60,
+            i % 60,
+            i % 1000
+        );
+        let status = if i % 9 == 4 { 401 } else { 200 };
+        let (reason, message) = if i % 9 == 4 {
+            (
+                "TokenExpired",
+                "\"IDX10223: Lifetime validation failed.\nThe token is expired, \"\"exp\"\" passed.\"",
+            )
+        } else {
+            ("", "")
+        };
+        let headers = format!(
+            "\"{{\"\"traceparent\"\":\"\"00-{i:032x}-{:016x}-01\"\",\"\"User-Agent\"\":\"\"acme-erp-connector/4.2.1\"\"}}\"",
+            i * 31 + 7
+        );
+        text.push_str(&format!(
+            "0e6c4a2b-8d1f-4e3a-b5c7-9f2d4e6a8b1c,{time},Microsoft.ApiManagement/GatewayLogs,csv-{i:06},West Europe,{},GatewayLogs,{},203.0.113.{},GET,https://apim-csv-weu.azure-api.net/orders/v1/orders/ORD-{i},{status},{status},{},orders-api,get-order,{reason},{message},{headers},/subscriptions/6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f/resourcegroups/rg-integration-weu/providers/microsoft.apimanagement/service/apim-csv-weu\n",
+            status == 200,
+            20 + i % 900,
+            10 + i % 240,
+            10 + i % 800,
+        ));
+        line += if message.is_empty() { 1 } else { 2 };
+    }
+    let path = dir.path().join("portal-export.csv");
+    std::fs::write(&path, &text).unwrap();
+    let file = path.to_str().unwrap();
+    let expected: Vec<String> = bad.iter().map(|l| format!("{file}:{l}")).collect();
+    let good = rows - bad.len();
+
+    let mut summaries = Vec::new();
+    for chunk in ["65536", "4194304"] {
+        let run = spawn_custom(&dir.path().join(format!("data-{chunk}")), "", &[], None);
+        let (ok, out, err) = seam_ingest(&run.http, &["-v", "--chunk-bytes", chunk, file]);
+        assert!(ok, "--chunk-bytes {chunk}: {out}{err}");
+        assert_eq!(
+            refusal_positions(&out),
+            expected,
+            "--chunk-bytes {chunk}: {out}"
+        );
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{file}: ")))
+            .unwrap_or_else(|| panic!("no summary line: {out}"))
+            .to_string();
+        assert_eq!(
+            summary,
+            format!("{file}: {good} accepted, 1 rejected, 0 duplicates")
+        );
+        let good = good as i64;
+        assert_eq!(gateway_counts(&run.api).await, (Some(good), Some(good)));
+        summaries.push(summary);
+        sigterm_and_wait(run);
+    }
+    assert_eq!(summaries[0], summaries[1]);
 }

@@ -17,6 +17,7 @@ mod durability;
 mod hardening;
 mod limits;
 mod loadgen;
+mod mappings;
 mod otlp_grpc;
 mod otlp_http;
 mod pgwire;

@@ -388,3 +388,948 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
     }
     t
 }
+
+// ---------------------------------------------------------------------------------------
+// Other gateways and user-defined event shapes (mappings).
+// ---------------------------------------------------------------------------------------
+
+/// The gateway products [`generate_gateways`] writes: (`gateway_product`, the mapping preset
+/// a file of that product is ingested with; `None`: seam reads APIM's own shape without one).
+pub const GATEWAY_PRODUCTS: &[(&str, Option<&str>)] = &[
+    ("apim", None),
+    ("kong", Some("kong")),
+    ("envoy", Some("envoy")),
+    ("nginx", Some("nginx")),
+    ("aws_apigateway", Some("aws-apigateway")),
+    ("identity_proxy", Some("identity-proxy")),
+];
+
+/// The kinds of request [`generate_gateways`] cycles through, per product.
+const GATEWAY_KINDS: &[&str] = &[
+    "ok",
+    "gateway_rejection",
+    "backend_failure",
+    "ok",
+    "bypass",
+    "integration_failure",
+    "ok",
+];
+
+/// `client_app` (azp) of the bearer token some Kong records log.
+pub const KONG_TOKEN_CLIENT_APP: &str = "gen-kong-client";
+/// `subject` (sub) of the bearer token some Kong records log.
+pub const KONG_TOKEN_SUBJECT: &str = "gen-kong-subject";
+/// The header row of [`GatewayTraffic::contoso_csv`].
+pub const CONTOSO_CSV_HEADER: &str =
+    "EventTime,Service,RequestId,ClientIp,Operation,Status,ElapsedMs,Scopes,Fingerprint,Channel";
+
+const USER_AGENT: &str = "contoso-partner-client/2.3 (+https://contoso.example)";
+const KONG_SERVICE_ID: &str = "fb4eecf8-dec2-40ef-b779-16de7e2384c7";
+const KONG_ROUTE_ID: &str = "0f1a4101-3327-4274-b1e4-484a4ab0c030";
+const KONG_CONSUMER_ID: &str = "3391944b-2c84-4eda-95d0-20fb21f16c1b";
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// What a request of [`generate_gateways`] must become in `requests`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayTruth {
+    /// `requests.request_id`: the gateway record's `correlation_id` (what the product's
+    /// preset maps to it), else (a bypass) the Mule correlation id.
+    pub request_id: String,
+    /// `gateway_logs.gateway_product` of its gateway record; `None` for a bypass.
+    pub product: Option<&'static str>,
+    /// `ok`, `gateway_rejection`, `backend_failure`, `integration_failure` or `bypass`.
+    pub kind: &'static str,
+    /// `status_code`: what the client got.
+    pub status: i32,
+    /// `rejected_by`.
+    pub rejected_by: Option<&'static str>,
+    /// `bypassed_gateway`.
+    pub bypass: bool,
+    /// The gateway record's `correlation_id`; `None` for a bypass.
+    pub gateway_correlation_id: Option<String>,
+    /// `mule_correlation_id`: the Mule event correlation id, when Mule saw the request.
+    pub mule_correlation_id: Option<String>,
+    /// The W3C trace id the client started (logged by the gateways that log traceparent,
+    /// and by Mule).
+    pub trace_id: String,
+    /// The client's address.
+    pub client_ip: String,
+}
+
+/// What [`generate_gateways`] writes: per product the records (JSON Lines, one string a
+/// line; APIM in its storage-archive shape), the Mule JSON Logger lines of the integration
+/// layer, a team's custom events in JSON and CSV, and the truth per request.
+#[derive(Debug, Default)]
+pub struct GatewayTraffic {
+    /// APIM GatewayLogs records (storage archive lines; read without a mapping).
+    pub apim: Vec<String>,
+    /// Kong file-log / http-log records (preset `kong`).
+    pub kong: Vec<String>,
+    /// Envoy JSON access log lines with Istio's keys (preset `envoy`).
+    pub envoy: Vec<String>,
+    /// NGINX `log_format seam escape=json` lines (preset `nginx`).
+    pub nginx: Vec<String>,
+    /// AWS API Gateway JSON access log lines (preset `aws-apigateway`).
+    pub aws_apigateway: Vec<String>,
+    /// Identity-aware proxy events, Pomerium-like (preset `identity-proxy`).
+    pub identity_proxy: Vec<String>,
+    /// Mule JSON Logger lines (START, AFTER_REQUEST, END per request; scheduler noise).
+    pub mule_lines: Vec<String>,
+    /// A team's own gateway events with nested fields (JSON lines), one per APIM request,
+    /// for a `contoso-events` mapping: `ts`, `requestId`, `api`, `op.name`, `status`,
+    /// `caller.ip`, `http.method`, `http.url`, `timing.elapsedSeconds`, `token.fp`,
+    /// `token.azp` / `token.appid` / `token.cid`, `token.scp` (text or array), `token.sub`,
+    /// `token.tid`, `token.exp`, `token.roles`, `error.reason`, and unmapped `channel`,
+    /// `retries`, `op.version`, `caller.country`.
+    pub contoso_events: Vec<String>,
+    /// The same kind of event as CSV ([`CONTOSO_CSV_HEADER`] first), time as
+    /// `%d/%m/%Y %H:%M:%S%.3f` (UTC), `Channel` quoted when it holds a comma.
+    pub contoso_csv: Vec<String>,
+    /// The truth, one per request.
+    pub truth: Vec<GatewayTruth>,
+    /// A compact JWT that some Kong records log as `Authorization: Bearer …`.
+    pub kong_bearer: String,
+    /// The `correlation_id` (Kong `request.id`) of each Kong record that logged it.
+    pub kong_bearer_requests: Vec<String>,
+    /// Correlation ids of Mule scheduler lines: never a request.
+    pub scheduler_correlation_ids: Vec<String>,
+}
+
+impl GatewayTraffic {
+    /// The records of `product` (a name of [`GATEWAY_PRODUCTS`]); empty for another name.
+    pub fn lines(&self, product: &str) -> &[String] {
+        match product {
+            "apim" => self.apim.as_slice(),
+            "kong" => self.kong.as_slice(),
+            "envoy" => self.envoy.as_slice(),
+            "nginx" => self.nginx.as_slice(),
+            "aws_apigateway" => self.aws_apigateway.as_slice(),
+            "identity_proxy" => self.identity_proxy.as_slice(),
+            _ => &[],
+        }
+    }
+
+    /// The records of `product` as one JSON Lines text.
+    pub fn text(&self, product: &str) -> String {
+        lines_text(self.lines(product))
+    }
+
+    /// The Mule lines as one JSON Lines text.
+    pub fn mule_text(&self) -> String {
+        lines_text(&self.mule_lines)
+    }
+
+    fn lines_mut(&mut self, product: &str) -> &mut Vec<String> {
+        match product {
+            "apim" => &mut self.apim,
+            "kong" => &mut self.kong,
+            "envoy" => &mut self.envoy,
+            "nginx" => &mut self.nginx,
+            "aws_apigateway" => &mut self.aws_apigateway,
+            _ => &mut self.identity_proxy,
+        }
+    }
+}
+
+/// `lines` joined by newlines, with a final newline.
+pub fn lines_text(lines: &[String]) -> String {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+/// One request as its gateway saw it.
+struct GwReq<'a> {
+    i: usize,
+    j: usize,
+    t0: i64,
+    status: i32,
+    /// The status the gateway got from its upstream; `None`: it called none.
+    backend_status: Option<i32>,
+    total: i64,
+    backend_time: i64,
+    correlation_id: &'a str,
+    /// The X-Correlation-ID the gateway passed upstream (and Mule adopted), when any.
+    forwarded: Option<&'a str>,
+    /// The X-Correlation-ID the client sent, when any.
+    client_sent: Option<&'a str>,
+    trace: &'a str,
+    traceparent: &'a str,
+    client_ip: &'a str,
+    path: &'a str,
+    bearer: Option<&'a str>,
+}
+
+impl GwReq<'_> {
+    fn called(&self) -> bool {
+        self.backend_status.is_some()
+    }
+}
+
+struct Civil {
+    y: i64,
+    m: u32,
+    d: u32,
+    hh: i64,
+    mm: i64,
+    ss: i64,
+    ms: i64,
+}
+
+fn civil_of(ns: i64) -> Civil {
+    let secs = ns.div_euclid(1_000_000_000);
+    let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    Civil {
+        y,
+        m,
+        d,
+        hh: rem / 3600,
+        mm: rem % 3600 / 60,
+        ss: rem % 60,
+        ms,
+    }
+}
+
+/// NGINX `$time_iso8601`: seconds, with the offset.
+fn iso_offset(ns: i64) -> String {
+    let c = civil_of(ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
+        c.y, c.m, c.d, c.hh, c.mm, c.ss
+    )
+}
+
+/// Common Log Format time (AWS `$context.requestTime`): `06/Nov/2024:10:00:00 +0000`.
+fn clf(ns: i64) -> String {
+    let c = civil_of(ns);
+    let month = MONTHS[(c.m as usize).saturating_sub(1) % 12];
+    format!(
+        "{:02}/{month}/{:04}:{:02}:{:02}:{:02} +0000",
+        c.d, c.y, c.hh, c.mm, c.ss
+    )
+}
+
+/// The CSV events' time: `06/11/2024 10:00:00.150` (UTC).
+fn csv_time(ns: i64) -> String {
+    let c = civil_of(ns);
+    format!(
+        "{:02}/{:02}/{:04} {:02}:{:02}:{:02}.{:03}",
+        c.d, c.m, c.y, c.hh, c.mm, c.ss, c.ms
+    )
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let b0 = u32::from(chunk[0]);
+        let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
+        let b2 = u32::from(chunk.get(2).copied().unwrap_or(0));
+        let n = (b0 << 16) | (b1 << 8) | b2;
+        for k in 0..=chunk.len() {
+            let idx = (n >> (18 - 6 * k)) & 63;
+            out.push(char::from(ALPHABET[idx as usize]));
+        }
+    }
+    out
+}
+
+/// A compact JWT (unsigned: a random signature) with Entra-like claims.
+fn bearer_jwt(rng: &mut Rng, iat: i64) -> String {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "gen-signing-key"});
+    let uti = format!("kong{}", rng.hex(18));
+    let payload = json!({
+        "aud": "api://orders-platform",
+        "iss": "https://login.microsoftonline.com/gen-tenant/v2.0",
+        "iat": iat, "nbf": iat, "exp": iat + 7200,
+        "azp": KONG_TOKEN_CLIENT_APP, "sub": KONG_TOKEN_SUBJECT, "tid": "gen-tenant",
+        "uti": uti, "scp": "orders.read", "ver": "2.0"
+    });
+    let mut sig: Vec<u8> = Vec::with_capacity(64);
+    while sig.len() < 64 {
+        sig.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    format!(
+        "{}.{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(payload.to_string().as_bytes()),
+        b64url(&sig)
+    )
+}
+
+/// One Mule JSON Logger record (v2: numbers as numbers).
+fn json_logger_line(
+    cid: &str,
+    flow: &str,
+    trace_point: &str,
+    priority: &str,
+    at: i64,
+    elapsed: i64,
+    content: Value,
+) -> String {
+    json!({"correlationId": cid, "tracePoint": trace_point, "priority": priority,
+           "elapsed": elapsed, "message": trace_point, "timestamp": iso(at),
+           "locationInfo": {"rootContainer": flow, "fileName": "gen.xml", "lineInFile": "1"},
+           "applicationName": MULE_APP, "content": content})
+    .to_string()
+}
+
+/// An APIM GatewayLogs record (storage archive shape), as `generate` writes them.
+fn apim_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let url = format!("https://gen-apim.azure-api.net{}", r.path);
+    let mut props = json!({
+        "method": "GET", "url": url, "responseCode": r.status,
+        "apiId": "orders-api", "operationId": "get-item", "apimSubscriptionId": "gen-sub",
+        "clientProtocol": "HTTP/1.1",
+        "requestHeaders": {"traceparent": r.traceparent, "User-Agent": USER_AGENT},
+    });
+    match r.backend_status {
+        Some(code) => {
+            let backend_tp = format!("00-{}-{}-01", r.trace, rng.hex(16));
+            let backend_url = format!("http://orders-papi.mule.internal:8081/api/items/{}", r.i);
+            props["backendResponseCode"] = json!(code);
+            props["backendTime"] = json!(r.backend_time);
+            props["backendMethod"] = json!("GET");
+            props["backendUrl"] = json!(backend_url);
+            props["backendRequestHeaders"] = json!({
+                "traceparent": backend_tp,
+                "X-Correlation-ID": r.forwarded.unwrap_or(r.correlation_id),
+            });
+        }
+        None => {
+            let (source, reason) = match r.status {
+                401 => ("validate-jwt", "TokenNotPresent"),
+                403 => ("validate-jwt", "TokenClaimValueNotAllowed"),
+                _ => ("rate-limit-by-key", "RateLimitExceeded"),
+            };
+            props["lastError"] = json!({"source": source, "reason": reason, "section": "inbound"});
+        }
+    }
+    json!({
+        "time": iso(r.t0),
+        "resourceId": "/SUBSCRIPTIONS/G/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/GEN-APIM",
+        "category": "GatewayLogs", "operationName": "Microsoft.ApiManagement/GatewayLogs",
+        "durationMs": r.total, "callerIpAddress": r.client_ip, "correlationId": r.correlation_id,
+        "properties": props
+    })
+}
+
+/// A Kong `kong.log.serialize()` record (file-log / http-log), Kong 3.x.
+fn kong_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let called = r.called();
+    let mut req_headers = json!({
+        "host": "api.contoso.example:8443",
+        "user-agent": USER_AGENT,
+        "accept": "application/json",
+        "accept-encoding": "gzip, deflate",
+        "traceparent": r.traceparent,
+    });
+    if let Some(f) = r.forwarded {
+        req_headers["x-correlation-id"] = json!(f);
+    }
+    if let Some(b) = r.bearer {
+        req_headers["authorization"] = json!(format!("Bearer {b}"));
+    }
+    let size = 180 + rng.below(900);
+    let mut resp_headers = json!({
+        "content-type": "application/json",
+        "content-length": size.to_string(),
+        "x-kong-request-id": r.correlation_id,
+        "via": "1.1 kong/3.8.0.0-enterprise-edition",
+        "date": "Wed, 06 Nov 2024 10:00:00 GMT",
+    });
+    if let Some(f) = r.forwarded {
+        resp_headers["x-correlation-id"] = json!(f);
+    }
+    let (proxy, kong_ms) = if called {
+        (r.backend_time, r.total - r.backend_time)
+    } else {
+        (-1, r.total)
+    };
+    if called {
+        resp_headers["x-kong-upstream-latency"] = json!(r.backend_time.to_string());
+        resp_headers["x-kong-proxy-latency"] = json!(kong_ms.to_string());
+    } else if r.status == 429 {
+        resp_headers["retry-after"] = json!("30");
+        resp_headers["ratelimit-limit"] = json!("60");
+        resp_headers["ratelimit-remaining"] = json!("0");
+        resp_headers["x-ratelimit-limit-minute"] = json!("60");
+        resp_headers["x-ratelimit-remaining-minute"] = json!("0");
+    }
+    let started = r.t0 / MS;
+    let url = format!("https://api.contoso.example:8443{}", r.path);
+    let upstream_uri = if called {
+        format!("/api/items/{}", r.i)
+    } else {
+        String::new()
+    };
+    let request_size = 240 + rng.below(300);
+    let mut rec = json!({
+        "request": {
+            "id": r.correlation_id, "method": "GET", "uri": r.path, "url": url,
+            "querystring": {}, "size": request_size, "headers": req_headers,
+            "tls": {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "client_verify": "NONE"}
+        },
+        "response": {"status": r.status, "size": size, "headers": resp_headers},
+        "latencies": {"request": r.total, "kong": kong_ms, "proxy": proxy},
+        "upstream_uri": upstream_uri,
+        "client_ip": r.client_ip,
+        "started_at": started,
+        "service": {
+            "id": KONG_SERVICE_ID, "name": "orders-papi", "host": "orders-papi.mule.internal",
+            "port": 8081, "protocol": "http", "path": "/api", "retries": 5,
+            "connect_timeout": 60000, "read_timeout": 60000, "write_timeout": 60000,
+            "created_at": 1_726_782_477, "updated_at": 1_726_782_477, "tags": []
+        },
+        "route": {
+            "id": KONG_ROUTE_ID, "name": "orders-items", "paths": ["/orders/v1"],
+            "protocols": ["https"], "strip_path": true, "preserve_host": false,
+            "https_redirect_status_code": 426, "path_handling": "v0",
+            "service": {"id": KONG_SERVICE_ID}
+        },
+        "workspace": "f381e34e-5c25-4e65-b91b-3c0a86cfc393",
+        "workspace_name": "default",
+    });
+    if let Some(code) = r.backend_status {
+        rec["upstream_status"] = json!(code.to_string());
+        rec["tries"] = json!([{
+            "balancer_start": started + 1, "ip": "10.20.1.15", "port": 8081,
+            "balancer_latency": 0
+        }]);
+    }
+    if r.status != 401 {
+        // Authenticated (a 403 comes from the acl plugin, a 429 from rate-limiting).
+        rec["consumer"] = json!({
+            "id": KONG_CONSUMER_ID, "username": "partner-a", "custom_id": "partner-a-0001",
+            "created_at": 1_726_782_477, "tags": []
+        });
+        rec["authenticated_entity"] = json!({"id": "8fcd11f9-3358-40b4-a494-131c3bd1d25e"});
+    }
+    rec
+}
+
+/// An Envoy access log line in Istio's default JSON keys, plus traceparent and
+/// x_correlation_id.
+fn envoy_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let called = r.called();
+    let (flags, details) = match (called, r.status) {
+        (true, _) => ("-", "via_upstream"),
+        (false, 429) => ("RL", "request_rate_limited"),
+        (false, _) => ("UAEX", "ext_authz_denied"),
+    };
+    let (service_time, upstream_host, upstream_local) = if called {
+        (
+            json!(r.backend_time.to_string()),
+            json!("10.20.1.15:8081"),
+            json!(format!("10.20.0.7:{}", 30000 + rng.below(20000))),
+        )
+    } else {
+        (Value::Null, Value::Null, Value::Null)
+    };
+    let remote = format!("{}:{}", r.client_ip, 30000 + rng.below(30000));
+    let bytes_sent = 120 + rng.below(900);
+    json!({
+        "start_time": iso(r.t0),
+        "route_name": "orders-items",
+        "method": "GET",
+        "path": r.path,
+        "protocol": "HTTP/1.1",
+        "response_code": r.status,
+        "response_flags": flags,
+        "response_code_details": details,
+        "connection_termination_details": null,
+        "upstream_transport_failure_reason": null,
+        "bytes_received": 0,
+        "bytes_sent": bytes_sent,
+        "duration": r.total,
+        "upstream_service_time": service_time,
+        "x_forwarded_for": r.client_ip,
+        "user_agent": USER_AGENT,
+        "request_id": r.correlation_id,
+        "authority": "api.contoso.example",
+        "upstream_host": upstream_host,
+        "upstream_cluster": "outbound|8081||orders-papi.mule.svc.cluster.local",
+        "upstream_local_address": upstream_local,
+        "downstream_local_address": "10.20.0.7:8443",
+        "downstream_remote_address": remote,
+        "requested_server_name": "api.contoso.example",
+        "traceparent": r.traceparent,
+        "x_correlation_id": r.forwarded,
+    })
+}
+
+/// Seconds with milliseconds, as NGINX writes `$request_time`.
+fn secs3(ms: i64) -> String {
+    let s = ms as f64 / 1000.0;
+    format!("{s:.3}")
+}
+
+/// An NGINX line of the `log_format seam escape=json` of the `nginx` preset.
+fn nginx_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let end = r.t0 + r.total * MS;
+    // Unset variables: "" under escape=json, "-" under the default escaping.
+    let missing = if r.j.is_multiple_of(2) { "" } else { "-" };
+    let (addr, upstream_status, upstream_time, connect_time) = match (r.backend_status, r.j % 4) {
+        (None, _) => (
+            missing.to_string(),
+            missing.to_string(),
+            missing.to_string(),
+            missing.to_string(),
+        ),
+        (Some(200), 3) => (
+            // The first upstream failed, the second answered.
+            "10.20.1.16:8081, 10.20.1.15:8081".to_string(),
+            "502, 200".to_string(),
+            format!("0.002, {}", secs3(r.backend_time)),
+            "0.001, 0.001".to_string(),
+        ),
+        (Some(200), 1) => (
+            // An internal redirect: groups separated by " : ".
+            "10.20.1.15:8081 : 10.20.1.15:8081".to_string(),
+            "200 : 200".to_string(),
+            format!("0.001 : {}", secs3(r.backend_time)),
+            "0.000 : 0.001".to_string(),
+        ),
+        (Some(code), _) => (
+            "10.20.1.15:8081".to_string(),
+            code.to_string(),
+            secs3(r.backend_time),
+            "0.001".to_string(),
+        ),
+    };
+    let msec = (end / MS) as f64 / 1000.0;
+    let request_length = (250 + rng.below(400)).to_string();
+    let bytes_sent = (200 + rng.below(900)).to_string();
+    json!({
+        "msec": msec,
+        "time_iso8601": iso_offset(end),
+        "request_id": r.correlation_id,
+        "seam_correlation_id": r.forwarded.unwrap_or(r.correlation_id),
+        "http_x_correlation_id": r.client_sent.unwrap_or(""),
+        "http_traceparent": r.traceparent,
+        "remote_addr": r.client_ip,
+        "http_x_forwarded_for": "",
+        "remote_user": "",
+        "request_method": "GET",
+        "scheme": "https",
+        "host": "api.contoso.example",
+        "server_name": "api.contoso.example",
+        "request_uri": r.path,
+        "server_protocol": "HTTP/1.1",
+        "ssl_protocol": "TLSv1.3",
+        "status": r.status.to_string(),
+        "request_length": request_length,
+        "bytes_sent": bytes_sent,
+        "request_time": secs3(r.total),
+        "upstream_addr": addr,
+        "upstream_status": upstream_status,
+        "upstream_response_time": upstream_time,
+        "upstream_connect_time": connect_time,
+        "http_user_agent": USER_AGENT,
+    })
+}
+
+/// An AWS API Gateway access log line in the JSON format of the `aws-apigateway` preset.
+fn aws_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    let (error_message, error_type) = match (r.called(), r.status) {
+        (true, _) => ("-", "-"),
+        (false, 401) => ("Unauthorized", "UNAUTHORIZED"),
+        (false, 403) => (
+            "User is not authorized to access this resource",
+            "ACCESS_DENIED",
+        ),
+        (false, _) => ("Too Many Requests", "THROTTLED"),
+    };
+    // The authorizer's claims, when it accepted the token (throttling comes after it).
+    let authenticated = r.called() || r.status == 429;
+    let (sub, client_id) = if authenticated {
+        (
+            format!("gen-aws-user-{}", r.j % 5),
+            "gen-aws-app-client".to_string(),
+        )
+    } else {
+        ("-".to_string(), "-".to_string())
+    };
+    let integration_latency = dash(r.called().then(|| r.backend_time.to_string()));
+    let integration_status = dash(r.backend_status.map(|s| s.to_string()));
+    let extended = format!("{}=", rng.hex(15));
+    let path = format!("/prod{}", r.path);
+    let response_length = (120 + rng.below(900)).to_string();
+    let mut rec = json!({
+        "requestId": r.correlation_id,
+        "extendedRequestId": extended,
+        "ip": r.client_ip,
+        "caller": "-",
+        "user": "-",
+        "userAgent": USER_AGENT,
+        "requestTime": clf(r.t0),
+        "httpMethod": "GET",
+        "resourcePath": "/orders/v1/items/{id}",
+        "path": path,
+        "status": r.status.to_string(),
+        "protocol": "HTTP/1.1",
+        "responseLength": response_length,
+        "responseLatency": r.total.to_string(),
+        "integrationLatency": integration_latency,
+        "integrationStatus": integration_status,
+        "apiId": "a1b2c3d4e5",
+        "stage": "prod",
+        "domainName": "api.contoso.example",
+        "apiKeyId": "k3y1d2e3f4",
+        "principalId": "-",
+        "sub": sub,
+        "clientId": client_id,
+        "error.message": error_message,
+        "error.responseType": error_type,
+        "xrayTraceId": "-",
+    });
+    // Older stage formats lack requestTimeEpoch: the CLF requestTime is read instead.
+    if r.j % 3 != 2 {
+        rec["requestTimeEpoch"] = json!(r.t0 / MS);
+    }
+    rec
+}
+
+/// An identity-aware proxy event (Pomerium-like access log with the user and decision).
+fn identity_proxy_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
+    let called = r.called();
+    let user = r.j % 5;
+    let duration_s = r.total as f64 / 1000.0;
+    let size = 100 + rng.below(900);
+    let mut rec = json!({
+        "level": "info",
+        "service": "proxy",
+        "message": "http-request",
+        "time": iso(r.t0),
+        "request-id": r.correlation_id,
+        "user": format!("gen-idp-user-{user}"),
+        "email": format!("user{user}@contoso.example"),
+        "ip": r.client_ip,
+        "method": "GET",
+        "authority": "orders.corp.contoso.example",
+        "path": r.path,
+        "user-agent": USER_AGENT,
+        "response-code": r.status,
+        "size": size,
+        "duration": duration_s,
+        "headers.traceparent": r.traceparent,
+        "allow": called,
+    });
+    if let Some(c) = r.forwarded {
+        rec["headers.x-correlation-id"] = json!(c);
+    }
+    if called {
+        rec["upstream-cluster"] = json!("route-orders-papi");
+        rec["response-code-details"] = json!("via_upstream");
+    } else {
+        let reason = match r.status {
+            401 => "unauthenticated",
+            429 => "rate-limited",
+            _ => "policy-denied",
+        };
+        rec["deny_reason"] = json!(reason);
+        rec["response-code-details"] = json!("ext_authz_denied");
+    }
+    rec
+}
+
+/// A team's custom event for the request (JSON, nested fields) and its CSV row.
+fn contoso_event(r: &GwReq<'_>, rng: &mut Rng) -> (String, String) {
+    let at = r.t0 + r.total * MS;
+    let fp = format!("hmac-sha256:k1:{}", rng.hex(32));
+    let exp = r.t0.div_euclid(1_000_000_000) + 3600;
+    let sub = format!("gen-contoso-sub-{}", r.j % 9);
+    let mut token =
+        json!({"fp": fp, "sub": sub, "tid": "gen-tenant", "exp": exp, "roles": ["Orders.Read"]});
+    token["scp"] = if r.j.is_multiple_of(5) {
+        json!(["orders.read"])
+    } else {
+        json!("orders.read orders.write")
+    };
+    // The client application under whichever claim the issuer uses; azp wins over appid.
+    match r.j % 4 {
+        0 => {
+            token["azp"] = json!("contoso-web");
+        }
+        1 => {
+            token["appid"] = json!("contoso-batch");
+        }
+        2 => {
+            token["cid"] = json!("0oa-contoso-okta");
+        }
+        _ => {
+            token["azp"] = json!("contoso-mobile");
+            token["appid"] = json!("contoso-legacy");
+        }
+    }
+    let channel = ["partner-portal", "partner, eu", "batch"][r.j % 3];
+    let elapsed_s = r.total as f64 / 1000.0;
+    let url = format!("https://apim-contoso.azure-api.net{}", r.path);
+    let mut ev = json!({
+        "ts": iso(at),
+        "requestId": r.correlation_id,
+        "api": "orders",
+        "op": {"name": "get-item", "version": "v1"},
+        "status": r.status,
+        "caller": {"ip": r.client_ip, "country": "NL"},
+        "http": {"method": "GET", "url": url},
+        "timing": {"elapsedSeconds": elapsed_s},
+        "token": token,
+        "channel": channel,
+        "retries": r.j % 2,
+    });
+    if !r.called() {
+        let reason = match r.status {
+            401 => "TokenNotPresent",
+            403 => "TokenClaimValueNotAllowed",
+            _ => "RateLimitExceeded",
+        };
+        ev["error"] = json!({"reason": reason, "source": "inbound-policy"});
+    }
+    let csv_channel = if channel.contains(',') {
+        format!("\"{}\"", channel.replace('"', "\"\""))
+    } else {
+        channel.to_string()
+    };
+    let row = format!(
+        "{},contoso-apim,{},{},get-item,{},{},orders.read orders.write,{fp},{csv_channel}",
+        csv_time(at),
+        r.correlation_id,
+        r.client_ip,
+        r.status,
+        r.total
+    );
+    (ev.to_string(), row)
+}
+
+/// Generates `n` requests starting at `start_ns`, one every `gap_ms` milliseconds, each
+/// entering through one gateway product of [`GATEWAY_PRODUCTS`] in turn (APIM, Kong, Envoy,
+/// NGINX, AWS API Gateway, an identity-aware proxy), its gateway record in that product's
+/// shape (the one its preset reads), and the integration layer's Mule JSON Logger lines
+/// sharing the id the gateway forwards (Kong: the correlation-id plugin's X-Correlation-ID;
+/// Envoy, AWS: the request id; NGINX: the client's X-Correlation-ID, else `$request_id`;
+/// the identity proxy: the client's X-Correlation-ID, else only the W3C trace id).
+///
+/// Per product the kinds cycle: successes, gateway rejections (401/403/429, no upstream
+/// call: Kong `latencies.proxy` -1, NGINX upstream fields `""` or `-`, AWS
+/// `integrationLatency` `-`, Envoy `UAEX`/`RL`), backend failures (502, Mule error type
+/// `HTTP:SERVICE_UNAVAILABLE`), integration failures (500, `MULE:EXPRESSION`) and bypasses
+/// (Mule lines without any gateway record). Noise: every seventh gateway record and every
+/// eleventh Mule START appear twice, and Mule scheduler lines that are never requests.
+/// Also writes a team's custom events (JSON with nested fields, and CSV) for the APIM
+/// requests, for user-defined mappings.
+pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> GatewayTraffic {
+    let mut rng = Rng(seed | 1);
+    let mut t = GatewayTraffic {
+        kong_bearer: bearer_jwt(&mut rng, start_ns.div_euclid(1_000_000_000) - 60),
+        contoso_csv: vec![CONTOSO_CSV_HEADER.to_string()],
+        ..Default::default()
+    };
+    let bearer_token = t.kong_bearer.clone();
+    let products = GATEWAY_PRODUCTS.len();
+    for i in 0..n {
+        let t0 = start_ns + i as i64 * gap_ms * MS;
+        let product: &'static str = GATEWAY_PRODUCTS[i % products].0;
+        let j = i / products;
+        let kind: &'static str = GATEWAY_KINDS[j % GATEWAY_KINDS.len()];
+        let bypass = kind == "bypass";
+        let rejected = kind == "gateway_rejection";
+        let trace = rng.hex(32);
+        let client_tp = format!("00-{trace}-{}-01", rng.hex(16));
+        let client_ip = format!("203.0.113.{}", rng.below(200) + 1);
+        let path = format!("/orders/v1/items/{i}");
+        // Timings (ms).
+        let gw_overhead = 3 + rng.below(12) as i64;
+        let network = 2 + rng.below(6) as i64;
+        let own = 8 + rng.below(30) as i64;
+        let downstream = 15 + rng.below(60) as i64;
+        let flow_ms = own + downstream;
+        let backend_time = flow_ms + network;
+        let total = if rejected {
+            1 + rng.below(4) as i64
+        } else {
+            backend_time + gw_overhead
+        };
+        let (status, backend_status, rejected_by): (i32, Option<i32>, Option<&'static str>) =
+            match kind {
+                "gateway_rejection" => ([401, 403, 429][j % 3], None, Some("gateway")),
+                "backend_failure" => (502, Some(502), Some("backend")),
+                "integration_failure" => (500, Some(500), Some("integration")),
+                _ => (200, Some(200), None),
+            };
+        // Ids: the gateway's own request id, the id it passed upstream (Mule adopts it),
+        // and the X-Correlation-ID the client sent.
+        let mut client_cid: Option<String> = None;
+        let (gw_cid, forwarded): (String, Option<String>) = match product {
+            "kong" => {
+                let own_id = rng.hex(32);
+                (own_id, Some(rng.uuid()))
+            }
+            "nginx" => {
+                let own_id = rng.hex(32);
+                if j.is_multiple_of(3) {
+                    let c = rng.uuid();
+                    client_cid = Some(c.clone());
+                    (own_id, Some(c))
+                } else {
+                    (own_id.clone(), Some(own_id))
+                }
+            }
+            "identity_proxy" => {
+                let own_id = rng.uuid();
+                if j.is_multiple_of(2) {
+                    let c = rng.uuid();
+                    client_cid = Some(c.clone());
+                    (own_id, Some(c))
+                } else {
+                    (own_id, None)
+                }
+            }
+            // apim, envoy, aws_apigateway: the gateway's request id is forwarded.
+            _ => {
+                let c = rng.uuid();
+                (c.clone(), Some(c))
+            }
+        };
+        let mule_cid = match (&forwarded, bypass) {
+            (Some(f), false) => f.clone(),
+            _ => rng.uuid(),
+        };
+        let bearer = (product == "kong" && kind == "ok" && j.is_multiple_of(2))
+            .then_some(bearer_token.as_str());
+        if !bypass {
+            let r = GwReq {
+                i,
+                j,
+                t0,
+                status,
+                backend_status,
+                total,
+                backend_time,
+                correlation_id: &gw_cid,
+                forwarded: forwarded.as_deref(),
+                client_sent: client_cid.as_deref(),
+                trace: &trace,
+                traceparent: &client_tp,
+                client_ip: &client_ip,
+                path: &path,
+                bearer,
+            };
+            let record = match product {
+                "apim" => apim_record(&r, &mut rng),
+                "kong" => kong_record(&r, &mut rng),
+                "envoy" => envoy_record(&r, &mut rng),
+                "nginx" => nginx_record(&r, &mut rng),
+                "aws_apigateway" => aws_record(&r, &mut rng),
+                _ => identity_proxy_record(&r, &mut rng),
+            };
+            let line = record.to_string();
+            let out = t.lines_mut(product);
+            out.push(line.clone());
+            if i % 7 == 3 {
+                // Noise: the same record delivered twice.
+                out.push(line);
+            }
+            if bearer.is_some() {
+                t.kong_bearer_requests.push(gw_cid.clone());
+            }
+            if product == "apim" {
+                let (event, row) = contoso_event(&r, &mut rng);
+                t.contoso_events.push(event);
+                t.contoso_csv.push(row);
+            }
+        }
+        if !rejected {
+            let remote = if bypass {
+                format!("/10.20.4.{}:{}", 10 + j % 20, 40000 + i)
+            } else {
+                "/198.51.100.23:40000".to_string()
+            };
+            let mule_start = t0 + (gw_overhead / 2 + 1) * MS;
+            let mule_tp = format!("00-{trace}-{}-01", rng.hex(16));
+            let start = json_logger_line(
+                &mule_cid,
+                "gen-main",
+                "START",
+                "INFO",
+                mule_start,
+                0,
+                json!({"method": "GET", "requestPath": format!("/api/items/{i}"),
+                       "remoteAddress": remote,
+                       "headers": {"traceparent": mule_tp, "user-agent": USER_AGENT}}),
+            );
+            t.mule_lines.push(start.clone());
+            if i % 11 == 5 {
+                // Noise: a line shipped twice.
+                t.mule_lines.push(start);
+            }
+            let call_status = if kind == "backend_failure" { 503 } else { 200 };
+            let after = own / 2 + downstream;
+            t.mule_lines.push(json_logger_line(
+                &mule_cid,
+                "gen-main",
+                "AFTER_REQUEST",
+                if call_status >= 400 { "ERROR" } else { "INFO" },
+                mule_start + after * MS,
+                after,
+                json!({"statusCode": call_status, "durationMs": downstream, "target": "sap-erp"}),
+            ));
+            let (end_status, error_type) = match kind {
+                "backend_failure" => (502, Some("HTTP:SERVICE_UNAVAILABLE")),
+                "integration_failure" => (500, Some("MULE:EXPRESSION")),
+                _ => (200, None),
+            };
+            let mut end = json!({"statusCode": end_status});
+            if let Some(e) = error_type {
+                end["errorType"] = json!(e);
+            }
+            t.mule_lines.push(json_logger_line(
+                &mule_cid,
+                "gen-main",
+                "END",
+                if end_status >= 400 { "ERROR" } else { "INFO" },
+                mule_start + flow_ms * MS,
+                flow_ms,
+                end,
+            ));
+        }
+        if i % 10 == 9 {
+            // Noise: a scheduler flow (not request traffic), with its own correlation id.
+            let sid = rng.uuid();
+            for (tp, off, elapsed) in [("START", 5, 0), ("END", 45, 40)] {
+                t.mule_lines.push(json_logger_line(
+                    &sid,
+                    "gen-inventory-sync-scheduler",
+                    tp,
+                    "INFO",
+                    t0 + off * MS,
+                    elapsed,
+                    json!({"job": "inventory-sync", "items": 25}),
+                ));
+            }
+            t.scheduler_correlation_ids.push(sid);
+        }
+        t.truth.push(GatewayTruth {
+            request_id: if bypass {
+                mule_cid.clone()
+            } else {
+                gw_cid.clone()
+            },
+            product: (!bypass).then_some(product),
+            kind,
+            status,
+            rejected_by: if bypass { None } else { rejected_by },
+            bypass,
+            gateway_correlation_id: (!bypass).then(|| gw_cid.clone()),
+            mule_correlation_id: (!rejected).then(|| mule_cid.clone()),
+            trace_id: trace,
+            client_ip,
+        });
+    }
+    t
+}

@@ -139,12 +139,52 @@ pub fn secret_values(v: &Value, tokens: &TokenConfig, out: &mut Vec<String>) {
                     || (k.eq_ignore_ascii_case("value") && pair_name.is_some_and(is_sensitive_key));
                 match val {
                     Value::String(s) if secret && s.len() >= 4 => out.push(s.clone()),
+                    // Everything under a secret name is secret, however it is nested.
+                    other if secret => secret_leaves(other, out),
+                    Value::String(s) => secret_in_text(s, tokens, out),
                     _ => secret_values(val, tokens, out),
                 }
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| secret_values(x, tokens, out)),
+        Value::Array(a) => a.iter().for_each(|x| match x {
+            Value::String(s) => secret_in_text(s, tokens, out),
+            other => secret_values(other, tokens, out),
+        }),
         _ => {}
+    }
+}
+
+/// Every scalar under a secret name (an object, a list, a number).
+fn secret_leaves(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => m.values().for_each(|x| secret_leaves(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| secret_leaves(x, out)),
+        Value::String(s) if s.len() >= 4 => out.push(s.clone()),
+        Value::Number(n) if n.to_string().len() >= 4 => out.push(n.to_string()),
+        _ => {}
+    }
+}
+
+/// Secrets inside a text value: a JSON object or list logged as text, or a `Name: value`
+/// header line under a secret name.
+fn secret_in_text(s: &str, tokens: &TokenConfig, out: &mut Vec<String>) {
+    let t = s.trim_start();
+    if t.starts_with(['{', '['])
+        && t.len() <= 1 << 20
+        && let Ok(parsed) = serde_json::from_str::<Value>(t)
+    {
+        secret_values(&parsed, tokens, out);
+        return;
+    }
+    if let Some((name, value)) = s.split_once(':') {
+        let name = name.trim();
+        let value = value.trim();
+        if value.len() >= 4
+            && name.len() <= 64
+            && (is_sensitive_key(name) || tokens.is_extra_secret_name(name))
+        {
+            out.push(value.to_string());
+        }
     }
 }
 

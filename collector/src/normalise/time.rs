@@ -4,9 +4,10 @@
 //! epoch. Accepted: ISO-8601 with 0 to 9 fractional digits and `Z` or an offset; zone-less
 //! ISO and `yyyy-MM-dd HH:mm:ss,SSS` (log4j) read in the input's zone (UTC unless the user
 //! names one); `MM-dd HH:mm:ss` (CloudHub pattern, no year: the most recent such time not in
-//! the future); `M/d/yyyy h:mm:ss[.fff] AM/PM` (.NET and portal exports), `M/d/yyyy
-//! HH:mm:ss`; `dd/MM/yyyy HH:mm:ss.SSS` when the day cannot be a month; epoch seconds or
-//! milliseconds as numbers or digit strings.
+//! the future); `M/d/yyyy h:mm:ss[.fffffff] AM/PM` (.NET) and `M/d/yyyy, h:mm:ss[.fff]
+//! AM/PM` (Azure portal exports; both with 0 to 9 fractional digits), `M/d/yyyy HH:mm:ss`;
+//! `dd/MM/yyyy HH:mm:ss.SSS` when the day cannot be a month; epoch seconds or milliseconds
+//! as numbers or digit strings.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -36,7 +37,9 @@ impl Zone {
         })
     }
 
-    fn local(self, t: NaiveDateTime) -> Option<i64> {
+    /// A zone-less time read in this zone, in nanoseconds (the earlier of an ambiguous
+    /// local time; `None` for one that does not exist).
+    pub fn local(self, t: NaiveDateTime) -> Option<i64> {
         let dt = match self {
             Zone::Utc => Utc.from_utc_datetime(&t),
             Zone::Named(tz) => tz.from_local_datetime(&t).earliest()?.with_timezone(&Utc),
@@ -250,6 +253,38 @@ mod tests {
         assert!(Zone::parse("Mars/Olympus").is_err());
         assert_eq!(timespan_ms("00:00:00.1840000"), Some(184.0));
         assert_eq!(timespan_ms("1.00:00:01"), Some(86_401_000.0));
+    }
+
+    /// Azure portal exports write `M/d/yyyy, h:mm:ss.fff AM/PM` (a comma after the date),
+    /// with 0 to 7 fractional digits.
+    #[test]
+    fn portal_export_times() {
+        let now = utc("2024-11-07T00:00:00Z");
+        let z = Zone::Utc;
+        for (text, want) in [
+            ("11/6/2024, 2:04:55.301 PM", "2024-11-06T14:04:55.301Z"),
+            ("11/6/2024, 2:04:55 PM", "2024-11-06T14:04:55Z"),
+            ("11/6/2024, 2:04:55.5 PM", "2024-11-06T14:04:55.5Z"),
+            (
+                "11/6/2024, 2:04:55.3014512 PM",
+                "2024-11-06T14:04:55.3014512Z",
+            ),
+            ("11/06/2024, 02:04:55.301 pm", "2024-11-06T14:04:55.301Z"),
+            ("11/6/2024, 12:00:00.000 AM", "2024-11-06T00:00:00Z"),
+            ("11/6/2024, 12:30:00 PM", "2024-11-06T12:30:00Z"),
+            ("1/2/2024, 9:05:01.042 AM", "2024-01-02T09:05:01.042Z"),
+            ("2024-11-06T14:04:55.301Z", "2024-11-06T14:04:55.301Z"),
+        ] {
+            assert_eq!(parse(text, z, now), Some(utc(want)), "{text}");
+        }
+        // Read in the input's zone when the export's column is not UTC.
+        let dublin = Zone::parse("Europe/Dublin").unwrap();
+        assert_eq!(
+            parse("7/1/2024, 10:00:00.250 AM", dublin, now),
+            Some(utc("2024-07-01T09:00:00.25Z"))
+        );
+        assert_eq!(parse("11/6/2024, 2:04:55.301", z, now), None);
+        assert_eq!(parse("13/6/2024, 2:04:55 PM", z, now), None);
     }
 
     #[test]

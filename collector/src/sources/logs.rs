@@ -64,6 +64,8 @@ impl AccessSource {
                 "apim_jsonl",
                 "apim_loganalytics",
                 "apim_azurediagnostics",
+                "apim_loganalytics_csv",
+                "apim_loganalytics_json",
                 "apim_selfhosted_json",
                 "apim_selfhosted_text",
                 "apim_custom_json",
@@ -111,6 +113,9 @@ pub struct AccessInput {
     pub first_index: u64,
     /// A forced format: records of another shape are refused.
     pub format: Option<String>,
+    /// A mapping that reads the input instead of the built-in shapes (its table decides
+    /// where the rows go, whichever endpoint received it).
+    pub mapping: Option<Arc<crate::mapping::Mapping>>,
     /// Context.
     pub meta: InputMeta,
 }
@@ -400,72 +405,131 @@ impl Collector {
                 .filter(|f| *f != got)
                 .map(|f| format!("record is {got}, not the forced format {f}"))
         };
-        match input.source {
-            AccessSource::Apim => {
-                let items = apim::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
-                self.check_count(items.len())?;
-                for item in items {
-                    let is_gateway = matches!(item, ApimItem::Gateway { .. });
-                    match item {
-                        ApimItem::Gateway {
+        if let Some(m) = input.mapping.clone() {
+            if input.format.is_some() {
+                return Err(IngestError::InvalidPayload(
+                    "format and mapping cannot be given together: a mapping names its own format"
+                        .into(),
+                ));
+            }
+            let strict = !meta.lenient_start;
+            let items = match m.format {
+                crate::mapping::Format::Json => {
+                    crate::mapping::records::json(&input.text, input.first_line, strict, &m.name)?
+                }
+                crate::mapping::Format::Csv => {
+                    crate::mapping::records::csv(&input.text, input.first_line, strict, &m.name)?
+                }
+            };
+            self.check_count(items.len())?;
+            for item in items {
+                match item {
+                    crate::mapping::records::Item::Record { pos, obj, raw } => {
+                        let pos = shift(pos)?;
+                        let (pending, is_gateway) = match m.table {
+                            crate::mapping::Target::GatewayLogs => (&mut gateway, true),
+                            crate::mapping::Target::GatewayEvents => (&mut events, false),
+                            crate::mapping::Target::FlowLogs => (&mut flows, false),
+                        };
+                        match crate::mapping::row::build(
+                            &m,
+                            &pending.cols,
+                            &obj,
+                            raw.clone(),
                             pos,
-                            fields,
-                            format,
-                            raw,
+                            ctx,
+                            &self.traffic,
+                        ) {
+                            Ok(k) => push_keyed(pending, k, is_gateway),
+                            Err(r) => refusals.push((
+                                pos,
+                                format!("mapping {}: {r}", m.name),
+                                crate::mapping::row::redacted_raw(&m, &obj, raw, ctx),
+                            )),
                         }
-                        | ApimItem::Event {
-                            pos,
-                            fields,
-                            format,
-                            raw,
-                        } => {
-                            let pos = shift(pos)?;
-                            if let Some(r) = wrong(format) {
-                                refusals.push((pos, r, raw));
-                                continue;
-                            }
-                            let rec = Record {
-                                fields: &fields,
-                                format,
-                                line: line_of(pos),
-                            };
-                            let (pending, build): (&mut Pending, RowFn) = if is_gateway {
-                                (&mut gateway, gateway_row)
-                            } else {
-                                (&mut events, event_row)
-                            };
-                            let result = build(&pending.cols, rec, raw.clone(), ctx);
-                            match result {
-                                Ok(k) => push_keyed(pending, k, is_gateway),
-                                Err(r) => refusals.push((pos, r, raw)),
-                            }
-                        }
-                        ApimItem::Reject { pos, reason, raw } => {
-                            refusals.push((shift(pos)?, reason, raw));
-                        }
+                    }
+                    crate::mapping::records::Item::Reject { pos, reason, raw } => {
+                        refusals.push((shift(pos)?, format!("mapping {}: {reason}", m.name), raw));
                     }
                 }
             }
-            AccessSource::Mule => {
-                let items = mule::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
-                self.check_count(items.len())?;
-                for item in items {
-                    match item {
-                        MuleItem::Event(mut ev) => {
-                            let pos = shift(ev.pos.unwrap_or(Pos::Line(input.first_line)))?;
-                            ev.pos = Some(pos);
-                            if let Some(r) = wrong(ev.format) {
-                                refusals.push((pos, r, ev.raw));
-                                continue;
+        } else {
+            match input.source {
+                AccessSource::Apim => {
+                    let items =
+                        apim::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
+                    self.check_count(items.len())?;
+                    for item in items {
+                        let is_gateway = matches!(item, ApimItem::Gateway { .. });
+                        match item {
+                            ApimItem::Gateway {
+                                pos,
+                                fields,
+                                format,
+                                raw,
                             }
-                            let raw = ev.raw.clone();
-                            match flow_row(&flows.cols, *ev, meta, &self.traffic, tokens, ingest) {
-                                Ok(k) => push_keyed(&mut flows, k, false),
-                                Err(r) => refusals.push((pos, r, raw)),
+                            | ApimItem::Event {
+                                pos,
+                                fields,
+                                format,
+                                raw,
+                            } => {
+                                let pos = shift(pos)?;
+                                if let Some(r) = wrong(format) {
+                                    refusals.push((pos, r, raw));
+                                    continue;
+                                }
+                                let rec = Record {
+                                    fields: &fields,
+                                    format,
+                                    line: line_of(pos),
+                                };
+                                let (pending, build): (&mut Pending, RowFn) = if is_gateway {
+                                    (&mut gateway, gateway_row)
+                                } else {
+                                    (&mut events, event_row)
+                                };
+                                let result = build(&pending.cols, rec, raw.clone(), ctx);
+                                match result {
+                                    Ok(k) => push_keyed(pending, k, is_gateway),
+                                    Err(r) => refusals.push((pos, r, raw)),
+                                }
+                            }
+                            ApimItem::Reject { pos, reason, raw } => {
+                                refusals.push((shift(pos)?, reason, raw));
                             }
                         }
-                        MuleItem::Reject { pos, reason, raw } => {
-                            refusals.push((shift(pos)?, reason, raw));
+                    }
+                }
+                AccessSource::Mule => {
+                    let items =
+                        mule::decode_with(&input.text, input.first_line, !meta.lenient_start)?;
+                    self.check_count(items.len())?;
+                    for item in items {
+                        match item {
+                            MuleItem::Event(mut ev) => {
+                                let pos = shift(ev.pos.unwrap_or(Pos::Line(input.first_line)))?;
+                                ev.pos = Some(pos);
+                                if let Some(r) = wrong(ev.format) {
+                                    refusals.push((pos, r, ev.raw));
+                                    continue;
+                                }
+                                let raw = ev.raw.clone();
+                                match flow_row(
+                                    &flows.cols,
+                                    *ev,
+                                    meta,
+                                    &self.traffic,
+                                    tokens,
+                                    ingest,
+                                ) {
+                                    Ok(k) => push_keyed(&mut flows, k, false),
+                                    Err(r) => refusals.push((pos, r, raw)),
+                                }
+                            }
+                            MuleItem::Reject { pos, reason, raw } => {
+                                refusals.push((shift(pos)?, reason, raw));
+                            }
                         }
                     }
                 }

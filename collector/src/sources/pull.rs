@@ -311,6 +311,7 @@ struct Shared {
     name: &'static str,
     kind: &'static str,
     format: PullFormat,
+    mapping: Option<Arc<crate::mapping::Mapping>>,
     app: Option<String>,
     service: Option<String>,
     collector: Arc<Collector>,
@@ -450,8 +451,8 @@ impl SourceCtx {
                         .ingest_pulled(
                             &p,
                             p.format.unwrap_or(s.format),
-                            s.app.clone(),
-                            s.service.clone(),
+                            s.mapping.clone(),
+                            (s.app.clone(), s.service.clone()),
                             vec![(sp::TABLE, b)],
                             (s.name, s.kind),
                         )
@@ -663,6 +664,7 @@ pub fn spawn_all(
                 name,
                 kind: cfg.kind(),
                 format: cfg.format(),
+                mapping: cfg.mapping().and_then(|m| collector.mapping(m).ok()),
                 app,
                 service,
                 collector,

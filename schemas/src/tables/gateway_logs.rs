@@ -99,6 +99,8 @@ pub const RESPONSE_HEADERS: &str = "response_headers";
 pub const BACKEND_REQUEST_HEADERS: &str = "backend_request_headers";
 /// Logged backend response headers.
 pub const BACKEND_RESPONSE_HEADERS: &str = "backend_response_headers";
+/// Which gateway product wrote the record.
+pub const GATEWAY_PRODUCT: &str = "gateway_product";
 
 fn ms(name: &str, desc: &str) -> Field {
     let desc =
@@ -220,7 +222,11 @@ pub fn schema() -> SchemaRef {
         ),
         text(
             GATEWAY,
-            "Gateway that handled the request: managed, or the self-hosted gateway's name (the ingest request's gateway parameter; self-hosted when unnamed).",
+            "Gateway that handled the request: managed, or the self-hosted gateway's name (the ingest request's gateway parameter; self-hosted when unnamed); for another product read by a mapping, the gateway parameter or the mapping's gateway value, else the product.",
+        ),
+        text(
+            GATEWAY_PRODUCT,
+            "Gateway product that wrote the record: apim for Azure API Management (every built-in shape and mappings without a product), else the mapping's product (kong, envoy, nginx, aws_apigateway, identity_proxy, or a user's own). NULL in copies stored before this column existed (schema version 1); the gateway_logs view reads those as apim.",
         ),
         text(REGION, "Azure region of the gateway (Region or location)."),
         text(
@@ -263,9 +269,15 @@ pub fn schema() -> SchemaRef {
             true,
             "Logged backend response headers (names lower case); credentials redacted.",
         ),
+        field(
+            ATTRIBUTES,
+            attribute_map_type(),
+            true,
+            "A mapped record's unmapped scalar fields (flattened as a.b), secrets redacted; NULL for the built-in APIM shapes.",
+        ),
         text(
             SOURCE_FORMAT,
-            "The shape this copy arrived in: apim_records (Event Hubs body or pre-2018 storage blob), apim_jsonl (storage archive lines), apim_loganalytics, apim_azurediagnostics, apim_selfhosted_json or apim_selfhosted_text.",
+            "The shape this copy arrived in: apim_records (Event Hubs body or pre-2018 storage blob), apim_jsonl (storage archive lines), apim_loganalytics, apim_loganalytics_csv and apim_loganalytics_json (Azure portal exports), apim_azurediagnostics, apim_selfhosted_json, apim_selfhosted_text, or mapping:NAME for a record read by the mapping NAME.",
         ),
         text(
             SOURCE_FILE,
@@ -312,7 +324,13 @@ pub fn merge_expr(name: &str) -> String {
     } else {
         name
     };
-    format!("first_value({name} ORDER BY {MERGE_ORDER}) FILTER (WHERE {has} IS NOT NULL)")
+    let merged =
+        format!("first_value({name} ORDER BY {MERGE_ORDER}) FILTER (WHERE {has} IS NOT NULL)");
+    if name == GATEWAY_PRODUCT {
+        // Copies stored before the column existed were all APIM's.
+        return format!("coalesce({merged}, 'apim')");
+    }
+    merged
 }
 
 /// The SQL of the `gateway_logs` view: one row per `record_key`, each column merged by

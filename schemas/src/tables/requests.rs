@@ -123,7 +123,7 @@ pub fn schema() -> SchemaRef {
             text(SUBSCRIPTION_ID, "APIM subscription id."),
             text(
                 GATEWAY,
-                "The gateway that handled it: managed, or a self-hosted gateway's name; NULL without a gateway record.",
+                "The gateway that handled it: managed, or a self-hosted gateway's name (APIM); for another gateway read by a mapping, the ingest request's gateway parameter, else its product (kong, envoy, nginx, aws_apigateway, identity_proxy); NULL without a gateway record.",
             ),
         ]
         .into_iter()

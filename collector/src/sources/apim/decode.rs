@@ -10,7 +10,9 @@
 //! `ApiManagementGatewayLogs` and `AzureDiagnostics` (`{"tables":[…]}`), 2017 records with
 //! `properties` as a JSON string, self-hosted gateway JSON lines (plain, or escaped inside
 //! syslog) and `[Info] … [GatewayLogs], key: value` text lines, custom JSON events and
-//! `string.Join` CSV events.
+//! `string.Join` CSV events; and query results as the Azure portal exports them: CSV with a
+//! header line (read by [`super::csv`]) and JSON arrays of rows keyed by column names, whose
+//! datetime columns carry a unit (`TimeGenerated [UTC]`).
 //!
 //! Canonical keys: lower case, without `_`, without an AzureDiagnostics type suffix (`_s`,
 //! `_d`, `_b`, `_g`, `_t`); nested objects are flattened by concatenating keys
@@ -44,6 +46,8 @@ pub const FORMATS: &[&str] = &[
     "apim_jsonl (storage archive PT1H.json, one record per line)",
     "apim_loganalytics (query result over ApiManagementGatewayLogs)",
     "apim_azurediagnostics (query result over AzureDiagnostics)",
+    "apim_loganalytics_csv (Azure portal CSV export of a query result: a header line such as TimeGenerated [UTC],CorrelationId,..., then one row per line)",
+    "apim_loganalytics_json (Azure portal JSON export of a query result: [{\"TimeGenerated [UTC]\":...}, ...])",
     "apim_selfhosted_json / apim_selfhosted_text (self-hosted gateway lines)",
     "apim_custom_json / apim_custom_csv (log-to-eventhub events)",
 ];
@@ -147,9 +151,13 @@ const MAX_FLATTEN_DEPTH: usize = 8;
 
 fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: bool, depth: usize) {
     let deeper = depth.saturating_add(1);
+    // Exports differ in the casing of column names (`_ResourceId`, `_resourceId`).
+    let azure_columns = top
+        && obj.keys().any(|k| {
+            k.eq_ignore_ascii_case("ResourceProvider") || k.eq_ignore_ascii_case("_ResourceId")
+        });
     for (k, v) in obj {
         let mut ck = format!("{prefix}{}", canon(k));
-        let azure_columns = obj.contains_key("ResourceProvider") || obj.contains_key("_ResourceId");
         if top && ck == "subscriptionid" && (k.starts_with('_') || azure_columns) {
             // The Azure subscription (AzureDiagnostics `SubscriptionId`, LA `_SubscriptionId`).
             ck = "azuresubscriptionid".into();
@@ -229,7 +237,13 @@ fn is_event(f: &Fields) -> bool {
         .any(|k| f.contains_key(*k))
 }
 
-fn classify(obj: &Map<String, Value>, pos: Pos, raw: String, format: &'static str) -> ApimItem {
+/// One record object to an item: a GatewayLogs record, a custom event, or refused.
+pub(super) fn classify(
+    obj: &Map<String, Value>,
+    pos: Pos,
+    raw: String,
+    format: &'static str,
+) -> ApimItem {
     let fields = fields_of(obj);
     // The documented custom event has OperationName too: RequestId/EventTime without a
     // GatewayLogs category is an event.
@@ -262,6 +276,136 @@ fn classify(obj: &Map<String, Value>, pos: Pos, raw: String, format: &'static st
     }
 }
 
+/// A column name without the unit the Azure portal appends to datetime columns in exports
+/// (`TimeGenerated [UTC]` → `TimeGenerated` and `UTC`; `TimeGenerated [Local Time]`).
+pub(super) fn split_unit(name: &str) -> (&str, Option<&str>) {
+    let t = name.trim();
+    if let Some(body) = t.strip_suffix(']')
+        && let Some((base, unit)) = body.rsplit_once(" [")
+        && !base.trim().is_empty()
+        && !unit.contains(['[', ']'])
+    {
+        return (base.trim_end(), Some(unit.trim()));
+    }
+    (t, None)
+}
+
+/// A column of a Log Analytics result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Column {
+    /// Its name as written (`TimeGenerated [UTC]` in portal exports): the key in `raw`.
+    pub(super) written: String,
+    /// Its name without the unit (`TimeGenerated`): the key the record is read under.
+    pub(super) name: String,
+    /// Whether its unit says its times are UTC (`[UTC]`); other units (`[Local Time]`) are
+    /// read in the input's zone, like times without one.
+    pub(super) utc: bool,
+}
+
+impl Column {
+    /// A column from its name as written.
+    pub(super) fn new(written: &str) -> Self {
+        let (name, unit) = split_unit(written);
+        Column {
+            written: written.to_string(),
+            name: name.to_string(),
+            utc: unit
+                .is_some_and(|u| u.eq_ignore_ascii_case("utc") || u.eq_ignore_ascii_case("gmt")),
+        }
+    }
+}
+
+/// A Log Analytics cell as a record value: `dynamic` cells given as JSON text are parsed.
+pub(super) fn la_cell(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+            match serde_json::from_str::<Value>(&s) {
+                Ok(parsed) => parsed,
+                Err(_) => Value::String(s),
+            }
+        }
+        other => other,
+    }
+}
+
+/// A time cell of a `[UTC]` column as ISO-8601 UTC text (`2024-11-06T14:04:55.301Z`), so
+/// that the input's `timezone` does not apply to it. Numbers (epoch times are UTC anyway),
+/// text that is no time, and year-less text (its year depends on when it is read) stay as
+/// they are.
+fn utc_time(v: Value) -> Value {
+    use crate::normalise::time::{Zone, parse};
+    let ns = match &v {
+        Value::String(s) => parse(s, Zone::Utc, 0).filter(|ns| {
+            // A year-less time resolves differently at another "now": leave it to normalise.
+            parse(s, Zone::Utc, i64::MAX / 2) == Some(*ns)
+        }),
+        _ => None,
+    };
+    match ns {
+        Some(ns) => Value::String(
+            chrono::DateTime::from_timestamp_nanos(ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ),
+        None => v,
+    }
+}
+
+/// One Log Analytics row (its cells in column order) as a record keyed by the column names
+/// without their unit, and as the raw object kept as evidence (keyed by the names as written,
+/// times as written). `dynamic` cells given as JSON text are parsed ([`la_cell`]); times
+/// under a `[UTC]` column are made ISO-8601 UTC text. A column exported twice under
+/// different units keeps its `[UTC]` value, else its first non-null one; a column without a
+/// name is kept in `raw` only.
+pub(super) fn la_record(
+    cols: &[Column],
+    cells: impl IntoIterator<Item = Value>,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut obj = Map::new();
+    let mut raw = Map::new();
+    for (c, v) in cols.iter().zip(cells) {
+        let v = la_cell(v);
+        raw.insert(c.written.clone(), v.clone());
+        if c.name.is_empty() {
+            continue;
+        }
+        let v = if c.utc { utc_time(v) } else { v };
+        match obj.get(&c.name) {
+            Some(old) if !old.is_null() && (!c.utc || v.is_null()) => {}
+            _ => {
+                obj.insert(c.name.clone(), v);
+            }
+        }
+    }
+    (obj, raw)
+}
+
+/// Log Analytics' own columns (lower case): a flat object with one of them is a row of a
+/// query result, not an Event Hubs or storage record.
+const LA_OWN_COLUMNS: &[&str] = &[
+    "tenantid",
+    "_resourceid",
+    "_subscriptionid",
+    "sourcesystem",
+    "_itemid",
+    "_billedsize",
+    "_isbillable",
+    "resourceprovider",
+];
+
+/// Whether an element of a JSON array is a row of a query result as the Azure portal exports
+/// it: a flat object keyed by column names, one of them with a unit (`TimeGenerated [UTC]`),
+/// `TimeGenerated` as Log Analytics spells it, or a column only Log Analytics has
+/// (`TenantId`, `_ResourceId`, `SourceSystem`, `ResourceProvider`, …). Event Hubs and
+/// storage records (`properties`) are not.
+fn is_portal_row(o: &Map<String, Value>) -> bool {
+    !o.keys().any(|k| k.eq_ignore_ascii_case("properties"))
+        && o.keys().any(|k| {
+            k == "TimeGenerated"
+                || split_unit(k).1.is_some()
+                || LA_OWN_COLUMNS.iter().any(|c| k.eq_ignore_ascii_case(c))
+        })
+}
+
 /// Log Analytics `{"tables":[{"columns":[…],"rows":[…]}]}` to records.
 fn log_analytics(v: &Value, out: &mut Vec<ApimItem>) -> bool {
     let Some(tables) = v.get("tables").and_then(Value::as_array) else {
@@ -269,23 +413,24 @@ fn log_analytics(v: &Value, out: &mut Vec<ApimItem>) -> bool {
     };
     let mut index = 0u64;
     for t in tables {
-        let cols: Vec<String> = t
+        let cols: Vec<Column> = t
             .get("columns")
             .and_then(Value::as_array)
             .map(|c| {
                 c.iter()
                     .map(|c| {
-                        c.get("name")
-                            .or_else(|| c.get("ColumnName"))
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
+                        Column::new(
+                            c.get("name")
+                                .or_else(|| c.get("ColumnName"))
+                                .and_then(Value::as_str)
+                                .unwrap_or(""),
+                        )
                     })
                     .collect()
             })
             .unwrap_or_default();
         let diag = cols.iter().any(|c| {
-            let l = c.to_ascii_lowercase();
+            let l = c.name.to_ascii_lowercase();
             l == "resourceprovider" || l.ends_with("_s") || l.ends_with("_d")
         });
         let format = if diag {
@@ -320,18 +465,9 @@ fn log_analytics(v: &Value, out: &mut Vec<ApimItem>) -> bool {
                 });
                 continue;
             }
-            let mut obj = Map::new();
-            for (c, v) in cols.iter().zip(cells) {
-                // `dynamic` cells come as JSON text.
-                let v = match v {
-                    Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
-                        serde_json::from_str(s).unwrap_or_else(|_| v.clone())
-                    }
-                    _ => v.clone(),
-                };
-                obj.insert(c.clone(), v);
-            }
-            let raw = Value::Object(obj.clone()).to_string();
+            // `dynamic` cells come as JSON text.
+            let (obj, raw) = la_record(&cols, cells.iter().cloned());
+            let raw = Value::Object(raw).to_string();
             out.push(classify(&obj, pos, raw, format));
         }
     }
@@ -378,6 +514,14 @@ fn json_value(value: Value, line: u64, raw: &str, out: &mut Vec<ApimItem>) -> bo
             for (i, r) in items.iter().enumerate() {
                 let pos = Pos::Index(i as u64);
                 match r.as_object() {
+                    Some(o) if is_portal_row(o) => {
+                        // A portal JSON export: read like a row of a query result.
+                        let cols: Vec<Column> = o.keys().map(|k| Column::new(k)).collect();
+                        let (obj, _) = la_record(&cols, o.values().cloned());
+                        let item = classify(&obj, pos, r.to_string(), "apim_loganalytics_json");
+                        known |= !matches!(item, ApimItem::Reject { .. });
+                        out.push(item);
+                    }
                     Some(o) => {
                         let item = classify(o, pos, r.to_string(), "apim_records");
                         known |= !matches!(item, ApimItem::Reject { .. });
@@ -524,6 +668,10 @@ pub fn decode_with(
 ) -> Result<Vec<ApimItem>, IngestError> {
     check_first_line(text, first_line)?;
     let mut out = Vec::new();
+    // An Azure portal CSV export: its first non-blank line is the header of every row.
+    if super::csv::decode_csv(text, first_line, &mut out) {
+        return Ok(out);
+    }
     let mut first_checked = false;
     for p in pieces(text, first_line) {
         let before = out.len();
@@ -695,6 +843,70 @@ mod tests {
             "{key_bytes} for {size}"
         );
         assert!(fields.len() <= MAX_FLATTEN_DEPTH + 1, "{}", fields.len());
+    }
+
+    /// The Azure portal's JSON export: an array of rows keyed by column names, datetime
+    /// columns with their unit, `dynamic` cells as JSON text; Event Hubs arrays are unchanged.
+    #[test]
+    fn portal_json_export() {
+        let body = r#"[
+  {"TenantId":"t","TimeGenerated [UTC]":"11/6/2024, 2:04:55.301 PM","CorrelationId":"c-1","Category":"GatewayLogs","ResponseCode":200,"TotalTime":"12","RequestHeaders":"{\"traceparent\":\"00-7d3e1f0a9b8c4d2e6f5a4b3c2d1e0f9a-1a2b3c4d5e6f7081-01\"}","_ResourceId":"/subscriptions/x/resourcegroups/rg/providers/microsoft.apimanagement/service/apim-contoso-weu"},
+  {"timeGenerated [Local Time]":"11/6/2024, 3:04:55 PM","correlationId":"c-2","category":"GatewayLogs","responseCode":401,"_resourceId":"/subscriptions/x/providers/microsoft.apimanagement/service/apim-contoso-weu"}
+]"#;
+        let items = decode(body, 1).unwrap();
+        let ApimItem::Gateway {
+            fields,
+            format,
+            pos,
+            raw,
+        } = &items[0]
+        else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*format, "apim_loganalytics_json");
+        assert_eq!(*pos, Pos::Index(0));
+        assert_eq!(fields["timegenerated"], "2024-11-06T14:04:55.301Z");
+        assert_eq!(fields["correlationid"], "c-1");
+        assert_eq!(
+            fields["requestheaders"]["traceparent"],
+            "00-7d3e1f0a9b8c4d2e6f5a4b3c2d1e0f9a-1a2b3c4d5e6f7081-01"
+        );
+        assert!(raw.contains("TimeGenerated [UTC]"), "{raw}");
+        let ApimItem::Gateway { fields, format, .. } = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*format, "apim_loganalytics_json");
+        // Not UTC: left for the input's zone.
+        assert_eq!(fields["timegenerated"], "11/6/2024, 3:04:55 PM");
+        assert_eq!(fields["responsecode"], 401);
+
+        let records = r#"[{"time":"2024-11-05T09:20:00Z","category":"GatewayLogs","durationMs":5,"properties":{"correlationId":"A"}}]"#;
+        let items = decode(records, 1).unwrap();
+        let ApimItem::Gateway { format, .. } = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*format, "apim_records");
+    }
+
+    /// A portal CSV export is read as one, its rows numbered from the header's line.
+    #[test]
+    fn portal_csv_export() {
+        let body = "\u{feff}TimeGenerated [UTC],CorrelationId,Category,Url\n\
+                    \"11/6/2024, 2:04:55.301 PM\",c-1,GatewayLogs,\"https://x/a?b=1,2\"\n";
+        let items = decode(body, 7).unwrap();
+        let ApimItem::Gateway {
+            fields,
+            format,
+            pos,
+            ..
+        } = &items[0]
+        else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*format, "apim_loganalytics_csv");
+        assert_eq!(*pos, Pos::Line(8));
+        assert_eq!(fields["timegenerated"], "2024-11-06T14:04:55.301Z");
+        assert_eq!(fields["url"], "https://x/a?b=1,2");
     }
 
     #[test]

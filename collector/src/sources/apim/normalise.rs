@@ -143,6 +143,13 @@ fn cell_i64(v: Option<f64>) -> Cell {
 
 /// Redacts a record's raw text and finds any token in it.
 fn raw_text(raw: String, fields: &Fields, tokens: &TokenConfig) -> (String, Option<TokenIdentity>) {
+    redact_text(raw, &secrets_in(fields, tokens), tokens)
+}
+
+/// The values a record's raw text must not keep: values under secret names (flattened
+/// fields, the nested ones [`crate::sources::apim::decode::fields_of`] listed) and the
+/// secrets inside every other value.
+pub(crate) fn secrets_in(fields: &Fields, tokens: &TokenConfig) -> Vec<String> {
     // The fields hold every value of the record (flattened), so they alone tell which
     // values sit under secret names; the raw text is not parsed again.
     let mut secrets = Vec::new();
@@ -164,7 +171,7 @@ fn raw_text(raw: String, fields: &Fields, tokens: &TokenConfig) -> (String, Opti
             other => secret_values(other, tokens, &mut secrets),
         }
     }
-    redact_text(raw, &secrets, tokens)
+    secrets
 }
 
 /// A GatewayLogs record to a `gateway_log_copies` row.
@@ -311,6 +318,7 @@ pub fn gateway_row(
     set(ERRORS, Cell::text(scrub(errors)));
     set(APIM_SERVICE, Cell::text(service));
     set(GATEWAY, Cell::text(gateway));
+    set(gateway_logs::GATEWAY_PRODUCT, Cell::Str("apim".into()));
     set(REGION, Cell::text(f.s(&["region", "location"])));
     set(
         RESOURCE_ID,

@@ -52,6 +52,8 @@ pub struct Params {
     gateway: Option<String>,
     service: Option<String>,
     app: Option<String>,
+    /// A mapping that reads the body (`[mappings.NAME]` or a preset).
+    mapping: Option<String>,
 }
 
 async fn apim(
@@ -105,6 +107,23 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let format = p.format.filter(|f| !f.is_empty() && f != "auto");
+    let mapping = match p
+        .mapping
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        None => None,
+        Some(name) => match c.mapping(name) {
+            Ok(m) => Some(m),
+            Err(e) => return error(&e),
+        },
+    };
+    if mapping.is_some() && format.is_some() {
+        return error(&IngestError::InvalidPayload(
+            "format and mapping cannot be given together: a mapping names its own format".into(),
+        ));
+    }
     let meta = InputMeta {
         file: p.file.filter(|f| !f.is_empty()),
         zone,
@@ -128,6 +147,7 @@ async fn handle(
             first_line,
             first_index,
             format,
+            mapping,
             meta,
         })
     };

@@ -95,6 +95,9 @@ fn default_settle() -> Duration {
 fn default_relist() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_format() -> PullFormat {
+    PullFormat::Auto
+}
 fn default_max_batch_bytes() -> usize {
     4 << 20
 }
@@ -105,8 +108,13 @@ fn default_max_batch_bytes() -> usize {
 pub struct KafkaSource {
     /// Unique name: the `source` label in `ingest_stats`, `/metrics` and `source_positions`.
     pub name: String,
-    /// How messages are read.
+    /// How messages are read. (`auto` when omitted; must be `auto` or omitted with `mapping`).
+    #[serde(default = "default_format")]
     pub format: PullFormat,
+    /// A mapping (`[mappings.NAME]` or a preset) that reads the records instead of the
+    /// built-in shapes.
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// Bootstrap brokers, `host:port`.
     pub brokers: Vec<String>,
     /// Topics (Event Hubs: event hub names).
@@ -152,8 +160,13 @@ pub struct KafkaSource {
 pub struct AzureBlobSource {
     /// Unique name.
     pub name: String,
-    /// How blobs are read.
+    /// How blobs are read. (`auto` when omitted; must be `auto` or omitted with `mapping`).
+    #[serde(default = "default_format")]
     pub format: PullFormat,
+    /// A mapping (`[mappings.NAME]` or a preset) that reads the records instead of the
+    /// built-in shapes.
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// Container.
     pub container: String,
     /// Only blobs whose names start with this.
@@ -208,8 +221,13 @@ pub struct AzureBlobSource {
 pub struct FileSource {
     /// Unique name.
     pub name: String,
-    /// How lines are read.
+    /// How lines are read. (`auto` when omitted; must be `auto` or omitted with `mapping`).
+    #[serde(default = "default_format")]
     pub format: PullFormat,
+    /// A mapping (`[mappings.NAME]` or a preset) that reads the records instead of the
+    /// built-in shapes.
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// Glob patterns.
     pub paths: Vec<String>,
     /// Patterns of paths to leave out.
@@ -276,6 +294,15 @@ impl SourceConfig {
         }
     }
 
+    /// The mapping that reads the source's records, if any.
+    pub fn mapping(&self) -> Option<&str> {
+        match self {
+            SourceConfig::Kafka(s) => s.mapping.as_deref(),
+            SourceConfig::AzureBlob(s) => s.mapping.as_deref(),
+            SourceConfig::File(s) => s.mapping.as_deref(),
+        }
+    }
+
     /// Most bytes the source takes in one step.
     pub fn max_batch_bytes(&self) -> usize {
         match self {
@@ -313,6 +340,17 @@ impl SourceConfig {
             ));
         }
         let at = |key: &str, why: &str| Err(format!("[[sources]] {name:?}: {key}: {why}"));
+        if let Some(m) = self.mapping() {
+            if m.trim().is_empty() {
+                return at("mapping", "must name a mapping");
+            }
+            if self.format() != PullFormat::Auto {
+                return at(
+                    "format",
+                    "leave it out with a mapping: the mapping says how records are read",
+                );
+            }
+        }
         match self {
             SourceConfig::Kafka(s) => {
                 if s.brokers.is_empty() {

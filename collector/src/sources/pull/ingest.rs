@@ -53,7 +53,8 @@ fn route(text: &str, format: PullFormat) -> Result<Route, IngestError> {
 }
 
 impl Collector {
-    /// Stores the records of `p` (decoded as `format`) together with `extra` batches (its
+    /// Stores the records of `p` (decoded as `format`, or by `mapping` when given; `app` and
+    /// `service` name records that do not name theirs) together with `extra` batches (its
     /// `source_positions` rows) in one write-ahead log entry; counted in `ingest_stats` as
     /// source `label.0` over transport `label.1`.
     ///
@@ -64,13 +65,18 @@ impl Collector {
         self: &Arc<Self>,
         p: &Pulled,
         format: PullFormat,
-        app: Option<String>,
-        service: Option<String>,
+        mapping: Option<Arc<crate::mapping::Mapping>>,
+        (app, service): (Option<String>, Option<String>),
         extra: Vec<(&'static str, RecordBatch)>,
         label: (&'static str, &'static str),
     ) -> Result<AccessOutcome, IngestError> {
         self.check_open()?;
-        match route(&p.text, format)? {
+        let route = if mapping.is_some() {
+            Route::Access(AccessSource::Apim)
+        } else {
+            route(&p.text, format)?
+        };
+        match route {
             Route::Access(source) => {
                 let input = AccessInput {
                     source,
@@ -78,6 +84,7 @@ impl Collector {
                     first_line: p.first_line.max(1),
                     first_index: 0,
                     format: None,
+                    mapping,
                     meta: InputMeta {
                         file: Some(p.origin.clone()),
                         app,
