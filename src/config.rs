@@ -332,6 +332,8 @@ impl SeamConfig {
                 cfg.mappings.insert(name, spec);
             }
         }
+        // Merged: the effective configuration (--print-config) holds them once.
+        cfg.mapping_files.clear();
         if let Some(d) = overrides.data_dir {
             cfg.data_dir = d;
         }

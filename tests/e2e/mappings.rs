@@ -3,7 +3,10 @@
 //! shipped with seam (Kong, Envoy, NGINX, AWS API Gateway, an identity-aware proxy), with
 //! the real `seam serve`, `seam ingest --mapping` and `POST /ingest/apim?mapping=`. The
 //! generator's gateway traffic, ingested with the presets beside its Mule lines, correlates
-//! into exactly its true requests; a bearer token Kong logged is identified, never stored.
+//! into exactly its true requests, also with APIM's records sent again in every other shape
+//! Azure delivers them in (the portal's CSV and JSON exports, the Log Analytics query result,
+//! Event Hubs bodies: each request stored once); a bearer token Kong logged is identified,
+//! never stored.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -374,9 +377,17 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
     let t = generate_gateways(11, N, START, 150);
     assert_eq!(t.truth.len(), N);
     ingest_gateway_traffic(&run, dir.path(), &t);
+    check_true_requests(&api, &t).await;
+    sigterm_and_wait(run);
+}
 
+/// Once everything of `t` is ingested: every request settles into exactly its truth (status,
+/// rejecting layer, bypass, gateway and Mule ids: precision and recall 1), one `gateway_logs`
+/// row per gateway request (whatever the shapes and copies it came in) with its product, and
+/// scheduler lines are never requests.
+async fn check_true_requests(api: &str, t: &GatewayTraffic) {
     let want = t.truth.len() as i64;
-    let api2 = api.clone();
+    let api2 = api.to_string();
     let settled = wait_until(
         "generated requests settled",
         Duration::from_secs(180),
@@ -393,25 +404,25 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
     .await;
     if let Err(e) = settled {
         let n = sql(
-            &api,
+            api,
             "SELECT count(*) AS n, sum(CASE WHEN settled THEN 1 ELSE 0 END) AS s FROM requests",
         )
         .await;
         panic!("{e}: {n:?}");
     }
-    // Every preset record was readable.
+    // Every record was readable.
     assert_eq!(
-        count(&api, "SELECT count(*) FROM rejects").await.unwrap(),
+        count(api, "SELECT count(*) FROM rejects").await.unwrap(),
         0,
         "{:?}",
-        sql(&api, "SELECT file, line, reason FROM rejects LIMIT 20").await
+        sql(api, "SELECT file, line, reason FROM rejects LIMIT 20").await
     );
     assert_eq!(
-        count(&api, "SELECT count(*) FROM requests").await.unwrap(),
+        count(api, "SELECT count(*) FROM requests").await.unwrap(),
         want,
         "{:?}",
         sql(
-            &api,
+            api,
             "SELECT request_id, mule_correlation_id, has_gateway, has_flow FROM requests \
              ORDER BY time LIMIT 20"
         )
@@ -420,7 +431,7 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
 
     // Per request: present, with the true outcome.
     let rows = sql(
-        &api,
+        api,
         "SELECT request_id, apim_correlation_id, mule_correlation_id, status_code, rejected_by, \
          bypassed_gateway, has_gateway FROM requests",
     )
@@ -465,7 +476,7 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
     assert!(!bypasses.is_empty());
     assert_eq!(flagged, bypasses);
     assert_eq!(
-        count(&api, "SELECT count(*) FROM audit_gateway_bypass")
+        count(api, "SELECT count(*) FROM audit_gateway_bypass")
             .await
             .unwrap(),
         bypasses.len() as i64
@@ -482,7 +493,7 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
 
     // One gateway_logs row per gateway request (duplicates merged), with its product.
     let gw = sql(
-        &api,
+        api,
         "SELECT correlation_id, gateway_product FROM gateway_logs",
     )
     .await
@@ -515,7 +526,7 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
             .count() as i64;
         assert_eq!(
             count(
-                &api,
+                api,
                 &format!(
                     "SELECT count(*) FROM gateway_logs WHERE gateway_product = {}",
                     q(product)
@@ -531,7 +542,7 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
     assert!(!t.scheduler_correlation_ids.is_empty());
     for id in &t.scheduler_correlation_ids {
         let n = count(
-            &api,
+            api,
             &format!(
                 "SELECT count(*) FROM requests WHERE request_id = {0} OR mule_correlation_id = {0}",
                 q(id)
@@ -540,6 +551,302 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
         .await
         .unwrap();
         assert_eq!(n, 0, "{id}");
+    }
+}
+
+/// `11/6/2024, 2:04:55.301 PM` (the portal exports' time, UTC) as ISO 8601 UTC, as the
+/// storage archive writes it (`2024-11-06T14:04:55.301Z`).
+fn portal_time_iso(s: &str) -> String {
+    let (date, clock) = s.split_once(", ").unwrap();
+    let (hms, half) = clock.split_once(' ').unwrap();
+    let mdy: Vec<u32> = date.split('/').map(|x| x.parse().unwrap()).collect();
+    let (hour, rest) = hms.split_once(':').unwrap();
+    let hour = hour.parse::<u32>().unwrap() % 12 + if half == "PM" { 12 } else { 0 };
+    format!(
+        "{:04}-{:02}-{:02}T{hour:02}:{rest}Z",
+        mdy[2], mdy[0], mdy[1]
+    )
+}
+
+/// The generator's other APIM shapes hold each record of the storage archive (`archive`, by
+/// correlation id) once, at its time to the millisecond, laid out as Azure writes them.
+fn check_apim_shapes(t: &GatewayTraffic, archive: &HashMap<String, Value>) {
+    let rec = |cid: &str| {
+        archive
+            .get(cid)
+            .unwrap_or_else(|| panic!("{cid} is no record of the storage archive"))
+    };
+    let time_of = |cid: &str| rec(cid)["time"].as_str().unwrap().to_string();
+
+    // The portal CSV export: byte-order mark, header, one RFC 4180 row a record, CRLF.
+    let csv = t
+        .apim_portal_csv
+        .strip_prefix('\u{feff}')
+        .expect("the CSV export starts with a byte-order mark");
+    assert!(csv.ends_with("\r\n"));
+    assert!(
+        !csv.replace("\r\n", "").contains(['\n', '\r']),
+        "CRLF line ends only"
+    );
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let header = csv_fields(lines[0]);
+    assert_eq!(header[0], "TenantId");
+    assert_eq!(header[1], "TimeGenerated [UTC]");
+    assert_eq!(header.last().map(String::as_str), Some("_ResourceId"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let (c_time, c_cid, c_headers) = (
+        col("TimeGenerated [UTC]"),
+        col("CorrelationId"),
+        col("RequestHeaders"),
+    );
+    let mut seen = HashSet::new();
+    for line in &lines[1..] {
+        let f = csv_fields(line);
+        assert_eq!(f.len(), header.len(), "{line}");
+        let cid = f[c_cid].as_str();
+        assert!(
+            seen.insert(cid.to_string()),
+            "{cid} twice in the CSV export"
+        );
+        assert_eq!(portal_time_iso(&f[c_time]), time_of(cid), "{line}");
+        // A dynamic column: JSON text, quoted, its quotes doubled.
+        assert!(line.contains(r#"""traceparent"":""00-"#), "{line}");
+        let headers: Value = serde_json::from_str(&f[c_headers]).unwrap();
+        assert_eq!(headers, rec(cid)["properties"]["requestHeaders"], "{line}");
+    }
+    assert_eq!(seen.len(), archive.len(), "CSV rows");
+
+    // The Log Analytics query result: times with 7 fractional digits, the same millisecond.
+    let la: Value = serde_json::from_str(&t.apim_loganalytics_json).unwrap();
+    let table = &la["tables"][0];
+    assert_eq!(table["name"], "PrimaryResult");
+    let names: Vec<&str> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert!(c["type"].is_string(), "{c}");
+            c["name"].as_str().unwrap()
+        })
+        .collect();
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), archive.len(), "Log Analytics rows");
+    let mut seen = HashSet::new();
+    for row in rows {
+        let cells = row.as_array().unwrap();
+        assert_eq!(cells.len(), names.len(), "{row}");
+        let cid = cells[at("CorrelationId")].as_str().unwrap();
+        assert!(seen.insert(cid), "{cid} twice in the Log Analytics result");
+        let time = cells[at("TimeGenerated")].as_str().unwrap();
+        assert_eq!(time.len(), 28, "{time}");
+        assert_eq!(format!("{}Z", &time[..23]), time_of(cid), "{row}");
+        assert!(cells[at("RequestHeaders")].is_string(), "{row}");
+        assert_eq!(cells[at("TotalTime")], rec(cid)["durationMs"], "{row}");
+    }
+
+    // The portal JSON export.
+    let rows: Vec<Value> = serde_json::from_str(&t.apim_portal_json).unwrap();
+    assert_eq!(rows.len(), archive.len(), "portal JSON rows");
+    let mut seen = HashSet::new();
+    for row in &rows {
+        let cid = row["CorrelationId"].as_str().unwrap();
+        assert!(seen.insert(cid), "{cid} twice in the portal JSON export");
+        let time = row["TimeGenerated [UTC]"].as_str().unwrap();
+        assert_eq!(portal_time_iso(time), time_of(cid), "{row}");
+    }
+
+    // Event Hubs bodies: the archive's records themselves, 1 to 40 a body, some pretty.
+    let mut records = 0;
+    let mut sizes = HashSet::new();
+    let mut pretty = 0;
+    for body in &t.apim_eventhub_batches {
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let batch = doc["records"].as_array().unwrap();
+        assert!((1..=40).contains(&batch.len()), "{} records", batch.len());
+        sizes.insert(batch.len());
+        if body.contains("\n\t") {
+            pretty += 1;
+        }
+        for r in batch {
+            assert_eq!(r, rec(r["correlationId"].as_str().unwrap()));
+        }
+        records += batch.len();
+    }
+    assert_eq!(records, archive.len(), "Event Hubs records");
+    assert!(sizes.len() > 1, "{sizes:?}");
+    assert!(
+        pretty > 0 && pretty < t.apim_eventhub_batches.len(),
+        "{pretty}"
+    );
+}
+
+/// APIM's records in every shape seam reads them in (the Azure portal's CSV export first, so
+/// the copy stored of every request is the CSV row; then the Log Analytics query result, the
+/// portal JSON export, Event Hubs bodies and the storage archive's JSON Lines, beside the
+/// other products and the Mule lines): each request is one `gateway_logs` row with the
+/// archive's values and time, and the requests are exactly the true ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apim_records_in_every_shape_are_one_request_each_and_correlate_exactly() {
+    const N: usize = 210; // 35 requests per product
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = start(&data);
+    let api = run.api.clone();
+    let t = generate_gateways(17, N, START, 150);
+    assert_eq!(t.truth.len(), N);
+    // The storage archive's records, each once (the lines hold duplicates).
+    let mut archive: HashMap<String, Value> = HashMap::new();
+    for line in &t.apim {
+        let rec: Value = serde_json::from_str(line).unwrap();
+        archive.insert(rec["correlationId"].as_str().unwrap().to_string(), rec);
+    }
+    let apim_requests = t.truth.iter().filter(|x| x.product == Some("apim")).count();
+    assert_eq!(archive.len(), apim_requests);
+    check_apim_shapes(&t, &archive);
+
+    let csv = write(dir.path(), "apim-portal-export.csv", &t.apim_portal_csv);
+    ingest(&run, &[csv.as_str()]);
+    let la = write(
+        dir.path(),
+        "apim-loganalytics.json",
+        &t.apim_loganalytics_json,
+    );
+    ingest(&run, &[la.as_str()]);
+    let portal_json = write(dir.path(), "apim-portal-export.json", &t.apim_portal_json);
+    ingest(&run, &[portal_json.as_str()]);
+    let client = reqwest::Client::new();
+    for (k, body) in t.apim_eventhub_batches.iter().enumerate() {
+        let resp = client
+            .post(format!("http://{}/ingest/apim", run.http))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "Event Hubs body {k}: {text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        let n = serde_json::from_str::<Value>(body).unwrap()["records"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(answer["rejected"], 0, "Event Hubs body {k}: {answer}");
+        assert_eq!(
+            answer["accepted"].as_u64().unwrap() + answer["duplicates"].as_u64().unwrap(),
+            n as u64,
+            "Event Hubs body {k}: {answer}"
+        );
+    }
+    ingest_gateway_traffic(&run, dir.path(), &t);
+
+    check_true_requests(&api, &t).await;
+
+    // Each APIM request once, whatever the shapes it came in; the CSV row among its copies.
+    assert_eq!(
+        count(
+            &api,
+            "SELECT count(*) FROM gateway_logs WHERE gateway_product = 'apim'"
+        )
+        .await
+        .unwrap(),
+        apim_requests as i64
+    );
+    let rows = sql(
+        &api,
+        "SELECT correlation_id, copies, array_to_string(source_formats, ',') AS f \
+         FROM gateway_logs WHERE gateway_product = 'apim'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), apim_requests, "{rows:?}");
+    for r in &rows {
+        let formats: Vec<&str> = r["f"].as_str().unwrap_or_default().split(',').collect();
+        assert!(
+            formats.contains(&"apim_loganalytics_csv"),
+            "{}: {formats:?}",
+            r["correlation_id"]
+        );
+        assert!(r["copies"].as_i64().unwrap_or(0) >= 1, "{r:?}");
+    }
+    // Every stored copy has the archive's time and values; the request's row has its time.
+    for (cid, rec) in &archive {
+        let p = &rec["properties"];
+        let ts = rec["time"].as_str().unwrap();
+        assert_eq!(
+            count(
+                &api,
+                &format!(
+                    "SELECT count(*) FROM gateway_logs WHERE correlation_id = {} AND time = {}",
+                    q(cid),
+                    q(ts)
+                )
+            )
+            .await
+            .unwrap(),
+            1,
+            "{cid} at {ts}"
+        );
+        let copies = sql(
+            &api,
+            &format!(
+                "SELECT source_format, time = {} AS same_time, status_code, backend_status_code, \
+                 total_time_ms, backend_time_ms, client_time_ms, client_ip, url, trace_id, \
+                 forwarded_correlation_id, last_error_reason, last_error_message, \
+                 is_request_success, region, apim_service \
+                 FROM gateway_log_copies WHERE correlation_id = {}",
+                q(ts),
+                q(cid)
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(!copies.is_empty(), "{cid}");
+        let trace = p["requestHeaders"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap();
+        for c in &copies {
+            let ctx = format!("{cid} ({})", c["source_format"]);
+            assert_eq!(c["same_time"], true, "{ctx}");
+            assert_eq!(c["status_code"], p["responseCode"], "{ctx}");
+            assert_eq!(c["backend_status_code"], p["backendResponseCode"], "{ctx}");
+            assert_eq!(
+                c["total_time_ms"].as_f64(),
+                rec["durationMs"].as_f64(),
+                "{ctx}"
+            );
+            assert_eq!(
+                c["backend_time_ms"].as_f64(),
+                p["backendTime"].as_f64(),
+                "{ctx}"
+            );
+            assert_eq!(
+                c["client_time_ms"].as_f64(),
+                p["clientTime"].as_f64(),
+                "{ctx}"
+            );
+            assert_eq!(c["client_ip"], rec["callerIpAddress"], "{ctx}");
+            assert_eq!(c["url"], p["url"], "{ctx}");
+            assert_eq!(c["trace_id"], trace, "{ctx}");
+            assert_eq!(
+                c["forwarded_correlation_id"], p["backendRequestHeaders"]["X-Correlation-ID"],
+                "{ctx}"
+            );
+            assert_eq!(c["last_error_reason"], p["lastError"]["reason"], "{ctx}");
+            assert_eq!(c["last_error_message"], p["lastError"]["message"], "{ctx}");
+            assert_eq!(c["is_request_success"], rec["isRequestSuccess"], "{ctx}");
+            assert_eq!(c["region"], rec["location"], "{ctx}");
+            assert_eq!(c["apim_service"], "gen-apim", "{ctx}");
+        }
     }
     sigterm_and_wait(run);
 }

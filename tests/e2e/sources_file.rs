@@ -559,3 +559,57 @@ async fn pulled_files_correlate_into_exactly_the_true_requests() {
     }
     stack.stop().await;
 }
+
+/// A file source read through a mapping (`mapping = "kong"`, no `format`): Kong's file-log
+/// lines land in `gateway_logs` as Kong's, appended lines too, duplicates once, and a line
+/// the mapping cannot read is refused with the field named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_source_reads_kong_logs_through_the_preset_mapping() {
+    let start = 1_730_887_200_000_000_000;
+    let t = seam_tests::generator::generate_gateways(21, 120, start, 150);
+    let kong = t.lines("kong");
+    assert!(kong.len() > 10, "{}", kong.len());
+    let distinct: std::collections::BTreeSet<&String> = kong.iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("kong");
+    std::fs::create_dir_all(&logs).unwrap();
+    let file = logs.join("seam.jsonl");
+    let half = kong.len() / 2;
+    append(&file, &seam_tests::generator::lines_text(&kong[..half]));
+    let toml = format!(
+        "[[sources]]\nname = \"kong-files\"\ntype = \"file\"\nmapping = \"kong\"\n\
+         paths = ['{}']\npoll_interval = \"200ms\"\n",
+        logs.join("*.jsonl").display()
+    );
+    let run = spawn_custom(&dir.path().join("data"), &toml, &[], None);
+    let first: std::collections::BTreeSet<&String> = kong[..half].iter().collect();
+    let kong_rows = "SELECT count(*) FROM gateway_logs WHERE gateway_product = 'kong'";
+    wait_exact(&run.api, kong_rows, n(first.len())).await;
+    append(&file, &seam_tests::generator::lines_text(&kong[half..]));
+    append(
+        &file,
+        "{\"request\":{\"method\":\"GET\"},\"response\":{\"status\":200}}\n",
+    );
+    wait_exact(&run.api, kong_rows, n(distinct.len())).await;
+    wait_exact(&run.api, REJECTS, 1).await;
+    let reason = scalar(&run.api, "SELECT reason FROM rejects")
+        .await
+        .unwrap();
+    let reason = reason.as_str().unwrap_or_default();
+    assert!(
+        reason.contains("mapping kong") && reason.contains("field time"),
+        "{reason}"
+    );
+    assert_eq!(
+        count(
+            &run.api,
+            "SELECT count(*) FROM gateway_logs WHERE array_to_string(source_formats, ',') = 'mapping:kong' AND gateway = 'kong'"
+        )
+        .await
+        .unwrap(),
+        n(distinct.len())
+    );
+    let status = source_status(&run.api, "kong-files").await;
+    assert_eq!(status["rejected"], 1, "{status}");
+    drop(run);
+}

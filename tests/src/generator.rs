@@ -424,6 +424,47 @@ pub const CONTOSO_CSV_HEADER: &str =
     "EventTime,Service,RequestId,ClientIp,Operation,Status,ElapsedMs,Scopes,Fingerprint,Channel";
 
 const USER_AGENT: &str = "contoso-partner-client/2.3 (+https://contoso.example)";
+/// The ARM id of the generated APIM service, as diagnostic settings write it (upper case).
+const APIM_RESOURCE_ID: &str =
+    "/SUBSCRIPTIONS/G/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/GEN-APIM";
+/// The Log Analytics workspace the APIM records are queried from (`TenantId`).
+const LA_WORKSPACE_ID: &str = "5b1f3c2a-7d4e-4f6a-9b8c-0d1e2f3a4b5c";
+/// The columns of the `ApiManagementGatewayLogs` rows [`generate_gateways`] writes (name,
+/// Log Analytics type), in the table's order: those that carry what the storage archive
+/// records hold, and Log Analytics' own (`TenantId`, `SourceSystem`, `Type`, `_ResourceId`).
+pub const APIM_LA_COLUMNS: &[(&str, &str)] = &[
+    ("TenantId", "string"),
+    ("TimeGenerated", "datetime"),
+    ("OperationName", "string"),
+    ("CorrelationId", "string"),
+    ("Region", "string"),
+    ("IsRequestSuccess", "bool"),
+    ("Category", "string"),
+    ("TotalTime", "long"),
+    ("CallerIpAddress", "string"),
+    ("Method", "string"),
+    ("Url", "string"),
+    ("ClientProtocol", "string"),
+    ("ResponseCode", "int"),
+    ("BackendMethod", "string"),
+    ("BackendUrl", "string"),
+    ("BackendResponseCode", "int"),
+    ("Cache", "string"),
+    ("BackendTime", "long"),
+    ("ClientTime", "long"),
+    ("ApiId", "string"),
+    ("OperationId", "string"),
+    ("ApimSubscriptionId", "string"),
+    ("LastErrorSource", "string"),
+    ("LastErrorSection", "string"),
+    ("LastErrorReason", "string"),
+    ("LastErrorMessage", "string"),
+    ("RequestHeaders", "dynamic"),
+    ("BackendRequestHeaders", "dynamic"),
+    ("SourceSystem", "string"),
+    ("Type", "string"),
+    ("_ResourceId", "string"),
+];
 const KONG_SERVICE_ID: &str = "fb4eecf8-dec2-40ef-b779-16de7e2384c7";
 const KONG_ROUTE_ID: &str = "0f1a4101-3327-4274-b1e4-484a4ab0c030";
 const KONG_CONSUMER_ID: &str = "3391944b-2c84-4eda-95d0-20fb21f16c1b";
@@ -459,12 +500,36 @@ pub struct GatewayTruth {
 }
 
 /// What [`generate_gateways`] writes: per product the records (JSON Lines, one string a
-/// line; APIM in its storage-archive shape), the Mule JSON Logger lines of the integration
-/// layer, a team's custom events in JSON and CSV, and the truth per request.
+/// line; APIM in its storage-archive shape), the same APIM records in every other shape seam
+/// reads them in (Event Hubs bodies, the portal's CSV and JSON exports and the Log Analytics
+/// query result of `ApiManagementGatewayLogs`: the same values, times to the millisecond),
+/// the Mule JSON Logger lines of the integration layer, a team's custom events in JSON and
+/// CSV, and the truth per request.
 #[derive(Debug, Default)]
 pub struct GatewayTraffic {
     /// APIM GatewayLogs records (storage archive lines; read without a mapping).
     pub apim: Vec<String>,
+    /// The same APIM records (each once) as Event Hubs message bodies, `{"records":[…]}`
+    /// (`apim_records`): 1 to 40 records a body (the sizes cycle through every count), every
+    /// third body pretty-printed with tab indentation as pre-2018 storage blobs were. Each is
+    /// one `POST /ingest/apim` body.
+    pub apim_eventhub_batches: Vec<String>,
+    /// The same APIM records (each once) as the Azure portal's "Export to CSV" of a Log
+    /// Analytics query over `ApiManagementGatewayLogs` (`apim_loganalytics_csv`): a UTF-8
+    /// byte-order mark, the header line of [`APIM_LA_COLUMNS`] (`TimeGenerated [UTC]`), one
+    /// RFC 4180 row per record with CRLF line ends, locale times (`11/6/2024, 10:00:00.150
+    /// AM`), `dynamic` header columns as JSON text with doubled quotes, empty fields for
+    /// missing values, lower-case `_ResourceId`.
+    pub apim_portal_csv: String,
+    /// The same APIM records (each once) as a Log Analytics query API result over
+    /// `ApiManagementGatewayLogs` (`apim_loganalytics`): `{"tables":[{"name":"PrimaryResult",
+    /// "columns":[{"name","type"}…],"rows":[[…]…]}]}` with [`APIM_LA_COLUMNS`], times with 7
+    /// fractional digits, `dynamic` cells as JSON text, `null` and `""` for missing values.
+    pub apim_loganalytics_json: String,
+    /// The same APIM records (each once) as the Azure portal's "Export to JSON" of that query
+    /// (`apim_loganalytics_json`): an array of flat objects keyed by the CSV header's names,
+    /// times as in the CSV export.
+    pub apim_portal_json: String,
     /// Kong file-log / http-log records (preset `kong`).
     pub kong: Vec<String>,
     /// Envoy JSON access log lines with Istio's keys (preset `envoy`).
@@ -678,13 +743,18 @@ fn json_logger_line(
     .to_string()
 }
 
-/// An APIM GatewayLogs record (storage archive shape), as `generate` writes them.
+/// An APIM GatewayLogs record (storage archive shape), as `generate` writes them, with the
+/// fields Log Analytics also has (`isRequestSuccess`, `location`, `cache`, `clientTime`,
+/// `lastError.message`), so that every shape of [`GatewayTraffic`] carries the same values.
 fn apim_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
     let url = format!("https://gen-apim.azure-api.net{}", r.path);
+    // Time spent sending the response to the client (no random draw: the other products'
+    // records stay as they were).
+    let client_time = (1 + (r.i % 3) as i64).min(r.total);
     let mut props = json!({
         "method": "GET", "url": url, "responseCode": r.status,
         "apiId": "orders-api", "operationId": "get-item", "apimSubscriptionId": "gen-sub",
-        "clientProtocol": "HTTP/1.1",
+        "clientProtocol": "HTTP/1.1", "cache": "none", "clientTime": client_time,
         "requestHeaders": {"traceparent": r.traceparent, "User-Agent": USER_AGENT},
     });
     match r.backend_status {
@@ -701,21 +771,229 @@ fn apim_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
             });
         }
         None => {
-            let (source, reason) = match r.status {
-                401 => ("validate-jwt", "TokenNotPresent"),
-                403 => ("validate-jwt", "TokenClaimValueNotAllowed"),
-                _ => ("rate-limit-by-key", "RateLimitExceeded"),
+            // The messages hold commas and quotes: the portal CSV export quotes them.
+            let (source, reason, message) = match r.status {
+                401 => ("validate-jwt", "TokenNotPresent", "JWT not present."),
+                403 => (
+                    "validate-jwt",
+                    "TokenClaimValueNotAllowed",
+                    "Claim value of \"roles\" is not allowed, expected \"Orders.Read\".",
+                ),
+                _ => (
+                    "rate-limit-by-key",
+                    "RateLimitExceeded",
+                    "Rate limit is exceeded, try again in 30 seconds.",
+                ),
             };
-            props["lastError"] = json!({"source": source, "reason": reason, "section": "inbound"});
+            props["lastError"] = json!({"source": source, "reason": reason, "section": "inbound",
+                                        "message": message});
         }
     }
     json!({
         "time": iso(r.t0),
-        "resourceId": "/SUBSCRIPTIONS/G/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/GEN-APIM",
+        "resourceId": APIM_RESOURCE_ID,
         "category": "GatewayLogs", "operationName": "Microsoft.ApiManagement/GatewayLogs",
         "durationMs": r.total, "callerIpAddress": r.client_ip, "correlationId": r.correlation_id,
+        "isRequestSuccess": r.status < 400, "location": "West Europe",
         "properties": props
     })
+}
+
+/// Log Analytics' datetime text: `2024-11-06T10:00:00.1500000Z` (7 fractional digits, to the
+/// millisecond as every other shape).
+fn la_time(ns: i64) -> String {
+    let c = civil_of(ns);
+    let frac = c.ms * 10_000;
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{frac:07}Z",
+        c.y, c.m, c.d, c.hh, c.mm, c.ss
+    )
+}
+
+/// The Azure portal's export time (en-US locale, UTC): `11/6/2024, 2:04:55.301 PM`.
+fn portal_time(ns: i64) -> String {
+    let c = civil_of(ns);
+    let (hour, half) = match c.hh {
+        0 => (12, "AM"),
+        h @ 1..=11 => (h, "AM"),
+        12 => (12, "PM"),
+        h => (h - 12, "PM"),
+    };
+    format!(
+        "{}/{}/{}, {hour}:{:02}:{:02}.{:03} {half}",
+        c.m, c.d, c.y, c.mm, c.ss, c.ms
+    )
+}
+
+/// One APIM record of the storage archive (as [`apim_record`] writes it) as the cells of an
+/// `ApiManagementGatewayLogs` row, in [`APIM_LA_COLUMNS`] order, `time` in the time column:
+/// the same values under Log Analytics' names (`durationMs` → `TotalTime`, `location` →
+/// `Region`, `lastError.reason` → `LastErrorReason`, …). As Log Analytics writes them: `""`
+/// for a missing text, `null` for a missing number (`BackendResponseCode` when no backend
+/// was called, when `BackendTime` is 0), header maps as JSON text.
+fn apim_la_cells(rec: &Value, time: &str) -> Vec<Value> {
+    let p = &rec["properties"];
+    let err = &p["lastError"];
+    let text = |v: &Value| Value::String(v.as_str().unwrap_or_default().to_string());
+    let dynamic = |v: &Value| {
+        if v.is_object() {
+            Value::String(v.to_string())
+        } else {
+            Value::Null
+        }
+    };
+    let called = !p["backendResponseCode"].is_null();
+    APIM_LA_COLUMNS
+        .iter()
+        .map(|&(name, _)| match name {
+            "TenantId" => json!(LA_WORKSPACE_ID),
+            "TimeGenerated" => json!(time),
+            "OperationName" => rec["operationName"].clone(),
+            "CorrelationId" => rec["correlationId"].clone(),
+            "Region" => rec["location"].clone(),
+            "IsRequestSuccess" => rec["isRequestSuccess"].clone(),
+            "Category" => rec["category"].clone(),
+            "TotalTime" => rec["durationMs"].clone(),
+            "CallerIpAddress" => rec["callerIpAddress"].clone(),
+            "Method" => p["method"].clone(),
+            "Url" => p["url"].clone(),
+            "ClientProtocol" => p["clientProtocol"].clone(),
+            "ResponseCode" => p["responseCode"].clone(),
+            "BackendMethod" => text(&p["backendMethod"]),
+            "BackendUrl" => text(&p["backendUrl"]),
+            "BackendResponseCode" => p["backendResponseCode"].clone(),
+            "Cache" => p["cache"].clone(),
+            "BackendTime" if called => p["backendTime"].clone(),
+            "BackendTime" => json!(0),
+            "ClientTime" => p["clientTime"].clone(),
+            "ApiId" => p["apiId"].clone(),
+            "OperationId" => p["operationId"].clone(),
+            "ApimSubscriptionId" => p["apimSubscriptionId"].clone(),
+            "LastErrorSource" => text(&err["source"]),
+            "LastErrorSection" => text(&err["section"]),
+            "LastErrorReason" => text(&err["reason"]),
+            "LastErrorMessage" => text(&err["message"]),
+            "RequestHeaders" => dynamic(&p["requestHeaders"]),
+            "BackendRequestHeaders" => dynamic(&p["backendRequestHeaders"]),
+            "SourceSystem" => json!("Azure"),
+            "Type" => json!("ApiManagementGatewayLogs"),
+            "_ResourceId" => json!(
+                rec["resourceId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+            ),
+            _ => Value::Null,
+        })
+        .collect()
+}
+
+/// The column names of a portal export: datetime columns carry their unit (`TimeGenerated
+/// [UTC]`).
+fn portal_header() -> Vec<String> {
+    APIM_LA_COLUMNS
+        .iter()
+        .map(|&(name, ty)| {
+            if ty == "datetime" {
+                format!("{name} [UTC]")
+            } else {
+                name.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A JSON value pretty-printed with tab indentation (serde_json indents with two spaces;
+/// strings hold no raw line breaks, so every leading space is indentation).
+fn pretty_tabs(v: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
+    let mut out = String::with_capacity(pretty.len());
+    for line in pretty.lines() {
+        let body = line.trim_start_matches(' ');
+        out.push_str(&"\t".repeat((line.len() - body.len()) / 2));
+        out.push_str(body);
+        out.push('\n');
+    }
+    out
+}
+
+/// The APIM records as Event Hubs bodies (`{"records":[…]}`): body `k` holds `1 + 13k mod
+/// 40` records (every count from 1 to 40 in turn; the last body the rest), every third one
+/// pretty-printed with tabs.
+fn eventhub_batches(records: &[(i64, Value)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    let mut k = 0usize;
+    while !rest.is_empty() {
+        let size = (1 + (k * 13) % 40).min(rest.len());
+        let (batch, tail) = rest.split_at(size);
+        let list: Vec<Value> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let body = json!({ "records": list });
+        out.push(if k % 3 == 1 {
+            pretty_tabs(&body)
+        } else {
+            body.to_string()
+        });
+        rest = tail;
+        k += 1;
+    }
+    out
+}
+
+/// A field of a portal CSV export: empty for a missing value, quoted (RFC 4180, `"`
+/// doubled) when it holds a comma, a quote or a line break.
+fn csv_field(v: &Value) -> String {
+    let text = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// The APIM records as the Azure portal's CSV export of a Log Analytics query over
+/// `ApiManagementGatewayLogs`.
+fn portal_csv(records: &[(i64, Value)]) -> String {
+    let mut out = String::from("\u{feff}");
+    out.push_str(&portal_header().join(","));
+    out.push_str("\r\n");
+    for (t0, rec) in records {
+        let cells = apim_la_cells(rec, &portal_time(*t0));
+        let fields: Vec<String> = cells.iter().map(csv_field).collect();
+        out.push_str(&fields.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The APIM records as a Log Analytics query API result over `ApiManagementGatewayLogs`.
+fn loganalytics_json(records: &[(i64, Value)]) -> String {
+    let columns: Vec<Value> = APIM_LA_COLUMNS
+        .iter()
+        .map(|&(name, ty)| json!({"name": name, "type": ty}))
+        .collect();
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|(t0, rec)| Value::Array(apim_la_cells(rec, &la_time(*t0))))
+        .collect();
+    json!({"tables": [{"name": "PrimaryResult", "columns": columns, "rows": rows}]}).to_string()
+}
+
+/// The APIM records as the Azure portal's JSON export of that query.
+fn portal_json(records: &[(i64, Value)]) -> String {
+    let header = portal_header();
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|(t0, rec)| {
+            let cells = apim_la_cells(rec, &portal_time(*t0));
+            Value::Object(header.iter().cloned().zip(cells).collect())
+        })
+        .collect();
+    serde_json::to_string_pretty(&Value::Array(rows)).unwrap_or_default()
 }
 
 /// A Kong `kong.log.serialize()` record (file-log / http-log), Kong 3.x.
@@ -1122,7 +1400,11 @@ fn contoso_event(r: &GwReq<'_>, rng: &mut Rng) -> (String, String) {
 /// (Mule lines without any gateway record). Noise: every seventh gateway record and every
 /// eleventh Mule START appear twice, and Mule scheduler lines that are never requests.
 /// Also writes a team's custom events (JSON with nested fields, and CSV) for the APIM
-/// requests, for user-defined mappings.
+/// requests, for user-defined mappings, and the APIM records (each once, without the
+/// duplicate noise) in the other shapes Azure delivers them in: Event Hubs bodies, the Azure
+/// portal's CSV and JSON exports and the Log Analytics query result
+/// ([`GatewayTraffic::apim_eventhub_batches`], …). Every shape writes times to the
+/// millisecond, as the storage archive lines always did, so they are the same in all.
 pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> GatewayTraffic {
     let mut rng = Rng(seed | 1);
     let mut t = GatewayTraffic {
@@ -1132,6 +1414,8 @@ pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Gat
     };
     let bearer_token = t.kong_bearer.clone();
     let products = GATEWAY_PRODUCTS.len();
+    // The APIM records (each once) and their times, for the other shapes.
+    let mut apim_records: Vec<(i64, Value)> = Vec::new();
     for i in 0..n {
         let t0 = start_ns + i as i64 * gap_ms * MS;
         let product: &'static str = GATEWAY_PRODUCTS[i % products].0;
@@ -1242,6 +1526,7 @@ pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Gat
                 let (event, row) = contoso_event(&r, &mut rng);
                 t.contoso_events.push(event);
                 t.contoso_csv.push(row);
+                apim_records.push((t0, record));
             }
         }
         if !rejected {
@@ -1331,5 +1616,9 @@ pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Gat
             client_ip,
         });
     }
+    t.apim_eventhub_batches = eventhub_batches(&apim_records);
+    t.apim_portal_csv = portal_csv(&apim_records);
+    t.apim_loganalytics_json = loganalytics_json(&apim_records);
+    t.apim_portal_json = portal_json(&apim_records);
     t
 }

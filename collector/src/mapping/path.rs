@@ -45,21 +45,10 @@ impl Path {
         lookup_obj(record, &self.segments)
     }
 
-    /// The top-level key this path starts with in `record` (for telling mapped fields from
-    /// the rest).
-    pub fn first_key<'a>(&self, record: &'a Map<String, Value>) -> Option<&'a str> {
-        for n in (1..=self.segments.len()).rev() {
-            let key = self.segments[..n].join(".");
-            if let Some((k, _)) = find_key(record, &key) {
-                return Some(k);
-            }
-        }
-        None
-    }
-
-    /// The full path as a flattened attribute key (`a.b.c`).
-    pub fn flat(&self) -> String {
-        self.segments.join(".")
+    /// The value at this path in `record` and the keys that lead to it as the record spells
+    /// them, joined with `.` (for telling mapped fields from the rest).
+    pub fn locate<'a>(&self, record: &'a Map<String, Value>) -> Option<(String, &'a Value)> {
+        locate_obj(record, &self.segments)
     }
 }
 
@@ -86,6 +75,45 @@ fn lookup_obj<'a>(obj: &'a Map<String, Value>, segs: &[String]) -> Option<&'a Va
         }
     }
     None
+}
+
+fn locate_obj<'a>(obj: &'a Map<String, Value>, segs: &[String]) -> Option<(String, &'a Value)> {
+    for n in (1..=segs.len()).rev() {
+        let key = segs[..n].join(".");
+        if let Some((k, v)) = find_key(obj, &key)
+            && let Some((rest, found)) = locate(v, &segs[n..])
+        {
+            let spelled = if rest.is_empty() {
+                k.to_string()
+            } else {
+                format!("{k}.{rest}")
+            };
+            return Some((spelled, found));
+        }
+    }
+    None
+}
+
+fn locate<'a>(v: &'a Value, segs: &[String]) -> Option<(String, &'a Value)> {
+    if segs.is_empty() {
+        return Some((String::new(), v));
+    }
+    match v {
+        Value::Object(m) => locate_obj(m, segs),
+        Value::Array(a) => {
+            let i: usize = segs[0].parse().ok()?;
+            let (rest, found) = locate(a.get(i)?, &segs[1..])?;
+            Some((
+                if rest.is_empty() {
+                    segs[0].clone()
+                } else {
+                    format!("{}.{rest}", segs[0])
+                },
+                found,
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn lookup<'a>(v: &'a Value, segs: &[String]) -> Option<&'a Value> {

@@ -135,12 +135,31 @@ pub fn csv(
 ) -> Result<Vec<Item>, IngestError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     check_first_line(text, first_line)?;
+    if text.trim_start().starts_with(['{', '[']) {
+        // JSON sent to a CSV mapping: its first record would be taken for the header.
+        return Err(IngestError::UnknownFormat(format!(
+            "mapping {name} reads CSV with a header row, and the input starts with JSON"
+        )));
+    }
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_reader(text.as_bytes());
     let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(header_name).collect(),
+        Ok(h) => {
+            // A repeated name keeps every column: `Id`, `Id_2`, ...
+            let mut seen: Vec<String> = Vec::new();
+            for n in h.iter().map(header_name) {
+                let mut name = n.clone();
+                let mut k = 2;
+                while !name.is_empty() && seen.contains(&name) {
+                    name = format!("{n}_{k}");
+                    k += 1;
+                }
+                seen.push(name);
+            }
+            seen
+        }
         Err(e) => {
             return Err(IngestError::UnknownFormat(format!(
                 "mapping {name} reads CSV with a header row: the first line cannot be read: {e}"
@@ -150,7 +169,7 @@ pub fn csv(
     if headers.iter().all(String::is_empty) {
         return if strict {
             Err(IngestError::UnknownFormat(format!(
-                "mapping {name} reads CSV with a header row: the input is empty"
+                "mapping {name} reads CSV with a header row: the input has no header (it is empty or its first line has no column names)"
             )))
         } else {
             Ok(Vec::new())

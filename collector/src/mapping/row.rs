@@ -283,11 +283,31 @@ fn canonical(f: &Field, v: &Value, path: &str) -> Result<Value, String> {
                 .ok_or_else(|| unreadable(f, path, v, "an object or a list of name/value pairs"))?;
             v.clone()
         }
+        _ if f.column == "client_ip" => match text_of(v) {
+            Some(t) => Value::String(without_port(&t).to_string()),
+            None => Value::String(v.to_string()),
+        },
         _ => match v {
             Value::String(_) | Value::Number(_) | Value::Bool(_) => v.clone(),
             other => Value::String(other.to_string()),
         },
     })
+}
+
+/// An address without its port (`10.0.0.1:5443`, `[2001:db8::1]:443`); the first of a
+/// forwarded list (`203.0.113.7, 10.0.0.1`).
+fn without_port(addr: &str) -> &str {
+    let a = addr.split(',').next().unwrap_or(addr).trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match a.rsplit_once(':') {
+        // One colon: IPv4 or a name with a port. More: a bare IPv6 address.
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => a,
+    }
 }
 
 /// A mapped value as a cell of its column.
@@ -430,8 +450,7 @@ fn attributes(
         if out.len() >= MAX_ATTRIBUTES {
             return;
         }
-        let lower = prefix.to_ascii_lowercase();
-        if skip.contains(&lower) {
+        if skip.iter().any(|s| s == prefix) {
             return;
         }
         match v {
@@ -464,7 +483,12 @@ fn attributes(
                 crate::normalise::redact::MARKER.to_string()
             } else {
                 let mut secrets = Vec::new();
-                secret_values(&v, tokens, &mut secrets);
+                match &v {
+                    Value::String(s) => {
+                        crate::normalise::json::secret_in_text(s, tokens, &mut secrets);
+                    }
+                    other => secret_values(other, tokens, &mut secrets),
+                }
                 redact_text(text, &secrets, tokens).0
             };
             Some((tokens.scrub_owned(k).text, Some(value)))
@@ -640,14 +664,12 @@ pub fn build(
         }
     }
     if cols.schema().index_of(ATTRIBUTES).is_ok() {
-        let skip: Vec<String> = found
+        // The fields a mapped path found, as the record spells them: the rest are
+        // attributes (a key differing only in case from a mapped one included).
+        let skip: Vec<String> = m
+            .fields
             .iter()
-            .map(|(_, _, p)| p.to_ascii_lowercase())
-            .chain(
-                m.fields
-                    .iter()
-                    .flat_map(|f| f.paths.iter().map(|p| p.flat().to_ascii_lowercase())),
-            )
+            .flat_map(|f| f.paths.iter().filter_map(|p| p.locate(obj).map(|(k, _)| k)))
             .collect();
         let attrs = attributes(obj, &skip, ctx);
         cols.set(
@@ -979,5 +1001,80 @@ thread = "th"
         assert_eq!(cols.get(a, "is_request_traffic"), &Cell::Bool(true));
         let b = out[1].as_ref().unwrap();
         assert_eq!(cols.get(b, "is_request_traffic"), &Cell::Bool(false));
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use crate::mapping::{MappingFile, records};
+    use crate::normalise::json::InputMeta;
+    use crate::normalise::token::TokenConfig;
+    use seam_schemas::tables::gateway_logs;
+
+    /// Secrets nested under secret names, in header lists and JSON text, and whatever the
+    /// `authorization` pseudo-column reads, are in no stored cell (an adversarial review
+    /// found each of them kept in `raw` or `attributes`).
+    #[test]
+    fn no_secret_survives_in_any_cell() {
+        let f: MappingFile = toml::from_str(
+            r#"
+[mappings.gl]
+table = "gateway_logs"
+product = "edge"
+[mappings.gl.fields]
+time = "ts"
+correlation_id = "id"
+request_headers = "hdrs"
+authorization = "creds"
+"#,
+        )
+        .unwrap();
+        let (name, spec) = f.mappings.into_iter().next().unwrap();
+        let m = Mapping::compile(&name, &spec, false).unwrap();
+        let text = r#"{"ts":"2024-11-06T14:04:55Z","id":"A1","creds":"OPAQUEAPIKEY12345","password":{"x":"TOPOBJPW2","y":["ARRPW3"]},"client_secret":["ARRSEC4","ARRSEC5"],"nest":{"password":{"inner":"PWNESTED777"}},"hdrs":["Authorization: Basic SERSQkFTSUMx","X-Api-Key: K"],"more":"{\"Cookie\":\"HDRCOOKIE4\"}"}"#;
+        let tokens = TokenConfig::default();
+        let meta = InputMeta::default();
+        let ctx = Ctx {
+            meta: &meta,
+            tokens: &tokens,
+            ingest_ns: 1,
+        };
+        let cols = Columns::new(gateway_logs::schema());
+        let items = records::json(text, 1, true, "gl").unwrap();
+        let records::Item::Record { pos, obj, raw } = &items[0] else {
+            panic!("{items:?}")
+        };
+        let k = build(
+            &m,
+            &cols,
+            obj,
+            raw.clone(),
+            *pos,
+            ctx,
+            &TrafficRules::default(),
+        )
+        .unwrap();
+        let all = format!("{:?}", k.row.cells);
+        for secret in [
+            "OPAQUEAPIKEY12345",
+            "TOPOBJPW2",
+            "ARRPW3",
+            "ARRSEC4",
+            "PWNESTED777",
+            "SERSQkFTSUMx",
+            "HDRCOOKIE4",
+        ] {
+            assert!(!all.contains(secret), "{secret} kept: {all}");
+        }
+        let Cell::Str(raw) = cols.get(&k.row, RAW) else {
+            panic!()
+        };
+        assert!(
+            serde_json::from_str::<Value>(raw).is_ok(),
+            "raw is not JSON: {raw}"
+        );
+        let refused = redacted_raw(&m, obj, raw.clone(), ctx);
+        assert!(!refused.contains("OPAQUEAPIKEY12345"), "{refused}");
     }
 }

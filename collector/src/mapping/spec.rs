@@ -59,7 +59,11 @@ impl OneOrMany {
 /// Where a column's value is: a dotted path, paths tried in order, or a table with a unit
 /// or a time format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a path (\"a.b\"), a list of paths, or a table with only the keys path, unit \
+                 (s, ms, us or ns) and format"
+)]
 pub enum FieldSpec {
     /// `column = "a.b"`.
     Path(String),

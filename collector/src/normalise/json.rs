@@ -155,7 +155,7 @@ pub fn secret_values(v: &Value, tokens: &TokenConfig, out: &mut Vec<String>) {
 }
 
 /// Every scalar under a secret name (an object, a list, a number).
-fn secret_leaves(v: &Value, out: &mut Vec<String>) {
+pub fn secret_leaves(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => m.values().for_each(|x| secret_leaves(x, out)),
         Value::Array(a) => a.iter().for_each(|x| secret_leaves(x, out)),
@@ -167,7 +167,7 @@ fn secret_leaves(v: &Value, out: &mut Vec<String>) {
 
 /// Secrets inside a text value: a JSON object or list logged as text, or a `Name: value`
 /// header line under a secret name.
-fn secret_in_text(s: &str, tokens: &TokenConfig, out: &mut Vec<String>) {
+pub fn secret_in_text(s: &str, tokens: &TokenConfig, out: &mut Vec<String>) {
     let t = s.trim_start();
     if t.starts_with(['{', '['])
         && t.len() <= 1 << 20

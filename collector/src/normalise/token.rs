@@ -855,6 +855,18 @@ fn secret_value_span(
         let end = end.min(bytes.len());
         return (end > start).then_some((start, end));
     }
+    if matches!(bytes[v], b'{' | b'[') {
+        // A JSON object or list under the name (`"password":{"x":…}`): its values are
+        // redacted one by one by the record's secret list; cutting at its first quote would
+        // only break the JSON.
+        let mut n = v + 1;
+        while n < bytes.len() && matches!(bytes[n], b' ' | b'\t' | b'\n' | b'\r') {
+            n += 1;
+        }
+        if n >= bytes.len() || matches!(bytes[n], b'"' | b'{' | b'[' | b']' | b'}' | b'\\') {
+            return None;
+        }
+    }
     let start = v;
     let mut end = start;
     while end < bytes.len()

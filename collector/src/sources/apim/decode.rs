@@ -180,6 +180,19 @@ fn flatten_into(out: &mut Fields, prefix: &str, obj: &Map<String, Value>, top: b
             put(out, ck, v.clone());
             continue;
         }
+        if matches!(v, Value::Object(_) | Value::Array(_))
+            && crate::normalise::redact::is_sensitive_key(k)
+        {
+            // Everything under a secret name is secret, however it is nested.
+            let mut leaves = Vec::new();
+            crate::normalise::json::secret_leaves(v, &mut leaves);
+            if let Value::Array(list) = out
+                .entry(SECRETS_KEY.to_string())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                list.extend(leaves.into_iter().map(Value::String));
+            }
+        }
         match v {
             Value::Object(_) if deeper >= MAX_FLATTEN_DEPTH => put(out, ck, v.clone()),
             Value::Object(m) => flatten_into(out, &ck, m, false, deeper),

@@ -463,13 +463,17 @@ pub fn event_row(
             .and_then(bool_of)
             .map_or(Cell::Null, Cell::Bool),
     );
+    let secrets = secrets_in(fields, tokens);
     let attrs: Vec<(String, Option<String>)> = fields
         .iter()
         .filter(|(k, _)| !EVENT_KEYS.contains(&k.as_str()))
         .filter_map(|(k, v)| {
             let t = text_of(v)?;
+            // A value nested under a secret name is flattened under a key that no longer
+            // says so: the record's secret list knows it.
             let t = if crate::normalise::redact::is_sensitive_key(k)
                 || tokens.is_extra_secret_name(k)
+                || secrets.contains(&t)
             {
                 crate::normalise::redact::MARKER.to_string()
             } else {

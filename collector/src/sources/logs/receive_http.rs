@@ -107,13 +107,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let format = p.format.filter(|f| !f.is_empty() && f != "auto");
-    let mapping = match p
-        .mapping
-        .as_deref()
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-    {
+    let mapping = match p.mapping.as_deref().map(str::trim) {
         None => None,
+        Some("") => {
+            return error(&IngestError::InvalidPayload(
+                "mapping is empty: name a mapping, or leave the parameter out".into(),
+            ));
+        }
         Some(name) => match c.mapping(name) {
             Ok(m) => Some(m),
             Err(e) => return error(&e),
