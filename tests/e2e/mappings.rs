@@ -382,9 +382,10 @@ async fn gateway_presets_correlate_with_mule_records_into_the_true_requests() {
 }
 
 /// Once everything of `t` is ingested: every request settles into exactly its truth (status,
-/// rejecting layer, bypass, gateway and Mule ids: precision and recall 1), one `gateway_logs`
-/// row per gateway request (whatever the shapes and copies it came in) with its product, and
-/// scheduler lines are never requests.
+/// rejecting layer, bypass, gateway and Mule ids: precision and recall 1; end-to-end, gateway
+/// and network times: [`check_latency`]), one `gateway_logs` row per gateway request
+/// (whatever the shapes and copies it came in) with its product, and scheduler lines are
+/// never requests.
 async fn check_true_requests(api: &str, t: &GatewayTraffic) {
     let want = t.truth.len() as i64;
     let api2 = api.to_string();
@@ -461,6 +462,7 @@ async fn check_true_requests(api: &str, t: &GatewayTraffic) {
             "{ctx}"
         );
     }
+    check_latency(api, t).await;
     // Bypass: precision and recall 1.
     let flagged: HashSet<&str> = rows
         .iter()
@@ -552,6 +554,116 @@ async fn check_true_requests(api: &str, t: &GatewayTraffic) {
         .unwrap();
         assert_eq!(n, 0, "{id}");
     }
+}
+
+/// Every request's `total_ms`, `gateway_ms` and `network_ms` are the ones its gateway
+/// record (read through the product's preset, in the product's unit) and its Mule flow give
+/// (within 1e-6 ms: seconds are read as binary floating point; `None` = NULL), and the
+/// records exercise the corner cases: NGINX lists of upstream times (the last counts), Kong's
+/// `latencies.proxy` -1 when it answered alone, products with and without a backend time.
+async fn check_latency(api: &str, t: &GatewayTraffic) {
+    let rows = sql(
+        api,
+        "SELECT request_id, total_ms, gateway_ms, network_ms FROM requests",
+    )
+    .await
+    .unwrap();
+    let by_id: HashMap<&str, &Map<String, Value>> = rows
+        .iter()
+        .map(|r| (r["request_id"].as_str().unwrap(), r))
+        .collect();
+    for want in &t.truth {
+        let product = want.product.unwrap_or("no gateway (bypass)");
+        let got = by_id.get(want.request_id.as_str()).unwrap_or_else(|| {
+            panic!(
+                "request {} ({} via {product}): missing from requests",
+                want.request_id, want.kind
+            )
+        });
+        for (column, expected) in [
+            ("total_ms", want.total_ms),
+            ("gateway_ms", want.gateway_ms),
+            ("network_ms", want.network_ms),
+        ] {
+            let actual = got.get(column).and_then(Value::as_f64);
+            let same = match (actual, expected) {
+                (Some(a), Some(e)) => (a - e).abs() <= 1e-6,
+                (None, None) => true,
+                _ => false,
+            };
+            assert!(
+                same,
+                "request {} ({} via {product}): {column} is {actual:?}, want {expected:?} \
+                 (row {got:?})",
+                want.request_id, want.kind
+            );
+        }
+    }
+    // Per product: every gateway request has a total and a gateway time; a network time
+    // exactly when the product logs a backend time and the request reached Mule.
+    for &(product, _) in GATEWAY_PRODUCTS {
+        let mine: Vec<_> = t
+            .truth
+            .iter()
+            .filter(|x| x.product == Some(product))
+            .collect();
+        assert!(!mine.is_empty(), "{product}");
+        assert!(
+            mine.iter()
+                .all(|x| x.total_ms.is_some() && x.gateway_ms.is_some()),
+            "{product}"
+        );
+        let with_network = mine.iter().filter(|x| x.network_ms.is_some()).count();
+        if product == "identity_proxy" {
+            assert_eq!(with_network, 0, "{product} logs no backend time");
+        } else {
+            assert!(
+                with_network > 0,
+                "{product}: no request with a network time"
+            );
+        }
+    }
+    assert!(
+        t.truth
+            .iter()
+            .filter(|x| x.bypass)
+            .all(|x| x.total_ms.is_some() && x.gateway_ms.is_none() && x.network_ms.is_none()),
+        "a bypass has the flow's time only"
+    );
+    // NGINX: some records list several upstream times.
+    let nginx_lists = t
+        .nginx
+        .iter()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["upstream_response_time"]
+                .as_str()
+                .is_some_and(|s| s.contains(", "))
+        })
+        .count();
+    assert!(
+        nginx_lists > 0,
+        "no NGINX record lists several upstream times"
+    );
+    // Kong: a rejection logs latencies.proxy -1 (no upstream call: gateway_ms = total).
+    let kong_rejections: HashSet<&str> = t
+        .truth
+        .iter()
+        .filter(|x| x.product == Some("kong") && x.kind == "gateway_rejection")
+        .filter_map(|x| x.gateway_correlation_id.as_deref())
+        .collect();
+    let mut kong_seen = 0;
+    for line in &t.kong {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["request"]["id"]
+            .as_str()
+            .is_some_and(|id| kong_rejections.contains(id))
+        {
+            assert_eq!(v["latencies"]["proxy"], -1, "{line}");
+            kong_seen += 1;
+        }
+    }
+    assert!(kong_seen > 0, "no Kong rejection");
 }
 
 /// `11/6/2024, 2:04:55.301 PM` (the portal exports' time, UTC) as ISO 8601 UTC, as the

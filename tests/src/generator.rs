@@ -497,6 +497,16 @@ pub struct GatewayTruth {
     pub trace_id: String,
     /// The client's address.
     pub client_ip: String,
+    /// `total_ms`: the gateway record's total time, else (a bypass) the Mule flow's time (its
+    /// END record's `elapsed`).
+    pub total_ms: Option<f64>,
+    /// `gateway_ms`: the gateway record's total time less its backend time when it logged one
+    /// (none: a rejection without an upstream call, or the identity proxy, which logs only
+    /// the whole duration), else its total; `None` for a bypass.
+    pub gateway_ms: Option<f64>,
+    /// `network_ms`: the gateway record's backend time less the Mule flow's time, when both
+    /// exist (the request reached Mule through a gateway that logs a backend time).
+    pub network_ms: Option<f64>,
 }
 
 /// What [`generate_gateways`] writes: per product the records (JSON Lines, one string a
@@ -1316,6 +1326,32 @@ fn identity_proxy_record(r: &GwReq<'_>, rng: &mut Rng) -> Value {
     rec
 }
 
+/// Whether `product`'s record logs the time its upstream took (APIM `backendTime`, Kong
+/// `latencies.proxy`, Envoy `upstream_service_time`, NGINX `upstream_response_time`, AWS
+/// `integrationLatency`); the identity proxy logs only the whole `duration`.
+fn logs_backend_time(product: &str) -> bool {
+    product != "identity_proxy"
+}
+
+/// `(total_ms, gateway_ms, network_ms)` as seam computes them (correlate's `Latency::of`)
+/// from the gateway record's total and backend times (ms; `None`: no gateway record, or it
+/// logged none) and the Mule flow's time (`None`: the request never reached Mule, so it has
+/// no integration layer): the gateway's time is its total less its backend time when it
+/// logged one, else its total; the network's the gateway's backend time less the flow's
+/// time; the end-to-end time the gateway's total, else the flow's time.
+fn expected_latency(
+    gateway_total: Option<f64>,
+    gateway_backend: Option<f64>,
+    mule_flow: Option<f64>,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let gateway = gateway_total.map(|total| gateway_backend.map_or(total, |b| total - b));
+    let network = match (gateway_backend, mule_flow) {
+        (Some(b), Some(f)) => Some(b - f),
+        _ => None,
+    };
+    (gateway_total.or(mule_flow), gateway, network)
+}
+
 /// A team's custom event for the request (JSON, nested fields) and its CSV row.
 fn contoso_event(r: &GwReq<'_>, rng: &mut Rng) -> (String, String) {
     let at = r.t0 + r.total * MS;
@@ -1405,6 +1441,12 @@ fn contoso_event(r: &GwReq<'_>, rng: &mut Rng) -> (String, String) {
 /// portal's CSV and JSON exports and the Log Analytics query result
 /// ([`GatewayTraffic::apim_eventhub_batches`], …). Every shape writes times to the
 /// millisecond, as the storage archive lines always did, so they are the same in all.
+///
+/// Durations are whole milliseconds in every product's unit (NGINX's and the identity
+/// proxy's seconds with three decimals); some NGINX records list several upstream times
+/// (`0.002, 0.047`, or `0.001 : 0.047` across an internal redirect: the last counts). Each
+/// [`GatewayTruth`] holds the `total_ms`, `gateway_ms` and `network_ms` seam must compute
+/// from them and the Mule flow's time.
 pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> GatewayTraffic {
     let mut rng = Rng(seed | 1);
     let mut t = GatewayTraffic {
@@ -1599,6 +1641,18 @@ pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Gat
             }
             t.scheduler_correlation_ids.push(sid);
         }
+        // The times seam must compute, from what the records above hold: the gateway's total
+        // and, when it called its upstream and its product logs it, its backend time (NGINX:
+        // the last of a list; Kong logs -1 without an upstream call), and the Mule flow's
+        // time (END `elapsed`). All are whole milliseconds below one second, so NGINX's
+        // seconds text ("0.047") and the identity proxy's seconds (0.047) times 1000 give
+        // them back exactly in f64.
+        let gateway_total = (!bypass).then_some(total as f64);
+        let gateway_backend = (!bypass && backend_status.is_some() && logs_backend_time(product))
+            .then_some(backend_time as f64);
+        let mule_flow = (!rejected).then_some(flow_ms as f64);
+        let (total_ms, gateway_ms, network_ms) =
+            expected_latency(gateway_total, gateway_backend, mule_flow);
         t.truth.push(GatewayTruth {
             request_id: if bypass {
                 mule_cid.clone()
@@ -1614,6 +1668,9 @@ pub fn generate_gateways(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Gat
             mule_correlation_id: (!rejected).then(|| mule_cid.clone()),
             trace_id: trace,
             client_ip,
+            total_ms,
+            gateway_ms,
+            network_ms,
         });
     }
     t.apim_eventhub_batches = eventhub_batches(&apim_records);
