@@ -250,9 +250,7 @@ fn starts_readable(text: &str, check: Check) -> bool {
     }
 }
 
-fn odd_quotes(s: &str) -> bool {
-    s.bytes().filter(|&b| b == b'"').count() % 2 == 1
-}
+use seam_collector::sources::apim::csv::in_quotes_after as csv_in_quotes;
 
 /// How a line-oriented file is cut.
 #[derive(Debug, Clone)]
@@ -275,7 +273,7 @@ struct Part {
     src: u64,
     /// It holds a record (a non-blank line other than the CSV header).
     rows: bool,
-    /// An odd number of `"` in it so far (CSV: inside a quoted field).
+    /// CSV: it ends inside a quoted field ([`csv_in_quotes`]).
     quotes_odd: bool,
 }
 
@@ -284,8 +282,8 @@ impl Part {
         self.body.push_str(line);
         self.src += line.len() as u64;
         self.rows |= row;
-        if csv && odd_quotes(line) {
-            self.quotes_odd = !self.quotes_odd;
+        if csv {
+            self.quotes_odd = csv_in_quotes(self.quotes_odd, line);
         }
     }
 
@@ -333,11 +331,7 @@ impl RecordEnd {
         self.lines += 1;
         match self.kind {
             EndKind::Line => {}
-            EndKind::Csv => {
-                if odd_quotes(line) {
-                    self.quotes_odd = !self.quotes_odd;
-                }
-            }
+            EndKind::Csv => self.quotes_odd = csv_in_quotes(self.quotes_odd, line),
             EndKind::Json => self.feed_json(line.as_bytes()),
         }
     }
@@ -554,7 +548,7 @@ fn settle(
         first_line,
         src: t.text.len() as u64,
         rows: true,
-        quotes_odd: csv && odd_quotes(&t.text),
+        quotes_odd: csv && csv_in_quotes(false, &t.text),
     };
     send(std::mem::replace(cur, next).chunk())
 }
@@ -651,6 +645,20 @@ impl DocSplitter {
         }
     }
 
+    /// A `{"records":[…]}` (or `{"data":[…]}`) envelope has no other key before its array:
+    /// an object with more is one record with a field of that name, as the server reads it.
+    fn envelope_only(&self) -> bool {
+        if self.stack.len() != 1 {
+            return true;
+        }
+        let keys = self
+            .prefix
+            .iter()
+            .filter(|b| **b == b':' || **b == b',')
+            .count();
+        keys == 1
+    }
+
     fn closers(&self) -> String {
         // The record array's frame is the `]`; then close what encloses it.
         let d = self.array_depth.unwrap_or(1).saturating_sub(1);
@@ -716,7 +724,8 @@ impl DocSplitter {
                     });
                 }
                 b'[' => {
-                    if self.array_depth.is_none() && self.path_is_records() {
+                    if self.array_depth.is_none() && self.path_is_records() && self.envelope_only()
+                    {
                         self.prefix.push(b);
                         self.stack.push(Frame::Arr);
                         self.array_depth = Some(self.stack.len());
@@ -1652,7 +1661,7 @@ mod tests {
                 c.body.strip_prefix(repeated.as_str()).unwrap()
             };
             assert!(
-                !odd_quotes(rows),
+                !csv_in_quotes(false, rows),
                 "a chunk ends inside a quoted field: {rows:?}"
             );
             rebuilt.push_str(rows);

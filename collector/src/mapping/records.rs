@@ -66,7 +66,7 @@ pub fn json(
                         .keys()
                         .find(|k| k.eq_ignore_ascii_case("records"))
                         .cloned()
-                        .filter(|k| m.get(k).is_some_and(Value::is_array));
+                        .filter(|k| m.len() == 1 && m.get(k).is_some_and(Value::is_array));
                     match records_key.and_then(|k| m.remove(&k)) {
                         Some(Value::Array(list)) => elements(list, &mut out),
                         _ => out.push(Item::Record {
@@ -145,8 +145,11 @@ pub fn csv(
         .has_headers(true)
         .flexible(true)
         .from_reader(text.as_bytes());
+    // Columns whose header says their times are UTC (`TimeGenerated [UTC]`).
+    let utc: Vec<bool>;
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => {
+            utc = h.iter().map(|n| n.trim().ends_with("[UTC]")).collect();
             // A repeated name keeps every column: `Id`, `Id_2`, ...
             let mut seen: Vec<String> = Vec::new();
             for n in h.iter().map(header_name) {
@@ -212,18 +215,15 @@ pub fn csv(
                 // refuse its line alone and read on from the next line.
                 let unclosed = end >= text.len()
                     && record.iter().any(|c| c.contains('\n'))
-                    && text.as_bytes()[at.min(text.len())..]
-                        .iter()
-                        .filter(|b| **b == b'"')
-                        .count()
-                        % 2
-                        == 1;
+                    && crate::sources::apim::csv::in_quotes_after(
+                        false,
+                        text.get(at..).unwrap_or_default(),
+                    );
                 if unclosed {
                     let next = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
                     out.push(Item::Reject {
                         pos,
-                        reason: "a quoted field is never closed (an odd number of '\"' from \
-                                 here to the end of the input)"
+                        reason: "a quoted field is never closed (it runs to the end of the input)"
                             .into(),
                         raw: text[at..next].trim_end().to_string(),
                     });
@@ -250,11 +250,15 @@ pub fn csv(
                     continue;
                 }
                 let mut obj = Map::new();
-                for (h, cell) in headers.iter().zip(record.iter()) {
+                for (i, (h, cell)) in headers.iter().zip(record.iter()).enumerate() {
                     if h.is_empty() || cell.trim().is_empty() {
                         continue;
                     }
-                    obj.insert(h.clone(), cell_value(cell));
+                    let value = match utc_time(cell).filter(|_| utc.get(i) == Some(&true)) {
+                        Some(t) => Value::String(t),
+                        None => cell_value(cell),
+                    };
+                    obj.insert(h.clone(), value);
                 }
                 out.push(Item::Record { pos, obj, raw });
             }
@@ -282,6 +286,20 @@ fn header_name(h: &str) -> String {
         Some(i) if h.ends_with(']') => h[..i].trim().to_string(),
         _ => h.to_string(),
     }
+}
+
+/// A time text in a ` [UTC]` column as RFC 3339 UTC, so that the input's `timezone` does
+/// not apply to it (epoch numbers are left as they are).
+fn utc_time(cell: &str) -> Option<String> {
+    let t = cell.trim();
+    if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let ns = crate::normalise::time::parse(t, crate::normalise::time::Zone::Utc, crate::now_ns())?;
+    Some(
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    )
 }
 
 fn cell_value(cell: &str) -> Value {
@@ -362,7 +380,8 @@ mod tests {
             panic!("{items:?}")
         };
         assert_eq!(*pos, Pos::Line(2));
-        assert_eq!(obj["TimeGenerated"], "11/6/2024, 2:04:55.301 PM");
+        // A ` [UTC]` column's time is read as UTC whatever the input's zone.
+        assert_eq!(obj["TimeGenerated"], "2024-11-06T14:04:55.301000000Z");
         assert_eq!(obj["Headers"]["a"], "b");
         assert!(
             matches!(&items[1], Item::Reject { pos: Pos::Line(3), reason, .. } if reason.contains("2 fields"))

@@ -1032,7 +1032,7 @@ authorization = "creds"
         .unwrap();
         let (name, spec) = f.mappings.into_iter().next().unwrap();
         let m = Mapping::compile(&name, &spec, false).unwrap();
-        let text = r#"{"ts":"2024-11-06T14:04:55Z","id":"A1","creds":"OPAQUEAPIKEY12345","password":{"x":"TOPOBJPW2","y":["ARRPW3"]},"client_secret":["ARRSEC4","ARRSEC5"],"nest":{"password":{"inner":"PWNESTED777"}},"hdrs":["Authorization: Basic SERSQkFTSUMx","X-Api-Key: K"],"more":"{\"Cookie\":\"HDRCOOKIE4\"}"}"#;
+        let text = r#"{"ts":"2024-11-06T14:04:55Z","id":"A1","creds":"OPAQUEAPIKEY12345","password":{"x":"TOPOBJPW2","y":["ARRPW3"]},"client_secret":["ARRSEC4","ARRSEC5"],"nest":{"password":{"inner":"PWNESTED777"}},"hdrs":["Authorization: Basic SERSQkFTSUMx","X-Api-Key: K"],"more":"{\"Cookie\":\"HDRCOOKIE4\"}","trunc":"{\"authorization\":\"FTOPQ1XX\"","pass":"FTPASS12"}"#;
         let tokens = TokenConfig::default();
         let meta = InputMeta::default();
         let ctx = Ctx {
@@ -1064,6 +1064,8 @@ authorization = "creds"
             "PWNESTED777",
             "SERSQkFTSUMx",
             "HDRCOOKIE4",
+            "FTOPQ1XX",
+            "FTPASS12",
         ] {
             assert!(!all.contains(secret), "{secret} kept: {all}");
         }

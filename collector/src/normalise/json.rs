@@ -154,6 +154,12 @@ pub fn secret_values(v: &Value, tokens: &TokenConfig, out: &mut Vec<String>) {
     }
 }
 
+/// A `"name":"value"` pair in JSON text.
+static QUOTED_PAIR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r#""([^"\\]{1,64})"\s*:\s*"((?:[^"\\]|\\.)*)""#)
+        .unwrap_or_else(|e| panic!("pair regex: {e}"))
+});
+
 /// Every scalar under a secret name (an object, a list, a number).
 pub fn secret_leaves(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -174,6 +180,20 @@ pub fn secret_in_text(s: &str, tokens: &TokenConfig, out: &mut Vec<String>) {
         && let Ok(parsed) = serde_json::from_str::<Value>(t)
     {
         secret_values(&parsed, tokens, out);
+        return;
+    }
+    if t.starts_with(['{', '[']) && t.contains("\":") {
+        // JSON text that does not parse (cut short): its `"name":"value"` pairs still count.
+        for c in QUOTED_PAIR.captures_iter(t) {
+            let (Some(name), Some(value)) = (c.get(1), c.get(2)) else {
+                continue;
+            };
+            if value.as_str().len() >= 4
+                && (is_sensitive_key(name.as_str()) || tokens.is_extra_secret_name(name.as_str()))
+            {
+                out.push(value.as_str().to_string());
+            }
+        }
         return;
     }
     if let Some((name, value)) = s.split_once(':') {

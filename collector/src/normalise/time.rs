@@ -6,8 +6,10 @@
 //! names one); `MM-dd HH:mm:ss` (CloudHub pattern, no year: the most recent such time not in
 //! the future); `M/d/yyyy h:mm:ss[.fffffff] AM/PM` (.NET) and `M/d/yyyy, h:mm:ss[.fff]
 //! AM/PM` (Azure portal exports; both with 0 to 9 fractional digits), `M/d/yyyy HH:mm:ss`;
-//! `dd/MM/yyyy HH:mm:ss.SSS` when the day cannot be a month; epoch seconds or milliseconds
-//! as numbers or digit strings.
+//! `M/d/yyyy[,] h:mm AM/PM` (no seconds); `d/M/yyyy, HH:mm:ss[.fff]` and
+//! `d.M.yyyy[,] HH:mm:ss[.fff]` (portal exports in other locales: a comma before a 24-hour
+//! time means day first); `dd/MM/yyyy HH:mm:ss.SSS` when the day cannot be a month; epoch
+//! seconds or milliseconds as numbers or digit strings.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -110,7 +112,13 @@ const NAIVE_FORMATS: &[&str] = &[
     "%Y-%m-%dT%H:%M",
     "%m/%d/%Y %I:%M:%S%.f %p",
     "%m/%d/%Y, %I:%M:%S%.f %p",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y, %I:%M %p",
     "%m/%d/%Y %H:%M:%S%.f",
+    // Portal exports in other locales: day first, 24-hour, a comma after the date.
+    "%d/%m/%Y, %H:%M:%S%.f",
+    "%d.%m.%Y, %H:%M:%S%.f",
+    "%d.%m.%Y %H:%M:%S%.f",
 ];
 
 /// Epoch seconds or milliseconds (by magnitude) to nanoseconds.
@@ -283,7 +291,17 @@ mod tests {
             parse("7/1/2024, 10:00:00.250 AM", dublin, now),
             Some(utc("2024-07-01T09:00:00.25Z"))
         );
-        assert_eq!(parse("11/6/2024, 2:04:55.301", z, now), None);
+        // Other locales: a comma before a 24-hour time is day first.
+        for (text, want) in [
+            ("11/6/2024, 2:04:55.301", "2024-06-11T02:04:55.301Z"),
+            ("06/11/2024, 14:04:55.301", "2024-11-06T14:04:55.301Z"),
+            ("13/11/2024, 14:04:55.301", "2024-11-13T14:04:55.301Z"),
+            ("6.11.2024, 14:04:55", "2024-11-06T14:04:55Z"),
+            ("6.11.2024 14:04:55.3", "2024-11-06T14:04:55.3Z"),
+            ("11/6/2024, 2:04 PM", "2024-11-06T14:04:00Z"),
+        ] {
+            assert_eq!(parse(text, z, now), Some(utc(want)), "{text}");
+        }
         assert_eq!(parse("13/6/2024, 2:04:55 PM", z, now), None);
     }
 

@@ -393,6 +393,7 @@ const SECRET_PARAMS: &[&str] = &[
     "password",
     "passwd",
     "pwd",
+    "pass",
     "passphrase",
     "secret",
     "credential",

@@ -491,10 +491,13 @@ fn log_analytics(v: &Value, out: &mut Vec<ApimItem>) -> bool {
 fn json_value(value: Value, line: u64, raw: &str, out: &mut Vec<ApimItem>) -> bool {
     match value {
         Value::Object(ref m) => {
+            // The Event Hubs / pre-2018 envelope is `{"records":[…]}` and nothing else: a
+            // record with a field of that name is a record.
             if let Some(records) = m
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("records"))
                 .and_then(|(_, v)| v.as_array())
+                .filter(|_| m.len() == 1)
             {
                 for (i, r) in records.iter().enumerate() {
                     let pos = Pos::Index(i as u64);
@@ -742,6 +745,19 @@ pub fn decode_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record with a field named `records` is a record, not an envelope.
+    #[test]
+    fn a_records_field_is_not_an_envelope() {
+        let text = "{\"time\":\"2024-11-06T14:04:55Z\",\"category\":\"GatewayLogs\",\"correlationId\":\"P\",\"records\":[{\"time\":\"2024-11-06T14:04:57Z\",\"correlationId\":\"C\"}]}\n";
+        let items = decode(text, 1).unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        let ApimItem::Gateway { fields, pos, .. } = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(*pos, Pos::Line(1));
+        assert_eq!(fields["correlationid"], "P");
+    }
 
     #[test]
     fn canonical_keys() {
