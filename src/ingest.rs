@@ -1151,6 +1151,14 @@ async fn ingest_file(
             return Ok(());
         }
     };
+    if head.starts_with(&[0x1f, 0x8b]) {
+        summary.error = Some(
+            "a gzip file: seam ingest reads text, so decompress it first (gunzip -k); a `file` \
+             source reads .gz files as they are"
+                .into(),
+        );
+        return Ok(());
+    }
     // OTLP/JSON export files go to the OTLP/HTTP receiver as they are.
     if forced.is_none()
         && opts.mapping.is_none()

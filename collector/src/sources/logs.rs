@@ -214,6 +214,8 @@ static DECODERS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
 #[derive(Debug)]
 pub struct PreparedAccess {
     source: AccessSource,
+    /// The `ingest_stats` signal: the endpoint's, or the mapping's table's.
+    signal: &'static str,
     ingest: i64,
     rejected: u64,
     refusals: Vec<Refused>,
@@ -548,8 +550,14 @@ impl Collector {
             let k = self.reject_row(&rejected.cols, &input, pos, &reason, &raw, ingest);
             push_keyed(&mut rejected, k, false);
         }
+        let signal = match (&input.mapping, input.source) {
+            (Some(m), _) if m.table == crate::mapping::Target::FlowLogs => "flow_logs",
+            (Some(_), _) | (None, AccessSource::Apim) => "gateway_logs",
+            (None, AccessSource::Mule) => "flow_logs",
+        };
         Ok(PreparedAccess {
             source: input.source,
+            signal,
             ingest,
             rejected: count,
             refusals: shown,
@@ -580,6 +588,7 @@ impl Collector {
     ) -> Result<AccessOutcome, IngestError> {
         let PreparedAccess {
             source,
+            signal,
             ingest,
             rejected,
             refusals,
@@ -641,10 +650,6 @@ impl Collector {
         }
         drop(_guard);
 
-        let signal = match source {
-            AccessSource::Apim => "gateway_logs",
-            AccessSource::Mule => "flow_logs",
-        };
         let (stats_source, transport) = label.unwrap_or((source.stats_source(), "http"));
         self.stats.answered(stats::Answered {
             at_ns: ingest,
