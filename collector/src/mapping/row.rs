@@ -212,6 +212,10 @@ fn time_ns(v: &Value, f: &Field, m: &Mapping, ctx: Ctx<'_>) -> Option<i64> {
                     return dt.with_timezone(&Utc).timestamp_nanos_opt();
                 }
                 if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
+                    // A format ending in a literal `Z` (`%Y-%m-%dT%H:%M:%S%.fZ`) reads UTC.
+                    if t.ends_with('Z') {
+                        return n.and_utc().timestamp_nanos_opt();
+                    }
                     return ctx.meta.zone.local(n);
                 }
             }
@@ -625,7 +629,10 @@ pub fn build(
         match f.kind {
             Kind::Time => continue,
             Kind::Traceparent => {
+                // A mapped `trace_id` wins over the traceparent, as in every table.
+                let direct = found.iter().any(|(f, _, _)| f.column == TRACE_ID);
                 if m.table == Target::GatewayLogs
+                    && !direct
                     && let Some(t) = text_of(v).and_then(|t| trace_of_traceparent(&t))
                 {
                     cols.set(&mut k.row, TRACE_ID, Cell::Str(t));
@@ -659,7 +666,14 @@ pub fn build(
         if matches!(cols.get(&k.row, column), Cell::Null) || column == GATEWAY {
             let mapped = found.iter().any(|(f, _, _)| f.column == *column);
             if !mapped {
-                cols.set(&mut k.row, column, Cell::Str(value.clone()));
+                // Services are stored lower case, as the built-in shapes store them, so that
+                // the copies of one request share their key.
+                let value = if column == seam_schemas::columns::APIM_SERVICE {
+                    value.to_ascii_lowercase()
+                } else {
+                    value.clone()
+                };
+                cols.set(&mut k.row, column, Cell::Str(value));
             }
         }
     }
@@ -878,6 +892,34 @@ client_app = ["token.azp", "token.appid", "token.cid"]
 token_scopes = "token.scp"
 traceparent = "headers.traceparent"
 "#;
+
+    /// The issue's own `time_format` ends in a literal `Z`: UTC, whatever the input's zone.
+    #[test]
+    fn a_literal_z_in_a_time_format_is_utc() {
+        let m = mapping(
+            r#"
+[mappings.z]
+table = "gateway_events"
+time_format = "%Y-%m-%dT%H:%M:%S%.fZ"
+[mappings.z.fields]
+time = "ts"
+"#,
+        );
+        let tokens = tokens();
+        let meta = InputMeta {
+            zone: crate::normalise::time::Zone::parse("Europe/Dublin").unwrap(),
+            now_ns: 1_800_000_000_000_000_000,
+            ..Default::default()
+        };
+        let ctx = Ctx {
+            meta: &meta,
+            tokens: &tokens,
+            ingest_ns: 1,
+        };
+        let f = &m.fields[0];
+        let v = Value::String("2024-07-01T10:00:00.250Z".into());
+        assert_eq!(time_ns(&v, f, &m, ctx), Some(1_719_828_000_250_000_000));
+    }
 
     #[test]
     fn nested_fields_units_lists_and_attributes() {
