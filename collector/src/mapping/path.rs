@@ -42,7 +42,7 @@ impl Path {
 
     /// The value at this path in `record`.
     pub fn get<'a>(&self, record: &'a Map<String, Value>) -> Option<&'a Value> {
-        lookup_obj(record, &self.segments)
+        self.locate(record).map(|(_, v)| v)
     }
 
     /// The value at this path in `record` and the keys that lead to it as the record spells
@@ -59,22 +59,6 @@ fn find_key<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<(&'a str, &'a 
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(k, v)| (k.as_str(), v))
-}
-
-fn lookup_obj<'a>(obj: &'a Map<String, Value>, segs: &[String]) -> Option<&'a Value> {
-    for n in (1..=segs.len()).rev() {
-        let key = if n == 1 {
-            segs[0].clone()
-        } else {
-            segs[..n].join(".")
-        };
-        if let Some((_, v)) = find_key(obj, &key)
-            && let Some(found) = lookup(v, &segs[n..])
-        {
-            return Some(found);
-        }
-    }
-    None
 }
 
 fn locate_obj<'a>(obj: &'a Map<String, Value>, segs: &[String]) -> Option<(String, &'a Value)> {
@@ -111,20 +95,6 @@ fn locate<'a>(v: &'a Value, segs: &[String]) -> Option<(String, &'a Value)> {
                 },
                 found,
             ))
-        }
-        _ => None,
-    }
-}
-
-fn lookup<'a>(v: &'a Value, segs: &[String]) -> Option<&'a Value> {
-    if segs.is_empty() {
-        return Some(v);
-    }
-    match v {
-        Value::Object(m) => lookup_obj(m, segs),
-        Value::Array(a) => {
-            let i: usize = segs[0].parse().ok()?;
-            lookup(a.get(i)?, &segs[1..])
         }
         _ => None,
     }
