@@ -6,7 +6,7 @@
 //! acknowledged, exit). [`ingest`] is the client behind `seam ingest`; [`client`] gives
 //! the commands their key and CA from the environment. [`sources`] wires the pulled sources
 //! (`[[sources]]`) to the query service and the API. `main.rs` adds the command line (`serve`,
-//! `ingest`, `query`, `correlate`, `sources`, `auth`).
+//! `ingest`, `query`, `correlate`, `explain`, `export`, `sources`, `auth`).
 
 pub mod client;
 pub mod config;

@@ -2,7 +2,14 @@
 //!
 //! - `seam serve`: collector and query service in one process over a local data directory;
 //! - `seam ingest PATH...`: sends APIM and Mule log files to a running server;
-//! - `seam query "SQL"`: runs SQL against a running server's API and prints the result.
+//! - `seam query "SQL"`: runs SQL against a running server's API and prints the result;
+//! - `seam explain REQUEST_ID`: prints why seam said what it said about one request
+//!   (`explain.rs`);
+//! - `seam export --since … --out DIR`: writes a time range's audit evidence, with a manifest
+//!   of checksums (`export.rs`).
+
+mod explain;
+mod export;
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -46,6 +53,13 @@ enum Command {
     /// Show the pulled sources of a running seam (`[[sources]]`): state, records and bytes
     /// taken, positions, lag and the last error.
     Sources(SourcesArgs),
+    /// Explain one request: its records by layer on a time axis, the ids that linked them,
+    /// its token, and for each verdict the rule and evidence behind it (or why it is NULL).
+    Explain(explain::ExplainArgs),
+    /// Write the audit evidence of a time range (access log, gateway bypass, denials, expired
+    /// token use, token sharing, external probes) as Parquet or CSV files in a directory, with
+    /// manifest.json and SHA256SUMS to verify them.
+    Export(export::ExportArgs),
     /// Make keys for `[auth]`: `new-key` generates one, `hash` hashes one read from stdin.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -197,6 +211,8 @@ fn main() -> ExitCode {
         Command::Query(args) => query(args),
         Command::Correlate(args) => correlate(args),
         Command::Sources(args) => sources(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Export(args) => export::run(args),
         Command::Auth(cmd) => auth(cmd),
     };
     match result {

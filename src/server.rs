@@ -2,9 +2,9 @@
 //!
 //! Takes a [`SeamConfig`]; gives a running [`Server`]: the collector's receivers (OTLP/gRPC
 //! and the ingest HTTP listener), the storage loop (flush, compaction) and the API listener
-//! (SQL over HTTP, `/health`, `/metrics`), all over one data directory. The collector's
-//! [`Storage`] is handed to the query service as its `TableSource`, so rows are queryable as
-//! soon as they are acknowledged.
+//! (SQL over HTTP, request explanations, `/health`, `/metrics`), all over one data
+//! directory. The collector's [`Storage`] is handed to the query service as its
+//! `TableSource`, so rows are queryable as soon as they are acknowledged.
 //!
 //! Shutdown order (backend before frontend): refuse new ingest requests with a retryable
 //! status, let in-flight requests finish and close the receivers, flush every table to
@@ -126,6 +126,117 @@ async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::respo
         )
             .into_response(),
     }
+}
+
+/// `GET /api/v1/requests/{id}/explain?format=…` parameters.
+#[derive(Debug, serde::Deserialize)]
+struct ExplainParams {
+    /// `json` (the default) or `text`.
+    format: Option<String>,
+}
+
+/// Longest id `GET /api/v1/requests/{id}/explain` takes (characters).
+const MAX_EXPLAIN_ID: usize = 512;
+
+/// Why the correlator said what it said about one request or probe: its records on a time
+/// axis, what linked them, its token and every verdict with its rule and evidence
+/// (`seam_correlate::explain`), as JSON or as the text `seam explain` prints. It reveals
+/// request data, so it is a read like a SQL statement: audited (`action = 'explain'`).
+async fn explain(
+    c: Arc<Correlator>,
+    audit: Option<Arc<dyn AuditSink>>,
+    principal: Option<Extension<Principal>>,
+    peer: ConnectInfo<PeerInfo>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(p): Query<ExplainParams>,
+) -> axum::response::Response {
+    let principal = principal.map_or_else(Principal::anonymous, |e| e.0);
+    let shown: String = id.chars().take(MAX_EXPLAIN_ID).collect();
+    let scope = AuditScope::start(
+        audit,
+        "explain",
+        &principal,
+        "http",
+        Some(peer.0.addr.to_string()),
+        Some(format!("request_id={}", shown.escape_debug())),
+    );
+    let refuse = |status: StatusCode, kind: &str, msg: String| {
+        (
+            status,
+            axum::Json(serde_json::json!({"error": msg, "kind": kind})),
+        )
+            .into_response()
+    };
+    let text = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            let msg = format!("format {other:?} is not json or text");
+            scope.finish("error", None, Some(msg.clone()));
+            return refuse(StatusCode::BAD_REQUEST, "invalid", msg);
+        }
+    };
+    if id.is_empty() || id.chars().count() > MAX_EXPLAIN_ID || id.chars().any(char::is_control) {
+        let msg =
+            format!("a request id is 1 to {MAX_EXPLAIN_ID} characters without control characters");
+        scope.finish("error", None, Some(msg.clone()));
+        return refuse(StatusCode::BAD_REQUEST, "invalid", msg);
+    }
+    match c.explain(&id).await {
+        Ok(Some(e)) => {
+            let records = i64::try_from(e.records.len()).unwrap_or(i64::MAX);
+            scope.finish("ok", Some(records), None);
+            if text {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    seam_correlate::explain::text::render(&e, 120),
+                )
+                    .into_response()
+            } else {
+                axum::Json(e).into_response()
+            }
+        }
+        Ok(None) => {
+            scope.finish("ok", Some(0), None);
+            refuse(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no request or probe with id {id}"),
+            )
+        }
+        Err(e) => {
+            scope.finish("error", None, Some(e.to_string()));
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
+}
+
+/// Reports each request refused for its credentials on the API listener to `seam_audit`
+/// (`action = 'login'`); the statement is `method` and the path.
+fn audit_refusals(audit: Arc<dyn AuditSink>, method: &'static str) -> seam_auth::http::OnRefused {
+    Arc::new(
+        move |r: &seam_auth::Refusal, peer: Option<&PeerInfo>, path: &str| {
+            audit.record(AuditEvent {
+                time_ns: now_ns(),
+                action: "login".into(),
+                principal: match r {
+                    seam_auth::Refusal::Forbidden { name, .. } => name.clone(),
+                    _ => String::new(),
+                },
+                auth_method: "none".into(),
+                protocol: "http".into(),
+                client_addr: peer.map(|p| p.addr.to_string()),
+                statement: Some(format!("{method} {path}")),
+                outcome: if r.is_unauthenticated() {
+                    "unauthenticated".into()
+                } else {
+                    "refused".into()
+                },
+                error: Some(r.to_string()),
+                ..Default::default()
+            });
+        },
+    )
 }
 
 /// Parses an RFC 3339 time to epoch nanoseconds.
@@ -672,29 +783,19 @@ impl Server {
                     correlate(Arc::clone(&c), Some(Arc::clone(&a)), p, peer, q)
                 },
             );
-            // Requests refused for their credentials on the SQL endpoint are audited.
+            let c = Arc::clone(&correlator);
             let a = Arc::clone(&audit);
-            let on_refused: seam_auth::http::OnRefused = Arc::new(move |r, peer, path| {
-                a.record(AuditEvent {
-                    time_ns: now_ns(),
-                    action: "login".into(),
-                    principal: match r {
-                        seam_auth::Refusal::Forbidden { name, .. } => name.clone(),
-                        _ => String::new(),
-                    },
-                    auth_method: "none".into(),
-                    protocol: "http".into(),
-                    client_addr: peer.map(|p| p.addr.to_string()),
-                    statement: Some(format!("POST {path}")),
-                    outcome: if r.is_unauthenticated() {
-                        "unauthenticated".into()
-                    } else {
-                        "refused".into()
-                    },
-                    error: Some(r.to_string()),
-                    ..Default::default()
-                });
-            });
+            let explain_route = get(
+                move |p: Option<Extension<Principal>>,
+                      peer: ConnectInfo<PeerInfo>,
+                      id: axum::extract::Path<String>,
+                      q: Query<ExplainParams>| {
+                    explain(Arc::clone(&c), Some(Arc::clone(&a)), p, peer, id, q)
+                },
+            );
+            // Requests refused for their credentials on the SQL and explain endpoints are
+            // audited.
+            let on_refused = audit_refusals(Arc::clone(&audit), "POST");
             let query_guard = Guard::new(Arc::clone(&credentials), Role::Query);
             let router = Router::new()
                 .merge(
@@ -703,6 +804,16 @@ impl Server {
                             .route("/metrics", metrics_route)
                             .route("/api/v1/sources", sources_route),
                     ),
+                )
+                // Explain reveals request data: a read, behind the same role as SQL, and
+                // audited like it.
+                .merge(
+                    query_guard
+                        .clone()
+                        .on_refused(audit_refusals(Arc::clone(&audit), "GET"))
+                        .protect(
+                            Router::new().route("/api/v1/requests/{id}/explain", explain_route),
+                        ),
                 )
                 .merge(
                     query_guard

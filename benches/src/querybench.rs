@@ -4,8 +4,9 @@
 //! Takes a running seam (ingest HTTP and SQL API addresses) and its data directory; gives,
 //! per query and time range, seam's and DuckDB's median time, the ratio and both row counts.
 //!
-//! - [`load`] sends generated traffic (`seam_tests::generator`: about 6.4 records per request,
-//!   APIM records, custom events, Mule JSON Logger lines, OTLP/JSON spans) through seam's own
+//! - [`load`] sends generated traffic (`seam_tests::generator`: APIM records, custom events,
+//!   Mule JSON Logger lines and log4j events, OTLP/JSON spans, with the generator's noise:
+//!   probes outnumbering the requests, background runs, platform lines) through seam's own
 //!   ingest endpoints, so the files are what the write path and the correlator make.
 //! - [`read_queries`] reads `benches/queries/*.sql`: hand-written audit and view queries
 //!   (`view-*`, `audit-*`, `raw-*`) and every dashboard panel (`panel-*`, written by
@@ -368,6 +369,9 @@ pub async fn load(
         let mut records = lines("/ingest/apim", &t.gateway_lines, &mut bodies);
         records += lines("/ingest/apim", &t.events, &mut bodies);
         records += lines("/ingest/mule", &t.mule_lines, &mut bodies);
+        // The Mule runtime's log4j events are text: bodies of their own.
+        records += lines("/ingest/mule", &t.mule_log4j, &mut bodies);
+        records += lines("/ingest/mule", &t.mule_duplicates, &mut bodies);
         for body in &t.otlp {
             records += body["resourceSpans"]
                 .as_array()

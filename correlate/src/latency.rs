@@ -4,15 +4,58 @@
 //! of each layer: the gateway (APIM's total less its backend time), the network between the
 //! gateway and the integration layer, the integration layer itself (its flow time less its
 //! downstream waits) and those downstream waits (the union of the entry app's client spans,
-//! else of its logged outbound durations, so that parallel calls count once). Integration and
-//! backend times are given only when the request went through the integration layer.
+//! else of its logged outbound durations and failed calls, so that parallel calls count
+//! once). Integration and backend times are given only when the request went through the
+//! integration layer. [`Latency`] keeps what each time was computed from ([`FlowTime`],
+//! [`Wait`]), for explanations.
 
 use crate::layers::Layers;
-use crate::record::Span;
+use crate::record::{Flow, Span};
 
-/// A request's end-to-end and per-layer times (ms).
+/// Where the integration layer's flow time came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FlowTime<'a> {
+    /// The entry app's END record's elapsed.
+    End(&'a Flow),
+    /// The entry SERVER span's duration.
+    EntrySpan(&'a Span),
+    /// No END (an error propagated): the largest elapsed the entry app logged, when it
+    /// logged a failure.
+    LastElapsed(&'a Flow),
+}
+
+/// One downstream wait of the integration layer and its evidence.
+#[derive(Debug, Clone)]
+pub(crate) struct Wait<'a> {
+    /// Start (ns).
+    pub(crate) start: i64,
+    /// End (ns).
+    pub(crate) end: i64,
+    /// How it was timed.
+    pub(crate) how: WaitEvidence<'a>,
+}
+
+/// How a downstream wait was timed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WaitEvidence<'a> {
+    /// A requester (CLIENT) span of the entry app, from its start to its end (failed or not).
+    ClientSpan(&'a Span),
+    /// An `AFTER_REQUEST` line's logged duration, or a `*REQUEST_SCOPE_AFTER` line's
+    /// scope elapsed, ending at the line.
+    Logged(&'a Flow),
+    /// A call that failed: its start line (`BEFORE_REQUEST`, `*REQUEST_SCOPE_BEFORE`) to the
+    /// first failure the app logged after it (an error type, an ERROR line, `EXCEPTION`).
+    Failed {
+        /// The start line.
+        start: &'a Flow,
+        /// The failure.
+        failure: &'a Flow,
+    },
+}
+
+/// A request's end-to-end and per-layer times (ms), and what they were computed from.
 #[derive(Debug)]
-pub(crate) struct Latency {
+pub(crate) struct Latency<'a> {
     /// End to end.
     pub(crate) total_ms: Option<f64>,
     /// Gateway time.
@@ -23,47 +66,134 @@ pub(crate) struct Latency {
     pub(crate) integration_ms: Option<f64>,
     /// Backend time (only with an integration layer).
     pub(crate) backend_ms: Option<f64>,
+    /// The integration layer's flow time and its source.
+    pub(crate) flow: Option<(f64, FlowTime<'a>)>,
+    /// The downstream waits counted in `backend_ms` (their union).
+    pub(crate) waits: Vec<Wait<'a>>,
 }
 
-impl Latency {
-    /// The times of the request in `l`.
-    pub(crate) fn of(l: &Layers<'_>) -> Self {
-        let (g, has_integration) = (l.g, l.has_integration);
-        let flow_ms = l
-            .end
-            .and_then(|e| e.elapsed_ms)
-            .or_else(|| l.entry_span.and_then(Span::duration_ms));
+impl<'a> FlowTime<'a> {
+    /// The flow time of the request in `l`.
+    fn of(l: &Layers<'a>) -> Option<(f64, Self)> {
+        if let Some(e) = l.end
+            && let Some(ms) = e.elapsed_ms
+        {
+            return Some((ms, FlowTime::End(e)));
+        }
+        if let Some(s) = l.entry_span
+            && let Some(ms) = s.duration_ms()
+        {
+            return Some((ms, FlowTime::EntrySpan(s)));
+        }
+        // Without an END, only a run that failed ended: its largest elapsed is its time.
+        if l.end.is_some() || !l.entry_flows.iter().any(|f| is_failure(f)) {
+            return None;
+        }
+        l.entry_flows
+            .iter()
+            .copied()
+            .filter_map(|f| Some((f.elapsed_ms.filter(|m| m.is_finite() && *m >= 0.0)?, f)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(ms, f)| (ms, FlowTime::LastElapsed(f)))
+    }
+}
 
-        // Downstream waits of the integration layer.
-        let client_iv: Vec<(i64, i64)> = l
+/// Whether a flow line reports a failure.
+pub(crate) fn is_failure(f: &Flow) -> bool {
+    f.error_type.is_some()
+        || f.level.as_deref() == Some("ERROR")
+        || f.trace_point.as_deref() == Some("EXCEPTION")
+}
+
+fn starts_call(tp: &str) -> bool {
+    tp == "BEFORE_REQUEST" || tp.ends_with("REQUEST_SCOPE_BEFORE")
+}
+
+fn ends_call(tp: &str) -> bool {
+    tp == "AFTER_REQUEST" || tp.ends_with("REQUEST_SCOPE_AFTER")
+}
+
+/// The downstream waits of the entry app's flow lines: logged durations, and failed calls
+/// (a start line no end line closes, up to the first failure after it).
+fn flow_waits<'a>(l: &Layers<'a>) -> Vec<Wait<'a>> {
+    let mut waits = Vec::new();
+    let mut open: Vec<&'a Flow> = Vec::new();
+    for f in l.entry_flows.iter().copied() {
+        let Some(tp) = f.trace_point.as_deref() else {
+            continue;
+        };
+        if starts_call(tp) {
+            open.push(f);
+            continue;
+        }
+        if !ends_call(tp) {
+            continue;
+        }
+        // The earliest open call is the one this line closes.
+        if !open.is_empty() {
+            open.remove(0);
+        }
+        let d = if tp == "AFTER_REQUEST" {
+            content_num(&f.content, &["durationMs", "duration", "elapsedMs"])
+        } else {
+            f.scope_elapsed_ms
+        };
+        // A logged duration is input: negative, NaN or absurd ones are ignored.
+        let Some(d_ns) = d.map(|d| d * 1e6).filter(|d| (0.0..1e15).contains(d)) else {
+            continue;
+        };
+        waits.push(Wait {
+            start: f.time.saturating_sub(d_ns as i64),
+            end: f.time,
+            how: WaitEvidence::Logged(f),
+        });
+    }
+    // Calls never closed: the first failure the app logged after their start ends them.
+    for start in open {
+        let failure = l
+            .flows
+            .iter()
+            .copied()
+            .filter(|f| f.mule_app.is_none() || l.in_entry(&f.mule_app))
+            .filter(|f| f.time >= start.time && !std::ptr::eq(*f, start))
+            .filter(|f| !f.trace_point.as_deref().is_some_and(starts_call))
+            .find(|f| is_failure(f));
+        if let Some(failure) = failure {
+            waits.push(Wait {
+                start: start.time,
+                end: failure.time,
+                how: WaitEvidence::Failed { start, failure },
+            });
+        }
+    }
+    waits
+}
+
+impl<'a> Latency<'a> {
+    /// The times of the request in `l`.
+    pub(crate) fn of(l: &Layers<'a>) -> Self {
+        let (g, has_integration) = (l.g, l.has_integration);
+        let flow = FlowTime::of(l);
+        let flow_ms = flow.map(|(ms, _)| ms);
+
+        // Downstream waits of the integration layer: its requester spans, else its lines.
+        let mut waits: Vec<Wait<'a>> = l
             .spans
             .iter()
+            .copied()
             .filter(|s| l.is_integration(s) && s.kind.eq_ignore_ascii_case("client"))
-            .filter_map(|s| s.end.map(|e| (s.time, e)))
-            .collect();
-        let backend_ms = union_ms(client_iv).or_else(|| {
-            let iv: Vec<(i64, i64)> = l
-                .entry_flows
-                .iter()
-                .filter_map(|f| {
-                    let tp = f.trace_point.as_deref()?;
-                    let d = if tp == "AFTER_REQUEST" {
-                        content_num(&f.content, &["durationMs", "duration", "elapsedMs"])
-                    } else if tp.ends_with("REQUEST_SCOPE_AFTER") {
-                        f.scope_elapsed_ms
-                    } else {
-                        None
-                    }?;
-                    // A logged duration is input: negative, NaN or absurd ones are ignored.
-                    let d_ns = d * 1e6;
-                    if !(0.0..1e15).contains(&d_ns) {
-                        return None;
-                    }
-                    Some((f.time.saturating_sub(d_ns as i64), f.time))
+            .filter_map(|s| {
+                s.end.map(|e| Wait {
+                    start: s.time,
+                    end: e,
+                    how: WaitEvidence::ClientSpan(s),
                 })
-                .collect();
-            union_ms(iv)
-        });
+            })
+            .collect();
+        if waits.is_empty() {
+            waits = flow_waits(l);
+        }
+        let backend_ms = union_ms(waits.iter().map(|w| (w.start, w.end)).collect());
         let integration_ms = match (flow_ms, backend_ms) {
             (Some(f), Some(b)) => Some(f - b),
             (Some(f), None) => Some(f),
@@ -88,6 +218,8 @@ impl Latency {
             network_ms,
             integration_ms: integration_ms.filter(|_| has_integration),
             backend_ms: backend_ms.filter(|_| has_integration),
+            flow,
+            waits,
         }
     }
 }

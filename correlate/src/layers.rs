@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use seam_schemas::token::TokenColumns;
 
-use crate::link::Node;
+use crate::link::{Node, node_time};
 use crate::record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};
 
 /// The IP of an address such as `/10.20.4.17:49822` or `[::1]:80`.
@@ -216,6 +216,8 @@ pub(crate) struct Identity {
     pub(crate) trace_id: Option<String>,
     /// The first token a record carried.
     pub(crate) token: TokenColumns,
+    /// The record it was taken from.
+    pub(crate) token_from: Option<String>,
     /// Token expired at request time.
     pub(crate) token_expired: Option<bool>,
     /// Caller address.
@@ -237,6 +239,8 @@ pub(crate) struct Identity {
     /// Settled, integration without any gateway record, and not called from the gateway's
     /// egress.
     pub(crate) bypassed_gateway: bool,
+    /// The caller is one of the gateway's egress addresses.
+    pub(crate) from_egress: bool,
 }
 
 impl Identity {
@@ -263,17 +267,17 @@ impl Identity {
             .clone()
             .or_else(|| mule_cid.clone())
             .or_else(|| trace_id.clone())?;
-        let token = l
+        let (token, token_from) = l
             .evs
             .iter()
-            .map(|e| &e.token)
-            .chain(start.map(|f| &f.token))
-            .chain(l.flows.iter().map(|f| &f.token))
-            .chain(l.gws.iter().map(|g| &g.token))
-            .chain(entry_span.map(|s| &s.token))
-            .chain(l.spans.iter().map(|s| &s.token))
-            .find(|t| t.is_some())
-            .cloned()
+            .map(|e| (&e.token, &e.key))
+            .chain(start.map(|f| (&f.token, &f.key)))
+            .chain(l.flows.iter().map(|f| (&f.token, &f.key)))
+            .chain(l.gws.iter().map(|g| (&g.token, &g.key)))
+            .chain(entry_span.map(|s| (&s.token, &s.span_id)))
+            .chain(l.spans.iter().map(|s| (&s.token, &s.span_id)))
+            .find(|(t, _)| t.is_some())
+            .map(|(t, k)| (t.clone(), Some(k.clone())))
             .unwrap_or_default();
         let client_ip = g
             .and_then(|g| g.client_ip.clone())
@@ -281,12 +285,7 @@ impl Identity {
             .or_else(|| entry_span.and_then(|s| s.client_ip.as_deref().map(ip_of)));
         let time = members
             .iter()
-            .map(|m| match *m {
-                Node::Gateway(i) => input.gateway[i].time,
-                Node::Event(i) => input.events[i].time,
-                Node::Flow(i) => input.flows[i].time,
-                Node::Span(i) => input.spans[i].time,
-            })
+            .map(|m| node_time(input, *m))
             .min()
             .unwrap_or(0);
         let ingest_time = members
@@ -313,6 +312,7 @@ impl Identity {
             mule_correlation_id: mule_cid,
             trace_id,
             token,
+            token_from,
             token_expired,
             client_ip,
             method: g
@@ -331,6 +331,7 @@ impl Identity {
             ingest_time,
             settled,
             bypassed_gateway,
+            from_egress: egress,
         })
     }
 }

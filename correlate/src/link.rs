@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::record::{Input, Rules};
-use crate::request::{Request, build};
+use crate::request::{Built, Probe, Request, build};
 
 /// Gateway records of the same service, path and status at most this far apart are twins
 /// (the same request in two shapes, one without a correlation id); two records with
@@ -81,15 +81,115 @@ fn sort_input(input: &mut Input) {
         .sort_by(|a, b| (a.time, &a.trace_id, &a.span_id).cmp(&(b.time, &b.trace_id, &b.span_id)));
 }
 
+/// What a window's records became: requests and probes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Correlated {
+    /// `requests` rows, by time and request id.
+    pub requests: Vec<Request>,
+    /// `probes` rows, by time and probe id.
+    pub probes: Vec<Probe>,
+}
+
+/// The event time of `node`.
+pub(crate) fn node_time(input: &Input, node: Node) -> i64 {
+    match node {
+        Node::Gateway(i) => input.gateway[i].time,
+        Node::Event(i) => input.events[i].time,
+        Node::Flow(i) => input.flows[i].time,
+        Node::Span(i) => input.spans[i].time,
+    }
+}
+
+/// The keys `node` links by: (what it is, the key: a prefix and the normalised id).
+/// Correlation ids and forwarded correlation ids share the `c:` prefix (a forwarded id is
+/// the Mule correlation id), trace ids `t:`, gateway twins `l:` (service, path and status;
+/// they link within [`TWIN_NS`] only).
+pub(crate) fn node_keys(input: &Input, node: Node) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    let mut add = |what: &'static str, prefix: &str, id: Option<String>| {
+        if let Some(id) = id {
+            keys.push((what, format!("{prefix}{id}")));
+        }
+    };
+    match node {
+        Node::Gateway(i) => {
+            let g = &input.gateway[i];
+            // Twins by service, path and status within a second (old records have no
+            // correlation id); see TWIN_NS.
+            let twin = g.url_path.as_ref().map(|p| {
+                format!(
+                    "{}|{p}|{}",
+                    g.service.as_deref().unwrap_or(""),
+                    g.status_code.unwrap_or(0)
+                )
+            });
+            add("twin", "l:", twin);
+            add("correlation id", "c:", norm(&g.correlation_id));
+            add(
+                "forwarded correlation id",
+                "c:",
+                norm(&g.forwarded_correlation_id),
+            );
+            add("trace id", "t:", norm(&g.trace_id));
+        }
+        Node::Event(i) => {
+            let e = &input.events[i];
+            add("correlation id", "c:", norm(&e.correlation_id));
+            add("trace id", "t:", norm(&e.trace_id));
+        }
+        Node::Flow(i) => {
+            let f = &input.flows[i];
+            add("correlation id", "c:", norm(&f.correlation_id));
+            add("trace id", "t:", norm(&f.trace_id));
+        }
+        Node::Span(i) => {
+            let s = &input.spans[i];
+            add("trace id", "t:", norm(&Some(s.trace_id.clone())));
+            add("correlation id", "c:", norm(&s.correlation_id));
+        }
+    }
+    keys
+}
+
 /// Links the records of `input` into requests; `now_ns` decides which are settled.
-pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
+pub fn correlate(input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
+    correlate_all(input, rules, now_ns).requests
+}
+
+/// Links the records of `input` into requests and probes (background runs give nothing);
+/// `now_ns` decides which are settled.
+pub fn correlate_all(input: Input, rules: &Rules, now_ns: i64) -> Correlated {
+    let (input, groups) = components(input, rules);
+    let mut out = Correlated::default();
+    for members in groups {
+        match build(&input, &members, rules, now_ns) {
+            Some(Built::Request(r)) => out.requests.push(*r),
+            Some(Built::Probe(p)) => out.probes.push(*p),
+            None => {}
+        }
+    }
+    out.requests
+        .sort_by(|a, b| (a.time, &a.request_id).cmp(&(b.time, &b.request_id)));
+    out.probes
+        .sort_by(|a, b| (a.time, &a.probe_id).cmp(&(b.time, &b.probe_id)));
+    out
+}
+
+/// The window's records, sorted, and its linked components (each a list of nodes in
+/// window order).
+pub(crate) fn components(mut input: Input, rules: &Rules) -> (Input, Vec<Vec<Node>>) {
     sort_input(&mut input);
     let nodes: Vec<Node> = (0..input.gateway.len())
         .map(Node::Gateway)
         .chain((0..input.events.len()).map(Node::Event))
         .chain(
+            // Every line of a flow run (it has an id) whatever its ingest-time flag: what the
+            // run is, request, probe or background, is decided from the whole run (`probe`).
             (0..input.flows.len())
-                .filter(|i| input.flows[*i].is_request_traffic)
+                .filter(|i| {
+                    let f = &input.flows[*i];
+                    norm(&f.correlation_id).is_some() || norm(&f.trace_id).is_some()
+                })
                 .map(Node::Flow),
         )
         .chain((0..input.spans.len()).map(Node::Span))
@@ -107,47 +207,10 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
     };
     // Keys of every node, with its time.
     let mut by_key: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
-    let mut add = |key: Option<String>, prefix: &str, time: i64, n: usize| {
-        if let Some(k) = key {
-            by_key
-                .entry(format!("{prefix}{k}"))
-                .or_default()
-                .push((time, n));
-        }
-    };
     for (n, node) in nodes.iter().enumerate() {
-        match *node {
-            Node::Gateway(i) => {
-                let g = &input.gateway[i];
-                // Twins by service, path and status within a second (old records have no
-                // correlation id); see TWIN_NS.
-                let twin = g.url_path.as_ref().map(|p| {
-                    format!(
-                        "{}|{p}|{}",
-                        g.service.as_deref().unwrap_or(""),
-                        g.status_code.unwrap_or(0)
-                    )
-                });
-                add(twin, "l:", g.time, n);
-                add(norm(&g.correlation_id), "c:", g.time, n);
-                add(norm(&g.forwarded_correlation_id), "c:", g.time, n);
-                add(norm(&g.trace_id), "t:", g.time, n);
-            }
-            Node::Event(i) => {
-                let e = &input.events[i];
-                add(norm(&e.correlation_id), "c:", e.time, n);
-                add(norm(&e.trace_id), "t:", e.time, n);
-            }
-            Node::Flow(i) => {
-                let f = &input.flows[i];
-                add(norm(&f.correlation_id), "c:", f.time, n);
-                add(norm(&f.trace_id), "t:", f.time, n);
-            }
-            Node::Span(i) => {
-                let s = &input.spans[i];
-                add(norm(&Some(s.trace_id.clone())), "t:", s.time, n);
-                add(norm(&s.correlation_id), "c:", s.time, n);
-            }
+        let time = node_time(&input, *node);
+        for (_, key) in node_keys(&input, *node) {
+            by_key.entry(key).or_default().push((time, n));
         }
     }
     for (key, list) in by_key.iter_mut() {
@@ -168,12 +231,7 @@ pub fn correlate(mut input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
         let r = dsu.find(n);
         groups.entry(r).or_default().push(*node);
     }
-    let mut out: Vec<Request> = groups
-        .into_values()
-        .filter_map(|members| build(&input, &members, rules, now_ns))
-        .collect();
-    out.sort_by(|a, b| (a.time, &a.request_id).cmp(&(b.time, &b.request_id)));
-    out
+    (input, groups.into_values().collect())
 }
 
 #[cfg(test)]
@@ -203,6 +261,8 @@ mod tests {
             correlation_id: Some(cid.into()),
             mule_app: Some("app".into()),
             trace_point: Some("START".into()),
+            method: Some("GET".into()),
+            request_path: Some("/items/1".into()),
             is_request_traffic: true,
             ..Default::default()
         }
@@ -277,6 +337,93 @@ mod tests {
         assert!(r.layers_disagree);
         assert_eq!(r.status_code, Some(504));
         assert_eq!(r.rejected_by, Some("gateway"));
+    }
+
+    fn line(cid: &str, t: i64, tp: &str, app: &str) -> Flow {
+        Flow {
+            time: t,
+            ingest: t,
+            key: format!("{cid}-{tp}-{t}"),
+            correlation_id: Some(cid.into()),
+            mule_app: Some(app.into()),
+            trace_point: Some(tp.into()),
+            elapsed_ms: Some(((t / 1_000_000) % 100_000) as f64),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn probes_and_schedulers_are_not_requests_whatever_their_names() {
+        let ms = S / 1000;
+        // A kubelet probe: a flow with an ordinary name, path /ping, internal caller.
+        let mut probe = line("p-1", 0, "START", "orders");
+        probe.request_path = Some("/ping".into());
+        probe.remote_address = Some("/10.1.0.5:40000".into());
+        // An outside probe by user agent only.
+        let mut outside = line("p-2", 0, "START", "orders");
+        outside.request_path = Some("/api/v1/alive".into());
+        outside.remote_address = Some("/203.0.113.7:5000".into());
+        outside.content = Some(r#"{"userAgent":"kube-probe/1.29"}"#.into());
+        // A scheduler with an arbitrary name: no path, method or caller of its own (its
+        // outbound call logs the callee's).
+        let mut call = line("s-1", 5 * ms, "BEFORE_REQUEST", "rating");
+        call.method = Some("POST".into());
+        call.request_path = Some("/rates".into());
+        let sched = [
+            line("s-1", 0, "START", "rating"),
+            call,
+            line("s-1", 9 * ms, "END", "rating"),
+        ];
+        // A real request without the gateway: a bypass.
+        let mut bypass = line("r-1", 0, "START", "orders");
+        bypass.request_path = Some("/orders/7/status".into());
+        bypass.remote_address = Some("/10.20.4.17:5000".into());
+        let input = Input {
+            flows: [probe, outside, bypass].into_iter().chain(sched).collect(),
+            ..Default::default()
+        };
+        let out = correlate_all(input, &Rules::default(), 3_600 * S);
+        let ids: Vec<&str> = out.requests.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["r-1"]);
+        assert!(out.requests[0].bypassed_gateway);
+        let probes: Vec<(&str, &str, bool)> = out
+            .probes
+            .iter()
+            .map(|p| (p.probe_id.as_str(), p.matched_by, p.external))
+            .collect();
+        assert_eq!(
+            probes,
+            [("p-1", "path", false), ("p-2", "user_agent", true)]
+        );
+    }
+
+    #[test]
+    fn a_failed_downstream_call_is_timed_from_its_start_to_the_failure() {
+        let ms = S / 1000;
+        let mut start = line("f-1", 0, "START", "orders");
+        start.request_path = Some("/orders".into());
+        start.elapsed_ms = Some(0.0);
+        let mut before = line("f-1", 10 * ms, "BEFORE_REQUEST", "orders");
+        before.elapsed_ms = Some(10.0);
+        let mut exc = line("f-1", 45 * ms, "EXCEPTION", "orders");
+        exc.error_type = Some("HTTP:CONNECTIVITY".into());
+        exc.elapsed_ms = Some(47.0);
+        let mut g = gw("f-1", 0, None);
+        g.status_code = Some(502);
+        g.backend_status_code = Some(502);
+        g.total_ms = Some(60.0);
+        g.backend_ms = Some(50.0);
+        let input = Input {
+            gateway: vec![g],
+            flows: vec![start, before, exc],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert_eq!(r.backend_ms, Some(35.0));
+        assert_eq!(r.integration_ms, Some(12.0));
+        assert_eq!(r.network_ms, Some(3.0));
+        assert_eq!(r.gateway_ms, Some(10.0));
+        assert_eq!(r.rejected_by, Some("backend"));
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub(crate) struct Outcome {
     pub(crate) error_reason: Option<String>,
     /// The gateway's status and the integration layer's differ.
     pub(crate) layers_disagree: bool,
+    /// Which record gave the status, in words, and its key.
+    pub(crate) status_from: Option<(&'static str, String)>,
+    /// The rule that decided `rejected_by` (None: not failed).
+    pub(crate) rule: Option<&'static str>,
+    /// The records that rule read.
+    pub(crate) evidence: Vec<String>,
 }
 
 impl Outcome {
@@ -28,6 +34,18 @@ impl Outcome {
             .end
             .and_then(|e| e.status_code)
             .or_else(|| l.entry_span.and_then(|s| s.status_code));
+        let status_from: Option<(&'static str, String)> =
+            if let Some(g) = g.filter(|g| g.status_code.is_some()) {
+                Some(("the gateway record", g.key.clone()))
+            } else if let Some(e) = l.evs.iter().find(|e| e.status_code.is_some()) {
+                Some(("a gateway event", e.key.clone()))
+            } else if let Some(e) = l.end.filter(|e| e.status_code.is_some()) {
+                Some(("the integration layer's END line", e.key.clone()))
+            } else {
+                l.entry_span
+                    .filter(|s| s.status_code.is_some())
+                    .map(|s| ("the integration layer's SERVER span", s.span_id.clone()))
+            };
         let status_code = g
             .and_then(|g| g.status_code)
             .or_else(|| first(l.evs.iter().map(|e| e.status_code)))
@@ -49,6 +67,8 @@ impl Outcome {
             !l.in_entry(&f.mule_app)
                 && (f.error_type.is_some() || f.status_code.is_some_and(|c| c >= 400))
         });
+        let mut evidence: Vec<String> = status_from.iter().map(|(_, k)| k.clone()).collect();
+        let mut rule = None;
         let (rejected_by, error_reason) = match status_code {
             Some(c) if c >= 400 => {
                 let gw_reject = g.is_some_and(|g| {
@@ -56,6 +76,11 @@ impl Outcome {
                         && (g.last_error_source.is_some() || !has_integration)
                 });
                 if gw_reject {
+                    rule = Some(
+                        "the gateway answered without a backend status, and it logged an error \
+                         source or the request never reached the integration layer",
+                    );
+                    evidence.extend(g.map(|g| g.key.clone()));
                     (
                         Some("gateway"),
                         first(l.gws.iter().map(|g| g.last_error_reason.clone()))
@@ -67,6 +92,17 @@ impl Outcome {
                         .as_deref()
                         .is_some_and(|e| e.starts_with("HTTP:"))
                 {
+                    rule = Some(
+                        "a downstream call failed: a backend span or requester span in error or \
+                         >= 400, a backend app's error, or an HTTP: error type in the entry app",
+                    );
+                    evidence.extend(downstream_failed.map(|s| s.span_id.clone()));
+                    evidence.extend(
+                        l.flows
+                            .iter()
+                            .filter(|f| f.error_type.is_some())
+                            .map(|f| f.key.clone()),
+                    );
                     (
                         Some("backend"),
                         entry_error.clone().or_else(|| {
@@ -82,6 +118,18 @@ impl Outcome {
                         }),
                     )
                 } else if has_integration {
+                    rule = Some(
+                        "the request reached the integration layer, the gateway got a status \
+                         from it, and no downstream call failed",
+                    );
+                    evidence.extend(
+                        l.entry_flows
+                            .iter()
+                            .filter(|f| {
+                                f.error_type.is_some() || f.trace_point.as_deref() == Some("END")
+                            })
+                            .map(|f| f.key.clone()),
+                    );
                     (
                         Some("integration"),
                         entry_error.clone().or_else(|| {
@@ -94,6 +142,7 @@ impl Outcome {
                         }),
                     )
                 } else {
+                    rule = Some("failed and never reached the integration layer");
                     (Some("gateway"), g.and_then(|g| g.last_error_reason.clone()))
                 }
             }
@@ -103,11 +152,16 @@ impl Outcome {
             (Some(a), Some(b)) => a != b,
             _ => false,
         };
+        evidence.sort();
+        evidence.dedup();
         Self {
             status_code,
             rejected_by,
             error_reason,
             layers_disagree,
+            status_from,
+            rule,
+            evidence,
         }
     }
 }

@@ -103,7 +103,7 @@ const FLOW_COLUMNS: &str = "CAST(time AS BIGINT) AS t, CAST(ingest_time AS BIGIN
 const SPAN_COLUMNS: &str = "CAST(time AS BIGINT) AS t, CAST(end_time AS BIGINT) AS e, \
      CAST(ingest_time AS BIGINT) AS i, trace_id, span_id, parent_span_id, name, kind, \
      span_status, span_status_message, service_name, scope_name, status_code, \
-     correlation_id, client_ip, method, url_path";
+     correlation_id, client_ip, method, url_path, http_route, user_agent";
 
 /// One table's record read, for a minute's own records and for linked records.
 #[derive(Debug, Clone)]
@@ -115,8 +115,10 @@ struct Pair {
 /// Every statement the correlator runs, built once from constants.
 #[derive(Debug, Clone)]
 struct Statements {
-    /// Start times of the unsettled requests (`t`).
+    /// Start times of the unsettled requests and probes (`t`).
     unsettled: String,
+    /// Start time (`t`) of the request or probe whose id is in the list `$1`.
+    time_of: String,
     /// Per raw table: minute buckets (`m`, in minutes) of rows that arrived at or after `$1`.
     arrived: Vec<(&'static str, String)>,
     /// Per raw table: minute buckets (`m`) of rows with event time at or after `$1`.
@@ -169,7 +171,17 @@ impl Statements {
             unsettled: [
                 "SELECT DISTINCT CAST(time AS BIGINT) AS t FROM ",
                 requests::TABLE,
+                " WHERE NOT settled UNION SELECT DISTINCT CAST(time AS BIGINT) AS t FROM ",
+                requests::PROBES_TABLE,
                 " WHERE NOT settled",
+            ]
+            .concat(),
+            time_of: [
+                "SELECT CAST(time AS BIGINT) AS t FROM ",
+                requests::TABLE,
+                " WHERE array_has($1, request_id) UNION ALL SELECT CAST(time AS BIGINT) AS t FROM ",
+                requests::PROBES_TABLE,
+                " WHERE array_has($1, probe_id)",
             ]
             .concat(),
             arrived: RAW
@@ -185,7 +197,12 @@ impl Statements {
                 MINUTE_NS_SQL,
                 " AS m FROM ",
                 requests::EVENTS_TABLE,
-                " WHERE request_time >= to_timestamp_nanos($1)",
+                " WHERE request_time >= to_timestamp_nanos($1) UNION SELECT DISTINCT ",
+                MINUTE_OF_TIME,
+                MINUTE_NS_SQL,
+                " AS m FROM ",
+                requests::PROBES_TABLE,
+                " WHERE time >= to_timestamp_nanos($1)",
             ]
             .concat(),
             gateway: Pair {
@@ -256,7 +273,20 @@ impl Reader {
         }
     }
 
-    /// The minute buckets of the requests not settled yet.
+    /// The start time of the stored request or probe with id `id`, if there is one.
+    ///
+    /// # Errors
+    /// The source failed.
+    pub async fn time_of(&self, id: &str) -> Result<Option<i64>, ReadError> {
+        let mut out = None;
+        let params = vec![Param::TextList(vec![id.to_string()])];
+        for b in self.source.read(&self.sql.time_of, params).await? {
+            out = out.or(i64s(&b, "t").into_iter().flatten().next());
+        }
+        Ok(out)
+    }
+
+    /// The minute buckets of the requests and probes not settled yet.
     ///
     /// # Errors
     /// The source failed.
@@ -489,6 +519,8 @@ impl Reader {
                     client_ip: c.s(r, columns::CLIENT_IP),
                     method: c.s(r, columns::METHOD),
                     url_path: c.s(r, columns::URL_PATH),
+                    http_route: c.s(r, columns::HTTP_ROUTE),
+                    user_agent: c.s(r, columns::USER_AGENT),
                     token: c.token(r),
                 });
             }
@@ -523,7 +555,7 @@ fn ids_of(input: &Input) -> (BTreeSet<String>, BTreeSet<String>) {
         add(&mut c, &e.correlation_id);
         add(&mut t, &e.trace_id);
     }
-    for f in input.flows.iter().filter(|f| f.is_request_traffic) {
+    for f in &input.flows {
         add(&mut c, &f.correlation_id);
         add(&mut t, &f.trace_id);
     }
@@ -740,6 +772,7 @@ mod tests {
         let s = Statements::new();
         let all = [
             &s.unsettled,
+            &s.time_of,
             &s.derived_since,
             &s.gateway.core,
             &s.gateway.linked,

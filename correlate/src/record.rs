@@ -168,6 +168,10 @@ pub struct Span {
     pub method: Option<String>,
     /// URL path.
     pub url_path: Option<String>,
+    /// HTTP route (the listener's path template).
+    pub http_route: Option<String>,
+    /// The caller's user agent.
+    pub user_agent: Option<String>,
     /// Status message.
     pub status_message: Option<String>,
     /// Token columns.
@@ -209,14 +213,16 @@ pub struct Rules {
     /// Addresses the gateway calls the backends from: callers at these addresses are not a
     /// bypass even without a gateway record.
     pub gateway_egress: Vec<String>,
+    /// Probe path patterns, normalised (lower case, no trailing slash; `*` any run).
+    pub probe_paths: Vec<String>,
+    /// Probe user agents (lower case substrings).
+    pub probe_user_agents: Vec<String>,
+    /// The cluster's own networks.
+    pub internal_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Self {
-            max_link_distance_ns: 5 * 60 * 1_000_000_000,
-            horizon_ns: 15 * 60 * 1_000_000_000,
-            gateway_egress: Vec::new(),
-        }
+        crate::CorrelationConfig::default().rules()
     }
 }

@@ -1,7 +1,8 @@
 //! Building one request: [`build`] takes one linked component (the window's [`Input`], the
 //! component's [`Node`]s, the [`Rules`] and the time now) and gives its [`Request`] row with
 //! its timeline of [`Event`]s, or nothing when the component is not a request (no gateway or
-//! integration evidence, or no id).
+//! integration evidence, or no id); a probe gives a [`Probe`] row instead, background work
+//! (no inbound HTTP evidence: `probe::Kind`) nothing.
 //!
 //! It sorts the records by layer and names the request ([`Layers`], [`Identity`]), times the
 //! layers ([`Latency`]), decides the outcome ([`Outcome`]) and lays out the timeline
@@ -10,9 +11,10 @@
 use seam_schemas::token::TokenColumns;
 
 use crate::latency::Latency;
-use crate::layers::{Identity, Layers};
+use crate::layers::{Identity, Layers, first};
 use crate::link::Node;
 use crate::outcome::Outcome;
+use crate::probe::{Kind, ProbeMatch, flow_user_agent, internal};
 use crate::record::{Input, Rules};
 
 /// One derived request (a `requests` row) and its timeline.
@@ -123,19 +125,103 @@ pub struct Event {
     pub record_key: Option<String>,
 }
 
-/// The request of the component `members` of `input`; `now_ns` decides whether it is
-/// settled. `None` when the component is not a request.
-pub(crate) fn build(
-    input: &Input,
-    members: &[Node],
-    rules: &Rules,
-    now_ns: i64,
-) -> Option<Request> {
+/// One health or readiness probe (a `probes` row): a linked run whose inbound record has a
+/// probe path or user agent (`probe`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    /// Earliest record time (ns).
+    pub time: i64,
+    /// Latest arrival (ns).
+    pub ingest_time: i64,
+    /// Its id, chosen as a request's would be.
+    pub probe_id: String,
+    /// Integration app.
+    pub mule_app: Option<String>,
+    /// Entry flow.
+    pub flow: Option<String>,
+    /// Method.
+    pub method: Option<String>,
+    /// Path.
+    pub url_path: Option<String>,
+    /// Caller address.
+    pub client_ip: Option<String>,
+    /// The caller's user agent.
+    pub user_agent: Option<String>,
+    /// `path` or `user_agent`.
+    pub matched_by: &'static str,
+    /// The configured pattern or substring that matched.
+    pub rule: String,
+    /// A gateway record is part of it.
+    pub has_gateway: bool,
+    /// Flow records are part of it.
+    pub has_flow: bool,
+    /// Spans are part of it.
+    pub has_spans: bool,
+    /// The caller is outside the cluster's networks and not the gateway's egress.
+    pub external: bool,
+    /// Settled.
+    pub settled: bool,
+    /// Records linked.
+    pub records: i64,
+}
+
+/// What one component became.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Built {
+    /// A `requests` row.
+    Request(Box<Request>),
+    /// A `probes` row.
+    Probe(Box<Probe>),
+}
+
+/// The request or probe of the component `members` of `input`; `now_ns` decides whether it
+/// is settled. `None` when the component is background work or has no id.
+pub(crate) fn build(input: &Input, members: &[Node], rules: &Rules, now_ns: i64) -> Option<Built> {
     let l = Layers::of(input, members)?;
-    let latency = Latency::of(&l);
-    let outcome = Outcome::of(&l);
-    let who = Identity::of(&l, rules, now_ns)?;
-    let events = timeline(&l);
+    match Kind::of(&l, rules) {
+        Kind::Background => None,
+        Kind::Probe(m) => probe(&l, m, rules, now_ns).map(|p| Built::Probe(Box::new(p))),
+        Kind::Request(_) => request(&l, rules, now_ns).map(|r| Built::Request(Box::new(r))),
+    }
+}
+
+/// The probe row of `l`.
+fn probe(l: &Layers<'_>, m: ProbeMatch, rules: &Rules, now_ns: i64) -> Option<Probe> {
+    let who = Identity::of(l, rules, now_ns)?;
+    let user_agent = first(l.gws.iter().map(|g| g.user_agent.clone()))
+        .or_else(|| l.entry_span.and_then(|s| s.user_agent.clone()))
+        .or_else(|| first(l.entry_flows.iter().map(|f| flow_user_agent(f))));
+    let external = who
+        .client_ip
+        .as_deref()
+        .is_some_and(|ip| !internal(rules, ip) && !rules.gateway_egress.iter().any(|e| e == ip));
+    Some(Probe {
+        time: who.time,
+        ingest_time: who.ingest_time,
+        probe_id: who.request_id,
+        mule_app: who.mule_app,
+        flow: who.flow,
+        method: who.method,
+        url_path: who.url_path,
+        client_ip: who.client_ip,
+        user_agent,
+        matched_by: m.by,
+        rule: m.rule,
+        has_gateway: !l.gws.is_empty() || !l.evs.is_empty(),
+        has_flow: !l.flows.is_empty(),
+        has_spans: !l.spans.is_empty(),
+        external,
+        settled: who.settled,
+        records: l.members.len() as i64,
+    })
+}
+
+/// The request row of `l`.
+fn request(l: &Layers<'_>, rules: &Rules, now_ns: i64) -> Option<Request> {
+    let latency = Latency::of(l);
+    let outcome = Outcome::of(l);
+    let who = Identity::of(l, rules, now_ns)?;
+    let events = timeline(l);
     let g = l.g;
     Some(Request {
         time: who.time,
@@ -172,13 +258,13 @@ pub(crate) fn build(
         flow: who.flow,
         layers_disagree: outcome.layers_disagree,
         settled: who.settled,
-        records: members.len() as i64,
+        records: l.members.len() as i64,
         events,
     })
 }
 
 /// The timeline of the request in `l`: one event per record, by time, source and record key.
-fn timeline(l: &Layers<'_>) -> Vec<Event> {
+pub(crate) fn timeline(l: &Layers<'_>) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
     for g in &l.gws {
         events.push(Event {

@@ -27,8 +27,9 @@ use tokio::sync::Notify;
 
 use crate::config::CorrelationConfig;
 use crate::error::CorrelateError;
+use crate::explain::Explanation;
 use crate::read::{RAW, Reader, RecordSource};
-use crate::{Request, Rules};
+use crate::{Probe, Request, Rules};
 
 /// One minute bucket, in nanoseconds.
 pub const MINUTE_NS: i64 = 60_000_000_000;
@@ -334,17 +335,44 @@ impl Correlator {
         let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
         let input = self.reader.read_linked(a, b, minute, end).await?;
         let now = now_ns();
-        let reqs: Vec<Request> = crate::correlate(input, &self.rules, now)
+        let all = crate::correlate_all(input, &self.rules, now);
+        let reqs: Vec<Request> = all
+            .requests
             .into_iter()
             .filter(|r| minute_of(r.time) == minute)
+            .collect();
+        let probes: Vec<Probe> = all
+            .probes
+            .into_iter()
+            .filter(|p| minute_of(p.time) == minute)
             .collect();
         let settle = reqs
             .iter()
             .filter(|r| !r.settled)
-            .map(|r| r.ingest_time.saturating_add(self.rules.horizon_ns))
+            .map(|r| r.ingest_time)
+            .chain(probes.iter().filter(|p| !p.settled).map(|p| p.ingest_time))
+            .map(|t| t.saturating_add(self.rules.horizon_ns))
             .max();
-        crate::write::replace_minute(&self.storage, minute, &reqs).await?;
+        crate::write::replace_minute(&self.storage, minute, &reqs, &probes).await?;
         Ok((reqs.len(), settle))
+    }
+
+    /// Why the stored request (or probe) `id` is what it is: its minute's records are read
+    /// again and linked by the same rules, and the component with that id explained.
+    /// `None` when no stored request or probe has that id (or its records are gone).
+    ///
+    /// # Errors
+    /// Reading failed.
+    pub async fn explain(&self, id: &str) -> Result<Option<Explanation>, CorrelateError> {
+        let Some(t) = self.reader.time_of(id).await? else {
+            return Ok(None);
+        };
+        let minute = minute_of(t);
+        let d = self.rules.max_link_distance_ns;
+        let end = minute.saturating_add(MINUTE_NS);
+        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
+        let input = self.reader.read_linked(a, b, minute, end).await?;
+        Ok(crate::explain::explain_id(input, &self.rules, now_ns(), id))
     }
 }
 

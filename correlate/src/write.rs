@@ -1,11 +1,11 @@
-//! Write: a minute bucket's derived rows, both tables in one update.
+//! Write: a minute bucket's derived rows, the three tables in one update.
 //!
-//! Takes the [`Request`]s of one minute bucket (request start time) and the storage; gives
-//! their `requests` and `request_events` rows ([`batches`]) and stores them as that minute's
-//! one file of each table, replacing the previous ones in one journal-backed update
-//! ([`replace_minute`], `Storage::replace_minutes`): the two tables change together or not
-//! at all, across a crash too (a query running during the swap may see one table a moment
-//! ahead of the other). An empty minute removes the minute's files.
+//! Takes the [`Request`]s and [`Probe`]s of one minute bucket (start time) and the storage;
+//! gives their `requests`, `request_events` and `probes` rows ([`batches`], [`probe_batch`])
+//! and stores them as that minute's one file of each table, replacing the previous ones in
+//! one journal-backed update ([`replace_minute`], `Storage::replace_minutes`): the tables
+//! change together or not at all, across a crash too (a query running during the swap may
+//! see one table a moment ahead of another). An empty minute removes the minute's files.
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -15,10 +15,10 @@ use seam_store::Storage;
 use seam_store::rows::{self, Cell, Columns, Row};
 
 use crate::error::CorrelateError;
-use crate::{Event, Request};
+use crate::{Event, Probe, Request};
 
-/// Replaces the minute starting at `minute_ns` of `requests` and `request_events` with
-/// `reqs` (the requests starting in that minute).
+/// Replaces the minute starting at `minute_ns` of `requests`, `request_events` and `probes`
+/// with `reqs` and `probes` (those starting in that minute).
 ///
 /// # Errors
 /// Building the batches or writing them failed; the minute's earlier files then stay.
@@ -26,15 +26,53 @@ pub async fn replace_minute(
     storage: &Storage,
     minute_ns: i64,
     reqs: &[Request],
+    probes: &[Probe],
 ) -> Result<(), CorrelateError> {
     let (rb, eb) = batches(reqs)?;
+    let pb = probe_batch(probes)?;
     storage
         .replace_minutes(
             minute_ns,
-            vec![(requests::TABLE, rb), (requests::EVENTS_TABLE, eb)],
+            vec![
+                (requests::TABLE, rb),
+                (requests::EVENTS_TABLE, eb),
+                (requests::PROBES_TABLE, pb),
+            ],
         )
         .await?;
     Ok(())
+}
+
+/// The `probes` batch of `probes`.
+///
+/// # Errors
+/// A cell that does not fit its column (a programming error).
+pub fn probe_batch(probes: &[Probe]) -> Result<RecordBatch, ArrowError> {
+    let pc = Columns::new(requests::probes_schema());
+    let mut rows_out = Vec::with_capacity(probes.len());
+    for p in probes {
+        let mut row = pc.row();
+        let mut set = |n: &str, c: Cell| pc.set(&mut row, n, c);
+        set(columns::TIME, Cell::Ts(p.time));
+        set(columns::INGEST_TIME, Cell::Ts(p.ingest_time));
+        set(requests::PROBE_ID, Cell::Str(p.probe_id.clone()));
+        set(columns::MULE_APP, text(&p.mule_app));
+        set(columns::FLOW, text(&p.flow));
+        set(columns::METHOD, text(&p.method));
+        set(columns::URL_PATH, text(&p.url_path));
+        set(columns::CLIENT_IP, text(&p.client_ip));
+        set(columns::USER_AGENT, text(&p.user_agent));
+        set(requests::MATCHED_BY, Cell::Str(p.matched_by.into()));
+        set(requests::RULE, Cell::Str(p.rule.clone()));
+        set(requests::HAS_GATEWAY, Cell::Bool(p.has_gateway));
+        set(requests::HAS_FLOW, Cell::Bool(p.has_flow));
+        set(requests::HAS_SPANS, Cell::Bool(p.has_spans));
+        set(requests::EXTERNAL, Cell::Bool(p.external));
+        set(requests::SETTLED, Cell::Bool(p.settled));
+        set(requests::RECORDS, Cell::I64(p.records));
+        rows_out.push(row);
+    }
+    rows::batch(&pc, &rows_out)
 }
 
 fn text(v: &Option<String>) -> Cell {

@@ -76,6 +76,11 @@ pub fn all() -> Vec<TableDef> {
             schema: requests::events_schema(),
         },
         TableDef {
+            name: requests::PROBES_TABLE,
+            description: requests::PROBES_DESCRIPTION,
+            schema: requests::probes_schema(),
+        },
+        TableDef {
             name: ingest_stats::TABLE,
             description: ingest_stats::DESCRIPTION,
             schema: ingest_stats::schema(),
@@ -125,7 +130,11 @@ pub fn views() -> Vec<ViewDef> {
 
 /// Tables seam derives from the others (the correlator writes them a minute bucket at a
 /// time, replacing the bucket's file); they take no ingest and are not compacted.
-pub const DERIVED: &[&str] = &[requests::TABLE, requests::EVENTS_TABLE];
+pub const DERIVED: &[&str] = &[
+    requests::TABLE,
+    requests::EVENTS_TABLE,
+    requests::PROBES_TABLE,
+];
 
 /// Whether `name` is a derived table.
 pub fn is_derived(name: &str) -> bool {

@@ -1,10 +1,17 @@
 //! The correlator: the samples (`tests/fixtures`), sent in order, in reverse and shuffled, give exactly
 //! the requests, layers, latencies, rejections, bypass and tokens of `ground-truth.json`;
-//! `seam correlate` rebuilds the same rows.
+//! `seam correlate` rebuilds the same rows. A generated world with the noise of a real estate
+//! (probes outnumbering requests, schedulers, platform lines, failed downstream calls) gives
+//! exactly the generator's requests (precision and recall 1), bypasses, denials by layer,
+//! layer times, probes and external probes.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde_json::Value;
+use seam_tests::generator::{
+    GATEWAY_EGRESS, KUBE_PROBE_AGENT, ProbeTruth, Traffic, Truth, background_flows, generate,
+};
+use serde_json::{Map, Value, json};
 
 use crate::support::*;
 use crate::tokens::truth;
@@ -51,10 +58,13 @@ fn q(s: &str) -> String {
 }
 
 /// Every column of every request, in a stable order, without arrival times.
-async fn snapshot(api: &str) -> Vec<serde_json::Map<String, Value>> {
-    let mut rows = sql(api, "SELECT * FROM requests ORDER BY request_id")
-        .await
-        .unwrap();
+async fn snapshot(api: &str) -> Vec<Row> {
+    snapshot_of(api, "SELECT * FROM requests ORDER BY request_id").await
+}
+
+/// The rows of `query`, without arrival times.
+async fn snapshot_of(api: &str, query: &str) -> Vec<Row> {
+    let mut rows = sql(api, query).await.unwrap();
     for r in &mut rows {
         r.remove("ingest_time");
     }
@@ -337,118 +347,449 @@ async fn samples_in_any_order_give_the_ground_truth() {
     assert_eq!(snapshots[0], snapshots[2], "shuffled order");
 }
 
-async fn post_body(http: &str, path: &str, body: String) {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{http}{path}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert_eq!(status, 200, "{path}: {text}");
+type Row = Map<String, Value>;
+
+/// A row's column as text (`-` for NULL or missing).
+fn text(r: &Row, column: &str) -> String {
+    match r.get(column) {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => "-".to_string(),
+        Some(v) => v.to_string(),
+    }
 }
 
-/// Sends generated traffic through the ingest endpoints, the late gateway records last.
-async fn send_traffic(http: &str, t: &seam_tests::generator::Traffic) {
-    for chunk in t.gateway_lines.chunks(500) {
-        post_body(http, "/ingest/apim", chunk.join("\n")).await;
+/// The rows of `query` by the text of their column `key`.
+async fn rows_by(api: &str, query: &str, key: &str) -> BTreeMap<String, Row> {
+    sql(api, query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .into_iter()
+        .map(|r| (text(&r, key), r))
+        .collect()
+}
+
+/// Compares the ids seam gave (`got`: id, what seam said of it) with the true ones (`want`:
+/// id, what it is): `None` when equal, else the precision, the recall and the first false
+/// positives and negatives.
+fn set_check(
+    what: &str,
+    got: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Option<String> {
+    let described = |(id, d): (&String, &String)| format!("{id} ({d})");
+    let false_pos: Vec<String> = got
+        .iter()
+        .filter(|(id, _)| !want.contains_key(*id))
+        .map(described)
+        .collect();
+    let false_neg: Vec<String> = want
+        .iter()
+        .filter(|(id, _)| !got.contains_key(*id))
+        .map(described)
+        .collect();
+    if false_pos.is_empty() && false_neg.is_empty() {
+        return None;
     }
-    for chunk in t.events.chunks(500) {
-        post_body(http, "/ingest/apim", chunk.join("\n")).await;
+    let hits = got.len() - false_pos.len();
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Some(format!(
+        "{what}: precision {:.4} ({hits} of the {} seam gave), recall {:.4} ({hits} of the {} true); \
+         {} false positives, first {:#?}; {} false negatives, first {:#?}",
+        ratio(hits, got.len()),
+        got.len(),
+        ratio(hits, want.len()),
+        want.len(),
+        false_pos.len(),
+        &false_pos[..false_pos.len().min(8)],
+        false_neg.len(),
+        &false_neg[..false_neg.len().min(8)],
+    ))
+}
+
+/// Adds `bad` (if any) to `out` as one failure: how many, and the first ones.
+fn push_first(out: &mut Vec<String>, what: &str, bad: &[String]) {
+    if !bad.is_empty() {
+        out.push(format!(
+            "{what}: {} in all, first {:#?}",
+            bad.len(),
+            &bad[..bad.len().min(12)]
+        ));
     }
-    for chunk in t.mule_lines.chunks(1000) {
-        post_body(http, "/ingest/mule", chunk.join("\n")).await;
+}
+
+/// A probe, in words.
+fn describe_probe(p: &ProbeTruth) -> String {
+    format!(
+        "{} {} from {} ({})",
+        p.mule_app.as_deref().unwrap_or("gateway"),
+        p.url_path,
+        p.client_ip,
+        p.user_agent
+    )
+}
+
+/// What each noise id (probe, background run) of `t` is.
+fn noise_ids(t: &Traffic) -> HashMap<&str, &'static str> {
+    let mut ids: HashMap<&str, &'static str> = t
+        .probes
+        .iter()
+        .map(|p| (p.probe_id.as_str(), "probe"))
+        .collect();
+    for id in &t.background_correlation_ids {
+        ids.insert(id.as_str(), "background run");
     }
-    for body in &t.otlp {
-        post_body(http, "/v1/traces", body.to_string()).await;
+    ids
+}
+
+/// How the `requests` row `got` differs from the truth `want` (times within 1 ms, NULL where
+/// the truth has none).
+fn request_diffs(want: &Truth, got: &Row) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut exact = vec![
+        ("status_code", json!(want.status)),
+        ("rejected_by", json!(want.rejected_by)),
+        ("bypassed_gateway", json!(want.bypass)),
+        ("has_gateway", json!(want.has_gateway)),
+        ("mule_correlation_id", json!(want.mule_correlation_id)),
+        ("token_id", json!(want.token_id)),
+    ];
+    if want.expired_success {
+        exact.push(("token_expired", json!(true)));
     }
-    // Late gateway records (some a second time, in another shape).
-    post_body(
-        http,
-        "/ingest/apim",
-        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    for (column, w) in exact {
+        let g = got.get(column).cloned().unwrap_or(Value::Null);
+        if g != w {
+            diffs.push(format!("{column} {g}, want {w}"));
+        }
+    }
+    for (column, w) in [
+        ("total_ms", want.total_ms),
+        ("gateway_ms", want.gateway_ms),
+        ("network_ms", want.network_ms),
+        ("integration_ms", want.integration_ms),
+        ("backend_ms", want.backend_ms),
+    ] {
+        let g = got.get(column).and_then(Value::as_f64);
+        let close = match (g, w) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a - b).abs() <= 1.0,
+            _ => false,
+        };
+        if !close {
+            diffs.push(format!("{column} {g:?}, want {w:?}"));
+        }
+    }
+    diffs
+        .into_iter()
+        .map(|d| format!("{} {}: {d}", want.kind, want.request_id))
+        .collect()
+}
+
+/// The generated requests against `requests`: the set of ids (precision and recall, false
+/// positives described by app, flow and path), the bypasses and `audit_gateway_bypass`,
+/// the denials per layer, no noise id as a Mule correlation id, and per request its
+/// outcome, ids, token and layer times.
+async fn check_generated_requests(api: &str, t: &Traffic) -> Vec<String> {
+    let mut out = Vec::new();
+    let rows = rows_by(
+        api,
+        "SELECT request_id, mule_correlation_id, mule_app, flow, url_path, client_ip, \
+         status_code, rejected_by, bypassed_gateway, has_gateway, token_expired, token_id, \
+         total_ms, gateway_ms, network_ms, integration_ms, backend_ms FROM requests",
+        "request_id",
     )
     .await;
+    let noise = noise_ids(t);
+    let got: BTreeMap<String, String> = rows
+        .iter()
+        .map(|(id, r)| {
+            let what = noise.get(id.as_str()).copied().unwrap_or("not generated");
+            let where_ = format!(
+                "{}/{} {}",
+                text(r, "mule_app"),
+                text(r, "flow"),
+                text(r, "url_path")
+            );
+            (id.clone(), format!("{what}: {where_}"))
+        })
+        .collect();
+    let want: BTreeMap<String, String> = t
+        .truth
+        .iter()
+        .map(|x| (x.request_id.clone(), x.kind.to_string()))
+        .collect();
+    out.extend(set_check("requests", &got, &want));
+    let want_bypass: BTreeMap<String, String> = t
+        .truth
+        .iter()
+        .filter(|x| x.bypass)
+        .map(|x| (x.request_id.clone(), x.kind.to_string()))
+        .collect();
+    let got_bypass: BTreeMap<String, String> = rows
+        .iter()
+        .filter(|(_, r)| r.get("bypassed_gateway") == Some(&Value::Bool(true)))
+        .map(|(id, r)| {
+            (
+                id.clone(),
+                format!("{} from {}", text(r, "url_path"), text(r, "client_ip")),
+            )
+        })
+        .collect();
+    out.extend(set_check("bypassed_gateway", &got_bypass, &want_bypass));
+    let audit: BTreeMap<String, String> = rows_by(
+        api,
+        "SELECT request_id, url_path, client_ip FROM audit_gateway_bypass",
+        "request_id",
+    )
+    .await
+    .into_iter()
+    .map(|(id, r)| {
+        (
+            id,
+            format!("{} from {}", text(&r, "url_path"), text(&r, "client_ip")),
+        )
+    })
+    .collect();
+    out.extend(set_check("audit_gateway_bypass", &audit, &want_bypass));
+    // Denials by layer: (seam, truth).
+    let mut layers: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for r in rows.values() {
+        layers.entry(text(r, "rejected_by")).or_default().0 += 1;
+    }
+    for x in &t.truth {
+        layers
+            .entry(x.rejected_by.unwrap_or("-").to_string())
+            .or_default()
+            .1 += 1;
+    }
+    if layers.values().any(|(a, b)| a != b) {
+        out.push(format!("rejected_by per layer (seam, truth): {layers:?}"));
+    }
+    let leaked: Vec<String> = rows
+        .values()
+        .filter_map(|r| {
+            let cid = r.get("mule_correlation_id")?.as_str()?;
+            let what = noise.get(cid)?;
+            Some(format!(
+                "{cid} ({what}) in request {}",
+                text(r, "request_id")
+            ))
+        })
+        .collect();
+    push_first(
+        &mut out,
+        "noise ids as requests.mule_correlation_id",
+        &leaked,
+    );
+    let bad: Vec<String> = t
+        .truth
+        .iter()
+        .filter_map(|want| Some(request_diffs(want, rows.get(&want.request_id)?)))
+        .flatten()
+        .collect();
+    push_first(&mut out, "request rows differ from the truth", &bad);
+    out
+}
+
+/// The generated probes against `probes` (each once, with its app, path, caller, match and
+/// flags; no request among them) and `audit_external_probes` (exactly the external probes
+/// without a gateway record).
+async fn check_generated_probes(api: &str, t: &Traffic) -> Vec<String> {
+    let mut out = Vec::new();
+    let rows = rows_by(
+        api,
+        "SELECT probe_id, mule_app, url_path, client_ip, matched_by, external, has_gateway, \
+         has_flow, has_spans FROM probes",
+        "probe_id",
+    )
+    .await;
+    let requests: HashMap<&str, &str> = t
+        .truth
+        .iter()
+        .map(|x| (x.request_id.as_str(), x.kind))
+        .collect();
+    let got: BTreeMap<String, String> = rows
+        .iter()
+        .map(|(id, r)| {
+            let what = requests.get(id.as_str()).map_or_else(
+                || "not generated".to_string(),
+                |k| format!("the {k} request"),
+            );
+            let probe = format!("{} {}", text(r, "mule_app"), text(r, "url_path"));
+            (id.clone(), format!("{what}: {probe}"))
+        })
+        .collect();
+    let want: BTreeMap<String, String> = t
+        .probes
+        .iter()
+        .map(|p| (p.probe_id.clone(), describe_probe(p)))
+        .collect();
+    out.extend(set_check("probes", &got, &want));
+    let mut bad = Vec::new();
+    for p in &t.probes {
+        let Some(r) = rows.get(&p.probe_id) else {
+            continue;
+        };
+        for (column, w) in [
+            ("mule_app", json!(p.mule_app)),
+            ("url_path", json!(p.url_path)),
+            ("client_ip", json!(p.client_ip)),
+            ("matched_by", json!(p.matched_by)),
+            ("external", json!(p.external)),
+            ("has_gateway", json!(p.has_gateway)),
+            ("has_flow", json!(p.has_flow)),
+            ("has_spans", json!(p.has_spans)),
+        ] {
+            let g = r.get(column).cloned().unwrap_or(Value::Null);
+            if g != w {
+                bad.push(format!(
+                    "{} ({}): {column} {g}, want {w}",
+                    p.probe_id,
+                    describe_probe(p)
+                ));
+            }
+        }
+    }
+    push_first(&mut out, "probe rows differ from the truth", &bad);
+    let audit: BTreeMap<String, String> = rows_by(
+        api,
+        "SELECT probe_id, mule_app, url_path, client_ip FROM audit_external_probes",
+        "probe_id",
+    )
+    .await
+    .into_iter()
+    .map(|(id, r)| {
+        let probe = format!(
+            "{} {} from {}",
+            text(&r, "mule_app"),
+            text(&r, "url_path"),
+            text(&r, "client_ip")
+        );
+        (id, probe)
+    })
+    .collect();
+    let want_audit: BTreeMap<String, String> = t
+        .probes
+        .iter()
+        .filter(|p| p.audited())
+        .map(|p| (p.probe_id.clone(), describe_probe(p)))
+        .collect();
+    out.extend(set_check("audit_external_probes", &audit, &want_audit));
+    out
+}
+
+/// The noise stays in the raw tables: every Mule line and log4j event once (the second
+/// deliveries are duplicates), the platform lines without a correlation id, every
+/// background run, every gateway record (requests and gateway probes, each once), every
+/// kubelet probe's span.
+async fn check_noise_kept(api: &str, t: &Traffic) -> Vec<String> {
+    let flows: Vec<String> = background_flows()
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect();
+    let gateway = t.truth.iter().filter(|x| x.has_gateway).count()
+        + t.probes.iter().filter(|p| p.has_gateway).count();
+    let probe_spans = t
+        .probes
+        .iter()
+        .filter(|p| p.has_spans && p.user_agent == KUBE_PROBE_AGENT)
+        .count();
+    let mut out = Vec::new();
+    for (query, want) in [
+        (
+            "SELECT count(*) FROM flow_logs".to_string(),
+            t.mule_lines.len() + t.mule_log4j.len(),
+        ),
+        (
+            "SELECT count(*) FROM flow_logs WHERE correlation_id IS NULL".to_string(),
+            t.platform_lines,
+        ),
+        (
+            format!(
+                "SELECT count(DISTINCT correlation_id) FROM flow_logs WHERE flow IN ({})",
+                flows.join(", ")
+            ),
+            t.background_runs,
+        ),
+        ("SELECT count(*) FROM gateway_logs".to_string(), gateway),
+        (
+            format!(
+                "SELECT count(*) FROM spans WHERE kind = 'server' AND user_agent = '{KUBE_PROBE_AGENT}'"
+            ),
+            probe_spans,
+        ),
+    ] {
+        match count(api, &query).await {
+            Ok(n) if n == want as i64 => {}
+            got => out.push(format!("{query}: {got:?}, want {want}")),
+        }
+    }
+    out
+}
+
+/// Waits until every generated request and probe is settled and no row is left unsettled
+/// (the late records' minutes recomputed). On a timeout it says what it saw and lets the
+/// checks report the differences.
+async fn wait_generated_settled(api: &str, t: &Traffic, within: Duration) {
+    // The late records' minutes are recomputed `delay` after they came.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (requests, probes) = (t.truth.len() as i64, t.probes.len() as i64);
+    let api = api.to_string();
+    let settled = wait_until("generated requests and probes settled", within, || {
+        let api = api.clone();
+        async move {
+            let n = |q: &'static str| {
+                let api = api.clone();
+                async move { count(&api, q).await.ok() }
+            };
+            let done = n("SELECT count(*) FROM requests WHERE settled").await? >= requests
+                && n("SELECT count(*) FROM requests WHERE NOT settled").await? == 0
+                && n("SELECT count(*) FROM probes WHERE settled").await? >= probes
+                && n("SELECT count(*) FROM probes WHERE NOT settled").await? == 0;
+            done.then_some(())
+        }
+    })
+    .await;
+    if let Err(e) = settled {
+        eprintln!("{e}; checking what there is");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
-    use seam_tests::generator::generate;
     const N: usize = 2_000;
-    // 2024-11-06T10:00:00Z, one request every 150 ms.
+    // 2024-11-06T10:00:00Z, one request every 500 ms (about 17 minutes), in the noise of a
+    // real estate: more probes than requests (kubelet, uptime monitors, Traffic Manager on
+    // the gateway), scheduler and poller runs, platform lines, failed downstream calls,
+    // late, twice-sent and out-of-order records. The default probe lists are in force.
     let start = 1_730_887_200_000_000_000i64;
-    let t = generate(42, N, start, 150);
+    let t = generate(42, N, start, 500);
+    assert!(
+        t.probes.len() >= N,
+        "{} probes for {N} requests",
+        t.probes.len()
+    );
+    assert!(t.background_runs > 0 && t.platform_lines > 0 && !t.mule_duplicates.is_empty());
     let stack = Stack::start_with(|c| {
         c.correlation.horizon = Duration::from_secs(3);
         c.correlation.delay = Duration::from_millis(300);
+        c.correlation.gateway_egress = vec![GATEWAY_EGRESS.to_string()];
     })
     .await;
     let http = stack.addrs.ingest_http.to_string();
     let api = stack.api();
     send_traffic(&http, &t).await;
-    let api2 = api.clone();
-    wait_until(
-        "generated requests settled",
-        Duration::from_secs(180),
-        || {
-            let api = api2.clone();
-            async move {
-                match count(&api, "SELECT count(*) FROM requests WHERE settled").await {
-                    Ok(c) if c >= N as i64 => Some(()),
-                    _ => None,
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        count(&api, "SELECT count(*) FROM requests").await.unwrap(),
-        N as i64
+    wait_generated_settled(&api, &t, Duration::from_secs(240)).await;
+    let mut failures = check_generated_requests(&api, &t).await;
+    failures.extend(check_generated_probes(&api, &t).await);
+    failures.extend(check_noise_kept(&api, &t).await);
+    assert!(
+        failures.is_empty(),
+        "{} of the checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
-    let rows = sql(
-        &api,
-        "SELECT request_id, mule_correlation_id, status_code, rejected_by, bypassed_gateway, \
-         token_expired, token_id, backend_ms, gateway_ms, integration_ms FROM requests",
-    )
-    .await
-    .unwrap();
-    let by_id: std::collections::HashMap<String, &serde_json::Map<String, Value>> = rows
-        .iter()
-        .map(|r| (r["request_id"].as_str().unwrap().to_string(), r))
-        .collect();
-    for want in &t.truth {
-        let got = by_id
-            .get(&want.request_id)
-            .unwrap_or_else(|| panic!("{} ({}) missing", want.request_id, want.kind));
-        let ctx = format!("{} {}", want.kind, want.request_id);
-        assert_eq!(got["status_code"], want.status, "{ctx}");
-        assert_eq!(got["rejected_by"].as_str(), want.rejected_by, "{ctx}");
-        assert_eq!(got["bypassed_gateway"], want.bypass, "{ctx}");
-        assert_eq!(
-            got["mule_correlation_id"].as_str(),
-            want.mule_correlation_id.as_deref(),
-            "{ctx}"
-        );
-        assert_eq!(got["token_id"], want.token_id.as_str(), "{ctx}");
-        assert_eq!(got["backend_ms"].as_f64(), want.backend_ms, "{ctx}");
-        assert_eq!(got["gateway_ms"].as_f64(), want.gateway_ms, "{ctx}");
-        assert_eq!(got["integration_ms"].as_f64(), want.integration_ms, "{ctx}");
-        if want.expired_success {
-            assert_eq!(got["token_expired"], true, "{ctx}");
-        }
-    }
-    let n = |f: fn(&seam_tests::generator::Truth) -> bool| {
-        t.truth.iter().filter(|x| f(x)).count() as i64
-    };
-    assert_eq!(
-        count(&api, "SELECT count(*) FROM audit_gateway_bypass")
-            .await
-            .unwrap(),
-        n(|x| x.bypass)
-    );
+    let n = |f: fn(&Truth) -> bool| t.truth.iter().filter(|x| f(x)).count() as i64;
     assert_eq!(
         count(&api, "SELECT count(*) FROM audit_expired_token_use")
             .await
@@ -502,21 +843,22 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
         assert_eq!(v, p, "{view}");
     }
 
-    // A rebuild gives the same rows.
-    let before = snapshot(&api).await;
+    // A rebuild gives the same rows, requests and probes.
+    const PROBES: &str = "SELECT * FROM probes ORDER BY probe_id";
+    let before = (snapshot(&api).await, snapshot_of(&api, PROBES).await);
     let resp = reqwest::Client::new()
         .post(format!("http://{api}/api/v1/correlate?since={start}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(snapshot(&api).await, before);
+    assert_eq!(snapshot(&api).await, before.0);
+    assert_eq!(snapshot_of(&api, PROBES).await, before.1);
     stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minutes_left_at_shutdown_are_kept_and_correlated_after_the_next_start() {
-    use seam_tests::generator::generate;
     const N: usize = 60;
     // 2024-11-06T10:00:00Z, one request every 150 ms.
     let start = 1_730_887_200_000_000_000i64;

@@ -14,6 +14,8 @@ mod correlation;
 mod crash;
 mod dashboards;
 mod durability;
+mod explain;
+mod export;
 mod hardening;
 mod limits;
 mod loadgen;

@@ -486,9 +486,10 @@ async fn a_full_buffer_pauses_the_source_and_every_line_still_arrives_once() {
 }
 
 /// The promise end to end: evidence pulled from files (APIM gateway records and
-/// custom events, Mule JSON Logger lines, OTLP/JSON spans, from three `[[sources]]`) lands in
-/// the raw tables and correlates into exactly the requests the generator's truth says,
-/// with no other program.
+/// custom events, Mule JSON Logger lines and the runtime's log4j events, OTLP/JSON spans,
+/// from three `[[sources]]`), with the generator's noise (probes, schedulers, platform
+/// lines, lines shipped twice), lands in the raw tables and correlates into exactly the
+/// requests the generator's truth says, with no other program.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulled_files_correlate_into_exactly_the_true_requests() {
     use seam_tests::generator::Truth;
@@ -502,12 +503,25 @@ async fn pulled_files_correlate_into_exactly_the_true_requests() {
     // Late gateway records (some a second time, in another shape) at the end of the file.
     apim.extend(t.late_gateway.iter().map(|v| v.to_string()));
     append(&dir.join("apim.jsonl"), &(apim.join("\n") + "\n"));
-    append(&dir.join("mule.log"), &(t.mule_lines.join("\n") + "\n"));
+    // JSON Logger lines, then those shipped a second time; the runtime's log4j events (text)
+    // in a file of their own.
+    let mut mule = t.mule_lines.clone();
+    mule.extend(t.mule_duplicates.iter().cloned());
+    append(&dir.join("mule.log"), &(mule.join("\n") + "\n"));
+    append(
+        &dir.join("mule-runtime.log"),
+        &(t.mule_log4j.join("\n") + "\n"),
+    );
     let otlp: Vec<String> = t.otlp.iter().map(|v| v.to_string()).collect();
     append(&dir.join("otlp.jsonl"), &(otlp.join("\n") + "\n"));
     let toml = [
         file_source("gw", "apim", &[dir.join("apim.jsonl")], ""),
-        file_source("mule", "mule", &[dir.join("mule.log")], ""),
+        file_source(
+            "mule",
+            "mule",
+            &[dir.join("mule.log"), dir.join("mule-runtime.log")],
+            "",
+        ),
         file_source("otel", "otlp_json", &[dir.join("otlp.jsonl")], ""),
     ]
     .join("\n");

@@ -172,3 +172,52 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     dirs.push(std::path::PathBuf::from("/usr/local/bin"));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// Posts `body` to `path` as JSON; the answer must be 200.
+pub async fn post_body(http: &str, path: &str, body: String) {
+    post_typed(http, path, "application/json", body).await;
+}
+
+/// Posts `body` to `path` with `content_type`; the answer must be 200.
+pub async fn post_typed(http: &str, path: &str, content_type: &str, body: String) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http}{path}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{path}: {text}");
+}
+
+/// Posts `lines` to `path`, `per_body` lines a body.
+pub async fn post_lines(http: &str, path: &str, lines: &[String], per_body: usize) {
+    for chunk in lines.chunks(per_body) {
+        post_body(http, path, chunk.join("\n")).await;
+    }
+}
+
+/// Sends generated traffic through the ingest endpoints: gateway records and events, Mule
+/// JSON Logger lines and log4j events (text bodies of their own), spans, the repeated Mule
+/// lines, and the late gateway records last.
+pub async fn send_traffic(http: &str, t: &seam_tests::generator::Traffic) {
+    post_lines(http, "/ingest/apim", &t.gateway_lines, 500).await;
+    post_lines(http, "/ingest/apim", &t.events, 500).await;
+    post_lines(http, "/ingest/mule", &t.mule_lines, 1000).await;
+    for chunk in t.mule_log4j.chunks(500) {
+        post_typed(http, "/ingest/mule", "text/plain", chunk.join("\n")).await;
+    }
+    for body in &t.otlp {
+        post_body(http, "/v1/traces", body.to_string()).await;
+    }
+    post_lines(http, "/ingest/mule", &t.mule_duplicates, 1000).await;
+    // Late gateway records (some a second time, in another shape).
+    post_body(
+        http,
+        "/ingest/apim",
+        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    )
+    .await;
+}

@@ -1,13 +1,65 @@
 //! A generator of end-to-end traffic with known truth, for the correlation tests and the
 //! correlation benchmark.
 //!
-//! Takes a seed, a request count and a start time; gives the inputs seam ingests (APIM
-//! storage JSON Lines, custom gateway events, Mule JSON Logger lines, OTLP/JSON spans) and,
-//! per request, what `requests` must say about it. The mix: successes through the gateway
-//! (with and without spans), bypasses, denials by the gateway, the integration and the
-//! backend, successes with an expired token, one token shared by two client addresses,
-//! parallel backend calls (the union counts once), gateway records delivered late and twice,
-//! and requests linked by trace id only (the gateway did not forward a correlation id).
+//! [`generate`] takes a seed, a request count, a start time and the gap between requests;
+//! gives the inputs seam ingests (APIM storage JSON Lines, custom gateway events, Mule JSON
+//! Logger lines, Mule runtime log4j events, OTLP/JSON spans) and what seam must make of
+//! them: per request its `requests` row ([`Truth`]), per probe its `probes` row
+//! ([`ProbeTruth`]), and the background runs and platform lines that stay in the raw tables
+//! only.
+//!
+//! Requests cycle through the eleven [`KINDS`]: successes through the gateway (with and
+//! without spans), bypasses, denials by the gateway, the integration and the backend,
+//! successes with an expired token, one token shared by two client addresses, parallel
+//! backend calls (the union counts once), requests linked by trace id only (the gateway did
+//! not forward a correlation id), and failed downstream calls: the requester's
+//! `BEFORE_REQUEST` is never closed by an `AFTER_REQUEST`, the call fails with
+//! `HTTP:CONNECTIVITY` (connection refused, 1 to 30 ms) or `HTTP:TIMEOUT` (1 to 3 s), and in
+//! turn: a JSON Logger `EXCEPTION` then an `END` 502 (on-error-continue); an `EXCEPTION`
+//! alone, the gateway answering 504 (on-error-propagate: no `END`, the flow's time is the
+//! `EXCEPTION`'s `elapsed`); Mule's log4j error block (`Error type : HTTP:CONNECTIVITY`, the
+//! correlation id in the `event:` of the processor bracket) then an `END` 502. Their
+//! `backend_ms` runs from the `BEFORE_REQUEST` to the failure, no spans. Every fifth gateway
+//! record comes late, every seventh twice.
+//!
+//! Around the requests, the noise of a real estate, deterministic from the seed:
+//! - **Kubernetes probes** of six Mule apps (`gen-papi` among them), each pod probed by the
+//!   kubelet of its node (`10.240.0.x`, user agent `kube-probe/1.29`) for liveness and
+//!   readiness, each probe of a pod every 10 to 60 s (drawn per pod and probe). Two pods per
+//!   app, and one more per app (up to [`MAX_REPLICAS`]) until the probes outnumber the
+//!   requests: 2,000 requests 500 ms apart (about 17 minutes) get five pods per app and
+//!   about 2,100 kubelet probes (2,058 with seed 42); short runs get up to sixteen. A probe
+//!   is JSON Logger `START`/`END` lines of the app's probe flow (`api-ping-handler`,
+//!   `health-flow`, …; `requestPath`, `method`,
+//!   `remoteAddress` and the user agent under `userAgent`, `user-agent` or `User-Agent` in
+//!   `content`) and, in traced apps, a Mule SERVER span (`url.path`, `http.route`,
+//!   `user_agent.original`, `client.address`, `correlation.id`); one app traces its probes
+//!   but logs none. Paths: `/ping`, `/api/health/ready`, `/healthz`, `/actuator/health/…`, …;
+//!   one app's (`/api/v1/alive`, `/api/v1/ready-state`) are on no probe path list: only the
+//!   user agent tells.
+//! - **External probes**: uptime monitors on public addresses (198.18.7.20 and .21,
+//!   203.0.113.250) calling `/health` of two apps directly every 60 s, no gateway record:
+//!   what `audit_external_probes` lists.
+//! - **Gateway probes**: Azure Traffic Manager's `GET /status-0123456789abcdef` on APIM (user
+//!   agent `Azure Traffic Manager Endpoint Monitor`, in `requestHeaders`) from three public
+//!   addresses every 30 s, answered by the gateway itself; every fifth also comes late.
+//! - **Background runs**: scheduled and polling flows with arbitrary names
+//!   (`rating-tables-sync`, `nightly-ledger-export`, `sfdc-account-poller`,
+//!   `invoice-batch-step`, `stock-snapshot-sync`; [`background_flows`]): `START`, a
+//!   `BEFORE_REQUEST` and `AFTER_REQUEST` per downstream call, `END`, with correlation ids but
+//!   no request path, method or caller; in traced apps an INTERNAL root span and CLIENT
+//!   requester spans (and the called service's own SERVER span), never a Mule SERVER span.
+//! - **Platform lines**: Mule runtime log4j events without a correlation id: deployment
+//!   banners (`Started app '…'`), `Mule is up and kicking`, a connectivity warning, agent
+//!   heartbeats every 30 s, DEBUG lines every 7 s.
+//! - **Delivery**: Mule lines in time order but a few out of order; every thirteenth probe
+//!   `START` line shipped a second time ([`Traffic::mule_duplicates`]).
+//!
+//! A `/ingest/mule` body is JSON or log4j text, not both (the lines of a multi-line log4j
+//! event inside a JSON Lines body are refused): the log4j events are apart, in
+//! [`Traffic::mule_log4j`]. [`Traffic::gateway_lines`] holds every gateway record once.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -18,7 +70,7 @@ pub struct Truth {
     pub request_id: String,
     /// Mule correlation id, when Mule saw it.
     pub mule_correlation_id: Option<String>,
-    /// Kind of request (for messages).
+    /// Kind of request (one of [`KINDS`]).
     pub kind: &'static str,
     /// `status_code`.
     pub status: i32,
@@ -30,29 +82,92 @@ pub struct Truth {
     pub expired_success: bool,
     /// `token_id`.
     pub token_id: String,
-    /// `backend_ms`, when known.
+    /// `has_gateway`: a gateway record of it exists.
+    pub has_gateway: bool,
+    /// `backend_ms`, when known: the downstream calls' union, or from a failed call's
+    /// `BEFORE_REQUEST` to its failure.
     pub backend_ms: Option<f64>,
     /// `gateway_ms`, when a gateway record exists.
     pub gateway_ms: Option<f64>,
-    /// `integration_ms`, when Mule saw it.
+    /// `integration_ms`, when Mule saw it: the flow's time less `backend_ms`.
     pub integration_ms: Option<f64>,
+    /// `network_ms`: the gateway's backend time less the Mule flow's time, when the request
+    /// went through both.
+    pub network_ms: Option<f64>,
+    /// `total_ms`: the gateway's total time, else (a bypass) the Mule flow's time.
+    pub total_ms: Option<f64>,
+}
+
+/// What a generated probe must become in `probes` (never a request, never a bypass).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeTruth {
+    /// `probe_id`: a gateway probe's APIM correlation id, else the probe's Mule correlation
+    /// id.
+    pub probe_id: String,
+    /// `time`: when the probe started (ns since the epoch).
+    pub time_ns: i64,
+    /// `mule_app`: the app probed; `None` for a gateway probe.
+    pub mule_app: Option<String>,
+    /// `flow`: the probe flow, when the app logs its probes.
+    pub flow: Option<String>,
+    /// `url_path`.
+    pub url_path: String,
+    /// `client_ip`: the kubelet's node, the monitor's or Traffic Manager's address.
+    pub client_ip: String,
+    /// `user_agent`.
+    pub user_agent: String,
+    /// `matched_by`: `path` when the path is on the default probe path list (paths are
+    /// looked at first), else `user_agent`.
+    pub matched_by: &'static str,
+    /// `external`: the caller's address is public (not internal, not the gateway's egress).
+    pub external: bool,
+    /// `has_gateway`: a gateway record is part of it (a gateway probe).
+    pub has_gateway: bool,
+    /// `has_flow`: it logged JSON Logger lines.
+    pub has_flow: bool,
+    /// `has_spans`: it has a Mule SERVER span.
+    pub has_spans: bool,
+}
+
+impl ProbeTruth {
+    /// Whether `audit_external_probes` lists it (settled): external, no gateway record.
+    pub fn audited(&self) -> bool {
+        self.external && !self.has_gateway
+    }
 }
 
 /// Generated inputs.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// APIM storage-archive lines (sent first, minus the late ones).
+    /// APIM storage-archive lines, each record once (requests and gateway probes; sent first,
+    /// the late ones are apart).
     pub gateway_lines: Vec<String>,
-    /// Gateway records delivered late (after everything else), in a `{"records":[…]}` body.
+    /// Gateway records delivered late (after everything else), in a `{"records":[…]}` body:
+    /// some sent for the first time, some a second time.
     pub late_gateway: Vec<Value>,
     /// Custom gateway events (JSON lines).
     pub events: Vec<String>,
-    /// Mule JSON Logger lines.
+    /// Mule JSON Logger lines (requests, probes, background runs), each once, in time order
+    /// but a few out of order.
     pub mule_lines: Vec<String>,
+    /// Mule runtime log4j events in time order, one string per event (banners and error
+    /// blocks span several lines): the platform lines and the error blocks of failed calls.
+    /// Sent in bodies of their own (text, not JSON).
+    pub mule_log4j: Vec<String>,
+    /// Lines of [`Traffic::mule_lines`] shipped a second time (sent after them).
+    pub mule_duplicates: Vec<String>,
     /// OTLP/JSON `ExportTraceServiceRequest` bodies.
     pub otlp: Vec<Value>,
     /// The truth, one per request.
     pub truth: Vec<Truth>,
+    /// The probes: each must be in `probes`, none in `requests`.
+    pub probes: Vec<ProbeTruth>,
+    /// The correlation ids of the background runs: neither a request nor a probe.
+    pub background_correlation_ids: Vec<String>,
+    /// How many background runs (scheduler and poller executions) there are.
+    pub background_runs: usize,
+    /// How many of [`Traffic::mule_log4j`] are platform lines (no correlation id).
+    pub platform_lines: usize,
     /// The token shared by two client addresses.
     pub shared_token: String,
 }
@@ -120,6 +235,189 @@ fn civil(z: i64) -> (i64, u32, u32) {
 const MS: i64 = 1_000_000;
 const MULE_APP: &str = "gen-papi";
 const BACKEND: &str = "gen-sapi";
+/// The instrumentation scope of the Mule runtime's spans.
+const MULE_SCOPE: &str = "mule-tracer";
+/// The instrumentation scope of the Java services' spans.
+const JAVA_SCOPE: &str = "io.opentelemetry.java";
+/// The ARM id of the APIM service of [`generate`].
+const GEN_APIM_RESOURCE_ID: &str =
+    "/SUBSCRIPTIONS/G/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/GEN-APIM";
+
+/// The address APIM calls the integration layer from (its egress, `correlation.
+/// gateway_egress`): the caller Mule logs for every request that came through the gateway.
+pub const GATEWAY_EGRESS: &str = "198.51.100.23";
+
+/// The kinds of request [`generate`] cycles through: request `i` is of kind `i % 11`.
+pub const KINDS: [&str; 11] = [
+    "bypass",
+    "gateway_denial",
+    "integration_denial",
+    "backend_denial",
+    "expired_success",
+    "parallel",
+    "trace_only",
+    "shared_token",
+    "no_spans",
+    "ok",
+    "failed_call",
+];
+
+/// The kubelet's user agent.
+pub const KUBE_PROBE_AGENT: &str = "kube-probe/1.29";
+/// Azure Traffic Manager's probe user agent and the APIM path it probes.
+const ATM_AGENT: &str = "Azure Traffic Manager Endpoint Monitor";
+const ATM_PATH: &str = "/status-0123456789abcdef";
+/// Addresses Traffic Manager probes from (public).
+const ATM_PROBE_IPS: [&str; 3] = ["40.68.30.66", "13.65.92.252", "52.173.90.107"];
+/// Pods per probed app, at least.
+const MIN_REPLICAS: usize = 2;
+/// Pods per probed app, at most (more pods are added only while the probes do not yet
+/// outnumber the requests).
+pub const MAX_REPLICAS: usize = 16;
+/// The service the background runs call (a Java service with its own spans).
+const NOISE_BACKEND: &str = "tables-api";
+
+/// An app whose pods Kubernetes probes: its probe flow and paths, whether it logs its
+/// probes (JSON Logger) and traces (Mule spans), and the `content` key its probe lines log
+/// the user agent under.
+struct ProbedApp {
+    app: &'static str,
+    flow: &'static str,
+    liveness: &'static str,
+    readiness: &'static str,
+    logs: bool,
+    traced: bool,
+    agent_key: &'static str,
+}
+
+static PROBED_APPS: [ProbedApp; 6] = [
+    ProbedApp {
+        app: MULE_APP,
+        flow: "api-ping-handler",
+        liveness: "/ping",
+        readiness: "/api/health/ready",
+        logs: true,
+        traced: true,
+        agent_key: "userAgent",
+    },
+    ProbedApp {
+        app: "customer-sapi",
+        flow: "health-flow",
+        liveness: "/health/live",
+        readiness: "/health/ready",
+        logs: true,
+        traced: false,
+        agent_key: "userAgent",
+    },
+    ProbedApp {
+        app: "orders-eapi",
+        flow: "k8s-status-listener",
+        liveness: "/healthz",
+        readiness: "/readyz",
+        logs: true,
+        traced: false,
+        agent_key: "user-agent",
+    },
+    ProbedApp {
+        app: "rating-engine-papi",
+        flow: "get:\\alive:rating-engine-config",
+        liveness: "/api/v1/alive",
+        readiness: "/api/v1/ready-state",
+        logs: true,
+        traced: true,
+        agent_key: "User-Agent",
+    },
+    ProbedApp {
+        app: "ledger-sapi",
+        flow: "actuator-health",
+        liveness: "/actuator/health/liveness",
+        readiness: "/actuator/health/readiness",
+        logs: false,
+        traced: true,
+        agent_key: "userAgent",
+    },
+    ProbedApp {
+        app: "notification-papi",
+        flow: "heartbeat-flow",
+        liveness: "/api/ping",
+        readiness: "/heartbeat",
+        logs: true,
+        traced: false,
+        agent_key: "userAgent",
+    },
+];
+
+/// Uptime monitors calling `/health` of an app directly from a public address: (index in
+/// `PROBED_APPS`, address, user agent).
+const EXTERNAL_MONITORS: [(usize, &str, &str); 3] = [
+    (
+        1,
+        "198.18.7.20",
+        "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+    ),
+    (
+        1,
+        "198.18.7.21",
+        "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+    ),
+    (
+        0,
+        "203.0.113.250",
+        "UptimeRobot/2.0 (http://www.uptimerobot.com/)",
+    ),
+];
+
+/// Scheduled and polling flows: (app, flow, period in seconds, downstream calls per run).
+/// Their spans follow the app's tracing (`PROBED_APPS`).
+const BACKGROUND: [(&str, &str, i64, usize); 5] = [
+    ("rating-engine-papi", "rating-tables-sync", 60, 2),
+    ("ledger-sapi", "nightly-ledger-export", 240, 3),
+    ("customer-sapi", "sfdc-account-poller", 15, 1),
+    ("ledger-sapi", "invoice-batch-step", 20, 1),
+    (MULE_APP, "stock-snapshot-sync", 45, 1),
+];
+
+/// The flows of the background runs (scheduler and poller flows).
+pub fn background_flows() -> Vec<&'static str> {
+    BACKGROUND.iter().map(|b| b.1).collect()
+}
+
+/// The default probe paths of `correlation.probe_paths` the generated paths are checked
+/// against (`/*`: anything below).
+const DEFAULT_PROBE_PATHS: &[&str] = &[
+    "/ping",
+    "/health",
+    "/health/*",
+    "/healthz",
+    "/ready",
+    "/readyz",
+    "/live",
+    "/livez",
+    "/liveness",
+    "/readiness",
+    "/heartbeat",
+    "/status",
+    "/api/ping",
+    "/api/health",
+    "/api/health/*",
+    "/actuator/health",
+    "/actuator/health/*",
+    "/status-0123456789abcdef",
+];
+
+/// `path` when `path` is on the default probe path list (case, a trailing slash and the
+/// query ignored), else `user_agent`.
+fn matched_by(path: &str) -> &'static str {
+    let p = path.split(['?', '#']).next().unwrap_or(path);
+    let p = p.trim_end_matches('/').to_ascii_lowercase();
+    let listed = DEFAULT_PROBE_PATHS
+        .iter()
+        .any(|pattern| match pattern.strip_suffix("/*") {
+            Some(prefix) => p.starts_with(prefix) && p[prefix.len()..].starts_with('/'),
+            None => p == *pattern,
+        });
+    if listed { "path" } else { "user_agent" }
+}
 
 fn attr(k: &str, v: &str) -> Value {
     json!({"key": k, "value": {"stringValue": v}})
@@ -154,29 +452,23 @@ fn resource_spans(service: &str, scope: &str, spans: Vec<Value>) -> Value {
     })
 }
 
-/// Generates `n` requests starting at `start_ns`, one every `gap_ms` milliseconds.
+/// Generates `n` requests starting at `start_ns`, one every `gap_ms` milliseconds, and the
+/// noise around them over the same time (see the module documentation).
 pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
     let mut rng = Rng(seed | 1);
     let mut t = Traffic {
         shared_token: "uti:gen-shared-token".into(),
         ..Default::default()
     };
+    // Mule lines and log4j events with their times: delivered in time order at the end.
+    let mut mule: Vec<(i64, String)> = Vec::new();
+    let mut log4j: Vec<(i64, String)> = Vec::new();
     let mut mule_spans: Vec<Value> = Vec::new();
     let mut backend_spans: Vec<Value> = Vec::new();
     for i in 0..n {
         let t0 = start_ns + i as i64 * gap_ms * MS;
-        let kind = match i % 10 {
-            0 => "bypass",
-            1 => "gateway_denial",
-            2 => "integration_denial",
-            3 => "backend_denial",
-            4 => "expired_success",
-            5 => "parallel",
-            6 => "trace_only",
-            7 => "shared_token",
-            8 => "no_spans",
-            _ => "ok",
-        };
+        let kind = KINDS[i % KINDS.len()];
+        let round = i / KINDS.len();
         let apim = rng.uuid();
         let trace = rng.hex(32);
         let uti = if kind == "shared_token" {
@@ -191,7 +483,7 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
             t0 / 1_000_000_000 + 3600
         };
         let client_ip = if kind == "shared_token" {
-            format!("192.0.2.{}", 10 + (i / 10) % 2)
+            format!("192.0.2.{}", 10 + round % 2)
         } else {
             format!("203.0.113.{}", rng.below(200) + 1)
         };
@@ -204,6 +496,13 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
         } else {
             apim.clone()
         };
+        // How a failed call fails, in turn: 0 connection refused, a JSON Logger EXCEPTION,
+        // on-error-continue answering 502; 1 a timeout, an EXCEPTION, on-error-propagate
+        // (no END, the gateway answers 504); 2 connection refused, Mule's log4j error block,
+        // on-error-continue answering 502.
+        let failed = kind == "failed_call";
+        let failure = round % 3;
+        let timed_out = failed && failure == 1;
         // Timings (ms).
         let gw_overhead = 5 + rng.below(20) as i64;
         let network = 3 + rng.below(10) as i64;
@@ -213,10 +512,23 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
         let downstream = if parallel {
             // Two calls started together: the union is the longer.
             call_a.max(call_b)
+        } else if timed_out {
+            // The requester's response timeout.
+            1000 + rng.below(2000) as i64
+        } else if failed {
+            // Refused at once.
+            1 + rng.below(30) as i64
         } else {
             call_a
         };
-        let flow_ms = own + downstream;
+        // Time in the flow before the downstream call.
+        let before = own / 2;
+        // Without an END the flow's time is the EXCEPTION's elapsed: it ends at the failure.
+        let flow_ms = if timed_out {
+            before + downstream
+        } else {
+            own + downstream
+        };
         let backend_time = flow_ms + network;
         let total = backend_time + gw_overhead;
         let (status, backend_status, rejected_by): (i32, Option<i32>, Option<&'static str>) =
@@ -224,10 +536,12 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
                 "gateway_denial" => (401, None, Some("gateway")),
                 "integration_denial" => (500, Some(500), Some("integration")),
                 "backend_denial" => (403, Some(403), Some("backend")),
+                "failed_call" if timed_out => (504, Some(504), Some("backend")),
+                "failed_call" => (502, Some(502), Some("backend")),
                 _ => (200, Some(200), None),
             };
         let mule_start = t0 + (gw_overhead / 2) * MS;
-        let with_spans = kind != "no_spans" && reaches_mule;
+        let with_spans = kind != "no_spans" && !failed && reaches_mule;
         let mule_span = rng.hex(16);
         if has_gateway {
             let mut props = json!({
@@ -248,7 +562,7 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
                 props["lastError"] = json!({"source": "validate-jwt", "reason": "TokenNotPresent", "section": "inbound"});
             }
             let rec = json!({
-                "time": iso(t0), "resourceId": "/SUBSCRIPTIONS/G/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/GEN-APIM",
+                "time": iso(t0), "resourceId": GEN_APIM_RESOURCE_ID,
                 "category": "GatewayLogs", "operationName": "Microsoft.ApiManagement/GatewayLogs",
                 "durationMs": total, "callerIpAddress": client_ip, "correlationId": apim,
                 "properties": props
@@ -271,41 +585,89 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
         }
         if reaches_mule {
             let remote = if has_gateway {
-                "/198.51.100.23:40000".to_string()
+                format!("/{GATEWAY_EGRESS}:40000")
             } else {
                 "/10.20.4.17:50000".to_string()
             };
             let mut content = json!({"method": "GET", "requestPath": format!("/api/items/{i}"), "remoteAddress": remote});
             content["caller"] = caller.clone();
-            let line = |tp: &str, at: i64, elapsed: i64, content: Value| {
-                json!({"correlationId": mule_cid, "tracePoint": tp, "priority": "INFO",
-                       "elapsed": elapsed, "message": tp, "timestamp": iso(at),
-                       "locationInfo": {"rootContainer": "gen-main", "fileName": "gen.xml", "lineInFile": "1"},
-                       "applicationName": MULE_APP, "content": content})
-                .to_string()
+            let line = |tp: &str, priority: &str, at: i64, elapsed: i64, content: Value| {
+                let text =
+                    json_logger_line(&mule_cid, "gen-main", tp, priority, at, elapsed, content);
+                (at, text)
             };
-            t.mule_lines.push(line("START", mule_start, 0, content));
-            if !with_spans {
-                // Downstream evidence from JSON Logger alone.
-                let at = mule_start + (own / 2 + downstream) * MS;
-                t.mule_lines.push(line(
-                    "AFTER_REQUEST",
-                    at,
-                    own / 2 + downstream,
-                    json!({"statusCode": backend_status, "durationMs": downstream}),
-                ));
-            }
+            mule.push(line("START", "INFO", mule_start, 0, content));
             let end_status = if kind == "integration_denial" || kind == "backend_denial" {
                 status
             } else {
                 200
             };
-            let mut end = json!({"statusCode": end_status});
-            if kind == "backend_denial" {
-                end["errorType"] = json!("HTTP:FORBIDDEN");
+            if failed {
+                // The call starts and fails; nothing closes it.
+                let t1 = mule_start + before * MS;
+                let t2 = t1 + downstream * MS;
+                let path = format!("/api/stock/{i}");
+                let target = format!("http://{BACKEND}.internal:8081{path}");
+                mule.push(line(
+                    "BEFORE_REQUEST",
+                    "INFO",
+                    t1,
+                    before,
+                    json!({"target": target, "method": "GET"}),
+                ));
+                let (error_type, reason) = if timed_out {
+                    ("HTTP:TIMEOUT", "Timeout exceeded")
+                } else {
+                    ("HTTP:CONNECTIVITY", "Connection refused")
+                };
+                let description = format!("HTTP GET on resource '{target}' failed: {reason}.");
+                if failure == 2 {
+                    let block = error_block(&ErrorBlock {
+                        at: t2,
+                        cid: &mule_cid,
+                        app: MULE_APP,
+                        flow: "gen-main",
+                        error_type,
+                        message: &description,
+                        path: &path,
+                    });
+                    log4j.push((t2, block));
+                } else {
+                    mule.push(line(
+                        "EXCEPTION",
+                        "ERROR",
+                        t2,
+                        before + downstream,
+                        json!({"errorType": error_type, "errorDescription": description}),
+                    ));
+                }
+                if !timed_out {
+                    mule.push(line(
+                        "END",
+                        "WARN",
+                        mule_start + flow_ms * MS,
+                        flow_ms,
+                        json!({"statusCode": status}),
+                    ));
+                }
+            } else {
+                if !with_spans {
+                    // Downstream evidence from JSON Logger alone.
+                    let at = mule_start + (own / 2 + downstream) * MS;
+                    mule.push(line(
+                        "AFTER_REQUEST",
+                        "INFO",
+                        at,
+                        own / 2 + downstream,
+                        json!({"statusCode": backend_status, "durationMs": downstream}),
+                    ));
+                }
+                let mut end = json!({"statusCode": end_status});
+                if kind == "backend_denial" {
+                    end["errorType"] = json!("HTTP:FORBIDDEN");
+                }
+                mule.push(line("END", "INFO", mule_start + flow_ms * MS, flow_ms, end));
             }
-            t.mule_lines
-                .push(line("END", mule_start + flow_ms * MS, flow_ms, end));
             if with_spans {
                 let mut attrs = vec![attr("correlation.id", &mule_cid)];
                 attrs.push(attr("http.status_code", &end_status.to_string()));
@@ -362,6 +724,7 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
         } else {
             mule_cid.clone()
         };
+        let total_ms = if has_gateway { total } else { flow_ms };
         t.truth.push(Truth {
             request_id,
             mule_correlation_id: reaches_mule.then(|| mule_cid.clone()),
@@ -371,22 +734,564 @@ pub fn generate(seed: u64, n: usize, start_ns: i64, gap_ms: i64) -> Traffic {
             bypass: kind == "bypass",
             expired_success: kind == "expired_success",
             token_id,
+            has_gateway,
             backend_ms: reaches_mule.then_some(downstream as f64),
             gateway_ms: has_gateway.then_some(if reaches_mule {
                 gw_overhead as f64
             } else {
                 total as f64
             }),
-            integration_ms: reaches_mule.then_some(own as f64),
+            integration_ms: reaches_mule.then_some((flow_ms - downstream) as f64),
+            network_ms: (has_gateway && reaches_mule).then_some(network as f64),
+            total_ms: Some(total_ms as f64),
         });
         if mule_spans.len() >= 300 || i + 1 == n {
             t.otlp.push(json!({"resourceSpans": [
-                resource_spans(MULE_APP, "mule-tracer", std::mem::take(&mut mule_spans)),
-                resource_spans(BACKEND, "io.opentelemetry.java", std::mem::take(&mut backend_spans)),
+                resource_spans(MULE_APP, MULE_SCOPE, std::mem::take(&mut mule_spans)),
+                resource_spans(BACKEND, JAVA_SCOPE, std::mem::take(&mut backend_spans)),
             ]}));
         }
     }
+    let mut noise = Noise::new(seed, start_ns, start_ns + n as i64 * gap_ms * MS);
+    noise.add_all(&mut t, n);
+    mule.append(&mut noise.mule);
+    log4j.append(&mut noise.log4j);
+    t.mule_lines = in_time_order(mule, true);
+    t.mule_log4j = in_time_order(log4j, false);
+    noise.spans_into(&mut t);
     t
+}
+
+/// `lines` sorted by time (stable: lines of one instant keep their order); with `shuffle`,
+/// a few out of order: every 97th line swapped with the one 40 lines on.
+fn in_time_order(mut lines: Vec<(i64, String)>, shuffle: bool) -> Vec<String> {
+    lines.sort_by_key(|(at, _)| *at);
+    let mut out: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    if shuffle {
+        let mut k = 50;
+        while k + 40 < out.len() {
+            out.swap(k, k + 40);
+            k += 97;
+        }
+    }
+    out
+}
+
+/// A log4j time as Mule's default pattern writes it (`%d`, the JVM's zone: UTC here):
+/// `2024-11-06 10:00:00,150`.
+fn log4j_time(ns: i64) -> String {
+    let c = civil_of(ns);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        c.y, c.m, c.d, c.hh, c.mm, c.ss, c.ms
+    )
+}
+
+/// The first line of a log4j event in Mule 4's default pattern (`%-5p %d [%t] [processor:
+/// …; event: …] %c: %m`), up to its message.
+fn log4j_header(
+    level: &str,
+    at: i64,
+    thread: &str,
+    processor: &str,
+    event: &str,
+    logger: &str,
+) -> String {
+    format!(
+        "{level:<5} {} [{thread}] [processor: {processor}; event: {event}] {logger}: ",
+        log4j_time(at)
+    )
+}
+
+/// A Mule 4 event thread of `app`'s `flow`.
+fn mule_thread(app: &str, flow: &str) -> String {
+    format!("[MuleRuntime].uber.03: [{app}].{flow}.CPU_LITE @2a9b1c3d")
+}
+
+/// A runtime banner: an INFO event with an empty message, then the block of `lines`
+/// between two rules of stars.
+fn banner(at: i64, logger: &str, lines: &[String]) -> String {
+    let rule = "*".repeat(70);
+    let mut out = log4j_header("INFO", at, "WrapperListener_start_runner", "", "", logger);
+    out.push('\n');
+    out.push_str(&rule);
+    for l in lines {
+        out.push_str(&format!("\n* {l:<66} *"));
+    }
+    out.push('\n');
+    out.push_str(&rule);
+    out
+}
+
+/// A failed HTTP request as Mule 4's error handler logs it.
+struct ErrorBlock<'a> {
+    at: i64,
+    cid: &'a str,
+    app: &'a str,
+    flow: &'a str,
+    error_type: &'a str,
+    message: &'a str,
+    path: &'a str,
+}
+
+/// The log4j error block of `b` (on-error-continue): an ERROR event with an empty message,
+/// then `Key : value` lines between two rules of stars.
+fn error_block(b: &ErrorBlock<'_>) -> String {
+    let rule = "*".repeat(80);
+    let processor = format!("{}/processors/2", b.flow);
+    let element = format!("{processor} @ {}:gen.xml:41 (Request stock)", b.app);
+    [
+        log4j_header(
+            "ERROR",
+            b.at,
+            &mule_thread(b.app, b.flow),
+            &processor,
+            b.cid,
+            "org.mule.runtime.core.internal.exception.OnErrorContinueHandler",
+        ),
+        rule.clone(),
+        format!("Message               : {}", b.message),
+        format!("Element               : {element}"),
+        format!(
+            "Element DSL           : <http:request method=\"GET\" doc:name=\"Request stock\" config-ref=\"Stock_API_Config\" path=\"{}\"></http:request>",
+            b.path
+        ),
+        format!("Error type            : {}", b.error_type),
+        format!("FlowStack             : at {}({element})", b.flow),
+        String::new(),
+        "  (set debug level logging or '-Dmule.verbose.exceptions=true' for everything)"
+            .to_string(),
+        rule,
+    ]
+    .join("\n")
+}
+
+/// One probe as the probed app records it.
+struct MuleProbe<'a> {
+    app: &'a ProbedApp,
+    path: &'a str,
+    client: &'a str,
+    user_agent: &'a str,
+    external: bool,
+    at: i64,
+}
+
+/// One run of a scheduled or polling flow.
+struct BackgroundRun<'a> {
+    app: &'static str,
+    flow: &'static str,
+    calls: usize,
+    traced: bool,
+    at: i64,
+    cid: &'a str,
+}
+
+/// The noise of a real estate between `start` and `end` (module documentation), drawn from
+/// its own generator so that the requests are what they would be without it.
+struct Noise {
+    rng: Rng,
+    start: i64,
+    end: i64,
+    /// JSON Logger lines with their times.
+    mule: Vec<(i64, String)>,
+    /// log4j events with their times.
+    log4j: Vec<(i64, String)>,
+    /// Spans by (service, scope).
+    spans: BTreeMap<(&'static str, &'static str), Vec<Value>>,
+    /// Probe START lines written so far (every thirteenth is shipped twice).
+    logged: usize,
+}
+
+impl Noise {
+    fn new(seed: u64, start: i64, end: i64) -> Self {
+        Self {
+            rng: Rng((seed ^ 0x6E6F_6973_655F_7365) | 1),
+            start,
+            end,
+            mule: Vec::new(),
+            log4j: Vec::new(),
+            spans: BTreeMap::new(),
+            logged: 0,
+        }
+    }
+
+    /// Every kind of noise, around `n` requests.
+    fn add_all(&mut self, t: &mut Traffic, n: usize) {
+        self.kube_probes(t, n);
+        self.external_probes(t);
+        self.gateway_probes(t);
+        self.background(t);
+        self.platform(t);
+    }
+
+    /// Times every `period_ms` from a random phase within the first period, up to the end.
+    fn ticks(&mut self, period_ms: i64) -> Vec<i64> {
+        let period_ms = period_ms.max(1);
+        let mut at = self.start + self.rng.below(period_ms as u64) as i64 * MS;
+        let mut out = Vec::new();
+        while at < self.end {
+            out.push(at);
+            at += period_ms * MS;
+        }
+        out
+    }
+
+    fn add_span(&mut self, service: &'static str, scope: &'static str, s: Value) {
+        self.spans.entry((service, scope)).or_default().push(s);
+    }
+
+    /// The kubelet probes: pods of every probed app, one more per app at a time, until the
+    /// probes outnumber the `n` requests (at least `MIN_REPLICAS`, at most `MAX_REPLICAS`
+    /// pods per app).
+    fn kube_probes(&mut self, t: &mut Traffic, n: usize) {
+        let mut replica = 0usize;
+        let mut probes = 0usize;
+        while replica < MIN_REPLICAS || (probes < n && replica < MAX_REPLICAS) {
+            for (a, app) in PROBED_APPS.iter().enumerate() {
+                // The pod's node: its kubelet probes it from the node's address.
+                let node = format!("10.240.0.{}", 4 + (a * 5 + replica * 3) % 24);
+                for path in [app.liveness, app.readiness] {
+                    let period = 1000 * (10 + self.rng.below(51) as i64);
+                    for at in self.ticks(period) {
+                        self.mule_probe(
+                            t,
+                            &MuleProbe {
+                                app,
+                                path,
+                                client: &node,
+                                user_agent: KUBE_PROBE_AGENT,
+                                external: false,
+                                at,
+                            },
+                        );
+                        probes += 1;
+                    }
+                }
+            }
+            replica += 1;
+        }
+    }
+
+    /// Uptime monitors calling `/health` directly, every 60 s.
+    fn external_probes(&mut self, t: &mut Traffic) {
+        for (app, client, user_agent) in EXTERNAL_MONITORS {
+            for at in self.ticks(60_000) {
+                self.mule_probe(
+                    t,
+                    &MuleProbe {
+                        app: &PROBED_APPS[app],
+                        path: "/health",
+                        client,
+                        user_agent,
+                        external: true,
+                        at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// One probe of a Mule app: its JSON Logger lines, its SERVER span, its truth.
+    fn mule_probe(&mut self, t: &mut Traffic, p: &MuleProbe<'_>) {
+        let app = p.app;
+        let cid = self.rng.uuid();
+        let took = 1 + self.rng.below(4) as i64;
+        let end = p.at + took * MS;
+        if app.logs {
+            let port = 30_000 + self.rng.below(30_000);
+            let mut content = json!({"method": "GET", "requestPath": p.path,
+                                     "remoteAddress": format!("/{}:{port}", p.client)});
+            content[app.agent_key] = json!(p.user_agent);
+            let jl = |trace_point: &'static str, at: i64, elapsed: i64| JlLine {
+                app: app.app,
+                cid: &cid,
+                flow: app.flow,
+                trace_point,
+                priority: "INFO",
+                at,
+                elapsed,
+            };
+            let start = jl("START", p.at, 0).with(content);
+            if self.logged % 13 == 5 {
+                t.mule_duplicates.push(start.clone());
+            }
+            self.logged += 1;
+            self.mule.push((p.at, start));
+            let end_line = jl("END", end, took).with(json!({"statusCode": 200}));
+            self.mule.push((end, end_line));
+        }
+        if app.traced {
+            let (trace, id) = (self.rng.hex(32), self.rng.hex(16));
+            let name = format!("GET {}", p.path);
+            let attrs = vec![
+                attr("correlation.id", &cid),
+                attr("http.request.method", "GET"),
+                attr("url.path", p.path),
+                attr("http.route", p.path),
+                attr("user_agent.original", p.user_agent),
+                attr("client.address", p.client),
+                attr("http.response.status_code", "200"),
+            ];
+            let s = span(SpanSpec {
+                trace: &trace,
+                id: &id,
+                parent: None,
+                name: &name,
+                kind: 2,
+                start: p.at,
+                end,
+                attrs,
+                error: false,
+            });
+            self.add_span(app.app, MULE_SCOPE, s);
+        }
+        t.probes.push(ProbeTruth {
+            probe_id: cid,
+            time_ns: p.at,
+            mule_app: Some(app.app.to_string()),
+            flow: app.logs.then(|| app.flow.to_string()),
+            url_path: p.path.to_string(),
+            client_ip: p.client.to_string(),
+            user_agent: p.user_agent.to_string(),
+            matched_by: matched_by(p.path),
+            external: p.external,
+            has_gateway: false,
+            has_flow: app.logs,
+            has_spans: app.traced,
+        });
+    }
+
+    /// Traffic Manager probing APIM's status endpoint, answered by the gateway.
+    fn gateway_probes(&mut self, t: &mut Traffic) {
+        let mut k = 0usize;
+        for client in ATM_PROBE_IPS {
+            for at in self.ticks(30_000) {
+                let cid = self.rng.uuid();
+                let took = self.rng.below(2);
+                let rec = json!({
+                    "time": iso(at), "resourceId": GEN_APIM_RESOURCE_ID,
+                    "category": "GatewayLogs", "operationName": "Microsoft.ApiManagement/GatewayLogs",
+                    "durationMs": took, "callerIpAddress": client, "correlationId": cid,
+                    "properties": {
+                        "method": "GET", "url": format!("https://gen-apim.azure-api.net{ATM_PATH}"),
+                        "responseCode": 200, "clientProtocol": "HTTP/1.1",
+                        "requestHeaders": {"User-Agent": ATM_AGENT, "Connection": "close"}
+                    }
+                });
+                t.gateway_lines.push(rec.to_string());
+                if k % 5 == 2 {
+                    // A second copy, late.
+                    t.late_gateway.push(rec);
+                }
+                k += 1;
+                t.probes.push(ProbeTruth {
+                    probe_id: cid,
+                    time_ns: at,
+                    mule_app: None,
+                    flow: None,
+                    url_path: ATM_PATH.to_string(),
+                    client_ip: client.to_string(),
+                    user_agent: ATM_AGENT.to_string(),
+                    matched_by: matched_by(ATM_PATH),
+                    external: true,
+                    has_gateway: true,
+                    has_flow: false,
+                    has_spans: false,
+                });
+            }
+        }
+    }
+
+    /// The runs of the scheduled and polling flows.
+    fn background(&mut self, t: &mut Traffic) {
+        for (app, flow, period_s, calls) in BACKGROUND {
+            let traced = PROBED_APPS.iter().any(|a| a.app == app && a.traced);
+            for at in self.ticks(period_s * 1000) {
+                let cid = self.rng.uuid();
+                self.background_run(&BackgroundRun {
+                    app,
+                    flow,
+                    calls,
+                    traced,
+                    at,
+                    cid: &cid,
+                });
+                t.background_correlation_ids.push(cid);
+            }
+        }
+        t.background_runs = t.background_correlation_ids.len();
+    }
+
+    /// One background run: START, each downstream call's BEFORE_REQUEST and AFTER_REQUEST,
+    /// END; traced, an INTERNAL root span, CLIENT spans and the called service's spans.
+    fn background_run(&mut self, r: &BackgroundRun<'_>) {
+        let jl = |trace_point: &'static str, at: i64, content: Value| {
+            JlLine {
+                app: r.app,
+                cid: r.cid,
+                flow: r.flow,
+                trace_point,
+                priority: "INFO",
+                at,
+                elapsed: (at - r.at) / MS,
+            }
+            .with(content)
+        };
+        let (trace, root) = (self.rng.hex(32), self.rng.hex(16));
+        let start = jl(
+            "START",
+            r.at,
+            json!({"job": r.flow, "trigger": "scheduler"}),
+        );
+        self.mule.push((r.at, start));
+        let host = format!("{NOISE_BACKEND}.contoso.example");
+        let mut at = r.at + (2 + self.rng.below(10) as i64) * MS;
+        for call in 0..r.calls {
+            let target = format!("https://{host}/api/v2/{}?page={call}", r.flow);
+            let took = 20 + self.rng.below(200) as i64;
+            let done = at + took * MS;
+            let before = jl("BEFORE_REQUEST", at, json!({"target": target}));
+            self.mule.push((at, before));
+            let after = jl(
+                "AFTER_REQUEST",
+                done,
+                json!({"statusCode": 200, "durationMs": took, "target": target}),
+            );
+            self.mule.push((done, after));
+            if r.traced {
+                let (client, server) = (self.rng.hex(16), self.rng.hex(16));
+                let requester = span(SpanSpec {
+                    trace: &trace,
+                    id: &client,
+                    parent: Some(&root),
+                    name: "GET",
+                    kind: 3,
+                    start: at,
+                    end: done,
+                    attrs: vec![
+                        attr("http.request.method", "GET"),
+                        attr("url.full", &target),
+                        attr("server.address", &host),
+                        attr("http.response.status_code", "200"),
+                    ],
+                    error: false,
+                });
+                self.add_span(r.app, MULE_SCOPE, requester);
+                let name = format!("GET /api/v2/{}", r.flow);
+                let called = span(SpanSpec {
+                    trace: &trace,
+                    id: &server,
+                    parent: Some(&client),
+                    name: &name,
+                    kind: 2,
+                    start: at + MS,
+                    end: done - MS,
+                    attrs: vec![attr("http.response.status_code", "200")],
+                    error: false,
+                });
+                self.add_span(NOISE_BACKEND, JAVA_SCOPE, called);
+            }
+            at = done + (1 + self.rng.below(8) as i64) * MS;
+        }
+        let records = self.rng.below(500);
+        let end = jl("END", at, json!({"records": records}));
+        self.mule.push((at, end));
+        if r.traced {
+            let root_span = span(SpanSpec {
+                trace: &trace,
+                id: &root,
+                parent: None,
+                name: r.flow,
+                kind: 1,
+                start: r.at,
+                end: at,
+                attrs: vec![attr("correlation.id", r.cid)],
+                error: false,
+            });
+            self.add_span(r.app, MULE_SCOPE, root_span);
+        }
+    }
+
+    /// The Mule runtime's own lines, without a correlation id.
+    fn platform(&mut self, t: &mut Traffic) {
+        const LOG_UTIL: &str = "org.mule.runtime.core.internal.logging.LogUtil";
+        let mut events: Vec<(i64, String)> = Vec::new();
+        for (a, app) in PROBED_APPS.iter().enumerate() {
+            let at = self.start + (20 + 150 * a as i64) * MS;
+            let lines = [
+                format!("Started app '{}'", app.app),
+                "Application plugins:".to_string(),
+                " - HTTP : 1.9.3".to_string(),
+                " - APIKit : 1.10.4".to_string(),
+                " - JSON Logger : 2.1.0".to_string(),
+            ];
+            events.push((at, banner(at, LOG_UTIL, &lines)));
+        }
+        let up = self.start + 1_000 * MS;
+        let kicking = ["Mule is up and kicking (every 5000ms)".to_string()];
+        events.push((up, banner(up, LOG_UTIL, &kicking)));
+        let warn = self.start + 600 * MS;
+        let head = log4j_header(
+            "WARN",
+            warn,
+            "WrapperListener_start_runner",
+            "",
+            "",
+            "org.mule.runtime.module.extension.internal.runtime.config.LifecycleAwareConfigurationInstance",
+        );
+        events.push((
+            warn,
+            format!(
+                "{head}Connectivity test failed for config 'SFDC_Config'. Application deployment will continue. Error was: Connection refused"
+            ),
+        ));
+        for at in self.ticks(30_000) {
+            let head = log4j_header(
+                "INFO",
+                at,
+                "agent-heartbeat-scheduler-1",
+                "",
+                "",
+                "com.mulesoft.agent.services.heartbeat.DefaultHeartbeatService",
+            );
+            events.push((
+                at,
+                format!(
+                    "{head}Heartbeat sent to Anypoint Runtime Manager (6 applications RUNNING)"
+                ),
+            ));
+        }
+        let debug = [
+            "Validating connection of config 'HTTP_Listener_config'",
+            "Closing cursor provider of a released event",
+            "Evicting idle connections of config 'Stock_API_Config'",
+        ];
+        for (k, at) in self.ticks(7_000).into_iter().enumerate() {
+            let app = &PROBED_APPS[k % PROBED_APPS.len()];
+            let head = log4j_header(
+                "DEBUG",
+                at,
+                &mule_thread(app.app, app.flow),
+                "",
+                "",
+                "org.mule.runtime.core.internal.connection.ConnectionManagerAdapter",
+            );
+            events.push((at, format!("{head}{}", debug[k % debug.len()])));
+        }
+        t.platform_lines = events.len();
+        self.log4j.append(&mut events);
+    }
+
+    /// The spans as OTLP/JSON bodies: per service, at most 400 spans a body.
+    fn spans_into(&mut self, t: &mut Traffic) {
+        for ((service, scope), spans) in std::mem::take(&mut self.spans) {
+            for chunk in spans.chunks(400) {
+                t.otlp.push(
+                    json!({"resourceSpans": [resource_spans(service, scope, chunk.to_vec())]}),
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -736,7 +1641,31 @@ fn bearer_jwt(rng: &mut Rng, iat: i64) -> String {
     )
 }
 
-/// One Mule JSON Logger record (v2: numbers as numbers).
+/// One Mule JSON Logger record's envelope (v2: numbers as numbers); [`JlLine::with`] adds
+/// its content and gives the line.
+struct JlLine<'a> {
+    app: &'a str,
+    cid: &'a str,
+    flow: &'a str,
+    trace_point: &'a str,
+    priority: &'a str,
+    at: i64,
+    elapsed: i64,
+}
+
+impl JlLine<'_> {
+    /// The record with `content`, as one JSON line.
+    fn with(&self, content: Value) -> String {
+        json!({"correlationId": self.cid, "tracePoint": self.trace_point,
+               "priority": self.priority, "elapsed": self.elapsed,
+               "message": self.trace_point, "timestamp": iso(self.at),
+               "locationInfo": {"rootContainer": self.flow, "fileName": "gen.xml", "lineInFile": "1"},
+               "applicationName": self.app, "content": content})
+        .to_string()
+    }
+}
+
+/// One Mule JSON Logger record of [`MULE_APP`].
 fn json_logger_line(
     cid: &str,
     flow: &str,
@@ -746,11 +1675,16 @@ fn json_logger_line(
     elapsed: i64,
     content: Value,
 ) -> String {
-    json!({"correlationId": cid, "tracePoint": trace_point, "priority": priority,
-           "elapsed": elapsed, "message": trace_point, "timestamp": iso(at),
-           "locationInfo": {"rootContainer": flow, "fileName": "gen.xml", "lineInFile": "1"},
-           "applicationName": MULE_APP, "content": content})
-    .to_string()
+    JlLine {
+        app: MULE_APP,
+        cid,
+        flow,
+        trace_point,
+        priority,
+        at,
+        elapsed,
+    }
+    .with(content)
 }
 
 /// An APIM GatewayLogs record (storage archive shape), as `generate` writes them, with the

@@ -1,6 +1,7 @@
-//! The derived tables the correlator writes: `requests` (one row per end-to-end request) and
-//! `request_events` (every record of a request with its layer), plus the views over them
-//! (`tokens` and the audit views).
+//! The derived tables the correlator writes: `requests` (one row per end-to-end request),
+//! `request_events` (every record of a request with its layer) and `probes` (health and
+//! readiness probes, kept out of `requests`), plus the views over them (`tokens` and the
+//! audit views).
 //!
 //! Takes nothing; gives the schemas and the views' SQL. Rows are recomputed from the raw
 //! tables (never edited by hand): a minute bucket's rows are replaced whenever records for it
@@ -269,6 +270,91 @@ pub fn events_schema() -> SchemaRef {
     ])
 }
 
+/// SQL name of the probes table.
+pub const PROBES_TABLE: &str = "probes";
+/// What one row of it is.
+pub const PROBES_DESCRIPTION: &str = "One row per health or readiness probe: a linked run \
+     whose inbound record (gateway record, SERVER span, listener line) has a path in \
+     correlation.probe_paths or a user agent in correlation.probe_user_agents. Probes are never \
+     in `requests` and never a bypass; their records stay in the raw tables. Runs without \
+     inbound HTTP evidence (schedulers, pollers, batch jobs) are in neither table.";
+/// `probe_id` column (`probes`).
+pub const PROBE_ID: &str = "probe_id";
+/// `matched_by` column (`probes`).
+pub const MATCHED_BY: &str = "matched_by";
+/// `rule` column (`probes`).
+pub const RULE: &str = "rule";
+/// `external` column (`probes`).
+pub const EXTERNAL: &str = "external";
+
+/// Arrow schema of `probes`.
+pub fn probes_schema() -> SchemaRef {
+    schema_of(vec![
+        field(
+            TIME,
+            timestamp_type(),
+            false,
+            "When the probe started: the earliest time of its records (UTC).",
+        ),
+        field(
+            INGEST_TIME,
+            timestamp_type(),
+            false,
+            "When the last of its records arrived (UTC); `settled` counts from it.",
+        ),
+        field(
+            PROBE_ID,
+            DataType::Utf8,
+            false,
+            "Its id, chosen as a request id is: the APIM correlation id, else the Mule correlation id, else the trace id.",
+        ),
+        text(
+            MULE_APP,
+            "The Mule app probed (when the probe reached one).",
+        ),
+        text(FLOW, "The flow that answered it."),
+        text(METHOD, "HTTP method."),
+        text(
+            URL_PATH,
+            "Path probed (the gateway's, else the listener's, else the span's).",
+        ),
+        text(CLIENT_IP, "The prober's address."),
+        text(
+            USER_AGENT,
+            "The prober's user agent, when a record logged it.",
+        ),
+        field(
+            MATCHED_BY,
+            DataType::Utf8,
+            false,
+            "What made it a probe: path (correlation.probe_paths) or user_agent (correlation.probe_user_agents).",
+        ),
+        field(
+            RULE,
+            DataType::Utf8,
+            false,
+            "The configured path pattern or user-agent substring that matched.",
+        ),
+        flag(HAS_GATEWAY, "A gateway record or event is part of it."),
+        flag(HAS_FLOW, "Flow records are part of it."),
+        flag(HAS_SPANS, "Spans are part of it."),
+        flag(
+            EXTERNAL,
+            "The prober's address is known, outside correlation.internal_networks and not a gateway_egress address.",
+        ),
+        flag(
+            SETTLED,
+            "Final: its last record arrived more than the horizon ago.",
+        ),
+        field(
+            RECORDS,
+            DataType::Int64,
+            false,
+            "How many records were linked into it.",
+        ),
+    ])
+}
+
 /// The views over the derived tables: (name, description, SQL).
 pub fn views() -> Vec<(&'static str, &'static str, String)> {
     vec![
@@ -307,6 +393,14 @@ pub fn views() -> Vec<(&'static str, &'static str, String)> {
             "SELECT time, request_id, mule_correlation_id, mule_app, flow, method, url_path, \
              client_ip, token_id, subject, client_app, status_code, trace_id \
              FROM requests WHERE bypassed_gateway"
+                .to_string(),
+        ),
+        (
+            "audit_external_probes",
+            "Health probes that reached the integration layer from outside the cluster's networks without the gateway (settled only): not a bypass of an API, but an exposed endpoint worth seeing.",
+            "SELECT time, probe_id, mule_app, flow, method, url_path, client_ip, user_agent, \
+             matched_by, rule \
+             FROM probes WHERE external AND NOT has_gateway AND settled"
                 .to_string(),
         ),
         (
@@ -390,6 +484,10 @@ mod tests {
             LAYER,
             LAYERS_DISAGREE,
             MULE_CORRELATION_ID,
+            MATCHED_BY,
+            PROBE_ID,
+            RULE,
+            EXTERNAL,
             NETWORK_MS,
             OUTCOME,
             RECORDS,
@@ -401,7 +499,9 @@ mod tests {
             TOTAL_MS,
         ] {
             assert!(
-                r.field_with_name(c).is_ok() || e.field_with_name(c).is_ok(),
+                r.field_with_name(c).is_ok()
+                    || e.field_with_name(c).is_ok()
+                    || probes_schema().field_with_name(c).is_ok(),
                 "{c} is not a column"
             );
         }

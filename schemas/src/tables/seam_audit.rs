@@ -18,7 +18,8 @@ pub const TABLE: &str = "seam_audit";
 /// What one row is.
 pub const DESCRIPTION: &str = "One row per SQL statement run through seam (HTTP API and \
      PostgreSQL wire, refused ones included), per request refused for its credentials on the \
-     API or PostgreSQL listener, and per admin action (correlate, reload). Readable by the \
+     API or PostgreSQL listener, per explanation read (explain), and per admin action \
+     (correlate, reload). Readable by the \
      admin role only; append-only.";
 
 /// One row of `seam_audit`.
@@ -64,7 +65,7 @@ pub fn schema() -> SchemaRef {
             "action",
             DataType::Utf8,
             false,
-            "query (a SQL statement), login (a request refused for its credentials), correlate (POST /api/v1/correlate, seam correlate) or reload (keys and TLS files re-read on SIGHUP or change).",
+            "query (a SQL statement), login (a request refused for its credentials), correlate (POST /api/v1/correlate, seam correlate), explain (GET /api/v1/requests/{id}/explain, seam explain: the id in statement) or reload (keys and TLS files re-read on SIGHUP or change).",
         ),
         field(
             "principal",
