@@ -15,7 +15,9 @@
 //!   held whole);
 //! - every file is written under a temporary name, synced and renamed; `manifest.json` is
 //!   renamed last, so a directory with a manifest holds a whole export, and a failed export
-//!   removes what it wrote;
+//!   removes what it wrote (and the directory, when this run created it and it is empty);
+//! - the server address shows in messages and the manifest without its user name and
+//!   password (`seam::client::display_url`);
 //! - filter values become SQL literals (quotes doubled, control characters refused): the SQL
 //!   endpoint has no bound parameters.
 
@@ -244,14 +246,16 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     .flatten()
     .collect::<Vec<_>>();
     let queries = queries(&range, &filters);
-    prepare_dir(&args.out, args.force)?;
+    let url = seam::client::api_url(&args.server, &["api", "v1", "sql"])?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let made_dir = prepare_dir(&args.out, args.force)?;
     let mut created = Vec::new();
     let result = runtime.block_on(write_export(
         &args,
+        url,
         &range,
         &filters,
         &queries,
@@ -262,6 +266,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         // Nothing of a failed export stays behind (its manifest is never written).
         for p in created.iter().rev() {
             let _ = fs::remove_file(p);
+        }
+        if made_dir {
+            // Only an empty directory is removed: nothing but this run's files was in it.
+            let _ = fs::remove_dir(&args.out);
         }
     }
     result
@@ -439,21 +447,22 @@ fn export_file_names() -> Vec<String> {
 }
 
 /// Creates `dir`, or checks that it is empty; with `force`, removes a previous export in it
-/// (its manifest first, so no manifest outlives its files).
-fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
+/// (its manifest first, so no manifest outlives its files). Gives whether it created `dir`.
+fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<bool> {
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => bail!("--out {}: not a directory", dir.display()),
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create --out {}", dir.display()));
+            fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --out {}", dir.display()))?;
+            return Ok(true);
         }
         Err(e) => return Err(e).with_context(|| format!("cannot use --out {}", dir.display())),
     }
     let mut entries =
         fs::read_dir(dir).with_context(|| format!("cannot read --out {}", dir.display()))?;
     if entries.next().is_none() {
-        return Ok(());
+        return Ok(false);
     }
     if !force {
         bail!(
@@ -470,13 +479,15 @@ fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", p.display())),
         }
     }
-    Ok(())
+    Ok(false)
 }
 
-/// Writes every set, then `SHA256SUMS`, then `manifest.json`; `created` collects every path
-/// written (for the cleanup of a failed export).
+/// Writes every set (each statement sent to `url`, seam's `/api/v1/sql`), then `SHA256SUMS`,
+/// then `manifest.json`; `created` collects every path written (for the cleanup of a failed
+/// export).
 async fn write_export(
     args: &ExportArgs,
+    mut url: reqwest::Url,
     range: &Range,
     filters: &[Filter],
     queries: &[SetQuery],
@@ -484,8 +495,8 @@ async fn write_export(
     created: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     let client = seam::client::http_client(Duration::from_secs(3600))?;
-    let server = args.server.trim_end_matches('/');
-    let url = format!("{server}/api/v1/sql?format=arrow");
+    let server = seam::client::display_url(&args.server);
+    url.set_query(Some("format=arrow"));
     let ext = args.format.name();
     let mut files = Vec::with_capacity(queries.len());
     let mut sums = String::new();
@@ -495,7 +506,7 @@ async fn write_export(
         let path = args.out.join(&name);
         let tmp = args.out.join(format!(".{name}.partial"));
         created.push(tmp.clone());
-        let rows = fetch_into(&client, &url, server, q, &tmp, args.format, range).await?;
+        let rows = fetch_into(&client, &url, &server, q, &tmp, args.format, range).await?;
         let (sha256, bytes) = sha256_file(&tmp)?;
         created.push(path.clone());
         fs::rename(&tmp, &path)
@@ -531,7 +542,7 @@ async fn write_export(
     let manifest = json!({
         "seam_version": env!("CARGO_PKG_VERSION"),
         "created_at": rfc3339(now),
-        "server": display_server(server),
+        "server": server,
         "range": {
             "since": rfc3339(range.since),
             "until": rfc3339(range.until),
@@ -560,18 +571,6 @@ async fn write_export(
     Ok(())
 }
 
-/// The server address for the manifest, without any user name or password in it.
-fn display_server(server: &str) -> String {
-    match url::Url::parse(server) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.as_str().trim_end_matches('/').to_string()
-        }
-        Err(_) => server.to_string(),
-    }
-}
-
 /// seam's message in an error body (`{"error": …, "kind": …, "sqlstate": …}`), else the body.
 fn error_message(body: &[u8]) -> String {
     match serde_json::from_slice::<Value>(body) {
@@ -587,10 +586,10 @@ fn error_message(body: &[u8]) -> String {
 }
 
 /// Runs one set's statement and writes its rows to `tmp`, batch by batch as they arrive.
-/// Gives the number of rows.
+/// Gives the number of rows. `server` is the address as messages show it (no password).
 async fn fetch_into(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     server: &str,
     q: &SetQuery,
     tmp: &Path,
@@ -598,11 +597,12 @@ async fn fetch_into(
     range: &Range,
 ) -> anyhow::Result<u64> {
     let mut resp = client
-        .post(url)
+        .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(q.sql.clone())
         .send()
         .await
+        .map_err(reqwest::Error::without_url)
         .with_context(|| format!("set {}: cannot reach seam at {server}", q.set))?;
     let status = resp.status();
     if !status.is_success() {
@@ -618,13 +618,18 @@ async fn fetch_into(
     let mut out: Option<SetWriter> = None;
     let mut rows = 0u64;
     loop {
-        let chunk = resp.chunk().await.with_context(|| {
-            format!(
-                "set {}: the result was cut short (seam ends a result past query.timeout or \
-                 query.max_result_bytes; seam_audit and its log say why): export a shorter range",
-                q.set
-            )
-        })?;
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(reqwest::Error::without_url)
+            .with_context(|| {
+                format!(
+                    "set {}: the result was cut short (seam ends a result past query.timeout or \
+                     query.max_result_bytes; seam_audit and its log say why): export a shorter \
+                     range",
+                    q.set
+                )
+            })?;
         let Some(chunk) = chunk else { break };
         let mut buf = Buffer::from(chunk);
         while !buf.is_empty() {

@@ -424,12 +424,18 @@ async fn api_json(
     server: &str,
     what: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach seam at {server}"))?;
+    let resp = req.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach seam at {}: {}",
+            seam::client::display_url(server),
+            e.without_url()
+        )
+    })?;
     let status = resp.status();
-    let body: serde_json::Value = resp.json().await.context("reading seam's answer")?;
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading seam's answer: {}", e.without_url()))?;
     if !status.is_success() {
         anyhow::bail!(
             "{what} ({status}): {}",
@@ -479,9 +485,20 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             .body(sql)
             .send()
             .await
-            .with_context(|| format!("cannot reach seam at {}", args.server))?;
+            // reqwest's message carries the URL: the address is shown without its password.
+            .map_err(reqwest::Error::without_url)
+            .with_context(|| {
+                format!(
+                    "cannot reach seam at {}",
+                    seam::client::display_url(&args.server)
+                )
+            })?;
         let status = resp.status();
-        let body = resp.bytes().await.context("reading the response")?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(reqwest::Error::without_url)
+            .context("reading the response")?;
         if !status.is_success() {
             let msg = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()

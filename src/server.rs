@@ -128,11 +128,27 @@ async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::respo
     }
 }
 
-/// `GET /api/v1/requests/{id}/explain?format=…` parameters.
+/// `GET /api/v1/requests/{id}/explain?format=…&at=…` parameters.
 #[derive(Debug, serde::Deserialize)]
 struct ExplainParams {
     /// `json` (the default) or `text`.
     format: Option<String>,
+    /// Of several stored requests or probes with the id (a reused correlation id), the one
+    /// starting closest to this time: RFC 3339 with an offset, or ns since the epoch.
+    /// Without it, the earliest.
+    at: Option<String>,
+}
+
+/// `at` of `GET /api/v1/requests/{id}/explain`: ns since the epoch (an integer) or an RFC 3339
+/// time with its offset (`2026-12-05T10:00:00Z`, `2026-12-05T11:00:00.5+01:00`).
+fn explain_at(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Ok(ns) = t.parse::<i64>() {
+        return Some(ns);
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
 }
 
 /// Longest id `GET /api/v1/requests/{id}/explain` takes (characters).
@@ -152,13 +168,18 @@ async fn explain(
 ) -> axum::response::Response {
     let principal = principal.map_or_else(Principal::anonymous, |e| e.0);
     let shown: String = id.chars().take(MAX_EXPLAIN_ID).collect();
+    let mut statement = format!("request_id={}", shown.escape_debug());
+    if let Some(at) = &p.at {
+        let at: String = at.chars().take(64).collect();
+        statement.push_str(&format!(" at={}", at.escape_debug()));
+    }
     let scope = AuditScope::start(
         audit,
         "explain",
         &principal,
         "http",
         Some(peer.0.addr.to_string()),
-        Some(format!("request_id={}", shown.escape_debug())),
+        Some(statement),
     );
     let refuse = |status: StatusCode, kind: &str, msg: String| {
         (
@@ -182,7 +203,22 @@ async fn explain(
         scope.finish("error", None, Some(msg.clone()));
         return refuse(StatusCode::BAD_REQUEST, "invalid", msg);
     }
-    match c.explain(&id).await {
+    let at = match p.at.as_deref() {
+        None => None,
+        Some(raw) => match explain_at(raw) {
+            Some(ns) => Some(ns),
+            None => {
+                let shown: String = raw.chars().take(64).collect();
+                let msg = format!(
+                    "at {shown:?} is not an RFC 3339 time with its offset \
+                     (2026-12-05T10:00:00Z) or an integer of nanoseconds since the epoch"
+                );
+                scope.finish("error", None, Some(msg.clone()));
+                return refuse(StatusCode::BAD_REQUEST, "invalid", msg);
+            }
+        },
+    };
+    match c.explain(&id, at).await {
         Ok(Some(e)) => {
             let records = i64::try_from(e.records.len()).unwrap_or(i64::MAX);
             scope.finish("ok", Some(records), None);

@@ -40,8 +40,9 @@ pub struct CorrelationConfig {
     /// record, listener line, SERVER span) has such a path is a probe: in `probes`, never in
     /// `requests`, never a bypass.
     pub probe_paths: Vec<String>,
-    /// User agents of probes (case-insensitive substrings of a gateway record's, a SERVER
-    /// span's or a JSON Logger record's user agent).
+    /// User agents of probes: case-insensitive prefixes of a SERVER span's or a JSON Logger
+    /// record's user agent. A user agent is the caller's to choose, so it makes a probe only
+    /// of a run with no gateway record, no token and no path other than a probe path.
     pub probe_user_agents: Vec<String>,
     /// The cluster's own networks (CIDR): a probe from an address outside them (and outside
     /// `gateway_egress`) without a gateway record is in `audit_external_probes`.
@@ -78,9 +79,9 @@ pub const DEFAULT_PROBE_PATHS: &[&str] = &[
     "/internal-status-0123456789abcdef",
 ];
 
-/// Default [`CorrelationConfig::probe_user_agents`]: Kubernetes kubelet, Azure App Service
-/// AlwaysOn, Azure Load Balancer, Azure Traffic Manager, Azure Application Gateway, AWS ELB,
-/// Google load balancers, CloudHub, and the generic word.
+/// Default [`CorrelationConfig::probe_user_agents`] (prefixes): Kubernetes kubelet, Azure App
+/// Service AlwaysOn, Azure Load Balancer, Azure Traffic Manager, Azure Application Gateway,
+/// AWS ELB, Google load balancers, CloudHub.
 pub const DEFAULT_PROBE_USER_AGENTS: &[&str] = &[
     "kube-probe/",
     "AlwaysOn",
@@ -90,7 +91,6 @@ pub const DEFAULT_PROBE_USER_AGENTS: &[&str] = &[
     "ELB-HealthChecker/",
     "GoogleHC/",
     "CloudHub-HealthCheck",
-    "HealthCheck",
 ];
 
 /// Default [`CorrelationConfig::internal_networks`]: private, loopback, link-local and
@@ -139,7 +139,7 @@ impl CorrelationConfig {
             probe_user_agents: self
                 .probe_user_agents
                 .iter()
-                .map(|u| u.to_ascii_lowercase())
+                .map(|u| u.trim().to_lowercase())
                 .collect(),
             internal_networks: self
                 .internal_networks

@@ -21,7 +21,7 @@ use crate::latency::{FlowTime, Latency, WaitEvidence};
 use crate::layers::{Identity, Layers};
 use crate::link::{Node, components, node_keys};
 use crate::outcome::Outcome;
-use crate::probe::{Kind, internal};
+use crate::probe::{Kind, external};
 use crate::record::{Input, Rules};
 use crate::request::timeline;
 
@@ -44,6 +44,10 @@ pub struct Explanation {
     pub token: ExplainedToken,
     /// One verdict per decided column, in the order of the `requests` table.
     pub verdicts: Vec<Verdict>,
+    /// Start times (RFC 3339) of the other stored requests or probes with the same id (a
+    /// client that reuses its correlation id makes several): ask for one with `at`.
+    #[serde(default)]
+    pub others: Vec<String>,
 }
 
 /// One record of the component.
@@ -51,7 +55,9 @@ pub struct Explanation {
 pub struct ExplainedRecord {
     /// Start, ns since the epoch.
     pub time_ns: i64,
-    /// Start, ms after the component's first record.
+    /// Start, ms after the component's first record. A log line that logs an elapsed
+    /// (`END`, `AFTER_REQUEST`) is written when that time ends: its start is the line's time
+    /// less the elapsed.
     pub offset_ms: f64,
     /// Duration (ms) when the record has one (a span's, a gateway's total, a logged elapsed).
     pub duration_ms: Option<f64>,
@@ -183,18 +189,26 @@ fn ms(v: Option<f64>) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-/// The explanation of the component of `input` whose request (or probe) id is `id`.
+/// The explanation of the component of `input` whose request (or probe) id is `id`; of
+/// several, the one that starts at `at` (else the earliest).
 pub(crate) fn explain_id(
     input: Input,
     rules: &Rules,
     now_ns: i64,
     id: &str,
+    at: Option<i64>,
 ) -> Option<Explanation> {
     let (input, groups) = components(input, rules);
-    groups
+    let mut found: Vec<Explanation> = groups
         .iter()
         .filter_map(|members| explain(&input, members, rules, now_ns))
-        .find(|e| e.request_id == id)
+        .filter(|e| e.request_id == id)
+        .collect();
+    found.sort_by_key(|e| e.time_ns);
+    let pick = at
+        .and_then(|t| found.iter().position(|e| e.time_ns == t))
+        .unwrap_or(0);
+    (pick < found.len()).then(|| found.swap_remove(pick))
 }
 
 /// The explanation of the component `members` of `input` (`None`: background work, or no
@@ -251,9 +265,16 @@ pub(crate) fn explain(
                         .collect()
                 })
                 .unwrap_or_default();
+            // A log line that logs an elapsed (END, AFTER_REQUEST) is written when that time
+            // ends: its bar ends at the line.
+            let at_ms = e.time.saturating_sub(t0) as f64 / 1e6;
+            let offset_ms = match (e.source, e.duration_ms) {
+                ("flow_logs", Some(d)) if d.is_finite() && d > 0.0 => at_ms - d,
+                _ => at_ms,
+            };
             ExplainedRecord {
                 time_ns: e.time,
-                offset_ms: e.time.saturating_sub(t0) as f64 / 1e6,
+                offset_ms,
                 duration_ms: e.duration_ms,
                 layer: e.layer.to_string(),
                 source: e.source.to_string(),
@@ -323,9 +344,7 @@ pub(crate) fn explain(
                 ),
                 vec![m.record.clone()],
             ));
-                let external = who.client_ip.as_deref().is_some_and(|ip| {
-                    !internal(rules, ip) && !rules.gateway_egress.iter().any(|e| e == ip)
-                });
+                let external = external(rules, who.client_ip.as_deref());
                 let mut v = Verdict::new(
                     "external",
                     external,
@@ -351,6 +370,7 @@ pub(crate) fn explain(
         records,
         token,
         verdicts,
+        others: Vec::new(),
     })
 }
 
@@ -639,7 +659,7 @@ mod tests {
             flows: vec![start, before, exc],
             ..Input::default()
         };
-        let e = explain_id(input, &Rules::default(), 0, "c-1").expect("explained");
+        let e = explain_id(input, &Rules::default(), 0, "c-1", None).expect("explained");
         assert_eq!(e.kind, "request");
         assert_eq!(e.records.len(), 4);
         assert!(e.records.iter().all(|r| !r.linked_by.is_empty()));

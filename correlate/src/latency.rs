@@ -72,11 +72,17 @@ pub(crate) struct Latency<'a> {
     pub(crate) waits: Vec<Wait<'a>>,
 }
 
+/// A logged duration (ms) as evidence: finite, not negative, at most a day; anything else
+/// is input seam does not believe.
+pub(crate) fn plausible_ms(ms: f64) -> Option<f64> {
+    (ms.is_finite() && (0.0..=86_400_000.0).contains(&ms)).then_some(ms)
+}
+
 impl<'a> FlowTime<'a> {
     /// The flow time of the request in `l`.
     fn of(l: &Layers<'a>) -> Option<(f64, Self)> {
         if let Some(e) = l.end
-            && let Some(ms) = e.elapsed_ms
+            && let Some(ms) = e.elapsed_ms.and_then(plausible_ms)
         {
             return Some((ms, FlowTime::End(e)));
         }
@@ -92,7 +98,7 @@ impl<'a> FlowTime<'a> {
         l.entry_flows
             .iter()
             .copied()
-            .filter_map(|f| Some((f.elapsed_ms.filter(|m| m.is_finite() && *m >= 0.0)?, f)))
+            .filter_map(|f| Some((f.elapsed_ms.and_then(plausible_ms)?, f)))
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(ms, f)| (ms, FlowTime::LastElapsed(f)))
     }
@@ -148,14 +154,16 @@ fn flow_waits<'a>(l: &Layers<'a>) -> Vec<Wait<'a>> {
             how: WaitEvidence::Logged(f),
         });
     }
-    // Calls never closed: the first failure the app logged after their start ends them.
+    // Calls never closed: the first failure the app logged after their start, and before
+    // its END, ends them.
+    let flow_end = l.end.map_or(i64::MAX, |e| e.time);
     for start in open {
         let failure = l
             .flows
             .iter()
             .copied()
             .filter(|f| f.mule_app.is_none() || l.in_entry(&f.mule_app))
-            .filter(|f| f.time >= start.time && !std::ptr::eq(*f, start))
+            .filter(|f| f.time >= start.time && f.time <= flow_end && !std::ptr::eq(*f, start))
             .filter(|f| !f.trace_point.as_deref().is_some_and(starts_call))
             .find(|f| is_failure(f));
         if let Some(failure) = failure {
@@ -193,6 +201,13 @@ impl<'a> Latency<'a> {
         if waits.is_empty() {
             waits = flow_waits(l);
         }
+        // A wait lies within the run: a logged duration longer than the flow, or a span
+        // outside it, is cut to the flow's start and end where they are known.
+        let (run_start, run_end) = run_bounds(l, flow);
+        for w in &mut waits {
+            w.start = w.start.max(run_start);
+            w.end = w.end.min(run_end).max(w.start);
+        }
         let backend_ms = union_ms(waits.iter().map(|w| (w.start, w.end)).collect());
         let integration_ms = match (flow_ms, backend_ms) {
             (Some(f), Some(b)) => Some(f - b),
@@ -222,6 +237,22 @@ impl<'a> Latency<'a> {
             waits,
         }
     }
+}
+
+/// The integration run's start and end (ns) where known: its entry span, else its START
+/// line and its END line (or START plus the flow time); unbounded otherwise.
+fn run_bounds(l: &Layers<'_>, flow: Option<(f64, FlowTime<'_>)>) -> (i64, i64) {
+    if let Some(s) = l.entry_span
+        && let Some(e) = s.end
+    {
+        return (s.time, e.max(s.time));
+    }
+    let start = l.start.map(|f| f.time);
+    let end = l.end.map(|f| f.time).or_else(|| {
+        let (ms, _) = flow?;
+        start?.checked_add((ms * 1e6) as i64)
+    });
+    (start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX))
 }
 
 /// Length of the union of intervals (ns), in ms.

@@ -13,7 +13,7 @@
 //! flow, when the request was and whether it is settled, and whether it bypassed the
 //! gateway. It gives nothing when the component has no id at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use seam_schemas::token::TokenColumns;
 
@@ -108,26 +108,40 @@ impl<'a> Layers<'a> {
             .find(|g| g.correlation_id.is_some())
             .or_else(|| gws.first().copied());
 
-        // The integration layer: the Mule app the request entered.
-        let span_ids: BTreeSet<&str> = mule_spans.iter().map(|s| s.span_id.as_str()).collect();
-        let entry_span = mule_spans
+        // The integration layer: the Mule app the run started in. With Mule spans, the app
+        // of its root Mule span (no Mule span above it): the entry span when that is a
+        // SERVER span (the request came in over HTTP), else (a scheduler's INTERNAL root
+        // calling other apps) no entry span. Without, the app of its earliest line.
+        let all: BTreeMap<&str, &'a Span> =
+            spans.iter().map(|s| (s.span_id.as_str(), *s)).collect();
+        let under_mule = |s: &Span| {
+            let mut cur = s.parent_span_id.as_deref();
+            for _ in 0..64 {
+                let Some(p) = cur.and_then(|p| all.get(p)) else {
+                    return false;
+                };
+                if p.is_mule() {
+                    return true;
+                }
+                cur = p.parent_span_id.as_deref();
+            }
+            false
+        };
+        let roots: Vec<&'a Span> = mule_spans
             .iter()
             .copied()
-            .filter(|s| s.kind.eq_ignore_ascii_case("server"))
-            .find(|s| {
-                s.parent_span_id
-                    .as_deref()
-                    .is_none_or(|p| !span_ids.contains(p))
-            });
-        let entry_app: Option<String> = entry_span.and_then(|s| s.service.clone()).or_else(|| {
-            first(
-                flows
-                    .iter()
-                    .filter(|f| f.trace_point.as_deref() == Some("START"))
-                    .map(|f| f.mule_app.clone()),
-            )
-            .or_else(|| first(flows.iter().map(|f| f.mule_app.clone())))
-        });
+            .filter(|s| !under_mule(s))
+            .collect();
+        let entry_span = roots
+            .iter()
+            .copied()
+            .find(|s| s.kind.eq_ignore_ascii_case("server"));
+        let root_app = match entry_span {
+            Some(s) => s.service.clone(),
+            None => roots.first().and_then(|s| s.service.clone()),
+        };
+        let entry_app: Option<String> =
+            root_app.or_else(|| first(flows.iter().map(|f| f.mule_app.clone())));
         let entry_flows: Vec<&'a Flow> = flows
             .iter()
             .copied()

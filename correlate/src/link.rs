@@ -237,7 +237,7 @@ pub(crate) fn components(mut input: Input, rules: &Rules) -> (Input, Vec<Vec<Nod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Flow, Gateway};
+    use crate::record::{Flow, Gateway, Span};
 
     const S: i64 = 1_000_000_000;
 
@@ -424,6 +424,122 @@ mod tests {
         assert_eq!(r.network_ms, Some(3.0));
         assert_eq!(r.gateway_ms, Some(10.0));
         assert_eq!(r.rejected_by, Some("backend"));
+    }
+
+    #[test]
+    fn the_run_is_judged_by_where_it_started_and_a_user_agent_hides_nothing() {
+        let ms = S / 1000;
+        let late = 3_600 * S;
+        // A gateway request whose integration app logs no START, calling an app whose
+        // listener is at /health: a request.
+        let mut g = gw("g-1", 0, None);
+        g.url_path = Some("/orders/v1/orders/ORD-7".into());
+        let mut papi = line("g-1", ms, "FLOW", "orders-papi");
+        papi.trace_point = None;
+        let mut health = line("g-1", 5 * ms, "START", "inventory");
+        health.request_path = Some("/health".into());
+        let input = Input {
+            gateway: vec![g.clone()],
+            flows: vec![papi, health],
+            ..Default::default()
+        };
+        let out = correlate_all(input, &Rules::default(), late);
+        assert_eq!((out.requests.len(), out.probes.len()), (1, 0));
+        // A scheduler (no START of its own) calling another app's listener: background.
+        let sched = line("s-1", 0, "BEFORE_REQUEST", "sched-app");
+        let mut rates = line("s-1", 3 * ms, "START", "rates");
+        rates.request_path = Some("/api/rates".into());
+        rates.remote_address = Some("/10.4.4.4:5000".into());
+        let input = Input {
+            flows: vec![sched, rates.clone()],
+            ..Default::default()
+        };
+        assert_eq!(
+            correlate_all(input, &Rules::default(), late),
+            Correlated::default()
+        );
+        // The same with the scheduler's spans only: its root is an INTERNAL Mule span.
+        let span = |id: &str, parent: Option<&str>, kind: &str, service: &str| Span {
+            time: 0,
+            end: Some(5 * ms),
+            trace_id: "t-1".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_string),
+            kind: kind.into(),
+            service: Some(service.into()),
+            scope: Some("mule".into()),
+            ..Default::default()
+        };
+        rates.trace_id = Some("t-1".into());
+        let input = Input {
+            flows: vec![rates],
+            spans: vec![
+                span("a", None, "INTERNAL", "sched-app"),
+                span("b", Some("a"), "CLIENT", "sched-app"),
+                span("c", Some("b"), "SERVER", "rates"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            correlate_all(input, &Rules::default(), late),
+            Correlated::default()
+        );
+        // A probe's user agent on a gateway request hides nothing.
+        g.user_agent = Some("kube-probe/1.29 (exfil-tool)".into());
+        g.status_code = Some(401);
+        let input = Input {
+            gateway: vec![g],
+            ..Default::default()
+        };
+        assert_eq!(correlate(input, &Rules::default(), late).len(), 1);
+        // A correlation id a probe reuses after a bypass: still the bypass.
+        let mut secret = line("m-1", 0, "START", "orders");
+        secret.request_path = Some("/api/orders/secret-export".into());
+        secret.remote_address = Some("/10.20.4.17:5000".into());
+        let mut ping = line("m-1", 30 * S, "START", "orders");
+        ping.request_path = Some("/ping".into());
+        let input = Input {
+            flows: vec![secret, ping],
+            ..Default::default()
+        };
+        let r = correlate(input, &Rules::default(), late);
+        assert!(r.len() == 1 && r[0].bypassed_gateway, "{r:?}");
+    }
+
+    #[test]
+    fn waits_stay_inside_the_run() {
+        let ms = S / 1000;
+        let mut start = line("w-1", 0, "START", "orders");
+        start.request_path = Some("/orders".into());
+        let before = line("w-1", 10 * ms, "BEFORE_REQUEST", "orders");
+        let mut end = line("w-1", 100 * ms, "END", "orders");
+        end.elapsed_ms = Some(100.0);
+        // An unrelated error four minutes later ends nothing.
+        let mut error = line("w-1", 240 * S, "LOG", "orders");
+        error.level = Some("ERROR".into());
+        let input = Input {
+            flows: vec![start.clone(), before, end.clone(), error],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert_eq!((r.backend_ms, r.integration_ms), (None, Some(100.0)));
+        // A logged call longer than the run counts only within it.
+        let mut after = line("w-1", 40 * ms, "AFTER_REQUEST", "orders");
+        after.content = Some(r#"{"durationMs": 5000}"#.into());
+        let input = Input {
+            flows: vec![start.clone(), after, end.clone()],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert_eq!((r.backend_ms, r.integration_ms), (Some(40.0), Some(60.0)));
+        // A negative elapsed is not a time.
+        end.elapsed_ms = Some(-10.0);
+        let input = Input {
+            flows: vec![start, end],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert_eq!((r.total_ms, r.integration_ms), (None, None));
     }
 
     #[test]

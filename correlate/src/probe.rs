@@ -47,7 +47,7 @@ pub(crate) struct Inbound {
 pub(crate) struct ProbeMatch {
     /// `path` or `user_agent`.
     pub(crate) by: &'static str,
-    /// The pattern (path) or substring (user agent) that matched, as configured.
+    /// The pattern (path) or prefix (user agent) that matched, as configured.
     pub(crate) rule: String,
     /// The value that matched.
     pub(crate) value: String,
@@ -63,7 +63,7 @@ pub fn normal_path(p: &str) -> String {
     if p.is_empty() {
         "/".to_string()
     } else {
-        p.to_ascii_lowercase()
+        p.to_lowercase()
     }
 }
 
@@ -91,9 +91,13 @@ fn glob(pattern: &str, path: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// The probe path pattern `path` matches, if any.
+/// The probe path pattern `path` matches, if any. A path with a `..` or `.` segment never
+/// matches (`/health/../orders` is not a health check).
 pub(crate) fn probe_path<'r>(rules: &'r Rules, path: &str) -> Option<&'r str> {
     let path = normal_path(path);
+    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        return None;
+    }
     rules
         .probe_paths
         .iter()
@@ -101,20 +105,46 @@ pub(crate) fn probe_path<'r>(rules: &'r Rules, path: &str) -> Option<&'r str> {
         .map(String::as_str)
 }
 
-/// The probe user agent `ua` contains, if any.
+/// The probe user agent `ua` begins with, if any (case-insensitive).
 pub(crate) fn probe_agent<'r>(rules: &'r Rules, ua: &str) -> Option<&'r str> {
-    let ua = ua.to_ascii_lowercase();
+    let ua = ua.trim().to_lowercase();
     rules
         .probe_user_agents
         .iter()
-        .find(|p| !p.is_empty() && ua.contains(p.as_str()))
+        .find(|p| !p.is_empty() && ua.starts_with(p.as_str()))
         .map(String::as_str)
 }
 
-/// Whether `ip` lies in the cluster's own networks.
+/// The IP address of a logged caller: `10.1.2.3`, `/10.1.2.3:80`, `[::1]:80`, Java's
+/// `host/10.1.2.3:80`, a zone (`fe80::1%eth0`), IPv4-mapped IPv6 (`::ffff:10.1.2.3`) as
+/// IPv4. `None` when it is not an address.
+pub(crate) fn parse_ip(addr: &str) -> Option<IpAddr> {
+    let a = addr.trim();
+    // Java's InetSocketAddress: `hostname/address:port`.
+    let a = a.rsplit_once('/').map_or(a, |(_, rest)| rest);
+    let ip = ip_of(a);
+    let ip = ip.split('%').next().unwrap_or(&ip);
+    let ip: IpAddr = ip.parse().ok()?;
+    Some(ip.to_canonical())
+}
+
+/// Whether the address `ip` lies in the cluster's own networks.
+#[cfg(test)]
 pub(crate) fn internal(rules: &Rules, ip: &str) -> bool {
-    ip.parse::<IpAddr>()
-        .is_ok_and(|a| rules.internal_networks.iter().any(|n| n.contains(&a)))
+    parse_ip(ip).is_some_and(|a| rules.internal_networks.iter().any(|n| n.contains(&a)))
+}
+
+/// Whether a probe from `ip` is external: the address parses, lies outside the cluster's
+/// networks and is not one of the gateway's egress addresses.
+pub(crate) fn external(rules: &Rules, ip: Option<&str>) -> bool {
+    let Some(a) = ip.and_then(parse_ip) else {
+        return false;
+    };
+    !rules.internal_networks.iter().any(|n| n.contains(&a))
+        && !rules
+            .gateway_egress
+            .iter()
+            .any(|e| parse_ip(e) == Some(a) || e == &a.to_string())
 }
 
 /// Whether `f` logs an outbound call (`BEFORE_REQUEST`, `AFTER_REQUEST`, a request scope,
@@ -149,43 +179,76 @@ pub(crate) fn flow_user_agent(f: &Flow) -> Option<String> {
 }
 
 impl Kind {
-    /// What the component in `l` is.
+    /// What the component in `l` is. A probe needs a probe path on an inbound record and
+    /// no inbound record with another path (an id reused by a probe and a request is a
+    /// request), or a probe user agent on a run with one inbound path at most, no gateway
+    /// record and no token (a user agent is the caller's to choose: alone it never hides a
+    /// request that went through the gateway or carried a token).
     pub(crate) fn of(l: &Layers<'_>, rules: &Rules) -> Self {
         // Probes: the inbound records' paths, then their user agents.
-        let mut paths: Vec<(&str, String)> = Vec::new();
+        // Inbound paths: (path, record, concrete). A span's route template (`/api/*`) is
+        // evidence for a probe but never against one.
+        let mut paths: Vec<(&str, String, bool)> = Vec::new();
         let mut agents: Vec<(String, String)> = Vec::new();
         for g in &l.gws {
-            paths.extend(g.url_path.as_deref().map(|p| (p, g.key.clone())));
-            agents.extend(g.user_agent.clone().map(|u| (u, g.key.clone())));
+            paths.extend(g.url_path.as_deref().map(|p| (p, g.key.clone(), true)));
         }
         if let Some(s) = l.entry_span {
-            for p in [&s.url_path, &s.http_route].into_iter().flatten() {
-                paths.push((p.as_str(), s.span_id.clone()));
-            }
+            paths.extend(s.url_path.as_deref().map(|p| (p, s.span_id.clone(), true)));
+            paths.extend(
+                s.http_route
+                    .as_deref()
+                    .map(|p| (p, s.span_id.clone(), false)),
+            );
             agents.extend(s.user_agent.clone().map(|u| (u, s.span_id.clone())));
         }
         for f in l.entry_flows.iter().filter(|f| !outbound(f)) {
-            paths.extend(f.request_path.as_deref().map(|p| (p, f.key.clone())));
+            paths.extend(f.request_path.as_deref().map(|p| (p, f.key.clone(), true)));
             agents.extend(flow_user_agent(f).map(|u| (u, f.key.clone())));
         }
-        for (p, record) in &paths {
-            if let Some(rule) = probe_path(rules, p) {
-                return Kind::Probe(ProbeMatch {
-                    by: "path",
-                    rule: rule.to_string(),
-                    value: (*p).to_string(),
-                    record: record.clone(),
-                });
-            }
+        let matched: Vec<Option<&str>> = paths.iter().map(|(p, ..)| probe_path(rules, p)).collect();
+        // A concrete inbound path that is not a probe's: a request (an id a probe and a
+        // request share makes a request, never a hidden one).
+        let other_path = paths
+            .iter()
+            .zip(&matched)
+            .any(|((_, _, concrete), m)| *concrete && m.is_none());
+        if let Some(((p, record, _), rule)) = paths
+            .iter()
+            .zip(&matched)
+            .find_map(|(p, m)| m.map(|m| (p, m)))
+            .filter(|_| !other_path)
+        {
+            return Kind::Probe(ProbeMatch {
+                by: "path",
+                rule: rule.to_string(),
+                value: (*p).to_string(),
+                record: record.clone(),
+            });
         }
-        for (ua, record) in &agents {
-            if let Some(rule) = probe_agent(rules, ua) {
-                return Kind::Probe(ProbeMatch {
-                    by: "user_agent",
-                    rule: rule.to_string(),
-                    value: ua.clone(),
-                    record: record.clone(),
-                });
+        // A probe user agent: on one run (at most one concrete inbound path) that has no
+        // gateway record and carries no token.
+        let concrete: std::collections::BTreeSet<String> = paths
+            .iter()
+            .filter(|(_, _, c)| *c)
+            .map(|(p, ..)| normal_path(p))
+            .collect();
+        let tokenless = l
+            .flows
+            .iter()
+            .map(|f| &f.token)
+            .chain(l.spans.iter().map(|s| &s.token))
+            .all(|t| !t.is_some());
+        if concrete.len() <= 1 && l.gws.is_empty() && l.evs.is_empty() && tokenless {
+            for (ua, record) in &agents {
+                if let Some(rule) = probe_agent(rules, ua) {
+                    return Kind::Probe(ProbeMatch {
+                        by: "user_agent",
+                        rule: rule.to_string(),
+                        value: ua.clone(),
+                        record: record.clone(),
+                    });
+                }
             }
         }
         // Inbound HTTP evidence.
@@ -261,10 +324,25 @@ mod tests {
         let r = Rules::default();
         assert_eq!(probe_agent(&r, "kube-probe/1.29"), Some("kube-probe/"));
         assert_eq!(probe_agent(&r, "Mozilla/5.0"), None);
+        assert_eq!(probe_agent(&r, "MyAlwaysOnDashboard/1.0"), None);
+        assert_eq!(probe_agent(&r, "curl/8 HealthCheck"), None);
         assert!(internal(&r, "10.1.2.3"));
         assert!(internal(&r, "fe80::1"));
         assert!(!internal(&r, "203.0.113.9"));
         assert!(!internal(&r, "not an ip"));
+        for a in [
+            "/[::ffff:10.1.1.1]:80",
+            "/[0:0:0:0:0:ffff:a01:101]:80",
+            "fe80::1%eth0",
+            "localhost/127.0.0.1:8081",
+        ] {
+            assert!(internal(&r, a), "{a}");
+            assert!(!external(&r, Some(a)), "{a}");
+        }
+        assert!(!external(&r, Some("garbage")));
+        assert!(!external(&r, None));
+        assert!(external(&r, Some("/203.0.113.9:443")));
+        assert_eq!(probe_path(&r, "/health/../api/orders"), None);
         let f = Flow {
             content: Some(r#"{"requestPath":"/x","User-Agent":"AlwaysOn"}"#.into()),
             ..Flow::default()

@@ -273,17 +273,17 @@ impl Reader {
         }
     }
 
-    /// The start time of the stored request or probe with id `id`, if there is one.
+    /// The start times of the stored requests and probes with id `id`, earliest first.
     ///
     /// # Errors
     /// The source failed.
-    pub async fn time_of(&self, id: &str) -> Result<Option<i64>, ReadError> {
-        let mut out = None;
+    pub async fn times_of(&self, id: &str) -> Result<Vec<i64>, ReadError> {
+        let mut out = BTreeSet::new();
         let params = vec![Param::TextList(vec![id.to_string()])];
         for b in self.source.read(&self.sql.time_of, params).await? {
-            out = out.or(i64s(&b, "t").into_iter().flatten().next());
+            out.extend(i64s(&b, "t").into_iter().flatten());
         }
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 
     /// The minute buckets of the requests and probes not settled yet.

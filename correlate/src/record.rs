@@ -215,7 +215,7 @@ pub struct Rules {
     pub gateway_egress: Vec<String>,
     /// Probe path patterns, normalised (lower case, no trailing slash; `*` any run).
     pub probe_paths: Vec<String>,
-    /// Probe user agents (lower case substrings).
+    /// Probe user agents (lower case prefixes).
     pub probe_user_agents: Vec<String>,
     /// The cluster's own networks.
     pub internal_networks: Vec<ipnet::IpNet>,

@@ -14,7 +14,7 @@ use crate::latency::Latency;
 use crate::layers::{Identity, Layers, first};
 use crate::link::Node;
 use crate::outcome::Outcome;
-use crate::probe::{Kind, ProbeMatch, flow_user_agent, internal};
+use crate::probe::{Kind, ProbeMatch, external, flow_user_agent};
 use crate::record::{Input, Rules};
 
 /// One derived request (a `requests` row) and its timeline.
@@ -149,7 +149,7 @@ pub struct Probe {
     pub user_agent: Option<String>,
     /// `path` or `user_agent`.
     pub matched_by: &'static str,
-    /// The configured pattern or substring that matched.
+    /// The configured pattern or prefix that matched.
     pub rule: String,
     /// A gateway record is part of it.
     pub has_gateway: bool,
@@ -191,10 +191,7 @@ fn probe(l: &Layers<'_>, m: ProbeMatch, rules: &Rules, now_ns: i64) -> Option<Pr
     let user_agent = first(l.gws.iter().map(|g| g.user_agent.clone()))
         .or_else(|| l.entry_span.and_then(|s| s.user_agent.clone()))
         .or_else(|| first(l.entry_flows.iter().map(|f| flow_user_agent(f))));
-    let external = who
-        .client_ip
-        .as_deref()
-        .is_some_and(|ip| !internal(rules, ip) && !rules.gateway_egress.iter().any(|e| e == ip));
+    let external = external(rules, who.client_ip.as_deref());
     Some(Probe {
         time: who.time,
         ingest_time: who.ingest_time,

@@ -358,13 +358,25 @@ impl Correlator {
     }
 
     /// Why the stored request (or probe) `id` is what it is: its minute's records are read
-    /// again and linked by the same rules, and the component with that id explained.
-    /// `None` when no stored request or probe has that id (or its records are gone).
+    /// again and linked by the same rules, and the component with that id explained. Of
+    /// several stored with the same id (a reused correlation id), the one starting closest
+    /// to `at` (ns), else the earliest; the others' start times are listed in
+    /// [`Explanation::others`]. `None` when no stored request or probe has that id (or its
+    /// records are gone).
     ///
     /// # Errors
     /// Reading failed.
-    pub async fn explain(&self, id: &str) -> Result<Option<Explanation>, CorrelateError> {
-        let Some(t) = self.reader.time_of(id).await? else {
+    pub async fn explain(
+        &self,
+        id: &str,
+        at: Option<i64>,
+    ) -> Result<Option<Explanation>, CorrelateError> {
+        let times = self.reader.times_of(id).await?;
+        let chosen = match at {
+            Some(at) => times.iter().min_by_key(|t| t.abs_diff(at)),
+            None => times.first(),
+        };
+        let Some(&t) = chosen else {
             return Ok(None);
         };
         let minute = minute_of(t);
@@ -372,7 +384,15 @@ impl Correlator {
         let end = minute.saturating_add(MINUTE_NS);
         let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
         let input = self.reader.read_linked(a, b, minute, end).await?;
-        Ok(crate::explain::explain_id(input, &self.rules, now_ns(), id))
+        let mut e = crate::explain::explain_id(input, &self.rules, now_ns(), id, Some(t));
+        if let Some(e) = e.as_mut() {
+            e.others = times
+                .iter()
+                .filter(|x| **x != e.time_ns)
+                .map(|x| crate::explain::rfc3339(*x))
+                .collect();
+        }
+        Ok(e)
     }
 }
 

@@ -4,7 +4,9 @@
 //! every record says what linked it; the binary prints the same answer as a waterfall or as
 //! JSON; an unknown id is a 404 (exit code 1 and a message that says so); ids that cannot be
 //! request ids are a 400; with keys configured the route needs the query role, and both the
-//! explanation and the refusal are audited.
+//! explanation and the refusal are audited. A reused id lists its other runs (`others`) and
+//! `at` picks one; the binary refuses an id with a control character without asking the
+//! server, and never prints the password of a `--server` address.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -277,7 +279,7 @@ async fn explanations_give_the_rows_values_with_their_evidence() {
         let body: Value = resp.json().await.unwrap();
         assert!(body["error"].as_str().is_some(), "{path}: {body}");
     }
-    // A server that is not there: the message names it.
+    // A server that is not there: the message names it, without the password.
     let port = free_port();
     let (code, _, err) = seam_explain(&format!("127.0.0.1:{port}"), &["x"], &[]);
     assert_eq!(code, Some(1), "{err}");
@@ -285,7 +287,134 @@ async fn explanations_give_the_rows_values_with_their_evidence() {
         err.contains(&format!("cannot reach seam at http://127.0.0.1:{port}")),
         "{err}"
     );
+    let (code, _, err) = seam_explain(&format!("admin:s3cr3tpw@127.0.0.1:{port}"), &["x"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("s3cr3tpw"), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach seam at http://127.0.0.1:{port}")),
+        "{err}"
+    );
     stack.stop().await;
+}
+
+/// One JSON Logger START/END pair of `id` at `start` and `end` (RFC 3339): an inbound request
+/// from a client straight to Mule (a bypass).
+fn mule_run(id: &str, start: &str, end: &str) -> [String; 2] {
+    let line = |trace_point: &str, at: &str, content: Value| {
+        serde_json::json!({"correlationId": id, "tracePoint": trace_point, "priority": "INFO",
+               "elapsed": 0, "message": trace_point, "timestamp": at,
+               "locationInfo": {"rootContainer": "gen-main", "fileName": "gen.xml", "lineInFile": "1"},
+               "applicationName": "gen-papi", "content": content})
+        .to_string()
+    };
+    [
+        line(
+            "START",
+            start,
+            serde_json::json!({"method": "GET", "requestPath": "/api/orders/17",
+                               "remoteAddress": "/203.0.113.77:51000"}),
+        ),
+        line("END", end, serde_json::json!({"statusCode": 200})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_id_lists_its_other_runs_and_at_picks_one() {
+    const ID: &str = "reused-correlation-id-1";
+    let stack = Stack::start_with(|c| {
+        c.correlation.horizon = Duration::from_secs(2);
+        c.correlation.delay = Duration::from_millis(200);
+    })
+    .await;
+    let http = stack.addrs.ingest_http.to_string();
+    let api = stack.api();
+    // The same id 40 minutes apart: two requests.
+    let mut lines = mule_run(ID, "2024-11-06T10:00:00.000Z", "2024-11-06T10:00:00.050Z").to_vec();
+    lines.extend(mule_run(
+        ID,
+        "2024-11-06T10:40:00.000Z",
+        "2024-11-06T10:40:00.030Z",
+    ));
+    post_lines(&http, "/ingest/mule", &lines, 100).await;
+    wait_exact(
+        &api,
+        &format!("SELECT count(*) FROM requests WHERE request_id = {}", q(ID)),
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let client = reqwest::Client::new();
+    let get = |query: String| {
+        let client = client.clone();
+        let url = format!("http://{api}/api/v1/requests/{ID}/explain{query}");
+        async move { client.get(url).send().await.unwrap() }
+    };
+    // Without `at`: the earliest, and the other's start time.
+    let resp = get(String::new()).await;
+    assert_eq!(resp.status(), 200);
+    let first: Value = resp.json().await.unwrap();
+    let first_time = first["time"].as_str().unwrap().to_string();
+    assert!(first_time.starts_with("2024-11-06T10:00:00"), "{first:#}");
+    let others = first["others"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "{first:#}");
+    let other = others[0].as_str().unwrap().to_string();
+    assert!(other.starts_with("2024-11-06T10:40:00"), "{first:#}");
+    // `at` the other time: that run, listing the first.
+    let resp = get(format!("?at={other}")).await;
+    assert_eq!(resp.status(), 200);
+    let second: Value = resp.json().await.unwrap();
+    assert_eq!(second["time"], other.as_str(), "{second:#}");
+    assert_eq!(
+        second["others"],
+        serde_json::json!([first_time]),
+        "{second:#}"
+    );
+    // `at` as ns since the epoch, a minute off: still the closer run.
+    let resp = get("?at=1730889660000000000".to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let near: Value = resp.json().await.unwrap();
+    assert_eq!(near["time"], other.as_str(), "{near:#}");
+    // A bad `at` is a 400 that names it.
+    let resp = get("?at=yesterday".to_string()).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.starts_with("at ")),
+        "{body}"
+    );
+    // The binary: --at, and the text names the other run.
+    let (code, out, err) =
+        seam_explain(&api, &[ID, "--format", "json", "--at", other.as_str()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed["time"], other.as_str(), "{out}");
+    let (code, out, err) = seam_explain(&api, &[ID], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Also with this id:"), "{out}");
+    assert!(out.contains(&other), "{out}");
+    stack.stop().await;
+}
+
+#[test]
+fn the_binary_refuses_an_id_with_a_control_character_without_asking() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let api = listener.local_addr().unwrap().to_string();
+    for id in ["a\tb", "..", "."] {
+        let (code, out, err) = seam_explain(&api, &[id], &[]);
+        assert_eq!(code, Some(1), "{id:?}: {out}{err}");
+        assert!(out.is_empty(), "{id:?}: {out}");
+        if id == "a\tb" {
+            assert!(err.contains("control character"), "{err}");
+        } else {
+            assert!(err.contains("`.` or `..`"), "{err}");
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("seam explain contacted the server: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! range is half-open, to the nanosecond); pyarrow, DuckDB, Python's hashlib and
 //! `sha256sum -c` read and verify the files independently of seam; the answers match the SQL
 //! API's for the same range; a filter narrows the sets that have its column; a non-empty
-//! directory (without `--force`) and an empty range are refused.
+//! directory (without `--force`) and an empty range are refused; a failed export removes the
+//! directory it created and never prints the password of `--server`.
 
 use std::path::Path;
 use std::process::Command;
@@ -553,4 +554,32 @@ async fn export_a_range_for_auditors_and_verify_it_independently() {
         assert!(!out.exists(), "{args:?}");
     }
     stack.stop().await;
+}
+
+/// A server that cannot be reached: the message names it without its password, and the
+/// directory the run created is gone.
+#[test]
+fn a_failed_export_leaves_no_directory_and_shows_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new");
+    let port = free_port();
+    let server = format!("http://admin:s3cr3tpw@127.0.0.1:{port}/?x=1#f");
+    let (ok, _, err) = seam_cmd(&[
+        "export",
+        "--server",
+        &server,
+        "--since",
+        START,
+        "--until",
+        END,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{err}");
+    assert!(!err.contains("s3cr3tpw"), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach seam at http://127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!out.exists(), "{err}");
 }

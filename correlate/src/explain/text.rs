@@ -35,6 +35,8 @@ const DUR_COLS: usize = 10;
 const INDENT: &str = "      ";
 /// Characters of an id shown in "linked by" (the full id is in the JSON).
 const ID_CHARS: usize = 12;
+/// Start times of the other runs with the same id the header lists.
+const OTHERS_SHOWN: usize = 10;
 /// The verdicts the header repeats, in this order.
 const HEADLINE: [&str; 5] = [
     "status_code",
@@ -83,6 +85,9 @@ fn header(e: &Explanation, w: usize, out: &mut Vec<String>) {
         clean(&e.time)
     };
     out.push(cut(&format!("time     {time}"), w));
+    if !e.others.is_empty() {
+        others(e, w, out);
+    }
     if let Some(what) = method_path(&e.records) {
         out.push(cut(&format!("what     {what}"), w));
     }
@@ -94,6 +99,26 @@ fn header(e: &Explanation, w: usize, out: &mut Vec<String>) {
     if !head.is_empty() {
         wrap_into(out, "verdicts ", "         ", &head.join(", "), w, true);
     }
+}
+
+/// "Also with this id: T1, T2, … (seam explain ID --at TIME)": the start times of the other
+/// stored runs with the same id (at most [`OTHERS_SHOWN`], then how many more).
+fn others(e: &Explanation, w: usize, out: &mut Vec<String>) {
+    let mut times: Vec<String> = e
+        .others
+        .iter()
+        .take(OTHERS_SHOWN)
+        .map(|t| clean(t))
+        .collect();
+    let more = e.others.len().saturating_sub(OTHERS_SHOWN);
+    if more > 0 {
+        times.push(format!("and {more} more"));
+    }
+    let text = format!(
+        "Also with this id: {} (seam explain ID --at TIME)",
+        times.join(", ")
+    );
+    wrap_into(out, "", "         ", &text, w, true);
 }
 
 /// The method and path of the request, from the first gateway record whose name is
@@ -592,6 +617,7 @@ mod tests {
                     "no requester span, AFTER_REQUEST or scope elapsed",
                 ),
             ],
+            others: Vec::new(),
         }
     }
 
@@ -707,6 +733,31 @@ mod tests {
             let text = render(&e, w);
             assert_fits(&text, w.clamp(MIN_WIDTH, MAX_WIDTH));
         }
+    }
+
+    #[test]
+    fn other_runs_with_the_id_are_listed() {
+        let e = explanation(vec![rec("gateway", 0.0, Some(3.0), "a")]);
+        assert!(!render(&e, 100).contains("Also with this id"));
+        let mut e = e;
+        e.others = vec![
+            "2024-11-06T10:40:00.000000000Z".into(),
+            "2024-11-07T10:40:00.000000000Z".into(),
+        ];
+        let text = render(&e, 100);
+        assert!(
+            text.contains(
+                "Also with this id: 2024-11-06T10:40:00.000000000Z, \
+                 2024-11-07T10:40:00.000000000Z"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--at TIME"), "{text}");
+        assert_fits(&text, 100);
+        e.others = vec!["2024-11-06T10:40:00.000000000Z".into(); 25];
+        let text = render(&e, 60);
+        assert!(text.contains("and 15 more"), "{text}");
+        assert_fits(&text, 60);
     }
 
     #[test]

@@ -333,7 +333,7 @@ pub fn probes_schema() -> SchemaRef {
             RULE,
             DataType::Utf8,
             false,
-            "The configured path pattern or user-agent substring that matched.",
+            "The configured path pattern or user-agent prefix that matched.",
         ),
         flag(HAS_GATEWAY, "A gateway record or event is part of it."),
         flag(HAS_FLOW, "Flow records are part of it."),
