@@ -55,11 +55,12 @@ pub struct Explanation {
 pub struct ExplainedRecord {
     /// Start, ns since the epoch.
     pub time_ns: i64,
-    /// Start, ms after the component's first record. A log line that logs an elapsed
-    /// (`END`, `AFTER_REQUEST`) is written when that time ends: its start is the line's time
-    /// less the elapsed.
+    /// Start, ms after the component's first record. A log line that times something
+    /// (`END`, `AFTER_REQUEST`, a request scope's end) is written when that time ends: its
+    /// start is the line's time less the time.
     pub offset_ms: f64,
-    /// Duration (ms) when the record has one (a span's, a gateway's total, a logged elapsed).
+    /// Duration (ms) when the record has one: a span's, a gateway's total, what an `END`,
+    /// `AFTER_REQUEST` or request-scope line timed (other lines: none, they are points).
     pub duration_ms: Option<f64>,
     /// `client`, `gateway`, `integration` or `backend`.
     pub layer: String,
@@ -244,6 +245,17 @@ pub(crate) fn explain(
             .or_default()
             .extend(keys);
     }
+    // Lines whose logged time is a duration ending at the line.
+    let timed: std::collections::BTreeSet<&str> = l
+        .flows
+        .iter()
+        .filter(|f| {
+            f.trace_point
+                .as_deref()
+                .is_some_and(|tp| tp == "END" || tp == "AFTER_REQUEST" || tp.ends_with("_AFTER"))
+        })
+        .map(|f| f.key.as_str())
+        .collect();
     let records: Vec<ExplainedRecord> = timeline(&l)
         .into_iter()
         .map(|e| {
@@ -265,17 +277,27 @@ pub(crate) fn explain(
                         .collect()
                 })
                 .unwrap_or_default();
-            // A log line that logs an elapsed (END, AFTER_REQUEST) is written when that time
-            // ends: its bar ends at the line.
+            // A log line that times something (END: the flow; AFTER_REQUEST, a request
+            // scope's end: the call) is written when that time ends: its bar ends at the
+            // line. Other lines' elapsed is only the time since the flow began: a point.
             let at_ms = e.time.saturating_sub(t0) as f64 / 1e6;
-            let offset_ms = match (e.source, e.duration_ms) {
-                ("flow_logs", Some(d)) if d.is_finite() && d > 0.0 => at_ms - d,
-                _ => at_ms,
+            let (offset_ms, duration_ms) = match (e.source, e.duration_ms) {
+                ("flow_logs", Some(d)) if d.is_finite() && d > 0.0 => {
+                    if timed.contains(key.as_str()) {
+                        (at_ms - d, Some(d))
+                    } else {
+                        (at_ms, None)
+                    }
+                }
+                // A gateway event is logged by a policy when the request is done (outbound
+                // section): its elapsed ends at it too.
+                ("gateway_events", Some(d)) if d.is_finite() && d > 0.0 => (at_ms - d, Some(d)),
+                _ => (at_ms, e.duration_ms),
             };
             ExplainedRecord {
                 time_ns: e.time,
                 offset_ms,
-                duration_ms: e.duration_ms,
+                duration_ms,
                 layer: e.layer.to_string(),
                 source: e.source.to_string(),
                 record_key: key,
