@@ -29,6 +29,8 @@ pub const CORRELATION_KEYS: &[&str] = &[
     "correlation.id",
     "correlation_id",
     "correlationId",
+    "mule.correlationId",
+    "mule.correlation.id",
     "http.request.header.x-correlation-id",
     "http.request.header.x_correlation_id",
     "http.request.header.x-ms-correlation-id",

@@ -42,7 +42,7 @@ pub struct CorrelationConfig {
     pub probe_paths: Vec<String>,
     /// User agents of probes: case-insensitive prefixes of a SERVER span's or a JSON Logger
     /// record's user agent. A user agent is the caller's to choose, so it makes a probe only
-    /// of a run with no gateway record, no token and no path other than a probe path.
+    /// of a run with no gateway record, no token and at most one inbound path.
     pub probe_user_agents: Vec<String>,
     /// The cluster's own networks (CIDR): a probe from an address outside them (and outside
     /// `gateway_egress`) without a gateway record is in `audit_external_probes`.

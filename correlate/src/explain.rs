@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::latency::{FlowTime, Latency, WaitEvidence};
+use crate::latency::{FlowTime, Latency, WaitEvidence, content_num, plausible_ms};
 use crate::layers::{Identity, Layers};
 use crate::link::{Node, components, node_keys};
 use crate::outcome::Outcome;
@@ -53,7 +53,8 @@ pub struct Explanation {
 /// One record of the component.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExplainedRecord {
-    /// Start, ns since the epoch.
+    /// The record's own time, ns since the epoch (a log line's time, a span's or gateway
+    /// record's start).
     pub time_ns: i64,
     /// Start, ms after the component's first record. A log line that times something
     /// (`END`, `AFTER_REQUEST`, a request scope's end) is written when that time ends: its
@@ -246,15 +247,24 @@ pub(crate) fn explain(
             .extend(keys);
     }
     // Lines whose logged time is a duration ending at the line.
-    let timed: std::collections::BTreeSet<&str> = l
+    // Lines that time something, and what they timed: an END its flow (elapsed), an
+    // AFTER_REQUEST its call (the logged duration), a scope end its scope.
+    let timed: BTreeMap<&str, f64> = l
         .flows
         .iter()
-        .filter(|f| {
-            f.trace_point
-                .as_deref()
-                .is_some_and(|tp| tp == "END" || tp == "AFTER_REQUEST" || tp.ends_with("_AFTER"))
+        .filter_map(|f| {
+            let tp = f.trace_point.as_deref()?;
+            let ms = if tp == "END" {
+                f.elapsed_ms
+            } else if tp == "AFTER_REQUEST" {
+                content_num(&f.content, &["durationMs", "duration", "elapsedMs"])
+            } else if tp.ends_with("_AFTER") {
+                f.scope_elapsed_ms
+            } else {
+                None
+            }?;
+            Some((f.key.as_str(), plausible_ms(ms)?))
         })
-        .map(|f| f.key.as_str())
         .collect();
     let records: Vec<ExplainedRecord> = timeline(&l)
         .into_iter()
@@ -282,13 +292,10 @@ pub(crate) fn explain(
             // line. Other lines' elapsed is only the time since the flow began: a point.
             let at_ms = e.time.saturating_sub(t0) as f64 / 1e6;
             let (offset_ms, duration_ms) = match (e.source, e.duration_ms) {
-                ("flow_logs", Some(d)) if d.is_finite() && d > 0.0 => {
-                    if timed.contains(key.as_str()) {
-                        (at_ms - d, Some(d))
-                    } else {
-                        (at_ms, None)
-                    }
-                }
+                ("flow_logs", _) => match timed.get(key.as_str()) {
+                    Some(d) => (at_ms - d, Some(*d)),
+                    None => (at_ms, None),
+                },
                 // A gateway event is logged by a policy when the request is done (outbound
                 // section): its elapsed ends at it too.
                 ("gateway_events", Some(d)) if d.is_finite() && d > 0.0 => (at_ms - d, Some(d)),

@@ -247,7 +247,12 @@ fn run_bounds(l: &Layers<'_>, flow: Option<(f64, FlowTime<'_>)>) -> (i64, i64) {
     {
         return (s.time, e.max(s.time));
     }
-    let start = l.start.map(|f| f.time);
+    let start = l.start.map(|f| f.time).or_else(|| {
+        // No START: the END less the flow time it logged.
+        let e = l.end?;
+        let ms = e.elapsed_ms.and_then(plausible_ms)?;
+        e.time.checked_sub((ms * 1e6) as i64)
+    });
     let end = l.end.map(|f| f.time).or_else(|| {
         let (ms, _) = flow?;
         start?.checked_add((ms * 1e6) as i64)
@@ -276,7 +281,7 @@ fn union_ms(mut iv: Vec<(i64, i64)>) -> Option<f64> {
     Some(total as f64 / 1e6)
 }
 
-fn content_num(content: &Option<String>, keys: &[&str]) -> Option<f64> {
+pub(crate) fn content_num(content: &Option<String>, keys: &[&str]) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_str(content.as_deref()?).ok()?;
     keys.iter().find_map(|k| match v.get(*k)? {
         serde_json::Value::Number(n) => n.as_f64(),

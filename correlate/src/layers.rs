@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use seam_schemas::token::TokenColumns;
 
+use crate::latency::plausible_ms;
 use crate::link::{Node, node_time};
+use crate::probe::{outbound, parse_ip};
 use crate::record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};
 
 /// The IP of an address such as `/10.20.4.17:49822` or `[::1]:80`.
@@ -32,6 +34,12 @@ pub fn ip_of(addr: &str) -> String {
         }
         _ => a.to_string(),
     }
+}
+
+/// A logged caller address as an IP (`/10.1.2.3:80`, Java's `host/10.1.2.3:80`, IPv4-mapped
+/// IPv6 as IPv4), else as [`ip_of`] reads it.
+fn caller_ip(addr: &str) -> String {
+    parse_ip(addr).map_or_else(|| ip_of(addr), |ip| ip.to_string())
 }
 
 /// The first value an iterator of options holds.
@@ -75,8 +83,128 @@ pub(crate) struct Layers<'a> {
     pub(crate) end: Option<&'a Flow>,
     /// The request went through the integration layer.
     pub(crate) has_integration: bool,
+    /// Every app with inbound evidence was called by an app of the run that has none (a
+    /// scheduler calling a listener): background work, unless a gateway record says
+    /// otherwise.
+    pub(crate) started_by_caller: bool,
     /// Spans by span id.
     by_id: BTreeMap<&'a str, &'a Span>,
+}
+
+/// What one Mule app did in a run, for choosing the entry.
+#[derive(Debug, Default)]
+struct AppRun<'a> {
+    /// Its earliest record.
+    first: i64,
+    /// Its root SERVER span (no Mule span above it), the earliest.
+    server_root: Option<&'a Span>,
+    /// A line of its own with a listener path, method or caller.
+    listener: bool,
+    /// It called out (an outbound line, a CLIENT span).
+    calls_out: bool,
+    /// It has a root Mule span that is not a SERVER span (a scheduler, a queue consumer).
+    started_alone: bool,
+    /// Its SERVER span is below another app's Mule span.
+    called_by_span: bool,
+}
+
+impl AppRun<'_> {
+    fn inbound(&self) -> bool {
+        self.server_root.is_some() || self.listener
+    }
+}
+
+/// The entry of a run: the app it entered, that app's root SERVER span, and whether every
+/// app with inbound evidence was called by an app that has none (a scheduler's run).
+///
+/// The candidates are the apps with inbound evidence (a root SERVER span, a listener line)
+/// that no other app of the run called (by spans: their SERVER span lies below another
+/// app's Mule span; by lines, for an app that calls nothing itself: an app without inbound
+/// evidence called out or started alone before it). Of the candidates, an app that called
+/// out is preferred (an integration app calls its backends; a leaf app does not, whatever
+/// the hosts' clocks say), then the earliest. Without candidates: the app of the earliest
+/// root Mule span, else of the earliest line.
+fn entry_of<'a>(
+    flows: &[&'a Flow],
+    spans: &[&'a Span],
+    mule_spans: &[&'a Span],
+) -> (Option<String>, Option<&'a Span>, bool) {
+    let all: BTreeMap<&str, &'a Span> = spans.iter().map(|s| (s.span_id.as_str(), *s)).collect();
+    let mule_above = |s: &Span| {
+        let mut cur = s.parent_span_id.as_deref();
+        for _ in 0..64 {
+            let p = cur.and_then(|p| all.get(p))?;
+            if p.is_mule() {
+                return Some(p.service.clone());
+            }
+            cur = p.parent_span_id.as_deref();
+        }
+        None
+    };
+    let mut apps: BTreeMap<Option<String>, AppRun<'a>> = BTreeMap::new();
+    fn touch<'m, 'a>(
+        apps: &'m mut BTreeMap<Option<String>, AppRun<'a>>,
+        app: &Option<String>,
+        t: i64,
+    ) -> &'m mut AppRun<'a> {
+        let a = apps.entry(app.clone()).or_insert_with(|| AppRun {
+            first: t,
+            ..AppRun::default()
+        });
+        a.first = a.first.min(t);
+        a
+    }
+    for s in mule_spans {
+        let above = mule_above(s);
+        let server = s.kind.eq_ignore_ascii_case("server");
+        let a = touch(&mut apps, &s.service, s.time);
+        if s.kind.eq_ignore_ascii_case("client") {
+            a.calls_out = true;
+        }
+        match (above, server) {
+            (None, true) if a.server_root.is_none_or(|r| s.time < r.time) => {
+                a.server_root = Some(s);
+            }
+            (None, true) => {}
+            (None, false) => a.started_alone = true,
+            (Some(caller), true) if caller != s.service => a.called_by_span = true,
+            _ => {}
+        }
+    }
+    for f in flows {
+        let out = outbound(f);
+        let a = touch(&mut apps, &f.mule_app, f.time);
+        if out {
+            a.calls_out = true;
+        } else if f.request_path.is_some() || f.method.is_some() || f.remote_address.is_some() {
+            a.listener = true;
+        }
+    }
+    // The earliest an app without inbound evidence called out or started alone.
+    let starter = apps
+        .values()
+        .filter(|a| !a.inbound() && (a.calls_out || a.started_alone))
+        .map(|a| a.first)
+        .min();
+    let callee = |a: &AppRun<'_>| {
+        a.called_by_span || (!a.calls_out && starter.is_some_and(|t| t <= a.first))
+    };
+    let entry = apps
+        .iter()
+        .filter(|(_, a)| a.inbound() && !callee(a))
+        .min_by_key(|(_, a)| (!a.calls_out, a.first));
+    if let Some((app, a)) = entry {
+        return (app.clone(), a.server_root, false);
+    }
+    let started_by_caller = apps.values().any(AppRun::inbound);
+    let app = mule_spans
+        .iter()
+        .filter(|s| mule_above(s).is_none())
+        .min_by_key(|s| s.time)
+        .map(|s| s.service.clone())
+        .or_else(|| flows.first().map(|f| f.mule_app.clone()))
+        .flatten();
+    (app, None, started_by_caller)
 }
 
 impl<'a> Layers<'a> {
@@ -108,40 +236,8 @@ impl<'a> Layers<'a> {
             .find(|g| g.correlation_id.is_some())
             .or_else(|| gws.first().copied());
 
-        // The integration layer: the Mule app the run started in. With Mule spans, the app
-        // of its root Mule span (no Mule span above it): the entry span when that is a
-        // SERVER span (the request came in over HTTP), else (a scheduler's INTERNAL root
-        // calling other apps) no entry span. Without, the app of its earliest line.
-        let all: BTreeMap<&str, &'a Span> =
-            spans.iter().map(|s| (s.span_id.as_str(), *s)).collect();
-        let under_mule = |s: &Span| {
-            let mut cur = s.parent_span_id.as_deref();
-            for _ in 0..64 {
-                let Some(p) = cur.and_then(|p| all.get(p)) else {
-                    return false;
-                };
-                if p.is_mule() {
-                    return true;
-                }
-                cur = p.parent_span_id.as_deref();
-            }
-            false
-        };
-        let roots: Vec<&'a Span> = mule_spans
-            .iter()
-            .copied()
-            .filter(|s| !under_mule(s))
-            .collect();
-        let entry_span = roots
-            .iter()
-            .copied()
-            .find(|s| s.kind.eq_ignore_ascii_case("server"));
-        let root_app = match entry_span {
-            Some(s) => s.service.clone(),
-            None => roots.first().and_then(|s| s.service.clone()),
-        };
-        let entry_app: Option<String> =
-            root_app.or_else(|| first(flows.iter().map(|f| f.mule_app.clone())));
+        // The integration layer: the Mule app the run entered (`entry_of`).
+        let (entry_app, entry_span, started_by_caller) = entry_of(&flows, &spans, &mule_spans);
         let entry_flows: Vec<&'a Flow> = flows
             .iter()
             .copied()
@@ -156,9 +252,8 @@ impl<'a> Layers<'a> {
             .copied()
             .filter(|f| f.trace_point.as_deref() == Some("END"))
             .max_by(|a, b| {
-                a.elapsed_ms
-                    .unwrap_or(0.0)
-                    .total_cmp(&b.elapsed_ms.unwrap_or(0.0))
+                let ms = |f: &Flow| f.elapsed_ms.and_then(plausible_ms).unwrap_or(-1.0);
+                ms(a).total_cmp(&ms(b))
             });
 
         // Spans by id, for the layers of spans (see `span_layer`).
@@ -183,6 +278,7 @@ impl<'a> Layers<'a> {
             start,
             end,
             has_integration,
+            started_by_caller,
             by_id,
         })
     }
@@ -295,8 +391,8 @@ impl Identity {
             .unwrap_or_default();
         let client_ip = g
             .and_then(|g| g.client_ip.clone())
-            .or_else(|| start.and_then(|f| f.remote_address.as_deref().map(ip_of)))
-            .or_else(|| entry_span.and_then(|s| s.client_ip.as_deref().map(ip_of)));
+            .or_else(|| start.and_then(|f| f.remote_address.as_deref().map(caller_ip)))
+            .or_else(|| entry_span.and_then(|s| s.client_ip.as_deref().map(caller_ip)));
         let time = members
             .iter()
             .map(|m| node_time(input, *m))
@@ -315,7 +411,8 @@ impl Identity {
         let settled = now_ns.saturating_sub(ingest_time) > rules.horizon_ns;
         let egress = client_ip
             .as_deref()
-            .is_some_and(|ip| rules.gateway_egress.iter().any(|e| e == ip));
+            .and_then(parse_ip)
+            .is_some_and(|ip| rules.gateway_egress.iter().any(|e| parse_ip(e) == Some(ip)));
         let bypassed_gateway =
             l.gws.is_empty() && l.evs.is_empty() && l.has_integration && settled && !egress;
 

@@ -507,6 +507,88 @@ mod tests {
     }
 
     #[test]
+    fn the_entry_survives_clock_skew_and_partial_tracing() {
+        let ms = S / 1000;
+        let late = 3_600 * S;
+        let listener = |cid: &str, t: i64, path: &str| {
+            let mut f = line(cid, t, "START", "orders-papi");
+            f.request_path = Some(path.into());
+            f.remote_address = Some("/10.20.4.17:5000".into());
+            f
+        };
+        // The backend's clock runs 3 ms ahead: its plain line comes "first".
+        let input = Input {
+            flows: vec![
+                line("k-1", 0, "LOG", "inventory"),
+                listener("k-1", 3 * ms, "/api/orders/secret-export"),
+                line("k-1", 4 * ms, "BEFORE_REQUEST", "orders-papi"),
+            ],
+            ..Default::default()
+        };
+        let r = correlate(input, &Rules::default(), late);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].bypassed_gateway);
+        assert_eq!(r[0].mule_app.as_deref(), Some("orders-papi"));
+        // Only the called app exports spans: its SERVER span at /health is not the entry.
+        let health = Span {
+            time: 5 * ms,
+            end: Some(8 * ms),
+            trace_id: "t-9".into(),
+            span_id: "h".into(),
+            kind: "SERVER".into(),
+            service: Some("inventory".into()),
+            scope: Some("mule".into()),
+            correlation_id: Some("k-2".into()),
+            url_path: Some("/health".into()),
+            ..Default::default()
+        };
+        let input = Input {
+            flows: vec![
+                listener("k-2", 0, "/api/orders/secret-export"),
+                line("k-2", ms, "BEFORE_REQUEST", "orders-papi"),
+            ],
+            spans: vec![health.clone()],
+            ..Default::default()
+        };
+        let out = correlate_all(input, &Rules::default(), late);
+        assert_eq!(out.probes, Vec::new());
+        assert!(out.requests.len() == 1 && out.requests[0].bypassed_gateway);
+        // A scheduler's INTERNAL root and an orphan SERVER span of the app it called.
+        let mut root = health.clone();
+        root.span_id = "r".into();
+        root.time = 0;
+        root.kind = "INTERNAL".into();
+        root.service = Some("sched-app".into());
+        let mut orphan = health;
+        orphan.parent_span_id = Some("missing".into());
+        orphan.url_path = Some("/api/rates".into());
+        let input = Input {
+            spans: vec![root, orphan],
+            ..Default::default()
+        };
+        assert_eq!(
+            correlate_all(input, &Rules::default(), late),
+            Correlated::default()
+        );
+        // The gateway's egress in the forms Java and IPv6 stacks log it is not a bypass.
+        for caller in ["apim-gw/198.51.100.23:443", "/[::ffff:198.51.100.23]:443"] {
+            let mut f = listener("k-3", 0, "/api/orders");
+            f.remote_address = Some(caller.into());
+            let rules = Rules {
+                gateway_egress: vec!["198.51.100.23".into()],
+                ..Rules::default()
+            };
+            let input = Input {
+                flows: vec![f],
+                ..Default::default()
+            };
+            let r = correlate(input, &rules, late);
+            assert!(!r[0].bypassed_gateway, "{caller}");
+            assert_eq!(r[0].client_ip.as_deref(), Some("198.51.100.23"));
+        }
+    }
+
+    #[test]
     fn waits_stay_inside_the_run() {
         let ms = S / 1000;
         let mut start = line("w-1", 0, "START", "orders");
@@ -528,6 +610,18 @@ mod tests {
         after.content = Some(r#"{"durationMs": 5000}"#.into());
         let input = Input {
             flows: vec![start.clone(), after, end.clone()],
+            ..Default::default()
+        };
+        let r = &correlate(input, &Rules::default(), 0)[0];
+        assert_eq!((r.backend_ms, r.integration_ms), (Some(40.0), Some(60.0)));
+        // Without a START the run starts at its END less the flow time.
+        let mut after = line("w-1", 40 * ms, "AFTER_REQUEST", "orders");
+        after.content = Some(r#"{"durationMs": 500}"#.into());
+        let mut g = gw("w-1", 0, None);
+        g.status_code = Some(200);
+        let input = Input {
+            gateway: vec![g],
+            flows: vec![after, end.clone()],
             ..Default::default()
         };
         let r = &correlate(input, &Rules::default(), 0)[0];

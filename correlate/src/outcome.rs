@@ -119,8 +119,8 @@ impl Outcome {
                     )
                 } else if has_integration {
                     rule = Some(
-                        "the request reached the integration layer, the gateway got a status \
-                         from it, and no downstream call failed",
+                        "the request reached the integration layer and failed there: no gateway \
+                         refusal and no downstream call failed",
                     );
                     evidence.extend(
                         l.entry_flows

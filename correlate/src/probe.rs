@@ -264,6 +264,9 @@ impl Kind {
                 record: e.key.clone(),
             });
         }
+        if l.started_by_caller {
+            return Kind::Background;
+        }
         if let Some(s) = l.entry_span {
             return Kind::Request(Inbound {
                 what: format!(

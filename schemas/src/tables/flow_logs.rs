@@ -13,8 +13,8 @@ pub const TABLE: &str = "flow_logs";
 pub const DESCRIPTION: &str = "One row per Mule 4 log event: a log4j line with its \
      continuation lines (error blocks, stack traces, pretty-printed JSON) reassembled, a JSON \
      Logger record, a CloudHub Logs API record, or an OTLP log record exported by a Mule \
-     runtime. Banners, platform lines, scheduler flows and health checks are kept with \
-     is_request_traffic = false.";
+     runtime. Banners, platform lines, scheduler flows and health checks are kept (is_request_traffic \
+     = false hints at them; the correlator decides from evidence).";
 
 // Columns of this table only (shared names are in `crate::columns`).
 
@@ -137,7 +137,7 @@ pub fn schema() -> SchemaRef {
                 IS_REQUEST_TRAFFIC,
                 DataType::Boolean,
                 false,
-                "false for lines that are not part of serving a request: no correlation id (banners, platform lines), scheduler/poller flows, health checks (rules in [mule] of the configuration).",
+                "A per-line hint for queries: false for lines with no correlation id (banners, platform lines), of flows named like schedulers or pollers, or with a health-check path (the [mule] rules of the configuration). The correlator does not use it: it decides from a whole run's evidence whether it is a request, a probe (the probes table) or background work (docs/correlation.md).",
             ),
             text(ENVIRONMENT, "JSON Logger environment."),
             text(APP_VERSION, "JSON Logger applicationVersion."),
