@@ -95,7 +95,13 @@ fn glob(pattern: &str, path: &str) -> bool {
 /// matches (`/health/../orders` is not a health check).
 pub(crate) fn probe_path<'r>(rules: &'r Rules, path: &str) -> Option<&'r str> {
     let path = normal_path(path);
-    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+    // Dot segments, also percent-encoded (`%2e%2e`) or with a path parameter (`..;x`), never
+    // match: `/health/../orders` and `/health/%2e%2e/orders` are not health checks.
+    let dot = |seg: &str| {
+        let seg = seg.split(';').next().unwrap_or(seg).replace("%2e", ".");
+        seg == ".." || seg == "."
+    };
+    if path.split('/').any(dot) {
         return None;
     }
     rules
@@ -346,6 +352,8 @@ mod tests {
         assert!(!external(&r, None));
         assert!(external(&r, Some("/203.0.113.9:443")));
         assert_eq!(probe_path(&r, "/health/../api/orders"), None);
+        assert_eq!(probe_path(&r, "/health/%2E%2e/api/orders"), None);
+        assert_eq!(probe_path(&r, "/health/..;/api/orders"), None);
         let f = Flow {
             content: Some(r#"{"requestPath":"/x","User-Agent":"AlwaysOn"}"#.into()),
             ..Flow::default()
