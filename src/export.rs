@@ -24,15 +24,12 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, ErrorKind, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use arrow::array::{ArrayRef, StringBuilder};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamDecoder;
-use arrow::json::writer::{EncoderOptions, make_encoder};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use parquet::arrow::ArrowWriter;
@@ -704,7 +701,7 @@ impl SetWriter {
                     .with_header(true)
                     .with_timestamp_format(NAIVE_TIMESTAMP_FORMAT.to_string())
                     .build(BufWriter::new(file)),
-                schema: csv_schema(&schema),
+                schema: seam_query::http::csv_schema(&schema),
                 empty: true,
             })),
         })
@@ -714,7 +711,8 @@ impl SetWriter {
         match self {
             SetWriter::Parquet(w) => w.write(batch).context("writing Parquet")?,
             SetWriter::Csv(c) => {
-                let batch = nested_as_json(batch, &c.schema)?;
+                let batch = seam_query::http::nested_as_json(batch, &c.schema)
+                    .context("nested columns as JSON text")?;
                 c.writer.write(&batch).context("writing CSV")?;
                 c.empty = false;
             }
@@ -747,51 +745,6 @@ impl SetWriter {
         file.sync_all().context("syncing the file to disk")?;
         Ok(())
     }
-}
-
-/// `schema` with every nested column (list, map, struct) as nullable Utf8.
-fn csv_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<FieldRef> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.data_type().is_nested() {
-                Arc::new(Field::new(f.name().as_str(), DataType::Utf8, true))
-            } else {
-                Arc::clone(f)
-            }
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// `batch` with every nested column replaced by its values as JSON text (NULL stays NULL);
-/// arrow's CSV writer refuses nested types.
-fn nested_as_json(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
-    let options = EncoderOptions::default().with_explicit_nulls(true);
-    let rows = batch.num_rows();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
-        if !field.data_type().is_nested() {
-            columns.push(Arc::clone(column));
-            continue;
-        }
-        let mut encoder = make_encoder(field, column.as_ref(), &options)
-            .with_context(|| format!("column {} as JSON", field.name()))?;
-        let mut text = StringBuilder::with_capacity(rows, rows * 32);
-        let mut buf = Vec::new();
-        for row in 0..rows {
-            if encoder.is_null(row) {
-                text.append_null();
-                continue;
-            }
-            buf.clear();
-            encoder.encode(row, &mut buf);
-            text.append_value(String::from_utf8_lossy(&buf));
-        }
-        columns.push(Arc::new(text.finish()));
-    }
-    RecordBatch::try_new(Arc::clone(schema), columns).context("nested columns as JSON text")
 }
 
 /// The SHA-256 (hex) and size of a file, read in blocks.

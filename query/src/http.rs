@@ -2,7 +2,8 @@
 //!
 //! Takes SQL in the request body (plain text, or JSON `{"sql": "...", "format": "..."}`) and
 //! an optional `format` query parameter; gives the result as JSON (an array of row objects,
-//! nulls written out), CSV (one header line) or an Arrow IPC stream (`format=arrow`, what
+//! nulls written out), CSV (one header line; maps, lists and structs as JSON text) or an
+//! Arrow IPC stream (`format=arrow`, what
 //! `seam query` uses to print tables). Errors are JSON
 //! `{"error": "...", "kind": "...", "sqlstate": "..."}`, with the status, kind and SQLSTATE of
 //! their [`QueryError`] (the one table the PostgreSQL listener uses too): 400 (invalid SQL,
@@ -28,11 +29,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
-use datafusion::arrow::json::writer::JsonArray;
+use datafusion::arrow::json::writer::{EncoderOptions, JsonArray, make_encoder};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt as _;
 use serde::Deserialize;
@@ -234,6 +237,7 @@ fn encoder(format: Format) -> Box<dyn Encoder> {
         Format::Csv => Box::new(CsvRows {
             header: None,
             written: false,
+            schema: None,
         }),
         Format::Arrow => Box::new(ArrowStream { writer: None }),
     }
@@ -280,10 +284,61 @@ impl Encoder for JsonRows {
     }
 }
 
-/// CSV with one header line (also when there are no rows).
+/// `schema` with every nested column (list, map, struct) as nullable Utf8.
+pub fn csv_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type().is_nested() {
+                Arc::new(Field::new(f.name().as_str(), DataType::Utf8, true))
+            } else {
+                Arc::clone(f)
+            }
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` (of a schema whose [`csv_schema`] is `schema`) with every nested column replaced by
+/// its values as JSON text (NULL stays NULL), as the PostgreSQL wire writes them: arrow's
+/// CSV writer refuses nested types.
+///
+/// # Errors
+/// A column the JSON encoder cannot write.
+pub fn nested_as_json(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let mut encoder = make_encoder(field, column.as_ref(), &options)?;
+        let mut text = StringBuilder::with_capacity(rows, rows * 32);
+        let mut buf = Vec::new();
+        for row in 0..rows {
+            if encoder.is_null(row) {
+                text.append_null();
+                continue;
+            }
+            buf.clear();
+            encoder.encode(row, &mut buf);
+            text.append_value(String::from_utf8_lossy(&buf));
+        }
+        columns.push(Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// CSV with one header line (also when there are no rows); nested columns (maps, lists) as
+/// JSON text.
 struct CsvRows {
     header: Option<Vec<u8>>,
     written: bool,
+    /// The schema with nested columns as text.
+    schema: Option<SchemaRef>,
 }
 
 impl Encoder for CsvRows {
@@ -292,10 +347,16 @@ impl Encoder for CsvRows {
         let mut line = names.join(",").into_bytes();
         line.push(b'\n');
         self.header = Some(line);
+        self.schema = Some(csv_schema(schema));
         Ok(Vec::new())
     }
 
     fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        let text_schema = self
+            .schema
+            .clone()
+            .unwrap_or_else(|| csv_schema(batch.schema_ref()));
+        let batch = &nested_as_json(batch, &text_schema).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         {
             let mut w = CsvWriterBuilder::new()

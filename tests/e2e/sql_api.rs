@@ -69,6 +69,20 @@ async fn formats_errors_and_limits() {
         .await
         .unwrap();
     assert_eq!(a.body, "trace_id\n");
+    // Maps, lists and structs as JSON text in CSV, as over the PostgreSQL wire.
+    let a = sql_raw(
+        &api,
+        "SELECT map(['k', 'q'], ['v\"1', NULL]) AS m, make_array(1, 2) AS l, \
+         named_struct('a', 1) AS s, 'x' AS t",
+        "csv",
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body,
+        "m,l,s,t\n".to_string() + r#""{""k"":""v\""1"",""q"":null}","[1,2]","{""a"":1}",x"# + "\n"
+    );
     let a = sql_raw(&api, "SELECT 1", "xml").await.unwrap();
     assert_eq!(a.status, 400);
     assert!(a.body.contains("unknown format"));
