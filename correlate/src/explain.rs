@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::latency::{FlowTime, Latency, WaitEvidence, content_num, plausible_ms};
+use crate::latency::{FlowTime, Latency, WaitEvidence, content_num, ends_call, plausible_ms};
 use crate::layers::{Identity, Layers};
 use crate::link::{Node, components, node_keys};
 use crate::outcome::Outcome;
@@ -42,7 +42,8 @@ pub struct Explanation {
     pub records: Vec<ExplainedRecord>,
     /// The token identity the request carried (none: all fields null).
     pub token: ExplainedToken,
-    /// One verdict per decided column, in the order of the `requests` table.
+    /// One verdict per decided value: `kind`, then the request's columns (a probe's
+    /// `external`), then `settled`.
     pub verdicts: Vec<Verdict>,
     /// Start times (RFC 3339) of the other stored requests or probes with the same id (a
     /// client that reuses its correlation id makes several): ask for one with `at`.
@@ -258,7 +259,7 @@ pub(crate) fn explain(
                 f.elapsed_ms
             } else if tp == "AFTER_REQUEST" {
                 content_num(&f.content, &["durationMs", "duration", "elapsedMs"])
-            } else if tp.ends_with("_AFTER") {
+            } else if ends_call(tp) {
                 f.scope_elapsed_ms
             } else {
                 None
@@ -349,8 +350,9 @@ pub(crate) fn explain(
                     "kind",
                     "request",
                     format!(
-                        "a request: inbound HTTP evidence ({}) and no probe path or user agent on \
-                     its inbound records",
+                        "a request: inbound HTTP evidence ({}), and not a probe (no probe path \
+                         without another path; no probe user agent on a run without gateway \
+                         record, token or second path)",
                         inbound.what
                     ),
                     vec![inbound.record.clone()],

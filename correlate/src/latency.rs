@@ -115,7 +115,7 @@ fn starts_call(tp: &str) -> bool {
     tp == "BEFORE_REQUEST" || tp.ends_with("REQUEST_SCOPE_BEFORE")
 }
 
-fn ends_call(tp: &str) -> bool {
+pub(crate) fn ends_call(tp: &str) -> bool {
     tp == "AFTER_REQUEST" || tp.ends_with("REQUEST_SCOPE_AFTER")
 }
 
@@ -145,7 +145,7 @@ fn flow_waits<'a>(l: &Layers<'a>) -> Vec<Wait<'a>> {
             f.scope_elapsed_ms
         };
         // A logged duration is input: negative, NaN or absurd ones are ignored.
-        let Some(d_ns) = d.map(|d| d * 1e6).filter(|d| (0.0..1e15).contains(d)) else {
+        let Some(d_ns) = d.and_then(plausible_ms).map(|d| d * 1e6) else {
             continue;
         };
         waits.push(Wait {

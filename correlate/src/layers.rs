@@ -63,7 +63,7 @@ pub(crate) struct Layers<'a> {
     pub(crate) gws: Vec<&'a Gateway>,
     /// Gateway event records.
     pub(crate) evs: Vec<&'a GatewayEvent>,
-    /// Flow records (request traffic).
+    /// Flow records (every linked line, whatever its `is_request_traffic` hint).
     pub(crate) flows: Vec<&'a Flow>,
     /// Spans.
     pub(crate) spans: Vec<&'a Span>,

@@ -1,8 +1,9 @@
 //! Linking: takes the raw records of a window ([`Input`]) and the [`Rules`], groups them into
 //! connected components (records that share a correlation id, a forwarded correlation id or
 //! a trace id within `Rules::max_link_distance_ns`, and gateway twins within [`TWIN_NS`];
-//! two different APIM correlation ids never join) and gives the [`Request`]s that
-//! `request::build` makes of the components, sorted by time and request id.
+//! two different APIM correlation ids never join) and gives the [`Request`]s and
+//! [`Probe`]s that `request::build` makes of the components ([`correlate_all`]; background
+//! runs give nothing), sorted by time and id.
 //!
 //! [`correlate`] is the entry point (re-exported at the crate root); each component goes to
 //! `request::build` as a slice of [`Node`]s in window order.

@@ -6,10 +6,15 @@
 //!   gateway event, no SERVER span of the entry app, no line of the entry app with a listener
 //!   request path, method or caller address): schedulers, pollers, batch jobs, queue
 //!   listeners, whatever their flows are called. Only in the raw tables.
+//!   Also background: a run whose only apps with inbound evidence were called by an app of
+//!   the run without any (a scheduler calling a listener: `Layers::started_by_caller`),
+//!   unless a gateway record is linked.
 //! - **probe**: an inbound record (a gateway record, the entry SERVER span, a line of the
-//!   entry app) has a path matching [`Rules::probe_paths`] or a user agent containing one of
-//!   [`Rules::probe_user_agents`]. Written to `probes`; `external` when the caller is outside
-//!   [`Rules::internal_networks`] and not the gateway's egress.
+//!   entry app) has a path matching [`Rules::probe_paths`] and no inbound record has another
+//!   path; or a user agent beginning with one of [`Rules::probe_user_agents`] on a run with
+//!   no gateway record, no token and at most one inbound path. Written to `probes`;
+//!   `external` when the caller's address parses, lies outside [`Rules::internal_networks`]
+//!   and is not the gateway's egress.
 //! - **request**: the rest.
 //!
 //! Only the run's own inbound records count: a request whose backend call goes to a

@@ -137,7 +137,7 @@ pub fn schema() -> SchemaRef {
                 IS_REQUEST_TRAFFIC,
                 DataType::Boolean,
                 false,
-                "A per-line hint for queries: false for lines with no correlation id (banners, platform lines), of flows named like schedulers or pollers, or with a health-check path (the [mule] rules of the configuration). The correlator does not use it: it decides from a whole run's evidence whether it is a request, a probe (the probes table) or background work (docs/correlation.md).",
+                "A per-line hint for queries: false for lines with no correlation id (banners, platform lines), of flows named like schedulers or pollers, or with a health-check path (non_request_flows and health_paths in [access] of the configuration). The correlator does not use it: it decides from a whole run's evidence whether it is a request, a probe (the probes table) or background work (docs/correlation.md).",
             ),
             text(ENVIRONMENT, "JSON Logger environment."),
             text(APP_VERSION, "JSON Logger applicationVersion."),
