@@ -202,8 +202,17 @@ pub(crate) fn explain_id(
     at: Option<i64>,
 ) -> Option<Explanation> {
     let (input, groups) = components(input, rules);
+    // A request's id is one of its records' correlation or trace ids: only the components
+    // holding such a record are explained, not the whole window.
+    let norm = id.trim().to_ascii_lowercase();
+    let keys = [format!("c:{norm}"), format!("t:{norm}")];
     let mut found: Vec<Explanation> = groups
         .iter()
+        .filter(|members| {
+            members
+                .iter()
+                .any(|m| node_keys(&input, *m).iter().any(|(_, k)| keys.contains(k)))
+        })
         .filter_map(|members| explain(&input, members, rules, now_ns))
         .filter(|e| e.request_id == id)
         .collect();

@@ -19,7 +19,7 @@ use seam_schemas::token::TokenColumns;
 
 use crate::latency::plausible_ms;
 use crate::link::{Node, node_time};
-use crate::probe::{outbound, parse_ip};
+use crate::probe::{from_egress, listener_line, outbound, parse_ip};
 use crate::record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};
 
 /// The IP of an address such as `/10.20.4.17:49822` or `[::1]:80`.
@@ -172,13 +172,9 @@ fn entry_of<'a>(
         }
     }
     for f in flows {
-        let out = outbound(f);
         let a = touch(&mut apps, &f.mule_app, f.time);
-        if out {
-            a.calls_out = true;
-        } else if f.request_path.is_some() || f.method.is_some() || f.remote_address.is_some() {
-            a.listener = true;
-        }
+        a.calls_out |= outbound(f);
+        a.listener |= listener_line(f);
     }
     // The earliest an app without inbound evidence called out or started alone.
     let starter = apps
@@ -409,10 +405,7 @@ impl Identity {
             .max()
             .unwrap_or(0);
         let settled = now_ns.saturating_sub(ingest_time) > rules.horizon_ns;
-        let egress = client_ip
-            .as_deref()
-            .and_then(parse_ip)
-            .is_some_and(|ip| rules.gateway_egress.iter().any(|e| parse_ip(e) == Some(ip)));
+        let egress = from_egress(rules, client_ip.as_deref());
         let bypassed_gateway =
             l.gws.is_empty() && l.evs.is_empty() && l.has_integration && settled && !egress;
 

@@ -139,23 +139,29 @@ pub(crate) fn parse_ip(addr: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
+/// Whether the address `a` lies in the cluster's own networks.
+fn in_networks(rules: &Rules, a: IpAddr) -> bool {
+    rules.internal_networks.iter().any(|n| n.contains(&a))
+}
+
+/// Whether the logged caller `ip` is one of the gateway's egress addresses (compared as
+/// addresses, whatever form either is written in).
+pub(crate) fn from_egress(rules: &Rules, ip: Option<&str>) -> bool {
+    ip.and_then(parse_ip)
+        .is_some_and(|a| rules.gateway_egress.iter().any(|e| parse_ip(e) == Some(a)))
+}
+
 /// Whether the address `ip` lies in the cluster's own networks.
 #[cfg(test)]
 pub(crate) fn internal(rules: &Rules, ip: &str) -> bool {
-    parse_ip(ip).is_some_and(|a| rules.internal_networks.iter().any(|n| n.contains(&a)))
+    parse_ip(ip).is_some_and(|a| in_networks(rules, a))
 }
 
 /// Whether a probe from `ip` is external: the address parses, lies outside the cluster's
 /// networks and is not one of the gateway's egress addresses.
 pub(crate) fn external(rules: &Rules, ip: Option<&str>) -> bool {
-    let Some(a) = ip.and_then(parse_ip) else {
-        return false;
-    };
-    !rules.internal_networks.iter().any(|n| n.contains(&a))
-        && !rules
-            .gateway_egress
-            .iter()
-            .any(|e| parse_ip(e) == Some(a) || e == &a.to_string())
+    ip.and_then(parse_ip)
+        .is_some_and(|a| !in_networks(rules, a) && !from_egress(rules, ip))
 }
 
 /// Whether `f` logs an outbound call (`BEFORE_REQUEST`, `AFTER_REQUEST`, a request scope,
@@ -169,6 +175,12 @@ pub(crate) fn outbound(f: &Flow) -> bool {
             || tp.contains("REQUEST_SCOPE")
             || tp.starts_with("OUTBOUND")
     })
+}
+
+/// Whether `f` is a line of the app's own listener: not an outbound call's, and it logged
+/// the request path, the method or the caller.
+pub(crate) fn listener_line(f: &Flow) -> bool {
+    !outbound(f) && (f.request_path.is_some() || f.method.is_some() || f.remote_address.is_some())
 }
 
 /// The user agent a JSON Logger record logged (`userAgent`, `user-agent`, `User-Agent`,
@@ -288,10 +300,7 @@ impl Kind {
                 record: s.span_id.clone(),
             });
         }
-        let listener =
-            l.entry_flows.iter().filter(|f| !outbound(f)).find(|f| {
-                f.request_path.is_some() || f.method.is_some() || f.remote_address.is_some()
-            });
+        let listener = l.entry_flows.iter().find(|f| listener_line(f));
         match listener {
             Some(f) => {
                 let what = match (&f.method, &f.request_path, &f.remote_address) {

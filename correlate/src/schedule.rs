@@ -330,10 +330,7 @@ impl Correlator {
     /// requests settle.
     async fn recompute(&self, minute: i64) -> Result<(usize, Option<i64>), CorrelateError> {
         let _busy = self.busy.lock().await;
-        let d = self.rules.max_link_distance_ns;
-        let end = minute.saturating_add(MINUTE_NS);
-        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
-        let input = self.reader.read_linked(a, b, minute, end).await?;
+        let input = self.read_minute(minute).await?;
         let now = now_ns();
         let all = crate::correlate_all(input, &self.rules, now);
         let reqs: Vec<Request> = all
@@ -355,6 +352,15 @@ impl Correlator {
             .max();
         crate::write::replace_minute(&self.storage, minute, &reqs, &probes).await?;
         Ok((reqs.len(), settle))
+    }
+
+    /// The records that can belong to requests starting in `minute`: the minute's own and
+    /// those within the link distance around it that share their ids.
+    async fn read_minute(&self, minute: i64) -> Result<crate::Input, CorrelateError> {
+        let d = self.rules.max_link_distance_ns;
+        let end = minute.saturating_add(MINUTE_NS);
+        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
+        Ok(self.reader.read_linked(a, b, minute, end).await?)
     }
 
     /// Why the stored request (or probe) `id` is what it is: its minute's records are read
@@ -380,10 +386,7 @@ impl Correlator {
             return Ok(None);
         };
         let minute = minute_of(t);
-        let d = self.rules.max_link_distance_ns;
-        let end = minute.saturating_add(MINUTE_NS);
-        let (a, b) = (minute.saturating_sub(d), end.saturating_add(d));
-        let input = self.reader.read_linked(a, b, minute, end).await?;
+        let input = self.read_minute(minute).await?;
         let mut e = crate::explain::explain_id(input, &self.rules, now_ns(), id, Some(t));
         if let Some(e) = e.as_mut() {
             e.others = times
