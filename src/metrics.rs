@@ -20,6 +20,7 @@ pub fn registry() -> &'static PrometheusHandle {
         seam_collector::telemetry::describe();
         seam_store::metrics::describe();
         seam_query::session::describe_metrics();
+        seam_correlate::schedule::metrics::describe();
         handle
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod loadgen;
 pub mod querybench;
+pub mod traffic;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};

@@ -5,6 +5,8 @@
 //! seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients 4] [--seconds 20 | --requests N]
 //!              [--batch 512] [--grpc 127.0.0.1:4317] [--http 127.0.0.1:4318] [--pid PID]
 //!              [--seed 42] [--api 127.0.0.1:7317] [--json]
+//! seam-loadgen --target mixed --api 127.0.0.1:7317 [--rate N] [--settle SECONDS] [--clients 4]
+//!              [--seconds 20] [--http 127.0.0.1:4318] [--pid PID] [--seed 42] [--json]
 //! ```
 //! Payloads: OTLP requests of `--batch` spans (random 16-byte trace ids and 8-byte span ids,
 //! UUID correlation ids, the samples' attribute sets), encoded once; APIM storage-archive
@@ -22,6 +24,13 @@
 //! load: once a second it sends one span with a fresh trace id over OTLP/HTTP JSON and polls
 //! `SELECT count(*) FROM spans WHERE trace_id = …` every 20 ms until the span is there; the
 //! latency runs from sending the probe to the first answer that shows it.
+//!
+//! `--target mixed` ([`mixed`]) sends realistic mixed traffic with real-time timestamps (APIM
+//! records and custom events, Mule JSON Logger and log4j lines, OTLP spans, 6.4 to 8 records a
+//! request with the noise around them) and measures how long the requests take to show in
+//! `requests`: issue 21's end-to-end aim.
+
+pub mod mixed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +53,22 @@ pub enum Target {
     Apim,
     /// `/ingest/mule` with log4j lines.
     Mule,
+    /// Generated requests through every ingest path, timed until they are in `requests`
+    /// ([`mixed`]).
+    Mixed,
+}
+
+impl Target {
+    /// The name `--target` takes and reports carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OtlpGrpc => "otlp-grpc",
+            Self::OtlpHttp => "otlp-http",
+            Self::Apim => "apim",
+            Self::Mule => "mule",
+            Self::Mixed => "mixed",
+        }
+    }
 }
 
 /// The run's settings.
@@ -69,8 +94,14 @@ pub struct Options {
     pub seed: u64,
     /// Key sent as `Authorization: Bearer` (seam with keys).
     pub token: Option<String>,
-    /// SQL API address: probe ingest-to-visible latency during the load.
+    /// SQL API address: probe ingest-to-visible latency during the load (`mixed`: required,
+    /// to see the requests in `requests`).
     pub api: Option<String>,
+    /// `mixed`: requests per second, paced; `None`: as fast as seam acknowledges.
+    pub rate: Option<u64>,
+    /// `mixed`: after the load, wait up to this many seconds for every sampled request to be
+    /// settled; `None`: do not wait for settled.
+    pub settle: Option<f64>,
 }
 
 impl Default for Options {
@@ -87,6 +118,8 @@ impl Default for Options {
             seed: 42,
             token: None,
             api: None,
+            rate: None,
+            settle: None,
         }
     }
 }
@@ -154,6 +187,11 @@ impl tonic::codec::Decoder for RawDecoder {
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS: f64 = 100.0;
 
+/// A duration in whole microseconds, at most `u32::MAX`.
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
 /// (CPU seconds, peak RSS bytes) of `pid` from /proc.
 pub fn proc_usage(pid: &str) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -170,6 +208,51 @@ pub fn proc_usage(pid: &str) -> Option<(f64, u64)> {
         .parse::<u64>()
         .ok()?;
     Some((cpu, hwm * 1024))
+}
+
+/// The server's (`--pid`) and this process's CPU time and peak RSS over a run, from /proc.
+struct Usage {
+    pid: Option<String>,
+    server: Option<(f64, u64)>,
+    client: Option<(f64, u64)>,
+}
+
+impl Usage {
+    fn start(pid: Option<u32>) -> Self {
+        let pid = pid.map(|p| p.to_string());
+        Self {
+            server: pid.as_deref().and_then(proc_usage),
+            client: proc_usage("self"),
+            pid,
+        }
+    }
+
+    /// (the server's CPU seconds, its peak RSS in MiB, this process's CPU seconds) since
+    /// [`Usage::start`].
+    fn since(&self) -> (Option<f64>, Option<f64>, f64) {
+        let (server, client) = (self.pid.as_deref().and_then(proc_usage), proc_usage("self"));
+        let (cpu, rss) = match (self.server, server) {
+            (Some(b), Some(a)) => (Some(a.0 - b.0), Some(a.1 as f64 / 1_048_576.0)),
+            _ => (None, None),
+        };
+        let client_cpu = match (self.client, client) {
+            (Some(b), Some(a)) => a.0 - b.0,
+            _ => 0.0,
+        };
+        (cpu, rss, client_cpu)
+    }
+}
+
+/// The summary line of the server's CPU time and peak RSS and this process's CPU time (empty
+/// without `--pid`).
+fn usage_line(cpu: Option<f64>, rss: Option<f64>, seconds: f64, client_cpu: f64) -> String {
+    match (cpu, rss) {
+        (Some(c), Some(r)) => format!(
+            "  server: {c:.1} CPU s ({:.2} cores), peak RSS {r:.0} MiB; loadgen: {client_cpu:.1} CPU s\n",
+            c / seconds.max(1e-9)
+        ),
+        _ => String::new(),
+    }
 }
 
 enum Payloads {
@@ -339,7 +422,7 @@ async fn client(
         };
         match outcome {
             Ok((rejected, duplicates)) => {
-                lat.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                lat.push(micros(started.elapsed()));
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters.records.fetch_add(
                     records as u64 - rejected.min(records as u64),
@@ -476,13 +559,12 @@ impl Report {
             self.duplicates,
             self.failed_requests
         );
-        if let (Some(c), Some(r)) = (self.server_cpu_seconds, self.server_peak_rss_mib) {
-            s.push_str(&format!(
-                "  server: {c:.1} CPU s ({:.2} cores), peak RSS {r:.0} MiB; loadgen: {:.1} CPU s\n",
-                c / self.seconds.max(1e-9),
-                self.client_cpu_seconds
-            ));
-        }
+        s.push_str(&usage_line(
+            self.server_cpu_seconds,
+            self.server_peak_rss_mib,
+            self.seconds,
+            self.client_cpu_seconds,
+        ));
         if let (Some(p50), Some(max)) = (self.visible_p50_ms, self.visible_max_ms) {
             s.push_str(&format!(
                 "  ingest to visible in SQL: p50 {p50:.0} ms, max {max:.0} ms ({} probes)\n",
@@ -561,10 +643,10 @@ async fn probe_visibility(
     Ok(out)
 }
 
-/// Runs the load described by `args` and measures it.
+/// Runs the load described by `args` and measures it (the `mixed` target: [`mixed::run`]).
 ///
 /// # Errors
-/// The samples cannot be read, or a client cannot connect.
+/// The samples cannot be read, a client cannot connect, or the target is `mixed`.
 pub async fn run(args: Options) -> Result<Report, String> {
     let mut rng = Rng::new(args.seed);
     let payloads = match args.target {
@@ -584,15 +666,14 @@ pub async fn run(args: Options) -> Result<Report, String> {
                 .map_err(|e| format!("cannot read the Mule sample: {e}"))?,
             "/ingest/mule",
         ),
+        Target::Mixed => return Err("the mixed target runs with loadgen::mixed::run".into()),
     };
     let payloads = Arc::new(payloads);
     let token = args.token.clone();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
-    let pid = args.pid.map(|p| p.to_string());
-    let before = pid.as_deref().and_then(proc_usage);
-    let self_before = proc_usage("self");
+    let usage = Usage::start(args.pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for id in 0..args.clients {
@@ -633,8 +714,7 @@ pub async fn run(args: Options) -> Result<Report, String> {
         None => Vec::new(),
     };
     visible.sort_by(f64::total_cmp);
-    let after = pid.as_deref().and_then(proc_usage);
-    let self_after = proc_usage("self");
+    let (server_cpu, server_rss, client_cpu) = usage.since();
     lat.sort_unstable();
     let requests = counters.requests.load(Ordering::Relaxed);
     let records = counters.records.load(Ordering::Relaxed);
@@ -646,22 +726,8 @@ pub async fn run(args: Options) -> Result<Report, String> {
     let ceiling_rps = ceiling(&payloads, requests.clamp(50, 2000), args.seed);
     let rate = records as f64 / elapsed;
     let ceiling_records = ceiling_rps * per_request;
-    let (server_cpu, server_rss) = match (before, after) {
-        (Some(b), Some(a)) => (Some(a.0 - b.0), Some(a.1)),
-        _ => (None, None),
-    };
-    let client_cpu = match (self_before, self_after) {
-        (Some(b), Some(a)) => a.0 - b.0,
-        _ => 0.0,
-    };
-    let target = match args.target {
-        Target::OtlpGrpc => "otlp-grpc",
-        Target::OtlpHttp => "otlp-http",
-        Target::Apim => "apim",
-        Target::Mule => "mule",
-    };
     Ok(Report {
-        target,
+        target: args.target.name(),
         clients: args.clients,
         seconds: elapsed,
         requests,
@@ -675,7 +741,7 @@ pub async fn run(args: Options) -> Result<Report, String> {
         duplicates: counters.duplicates.load(Ordering::Relaxed),
         failed_requests: counters.failed_requests.load(Ordering::Relaxed),
         server_cpu_seconds: server_cpu,
-        server_peak_rss_mib: server_rss.map(|b| b as f64 / 1_048_576.0),
+        server_peak_rss_mib: server_rss,
         client_cpu_seconds: client_cpu,
         decode_ceiling_records_per_second_one_core: ceiling_records,
         fraction_of_ceiling_one_core: rate / ceiling_records,

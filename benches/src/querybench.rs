@@ -27,6 +27,9 @@ use serde_json::{Value, json};
 
 use seam_tests::grafana::{Range, Var, interpolate};
 
+pub use crate::traffic::Target;
+use crate::traffic::{Bodies, chunk_seed, int, send_all};
+
 const NS: i64 = 1_000_000_000;
 
 /// A query file.
@@ -216,87 +219,6 @@ pub fn expand(q: &QueryFile, r: Range, vars: &[Var]) -> Result<String, String> {
     interpolate(&q.sql, r, interval_ms(r), vars).map_err(|e| format!("{}: {e}", q.name))
 }
 
-/// Where and how to reach seam.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Ingest HTTP address (`host:port`, or a URL).
-    pub ingest: String,
-    /// SQL API address (`host:port`, or a URL).
-    pub api: String,
-    /// A key with the ingest and query roles, if seam requires one.
-    pub token: Option<String>,
-}
-
-fn url(addr: &str, path: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        format!("{}{path}", addr.trim_end_matches('/'))
-    } else {
-        format!("http://{addr}{path}")
-    }
-}
-
-impl Target {
-    fn post(&self, client: &reqwest::Client, u: String) -> reqwest::RequestBuilder {
-        let b = client.post(u);
-        match &self.token {
-            Some(t) => b.bearer_auth(t),
-            None => b,
-        }
-    }
-
-    /// Runs `sql` through the SQL API; gives the rows.
-    ///
-    /// # Errors
-    /// The request fails or seam answers with an error.
-    pub async fn sql(&self, client: &reqwest::Client, sql: &str) -> Result<Vec<Value>, String> {
-        let resp = self
-            .post(client, url(&self.api, "/api/v1/sql"))
-            .header("content-type", "application/json")
-            .body(json!({ "sql": sql }).to_string())
-            .send()
-            .await
-            .map_err(|e| format!("SQL request: {e}"))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| format!("SQL answer: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("seam answered {status}: {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("SQL answer is not JSON: {e}"))
-    }
-
-    /// Posts one body to an ingest path, retrying while seam pushes back (429, 503).
-    async fn ingest(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        body: String,
-    ) -> Result<(), String> {
-        let mut wait = Duration::from_millis(50);
-        for _ in 0..200 {
-            let resp = self
-                .post(client, url(&self.ingest, path))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status() == 429 || r.status() == 503 => {}
-                Ok(r) => {
-                    let s = r.status();
-                    let t = r.text().await.unwrap_or_default();
-                    return Err(format!("{path}: seam answered {s}: {t}"));
-                }
-                Err(e) if e.is_connect() || e.is_timeout() => {}
-                Err(e) => return Err(format!("{path}: {e}")),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
-        Err(format!("{path}: seam kept pushing back"))
-    }
-}
-
 /// What to load.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -341,9 +263,6 @@ impl LoadReport {
     }
 }
 
-/// Lines per ingest body.
-const LINES_PER_BODY: usize = 500;
-
 /// Generates `o.requests` requests and sends them through seam's ingest endpoints.
 ///
 /// # Errors
@@ -361,37 +280,13 @@ pub async fn load(
     while done < o.requests {
         let n = o.chunk.min(o.requests - done);
         let start = o.start_ns + done as i64 * o.gap_ms * 1_000_000;
-        // The generator's xorshift state is `seed | 1`: chunk seeds differ above bit 0 (an
-        // even multiplier), or two chunks would repeat each other's ids and tokens.
-        let seed = o.seed ^ chunk_no.wrapping_mul(0x9E37_79B9_7F4A_7C16);
-        let t = seam_tests::generator::generate(seed, n, start, o.gap_ms);
-        let mut bodies: Vec<(&'static str, String)> = Vec::new();
-        let mut records = lines("/ingest/apim", &t.gateway_lines, &mut bodies);
-        records += lines("/ingest/apim", &t.events, &mut bodies);
-        records += lines("/ingest/mule", &t.mule_lines, &mut bodies);
-        // The Mule runtime's log4j events are text: bodies of their own.
-        records += lines("/ingest/mule", &t.mule_log4j, &mut bodies);
-        records += lines("/ingest/mule", &t.mule_duplicates, &mut bodies);
-        for body in &t.otlp {
-            records += body["resourceSpans"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|r| r["scopeSpans"].as_array().into_iter().flatten())
-                .map(|s| s["spans"].as_array().map_or(0, Vec::len))
-                .sum::<usize>();
-            bodies.push(("/v1/traces", body.to_string()));
-        }
-        send_all(target, &client, bodies, o.clients, &mut report).await?;
+        let t = seam_tests::generator::generate(chunk_seed(o.seed, chunk_no), n, start, o.gap_ms);
+        let bodies = Bodies::of(&t);
+        report.records += bodies.records();
+        report.bytes += bodies.bytes();
+        send_all(target, &client, bodies.first, o.clients).await?;
         // Late gateway records (some a second time), after everything else of the chunk.
-        let late: Vec<(&'static str, String)> = t
-            .late_gateway
-            .chunks(LINES_PER_BODY)
-            .map(|c| ("/ingest/apim", json!({ "records": c }).to_string()))
-            .collect();
-        records += t.late_gateway.len();
-        send_all(target, &client, late, o.clients, &mut report).await?;
-        report.records += records;
+        send_all(target, &client, bodies.late, o.clients).await?;
         report.requests += n;
         done += n;
         chunk_no += 1;
@@ -399,49 +294,6 @@ pub async fn load(
         progress(&report);
     }
     Ok(report)
-}
-
-/// Adds `v` to `bodies` as bodies of [`LINES_PER_BODY`] lines for `path`; gives `v.len()`.
-fn lines(path: &'static str, v: &[String], bodies: &mut Vec<(&'static str, String)>) -> usize {
-    for c in v.chunks(LINES_PER_BODY) {
-        bodies.push((path, c.join("\n")));
-    }
-    v.len()
-}
-
-async fn send_all(
-    target: &Target,
-    client: &reqwest::Client,
-    bodies: Vec<(&'static str, String)>,
-    clients: usize,
-    report: &mut LoadReport,
-) -> Result<(), String> {
-    report.bytes += bodies.iter().map(|(_, b)| b.len()).sum::<usize>();
-    let clients = clients.max(1);
-    let mut lanes: Vec<Vec<(&'static str, String)>> = (0..clients).map(|_| Vec::new()).collect();
-    for (i, b) in bodies.into_iter().enumerate() {
-        lanes[i % clients].push(b);
-    }
-    let mut set = tokio::task::JoinSet::new();
-    for lane in lanes {
-        let target = target.clone();
-        let client = client.clone();
-        set.spawn(async move {
-            for (path, body) in lane {
-                target.ingest(&client, path, body).await?;
-            }
-            Ok::<(), String>(())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.map_err(|e| format!("sender: {e}"))??;
-    }
-    Ok(())
-}
-
-fn int(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// Waits until `requests` holds `expected` settled requests; gives the count reached.

@@ -47,6 +47,12 @@ pub struct CorrelationConfig {
     /// The cluster's own networks (CIDR): a probe from an address outside them (and outside
     /// `gateway_egress`) without a gateway record is in `audit_external_probes`.
     pub internal_networks: Vec<String>,
+    /// Most records of its own minute one recomputation step reads: a minute holding more
+    /// is recomputed in time slices of at most about this many records each (each slice
+    /// also reads the records linked to its own), and its rows written a slice at a time,
+    /// so a step's memory stays bounded (about 1 KB per record read) whatever a minute
+    /// holds. Default 200,000.
+    pub max_step_records: u64,
 }
 
 /// Default [`CorrelationConfig::probe_paths`]: Kubernetes, Spring, MuleSoft and APIM habits.
@@ -122,6 +128,7 @@ impl Default for CorrelationConfig {
             probe_paths: strings(DEFAULT_PROBE_PATHS),
             probe_user_agents: strings(DEFAULT_PROBE_USER_AGENTS),
             internal_networks: strings(DEFAULT_INTERNAL_NETWORKS),
+            max_step_records: 200_000,
         }
     }
 }
@@ -175,6 +182,9 @@ impl CorrelationConfig {
             return Err(
                 "correlation.probe_user_agents: an empty entry would match every user agent".into(),
             );
+        }
+        if self.max_step_records < 1_000 {
+            return Err("correlation.max_step_records must be at least 1000".into());
         }
         if self.delay > Duration::from_secs(8) {
             return Err("correlation.delay must be at most 8s (requests show within 10 s)".into());

@@ -37,4 +37,11 @@ pub enum CorrelateError {
     /// Building the derived batch failed.
     #[error("building derived rows: {0}")]
     Arrow(#[from] ArrowError),
+    /// The recomputation was stopped (the server is stopping); nothing was listed.
+    #[error("the recomputation was stopped")]
+    Stopped,
+    /// The work thread of a recomputation ended without an answer (it panicked, or the
+    /// runtime is shutting down); nothing was written.
+    #[error("the recomputation's work thread ended without an answer: {0}")]
+    Task(String),
 }

@@ -27,7 +27,7 @@ mod request;
 pub use config::CorrelationConfig;
 pub use error::{CorrelateError, ReadError};
 pub use layers::ip_of;
-pub use link::{Correlated, TWIN_NS, correlate, correlate_all};
+pub use link::{Correlated, TWIN_NS, correlate, correlate_all, correlate_all_unless};
 pub use probe::normal_path;
 pub use read::{Param, RecordSource};
 pub use record::{Flow, Gateway, GatewayEvent, Input, Rules, Span};

@@ -9,6 +9,7 @@
 //! `request::build` as a slice of [`Node`]s in window order.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::record::{Input, Rules};
 use crate::request::{Built, Probe, Request, build};
@@ -160,9 +161,27 @@ pub fn correlate(input: Input, rules: &Rules, now_ns: i64) -> Vec<Request> {
 /// Links the records of `input` into requests and probes (background runs give nothing);
 /// `now_ns` decides which are settled.
 pub fn correlate_all(input: Input, rules: &Rules, now_ns: i64) -> Correlated {
+    let never = AtomicBool::new(false);
+    correlate_all_unless(input, rules, now_ns, &never).unwrap_or_default()
+}
+
+/// [`correlate_all`] that gives up (`None`) as soon as it sees `cancelled` set: it is
+/// checked between components, so a stop never waits for a whole window's work.
+pub fn correlate_all_unless(
+    input: Input,
+    rules: &Rules,
+    now_ns: i64,
+    cancelled: &AtomicBool,
+) -> Option<Correlated> {
+    if cancelled.load(Ordering::Relaxed) {
+        return None;
+    }
     let (input, groups) = components(input, rules);
     let mut out = Correlated::default();
-    for members in groups {
+    for (i, members) in groups.into_iter().enumerate() {
+        if i % 1024 == 0 && cancelled.load(Ordering::Relaxed) {
+            return None;
+        }
         match build(&input, &members, rules, now_ns) {
             Some(Built::Request(r)) => out.requests.push(*r),
             Some(Built::Probe(p)) => out.probes.push(*p),
@@ -173,7 +192,7 @@ pub fn correlate_all(input: Input, rules: &Rules, now_ns: i64) -> Correlated {
         .sort_by(|a, b| (a.time, &a.request_id).cmp(&(b.time, &b.request_id)));
     out.probes
         .sort_by(|a, b| (a.time, &a.probe_id).cmp(&(b.time, &b.probe_id)));
-    out
+    Some(out)
 }
 
 /// The window's records, sorted, and its linked components (each a list of nodes in

@@ -125,6 +125,8 @@ struct Statements {
     since: Vec<(&'static str, String)>,
     /// Minute buckets (`m`) of derived rows for requests starting at or after `$1`.
     derived_since: String,
+    /// Per raw table: the number of records (`n`) with `$1` ≤ time < `$2`.
+    count: Vec<String>,
     gateway: Pair,
     events: Pair,
     flows: Pair,
@@ -205,6 +207,10 @@ impl Statements {
                 " WHERE time >= to_timestamp_nanos($1)",
             ]
             .concat(),
+            count: RAW
+                .iter()
+                .map(|t| ["SELECT count(*) AS n FROM ", *t, " WHERE ", CORE].concat())
+                .collect(),
             gateway: Pair {
                 core: in_merge_order(gateway.core),
                 linked: in_merge_order(gateway.linked),
@@ -348,6 +354,25 @@ impl Reader {
             minutes.extend(bucket_starts(&b));
         }
         Ok(minutes)
+    }
+
+    /// How many raw records (all tables) have `from` ≤ time < `to`.
+    ///
+    /// # Errors
+    /// The source failed.
+    pub async fn count(&self, from: i64, to: i64) -> Result<u64, ReadError> {
+        let mut n = 0u64;
+        for q in &self.sql.count {
+            for b in self
+                .source
+                .read(q, vec![Param::I64(from), Param::I64(to)])
+                .await?
+            {
+                let add: i64 = i64s(&b, "n").into_iter().flatten().sum();
+                n = n.saturating_add(u64::try_from(add).unwrap_or(0));
+            }
+        }
+        Ok(n)
     }
 
     /// The records of the window `[a, b)` that can belong to requests starting in `[m, m2)`:
@@ -785,7 +810,8 @@ mod tests {
         ]
         .into_iter()
         .chain(s.arrived.iter().map(|(_, q)| q))
-        .chain(s.since.iter().map(|(_, q)| q));
+        .chain(s.since.iter().map(|(_, q)| q))
+        .chain(s.count.iter());
         for q in all {
             assert!(!q.contains('\''), "{q}");
         }

@@ -19,17 +19,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use seam_store::{Storage, now_ns};
 use tokio::sync::Notify;
 
+use crate::Rules;
 use crate::config::CorrelationConfig;
 use crate::error::CorrelateError;
 use crate::explain::Explanation;
 use crate::read::{RAW, Reader, RecordSource};
-use crate::{Probe, Request, Rules};
 
 /// One minute bucket, in nanoseconds.
 pub const MINUTE_NS: i64 = 60_000_000_000;
@@ -40,6 +41,104 @@ pub const PENDING_FILE: &str = "correlation_pending.json";
 /// Most minutes one arrival or rebuild step marks (two weeks): a bound on memory whatever
 /// the times and the configured link distance.
 const MAX_MINUTES_PER_STEP: usize = 14 * 24 * 60;
+
+/// How long before a minute's last recomputation started a record may have been accepted
+/// and still not have been visible to it (acknowledged, but not yet in the table when the
+/// recomputation read): such records count as new to that minute.
+const VISIBILITY_MARGIN_NS: i64 = 10_000_000_000;
+
+/// The correlator's metrics (`GET /metrics`).
+pub mod metrics {
+    /// Minute recomputations, by `outcome` (`ok`, `failed`, `stopped`).
+    pub const STEPS: &str = "seam_correlation_steps_total";
+    /// Seconds spent in recomputations, by `phase` (`read`, `link`, `write`); grows by
+    /// fractions, so exposed as a gauge that only grows.
+    pub const SECONDS: &str = "seam_correlation_seconds_total";
+    /// Raw records read by recomputations.
+    pub const RECORDS: &str = "seam_correlation_records_read_total";
+    /// Slices recomputed (one per minute, more for a minute above `max_step_records`).
+    pub const SLICES: &str = "seam_correlation_slices_total";
+    /// Minutes waiting for a recomputation (dirty, due or not).
+    pub const WAITING: &str = "seam_correlation_minutes_waiting";
+    /// Raw records of the last recomputation (how much one step holds).
+    pub const LAST_RECORDS: &str = "seam_correlation_last_step_records";
+
+    /// Describes them to the installed registry.
+    pub fn describe() {
+        use ::metrics::{describe_counter, describe_gauge};
+        describe_counter!(
+            STEPS,
+            "Minute recomputations of the correlator, by outcome."
+        );
+        describe_gauge!(
+            SECONDS,
+            "Seconds the correlator spent recomputing minutes, by phase (read, link, write)."
+        );
+        describe_counter!(RECORDS, "Raw records the correlator read.");
+        describe_counter!(
+            SLICES,
+            "Time slices the correlator recomputed (a busy minute is done in several)."
+        );
+        describe_gauge!(
+            WAITING,
+            "Minutes waiting for the correlator (records arrived, or requests to settle)."
+        );
+        describe_gauge!(
+            LAST_RECORDS,
+            "Raw records the correlator's last recomputation read and held."
+        );
+    }
+}
+
+/// Sets its flag when dropped: a recomputation's future dropped at a stop tells its work
+/// thread to give up.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What one slice's link step gives: the rows to write, how many requests, when the
+/// unsettled ones settle, and the earlier minutes owning requests the slice's records belong
+/// to (with the latest arrival of each such request).
+struct Linked {
+    parts: Vec<(&'static str, arrow::record_batch::RecordBatch)>,
+    requests: usize,
+    settle: Option<i64>,
+    earlier: BTreeMap<i64, i64>,
+}
+
+/// What a minute's slices gave so far: its files per derived table (written, not listed
+/// yet), requests, settle time and earlier minutes (as in [`Linked`]).
+#[derive(Default)]
+struct Done {
+    files: Vec<(&'static str, Vec<seam_schemas::layout::FileEntry>)>,
+    requests: usize,
+    settle: Option<i64>,
+    earlier: BTreeMap<i64, i64>,
+}
+
+/// The time slices `[lo, hi)` a minute holding `own` records of its own is recomputed in:
+/// one when `own` ≤ `max`, else as many equal slices as make about `max` records each (at
+/// most 60, one a second).
+fn slices(minute: i64, own: u64, max: u64) -> Vec<(i64, i64)> {
+    let k = own.div_ceil(max.max(1)).clamp(1, 60);
+    let k = i64::try_from(k).unwrap_or(60);
+    let end = minute.saturating_add(MINUTE_NS);
+    (0..k)
+        .map(|i| {
+            let lo = minute.saturating_add(MINUTE_NS / k * i);
+            let hi = if i + 1 == k {
+                end
+            } else {
+                minute.saturating_add(MINUTE_NS / k * (i + 1))
+            };
+            (lo, hi)
+        })
+        .collect()
+}
 
 /// The start of the minute bucket holding `t` (ns).
 pub fn minute_of(t: i64) -> i64 {
@@ -72,7 +171,9 @@ pub struct Correlator {
     reader: Reader,
     storage: Arc<Storage>,
     config: CorrelationConfig,
-    rules: Rules,
+    rules: Arc<Rules>,
+    /// Minute (ns) → when its last recomputation started (wall clock, ns).
+    last_start: Mutex<BTreeMap<i64, i64>>,
     /// Minute (ns) → when to recompute it.
     dirty: Mutex<BTreeMap<i64, Instant>>,
     wake: Notify,
@@ -94,12 +195,13 @@ impl Correlator {
         config: CorrelationConfig,
         pending: PathBuf,
     ) -> Arc<Self> {
-        let rules = config.rules();
+        let rules = Arc::new(config.rules());
         Arc::new(Self {
             reader: Reader::new(source),
             storage,
             config,
             rules,
+            last_start: Mutex::new(BTreeMap::new()),
             pending,
             in_flight: Mutex::new(BTreeSet::new()),
             dirty: Mutex::new(BTreeMap::new()),
@@ -121,18 +223,18 @@ impl Correlator {
         }));
     }
 
-    /// Marks the minutes whose requests records in the given minutes can belong to: their
-    /// own and those up to the link distance before.
+    /// Marks the minutes of arrived records for recomputation. A request starts with its
+    /// earliest record, so records of a minute belong to requests of that minute or of
+    /// earlier ones: the recomputation of the minute finds the latter (it reads the records
+    /// linked to the minute's own) and marks their minutes in turn.
     pub fn arrived(&self, minutes: BTreeSet<i64>) {
         let due = Instant::now() + self.config.delay;
-        let back = self.rules.max_link_distance_ns;
         if let Ok(mut d) = self.dirty.lock() {
             for m in minutes {
-                for x in minutes_between(m.saturating_sub(back), m) {
-                    let e = d.entry(x).or_insert(due);
-                    *e = (*e).min(due);
-                }
+                let e = d.entry(m).or_insert(due);
+                *e = (*e).min(due);
             }
+            ::metrics::gauge!(metrics::WAITING).set(d.len() as f64);
         }
         self.wake.notify_one();
     }
@@ -189,6 +291,7 @@ impl Correlator {
                     for m in &due {
                         d.remove(m);
                     }
+                    ::metrics::gauge!(metrics::WAITING).set(d.len() as f64);
                     due
                 }
                 Err(_) => Vec::new(),
@@ -227,20 +330,29 @@ impl Correlator {
     /// minutes left (and those that failed) to the pending file, which [`Correlator::recover`]
     /// schedules at the next start.
     pub async fn drain(&self) {
-        let mut minutes: BTreeSet<i64> = match self.dirty.lock() {
-            Ok(mut d) => std::mem::take(&mut *d).into_keys().collect(),
-            Err(_) => BTreeSet::new(),
-        };
+        let mut minutes: BTreeSet<i64> = BTreeSet::new();
         // Minutes whose recomputation the stop cancelled.
         if let Ok(mut f) = self.in_flight.lock() {
             minutes.append(&mut f);
         }
         let until = Instant::now() + self.config.shutdown_drain;
         let mut left = Vec::new();
-        for m in minutes {
+        loop {
+            // Recomputing a minute can mark earlier ones: take them too.
+            if let Ok(mut d) = self.dirty.lock() {
+                minutes.extend(std::mem::take(&mut *d).into_keys());
+            }
+            let Some(m) = minutes.pop_first() else {
+                break;
+            };
             // A recomputation cut short by the deadline writes nothing it has not published
             // whole (files appear by rename; an unlisted file is removed at the next start).
             let remaining = until.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                left.push(m);
+                left.extend(std::mem::take(&mut minutes));
+                break;
+            }
             match tokio::time::timeout(remaining, self.recompute_minute(m)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -328,30 +440,124 @@ impl Correlator {
 
     /// Recomputes one minute; gives how many requests it wrote and when its unsettled
     /// requests settle.
+    ///
+    /// A minute holding more than `max_step_records` records of its own is done in time
+    /// slices, each read, linked and written on its own (its files are listed only when
+    /// the whole minute is done, in one update), so one step's memory stays bounded. Reading
+    /// is async (the query runtime); linking the records and building the rows run on a
+    /// blocking thread, never on the async workers, and give up as soon as this future is
+    /// dropped (a stop). The requests of earlier minutes that the minute's records belong
+    /// to are left to those minutes: each is marked for recomputation when such a request
+    /// has records its minute's last recomputation may not have seen.
     async fn recompute(&self, minute: i64) -> Result<(usize, Option<i64>), CorrelateError> {
         let _busy = self.busy.lock().await;
-        let input = self.read_minute(minute).await?;
-        let now = now_ns();
-        let all = crate::correlate_all(input, &self.rules, now);
-        let reqs: Vec<Request> = all
-            .requests
-            .into_iter()
-            .filter(|r| minute_of(r.time) == minute)
-            .collect();
-        let probes: Vec<Probe> = all
-            .probes
-            .into_iter()
-            .filter(|p| minute_of(p.time) == minute)
-            .collect();
-        let settle = reqs
-            .iter()
-            .filter(|r| !r.settled)
-            .map(|r| r.ingest_time)
-            .chain(probes.iter().filter(|p| !p.settled).map(|p| p.ingest_time))
-            .map(|t| t.saturating_add(self.rules.horizon_ns))
-            .max();
-        crate::write::replace_minute(&self.storage, minute, &reqs, &probes).await?;
-        Ok((reqs.len(), settle))
+        let started_ns = now_ns();
+        let mut done = Done::default();
+        let result = self.recompute_slices(minute, &mut done).await;
+        let committed = match result {
+            Ok(()) => self
+                .storage
+                .commit_minutes(minute, std::mem::take(&mut done.files))
+                .await
+                .map_err(CorrelateError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            let outcome = match e {
+                CorrelateError::Stopped => "stopped",
+                _ => "failed",
+            };
+            ::metrics::counter!(metrics::STEPS, "outcome" => outcome).increment(1);
+            let files: Vec<_> = done.files.into_iter().flat_map(|(_, f)| f).collect();
+            self.storage.discard(&files).await;
+            return Err(e);
+        }
+        ::metrics::counter!(metrics::STEPS, "outcome" => "ok").increment(1);
+        let new_to = {
+            let mut last = self
+                .last_start
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            last.insert(minute, started_ns);
+            while last.len() > MAX_MINUTES_PER_STEP {
+                last.pop_first();
+            }
+            done.earlier
+                .iter()
+                .filter(|(m, ingest)| {
+                    last.get(m)
+                        .is_none_or(|s| **ingest >= s.saturating_sub(VISIBILITY_MARGIN_NS))
+                })
+                .map(|(m, _)| *m)
+                .collect::<Vec<i64>>()
+        };
+        let now = Instant::now();
+        for m in new_to {
+            self.schedule(m, now);
+        }
+        Ok((done.requests, done.settle))
+    }
+
+    /// The steps of [`Correlator::recompute`]: each slice of the minute read, linked, and
+    /// its rows written as files of the minute (not listed yet), into `done`.
+    async fn recompute_slices(&self, minute: i64, done: &mut Done) -> Result<(), CorrelateError> {
+        let end = minute.saturating_add(MINUTE_NS);
+        let t0 = Instant::now();
+        let own = self.reader.count(minute, end).await?;
+        ::metrics::gauge!(metrics::SECONDS, "phase" => "read")
+            .increment(t0.elapsed().as_secs_f64());
+        let d = self.rules.max_link_distance_ns;
+        for (lo, hi) in slices(minute, own, self.config.max_step_records) {
+            let t0 = Instant::now();
+            let input = self
+                .reader
+                .read_linked(lo.saturating_sub(d), hi.saturating_add(d), lo, hi)
+                .await?;
+            ::metrics::counter!(metrics::SLICES).increment(1);
+            let records =
+                input.gateway.len() + input.events.len() + input.flows.len() + input.spans.len();
+            ::metrics::counter!(metrics::RECORDS).increment(records as u64);
+            ::metrics::gauge!(metrics::LAST_RECORDS).set(records as f64);
+            let t1 = Instant::now();
+            ::metrics::gauge!(metrics::SECONDS, "phase" => "read")
+                .increment(t1.duration_since(t0).as_secs_f64());
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let _cancel = CancelOnDrop(Arc::clone(&cancelled));
+            let rules = Arc::clone(&self.rules);
+            let linked = tokio::task::spawn_blocking(move || {
+                link_slice(input, &rules, minute, (lo, hi), &cancelled)
+            })
+            .await
+            .map_err(|e| CorrelateError::Task(e.to_string()))??
+            .ok_or(CorrelateError::Stopped)?;
+            let t2 = Instant::now();
+            ::metrics::gauge!(metrics::SECONDS, "phase" => "link")
+                .increment(t2.duration_since(t1).as_secs_f64());
+            done.requests += linked.requests;
+            done.settle = done.settle.max(linked.settle);
+            for (m, ingest) in linked.earlier {
+                let e = done.earlier.entry(m).or_insert(ingest);
+                *e = (*e).max(ingest);
+            }
+            for (table, batch) in linked.parts {
+                let at = match done.files.iter().position(|(t, _)| *t == table) {
+                    Some(at) => at,
+                    None => {
+                        done.files.push((table, Vec::new()));
+                        done.files.len() - 1
+                    }
+                };
+                if batch.num_rows() > 0 {
+                    let file = self.storage.write_minute_part(table, minute, batch).await?;
+                    if let Some((_, files)) = done.files.get_mut(at) {
+                        files.push(file);
+                    }
+                }
+            }
+            ::metrics::gauge!(metrics::SECONDS, "phase" => "write")
+                .increment(t2.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     /// The records that can belong to requests starting in `minute`: the minute's own and
@@ -399,6 +605,62 @@ impl Correlator {
     }
 }
 
+/// Links a slice's records (read by [`crate::read::Reader::read_linked`]) and builds the
+/// rows of the requests and probes of `minute` starting in the slice `[lo, hi)`; `None`
+/// when `cancelled` was set meanwhile. Runs on a blocking thread.
+fn link_slice(
+    input: crate::Input,
+    rules: &Rules,
+    minute: i64,
+    (lo, hi): (i64, i64),
+    cancelled: &AtomicBool,
+) -> Result<Option<Linked>, CorrelateError> {
+    let Some(all) = crate::correlate_all_unless(input, rules, now_ns(), cancelled) else {
+        return Ok(None);
+    };
+    let mut earlier: BTreeMap<i64, i64> = BTreeMap::new();
+    // Requests of this slice are kept; those of earlier minutes are noted for their
+    // minutes; those of the minute's other slices are theirs.
+    let mut keep = |t: i64, ingest: i64| {
+        if (lo..hi).contains(&t) {
+            return true;
+        }
+        let m = minute_of(t);
+        if m < minute {
+            let e = earlier.entry(m).or_insert(ingest);
+            *e = (*e).max(ingest);
+        }
+        false
+    };
+    let reqs: Vec<_> = all
+        .requests
+        .into_iter()
+        .filter(|r| keep(r.time, r.ingest_time))
+        .collect();
+    let probes: Vec<_> = all
+        .probes
+        .into_iter()
+        .filter(|p| keep(p.time, p.ingest_time))
+        .collect();
+    let settle = reqs
+        .iter()
+        .filter(|r| !r.settled)
+        .map(|r| r.ingest_time)
+        .chain(probes.iter().filter(|p| !p.settled).map(|p| p.ingest_time))
+        .map(|t| t.saturating_add(rules.horizon_ns))
+        .max();
+    if cancelled.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let parts = crate::write::minute_parts(&reqs, &probes)?;
+    Ok(Some(Linked {
+        parts,
+        requests: reqs.len(),
+        settle,
+        earlier,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +672,19 @@ mod tests {
         assert_eq!(minutes_between(0, 3 * MINUTE_NS).count(), 4);
         assert_eq!(minutes_between(0, i64::MAX).count(), MAX_MINUTES_PER_STEP);
         assert_eq!(minutes_between(i64::MAX - 1, i64::MAX).count(), 1);
+    }
+
+    #[test]
+    fn a_big_minute_is_done_in_slices_covering_it_once() {
+        let m = 7 * MINUTE_NS;
+        assert_eq!(slices(m, 0, 200_000), vec![(m, m + MINUTE_NS)]);
+        assert_eq!(slices(m, 200_000, 200_000), vec![(m, m + MINUTE_NS)]);
+        let s = slices(m, 1_000_001, 200_000);
+        assert_eq!(s.len(), 6);
+        assert_eq!(s.first().map(|x| x.0), Some(m));
+        assert_eq!(s.last().map(|x| x.1), Some(m + MINUTE_NS));
+        assert!(s.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
+        assert_eq!(slices(m, u64::MAX, 1).len(), 60);
+        assert_eq!(slices(m, 10, 0).len(), 10);
     }
 }

@@ -28,19 +28,27 @@ pub async fn replace_minute(
     reqs: &[Request],
     probes: &[Probe],
 ) -> Result<(), CorrelateError> {
+    let parts = minute_parts(reqs, probes)?;
+    storage.replace_minutes(minute_ns, parts).await?;
+    Ok(())
+}
+
+/// The three derived tables' batches of one minute's `reqs` and `probes`, as
+/// `Storage::replace_minutes` takes them (CPU work: build them off the async workers).
+///
+/// # Errors
+/// A cell that does not fit its column (a programming error).
+pub fn minute_parts(
+    reqs: &[Request],
+    probes: &[Probe],
+) -> Result<Vec<(&'static str, RecordBatch)>, ArrowError> {
     let (rb, eb) = batches(reqs)?;
     let pb = probe_batch(probes)?;
-    storage
-        .replace_minutes(
-            minute_ns,
-            vec![
-                (requests::TABLE, rb),
-                (requests::EVENTS_TABLE, eb),
-                (requests::PROBES_TABLE, pb),
-            ],
-        )
-        .await?;
-    Ok(())
+    Ok(vec![
+        (requests::TABLE, rb),
+        (requests::EVENTS_TABLE, eb),
+        (requests::PROBES_TABLE, pb),
+    ])
 }
 
 /// The `probes` batch of `probes`.

@@ -435,6 +435,7 @@ impl QueryService {
                 Vec::new(),
                 Some(self.config.timeout),
                 Some(self.config.max_result_bytes),
+                false,
             )
             .await;
         count_statement(started, result.is_ok());
@@ -454,8 +455,20 @@ impl QueryService {
         params: Vec<ScalarValue>,
         timeout: Option<Duration>,
         max_bytes: Option<usize>,
+        internal: bool,
     ) -> Result<QueryResult, QueryError> {
         let ctx = self.context()?;
+        if internal {
+            // seam's own reads (the correlator's) select a few records of a wide time window
+            // by id: the Parquet reader evaluates the filter while decoding and decodes the
+            // other columns only for the rows that pass (late materialisation), instead of
+            // decoding every column of the window first.
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let parquet = &mut state.config_mut().options_mut().execution.parquet;
+            parquet.pushdown_filters = true;
+            parquet.reorder_filters = true;
+        }
         let (principal, sql) = (principal.clone(), sql.to_string());
         let mut task = Task::spawn(self.runtime.handle(), async move {
             let mut plan = plan(&ctx, &sql, &principal).await?;
@@ -511,7 +524,7 @@ impl QueryService {
         params: Vec<ScalarValue>,
     ) -> Result<Vec<RecordBatch>, QueryError> {
         Ok(self
-            .collect(&Principal::anonymous(), sql, params, None, None)
+            .collect(&Principal::anonymous(), sql, params, None, None, true)
             .await?
             .batches)
     }

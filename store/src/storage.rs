@@ -65,6 +65,31 @@ struct Replacement {
     tag: String,
     /// Per table, the minute's new file (none when the minute has no rows now).
     files: Vec<(String, Option<FileEntry>)>,
+    /// Further new files of the minute, by table (a minute recomputed in several steps
+    /// writes one file per step; every table here is also in `files`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    more: Vec<(String, FileEntry)>,
+}
+
+impl Replacement {
+    /// The minute's new files of `table`.
+    fn new_files<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
+        self.files
+            .iter()
+            .filter(move |(t, _)| t == table)
+            .filter_map(|(_, e)| e.as_ref())
+            .chain(
+                self.more
+                    .iter()
+                    .filter(move |(t, _)| t == table)
+                    .map(|(_, e)| e),
+            )
+    }
+}
+
+/// The file-name prefix of a minute's derived files.
+fn minute_tag(minute_ns: i64) -> String {
+    format!("M{minute_ns}-")
 }
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -215,7 +240,7 @@ impl Storage {
         parts: Vec<(&'static str, RecordBatch)>,
     ) -> Result<()> {
         let _io = self.io.lock().await;
-        let tag = format!("M{minute_ns}-");
+        let tag = minute_tag(minute_ns);
         let mut files = Vec::with_capacity(parts.len());
         for (table, batch) in parts {
             if self.table(table).is_none() {
@@ -231,7 +256,85 @@ impl Storage {
             };
             files.push((table.to_string(), entry));
         }
-        let journal = Replacement { tag, files };
+        self.replace(Replacement {
+            tag,
+            files,
+            more: Vec::new(),
+        })
+        .await
+    }
+
+    /// Writes `batch` as one more file of the minute starting at `minute_ns` in the derived
+    /// table `table`, not listed yet: [`Storage::commit_minutes`] lists a minute's new files
+    /// and drops its earlier ones in one update, so a minute can be written a part at a
+    /// time. A file never committed (a recomputation that failed or was stopped, a crash)
+    /// is never read: [`Storage::discard`] removes it, or the next start does (an orphan).
+    ///
+    /// # Errors
+    /// An unknown table; encoding or object-store failures.
+    pub async fn write_minute_part(
+        &self,
+        table: &'static str,
+        minute_ns: i64,
+        batch: RecordBatch,
+    ) -> Result<FileEntry> {
+        if self.table(table).is_none() {
+            return Err(StorageError::UnknownTable(table.to_string()));
+        }
+        self.write_named(
+            table,
+            layout::hour_of(minute_ns),
+            &minute_tag(minute_ns),
+            Rows::of(batch),
+        )
+        .await
+    }
+
+    /// Replaces the minute starting at `minute_ns` of every table of `parts` with the files
+    /// [`Storage::write_minute_part`] wrote for it (none: the minute has no rows in that
+    /// table now), as [`Storage::replace_minutes`] does: together or not at all, across a
+    /// crash too.
+    ///
+    /// # Errors
+    /// An unknown table; object-store failures before the journal is written (nothing
+    /// changed), or after it (the next start completes the replacement).
+    pub async fn commit_minutes(
+        &self,
+        minute_ns: i64,
+        parts: Vec<(&'static str, Vec<FileEntry>)>,
+    ) -> Result<()> {
+        let _io = self.io.lock().await;
+        let mut files = Vec::with_capacity(parts.len());
+        let mut more = Vec::new();
+        for (table, entries) in parts {
+            if self.table(table).is_none() {
+                return Err(StorageError::UnknownTable(table.to_string()));
+            }
+            let mut entries = entries.into_iter();
+            files.push((table.to_string(), entries.next()));
+            more.extend(entries.map(|e| (table.to_string(), e)));
+        }
+        self.replace(Replacement {
+            tag: minute_tag(minute_ns),
+            files,
+            more,
+        })
+        .await
+    }
+
+    /// Removes files written by [`Storage::write_minute_part`] that will not be committed
+    /// (best effort: what is left is removed as an orphan at the next start).
+    pub async fn discard(&self, files: &[FileEntry]) {
+        for f in files {
+            let path = Path::from(f.path.as_str());
+            if let Err(e) = self.store.delete(&path).await {
+                tracing::debug!(path = %f.path, error = %e, "An uncommitted file stays until the next start.");
+            }
+        }
+    }
+
+    /// Records `journal`, applies it, and removes the record (the caller holds `io`).
+    async fn replace(&self, journal: Replacement) -> Result<()> {
         let jpath = Path::from(REPLACE_JOURNAL);
         let json = serde_json::to_vec(&journal).map_err(|e| StorageError::Manifest {
             path: REPLACE_JOURNAL.into(),
@@ -254,10 +357,11 @@ impl Storage {
     /// Idempotent: applying it twice gives the same lists.
     async fn apply_replacement(&self, r: &Replacement) -> Result<()> {
         let mut old = Vec::new();
-        for (table, entry) in &r.files {
+        for (table, _) in &r.files {
             let Some(t) = self.table(table) else {
                 continue;
             };
+            let new: Vec<FileEntry> = r.new_files(table).cloned().collect();
             let mut st = lock(t);
             let (gone, keep): (Vec<FileEntry>, Vec<FileEntry>) =
                 st.files.drain(..).partition(|f| {
@@ -267,9 +371,9 @@ impl Storage {
                         .is_some_and(|n| n.starts_with(&r.tag))
                 });
             st.files = keep;
-            st.files.extend(entry.iter().cloned());
+            st.files.extend(new.iter().cloned());
             st.manifest_dirty = true;
-            old.extend(gone.into_iter().filter(|f| entry.as_ref() != Some(f)));
+            old.extend(gone.into_iter().filter(|f| !new.contains(f)));
         }
         for (table, _) in &r.files {
             self.write_manifest_if_dirty(table).await?;
@@ -292,16 +396,19 @@ impl Storage {
                 // A journal that outlived its replacement (a lost delete) may name files
                 // removed since: list only files that exist, never a table that cannot be read.
                 for (table, entry) in &mut r.files {
-                    if let Some(f) = entry {
-                        let path = Path::from(f.path.as_str());
-                        if let Err(object_store::Error::NotFound { .. }) =
-                            self.store.head(&path).await
-                        {
-                            tracing::warn!(table = %table, path = %f.path, "A replacement journal names a file that no longer exists; it is left out.");
-                            *entry = None;
-                        }
+                    if let Some(f) = entry
+                        && !self.exists(table, f).await
+                    {
+                        *entry = None;
                     }
                 }
+                let mut more = Vec::with_capacity(r.more.len());
+                for (table, f) in std::mem::take(&mut r.more) {
+                    if self.exists(&table, &f).await {
+                        more.push((table, f));
+                    }
+                }
+                r.more = more;
                 tracing::warn!(minute = %r.tag, "Finishing a replacement of derived rows that a stop interrupted.");
                 self.apply_replacement(&r).await?;
             }
@@ -316,6 +423,18 @@ impl Storage {
             .await
             .map_err(|e| os_err(&jpath, e))?;
         Ok(())
+    }
+
+    /// Whether a file a replacement journal names is still there (a warning when not).
+    async fn exists(&self, table: &str, f: &FileEntry) -> bool {
+        let path = Path::from(f.path.as_str());
+        match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => {
+                tracing::warn!(table = %table, path = %f.path, "A replacement journal names a file that no longer exists; it is left out.");
+                false
+            }
+            _ => true,
+        }
     }
 
     fn table(&self, name: &str) -> Option<&Mutex<TableState>> {
@@ -1339,9 +1458,106 @@ mod tests {
         RecordBatch::try_new(schema, cols).expect("batch")
     }
 
+    /// Storage over the local directory `root`, default settings.
+    async fn open_local(root: &std::path::Path) -> Arc<Storage> {
+        let store =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).expect("store"));
+        Storage::open(store, Some(root.to_path_buf()), StorageConfig::default())
+            .await
+            .expect("open")
+    }
+
     fn listed(s: &Storage, table: &str) -> Vec<String> {
         let t = s.table(table).expect("table");
         lock(t).files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_minute_written_in_parts_replaces_all_its_earlier_files_at_once() {
+        use seam_schemas::tables::requests::{EVENTS_TABLE, TABLE};
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().to_path_buf();
+        let open = || open_local(&root);
+        let minute = 29_000_001 * 60_000_000_000_i64;
+        let s = open().await;
+        let mut parts = Vec::new();
+        for t in [minute + 1, minute + 2, minute + 3] {
+            parts.push(
+                s.write_minute_part(TABLE, minute, derived(TABLE, t))
+                    .await
+                    .expect("part"),
+            );
+        }
+        // Written but not committed: not listed, so not read.
+        assert!(listed(&s, TABLE).is_empty());
+        let event = s
+            .write_minute_part(EVENTS_TABLE, minute, derived(EVENTS_TABLE, minute + 4))
+            .await
+            .expect("part");
+        s.commit_minutes(
+            minute,
+            vec![(TABLE, parts.clone()), (EVENTS_TABLE, vec![event])],
+        )
+        .await
+        .expect("commit");
+        assert_eq!(
+            (listed(&s, TABLE).len(), listed(&s, EVENTS_TABLE).len()),
+            (3, 1)
+        );
+        assert!(!root.join(REPLACE_JOURNAL).exists());
+        // The same after a restart (the manifests list every part).
+        drop(s);
+        let s = open().await;
+        assert_eq!(listed(&s, TABLE).len(), 3);
+
+        // A part written then discarded is gone; the next commit of one file replaces the
+        // three parts, and an empty list empties the other table's minute.
+        let dropped = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 5))
+            .await
+            .expect("part");
+        s.discard(std::slice::from_ref(&dropped)).await;
+        assert!(!root.join(&dropped.path).exists());
+        let one = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 6))
+            .await
+            .expect("part");
+        s.commit_minutes(
+            minute,
+            vec![(TABLE, vec![one.clone()]), (EVENTS_TABLE, Vec::new())],
+        )
+        .await
+        .expect("commit");
+        assert_eq!(listed(&s, TABLE), vec![one.path]);
+        assert!(listed(&s, EVENTS_TABLE).is_empty());
+
+        // A journal with several files per table, left by a stop before any manifest: the
+        // next start lists them all.
+        let a = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 7))
+            .await
+            .expect("part");
+        let b = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 8))
+            .await
+            .expect("part");
+        let journal = Replacement {
+            tag: minute_tag(minute),
+            files: vec![(TABLE.to_string(), Some(a.clone()))],
+            more: vec![(TABLE.to_string(), b.clone())],
+        };
+        std::fs::write(
+            root.join(REPLACE_JOURNAL),
+            serde_json::to_vec(&journal).expect("json"),
+        )
+        .expect("journal");
+        drop(s);
+        let s = open().await;
+        let mut got = listed(&s, TABLE);
+        got.sort();
+        let mut want = vec![a.path, b.path];
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
@@ -1349,14 +1565,7 @@ mod tests {
         use seam_schemas::tables::requests::{EVENTS_TABLE, TABLE};
         let dir = tempfile::tempdir().expect("dir");
         let root = dir.path().to_path_buf();
-        let open = || async {
-            let store = Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(&root).expect("store"),
-            );
-            Storage::open(store, Some(root.clone()), StorageConfig::default())
-                .await
-                .expect("open")
-        };
+        let open = || open_local(&root);
         let minute = 29_000_000 * 60_000_000_000_i64;
         let s = open().await;
         s.replace_minutes(
@@ -1384,7 +1593,12 @@ mod tests {
                 .expect("file");
             files.push((table.to_string(), Some(e)));
         }
-        let journal = serde_json::to_vec(&Replacement { tag, files }).expect("json");
+        let journal = serde_json::to_vec(&Replacement {
+            tag,
+            files,
+            more: Vec::new(),
+        })
+        .expect("json");
         std::fs::write(root.join(REPLACE_JOURNAL), journal).expect("journal");
         drop(s);
         let s = open().await;
@@ -1412,6 +1626,7 @@ mod tests {
         let stale = Replacement {
             tag: format!("M{minute}-"),
             files: vec![(TABLE.to_string(), Some(gone))],
+            more: Vec::new(),
         };
         std::fs::write(
             root.join(REPLACE_JOURNAL),

@@ -773,6 +773,9 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     let stack = Stack::start_with(|c| {
         c.correlation.horizon = Duration::from_secs(3);
         c.correlation.delay = Duration::from_millis(300);
+        // Minutes here hold 1,500 to 3,000 records: each is recomputed in two to three
+        // slices (the smallest step allowed), so the exact answers below cover slicing.
+        c.correlation.max_step_records = 1_000;
         c.correlation.gateway_egress = vec![GATEWAY_EGRESS.to_string()];
     })
     .await;
@@ -780,6 +783,28 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     let api = stack.api();
     send_traffic(&http, &t).await;
     wait_generated_settled(&api, &t, Duration::from_secs(240)).await;
+    // Busy minutes were done in slices (more slices than recomputations).
+    let metrics = reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (slices, steps) = (
+        metric("seam_correlation_slices_total"),
+        metric("seam_correlation_steps_total{outcome=\"ok\"}"),
+    );
+    assert!(
+        slices > steps && steps > 0.0,
+        "{slices} slices, {steps} steps"
+    );
     let mut failures = check_generated_requests(&api, &t).await;
     failures.extend(check_generated_probes(&api, &t).await);
     failures.extend(check_noise_kept(&api, &t).await);

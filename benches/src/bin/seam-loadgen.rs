@@ -5,6 +5,8 @@
 //! seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients 4] [--seconds 20 | --requests N]
 //!              [--batch 512] [--grpc 127.0.0.1:4317] [--http 127.0.0.1:4318] [--pid PID]
 //!              [--seed 42] [--api ADDR] [--json]
+//! seam-loadgen --target mixed --api ADDR [--rate N] [--settle SECONDS] [--clients 4]
+//!              [--seconds 20] [--http 127.0.0.1:4318] [--pid PID] [--seed 42] [--json]
 //! ```
 //! Payloads: OTLP requests of `--batch` spans (random 16-byte trace ids and 8-byte span ids,
 //! UUID correlation ids, the samples' attribute sets), encoded once; APIM storage-archive
@@ -17,11 +19,16 @@
 //! After the load, the same payloads are decoded in this process (protobuf decode, or JSON
 //! parse of each record, or line splitting for log4j) for the same number of requests on one
 //! thread: the decode-only ceiling each figure is stated against.
+//!
+//! `--target mixed` sends generated requests (APIM records and custom events, Mule JSON Logger
+//! and log4j lines, OTLP spans) with real-time timestamps, paced at `--rate` requests/s or as
+//! fast as seam acknowledges, and measures how soon sampled requests are in `requests` (and,
+//! with `--settle`, settled): `seam_benches::loadgen::mixed`.
 
-use seam_benches::loadgen::{Options, Target, run};
+use seam_benches::loadgen::{Options, Target, mixed, run};
 
 fn usage() -> String {
-    "usage: seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients N] [--seconds N | --requests N] [--batch N] [--grpc ADDR] [--http ADDR] [--pid PID] [--seed N] [--api ADDR] [--json]".into()
+    "usage: seam-loadgen --target otlp-grpc|otlp-http|apim|mule [--clients N] [--seconds N | --requests N] [--batch N] [--grpc ADDR] [--http ADDR] [--pid PID] [--seed N] [--api ADDR] [--json]\n       seam-loadgen --target mixed --api ADDR [--rate N] [--settle SECONDS] [--clients N] [--seconds N] [--http ADDR] [--pid PID] [--seed N] [--json]".into()
 }
 
 fn parse() -> Result<(Options, bool), String> {
@@ -41,6 +48,7 @@ fn parse() -> Result<(Options, bool), String> {
                     "otlp-http" => Target::OtlpHttp,
                     "apim" => Target::Apim,
                     "mule" => Target::Mule,
+                    "mixed" => Target::Mixed,
                     other => return Err(format!("unknown target {other:?}\n{}", usage())),
                 }
             }
@@ -53,6 +61,8 @@ fn parse() -> Result<(Options, bool), String> {
             "--pid" => a.pid = Some(num(v("--pid")?, "--pid")? as u32),
             "--seed" => a.seed = num(v("--seed")?, "--seed")?,
             "--api" => a.api = Some(v("--api")?),
+            "--rate" => a.rate = Some(num(v("--rate")?, "--rate")?.max(1)),
+            "--settle" => a.settle = Some(num(v("--settle")?, "--settle")? as f64),
             "--json" => json = true,
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
@@ -70,18 +80,27 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match run(opts).await {
-        Ok(r) => {
+    // (JSON, summary, requests that failed, the first failure's message)
+    let outcome = if opts.target == Target::Mixed {
+        mixed::run(&opts).await.map(|r| {
+            let text = serde_json::to_string(&r).unwrap_or_default();
+            (text, r.summary(), r.failed_bodies, r.first_error)
+        })
+    } else {
+        run(opts).await.map(|r| {
+            let text = serde_json::to_string(&r).unwrap_or_default();
+            (text, r.summary(), r.failed_requests, r.first_error)
+        })
+    };
+    match outcome {
+        Ok((text, summary, failed, first_error)) => {
             if json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                println!("{text}");
             } else {
-                print!("{}", r.summary());
+                print!("{summary}");
             }
-            if let Some(e) = &r.first_error {
-                eprintln!(
-                    "seam-loadgen: {} requests failed; the first: {e}",
-                    r.failed_requests
-                );
+            if let Some(e) = first_error {
+                eprintln!("seam-loadgen: {failed} requests failed; the first: {e}");
                 return std::process::ExitCode::FAILURE;
             }
             std::process::ExitCode::SUCCESS

@@ -22,6 +22,7 @@ use std::time::Duration;
 use seam_benches::querybench::{
     LoadOptions, RunOptions, Target, load, markdown, panel_files, read_queries, run, wait_settled,
 };
+use seam_benches::traffic::now_ns;
 
 fn usage() -> String {
     "usage: seam-querybench load --http ADDR --api ADDR [--requests N] [--gap-ms N] [--chunk N] [--clients N] [--seed N] [--settle-minutes N]\n       seam-querybench run --api ADDR --data-dir DIR [--runs N] [--no-duckdb] [--filter TEXT] [--python PY] [--queries DIR] [--json]\n       seam-querybench panels [--dashboards DIR] [--queries DIR]".into()
@@ -104,12 +105,6 @@ fn parse() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 async fn main_inner(a: Args) -> Result<(), String> {

@@ -11,7 +11,10 @@
 //! acceptance, [`MERGE_ORDER`]; each column takes the value of the earliest-accepted copy
 //! that has one; `time` and `ingest_time` are the earliest; the token identity
 //! ([`crate::token::COLUMNS`]) is taken whole from the earliest-accepted copy with a
-//! `token_id`, never mixed across copies. [`merge_expr`] gives each column's expression.
+//! `token_id`, never mixed across copies. [`merge_expr`] writes the rule for one column as an
+//! aggregate; [`view_sql`] computes the same values without an aggregate that holds a
+//! request's values (its headers), so the view's memory does not grow with them: the
+//! earliest-accepted copy is read whole, and only what it lacks is gathered from the others.
 
 use arrow_schema::{DataType, Field, SchemaRef};
 
@@ -302,8 +305,10 @@ pub fn schema() -> SchemaRef {
 /// Columns of the copies that the view leaves out.
 const COPY_ONLY: &[&str] = &[RAW, SOURCE_FORMAT, SOURCE_FILE, SOURCE_LINE];
 
-/// The view's expression for column `name` of the copies (without its alias): how the copies
-/// of one request are merged into that column. The one place the merge rule is written:
+/// The rule for column `name` of the copies written as one aggregate over a request's copies
+/// (without its alias): the reference form of the merge rule, the one docs/correlation.md
+/// states and the correlator's fold follows ([`view_sql`] computes the same values without an
+/// aggregate per column):
 /// - `time`, `ingest_time`: the earliest (`min`);
 /// - a token identity column ([`crate::token::COLUMNS`]): the earliest-accepted copy's value
 ///   among the copies with a `token_id`, so the identity is one copy's, never mixed;
@@ -312,18 +317,13 @@ const COPY_ONLY: &[&str] = &[RAW, SOURCE_FORMAT, SOURCE_FILE, SOURCE_LINE];
 /// `record_key` is the group key and the copy-only columns are not in the view; for them
 /// this gives the plain column.
 pub fn merge_expr(name: &str) -> String {
-    use crate::token;
     if name == RECORD_KEY || COPY_ONLY.contains(&name) {
         return name.to_string();
     }
     if name == TIME || name == INGEST_TIME {
         return format!("min({name})");
     }
-    let has = if token::COLUMNS.contains(&name) {
-        token::TOKEN_ID
-    } else {
-        name
-    };
+    let has = presence(name);
     let merged =
         format!("first_value({name} ORDER BY {MERGE_ORDER}) FILTER (WHERE {has} IS NOT NULL)");
     if name == GATEWAY_PRODUCT {
@@ -333,27 +333,215 @@ pub fn merge_expr(name: &str) -> String {
     merged
 }
 
-/// The SQL of the `gateway_logs` view: one row per `record_key`, each column merged by
-/// [`merge_expr`].
-pub fn view_sql() -> String {
-    let mut cols = Vec::new();
-    for f in schema().fields() {
-        let n = f.name().as_str();
-        if COPY_ONLY.contains(&n) {
-            continue;
-        }
-        cols.push(if n == RECORD_KEY {
-            n.to_string()
-        } else {
-            format!("{} AS {n}", merge_expr(n))
-        });
+/// The column whose presence in a copy decides whether that copy gives `name`: `token_id`
+/// for the token identity (taken whole from one copy), else the column itself.
+fn presence(name: &str) -> &str {
+    if crate::token::COLUMNS.contains(&name) {
+        crate::token::TOKEN_ID
+    } else {
+        name
     }
-    cols.push("count(*) AS copies".into());
-    cols.push(format!(
-        "array_sort(array_agg(DISTINCT {SOURCE_FORMAT})) AS source_formats"
-    ));
+}
+
+/// Whether `f` is a map column (the headers, `attributes`): filled by a query of its own.
+fn is_map(f: &Field) -> bool {
+    matches!(f.data_type(), DataType::Map(_, _))
+}
+
+/// The columns of the copies that the view merges, in the copies' order: all but `time` and
+/// `ingest_time` (the earliest), `record_key` (the group) and the copy-only ones.
+fn merged_fields() -> Vec<Field> {
+    schema()
+        .fields()
+        .iter()
+        .filter(|f| {
+            let n = f.name().as_str();
+            n != TIME && n != INGEST_TIME && n != RECORD_KEY && !COPY_ONLY.contains(&n)
+        })
+        .map(|f| Field::clone(f))
+        .collect()
+}
+
+/// SQL of a copy's acceptance key: one text that sorts as [`MERGE_ORDER`] ranks the copies
+/// (ascending, NULLs last), so the earliest-accepted copy of a request is the one with the
+/// least key. Each column becomes a part that sorts as it does and ends where the next part
+/// begins: a whole number (a time in nanoseconds, a line; never negative) as 16 hex digits,
+/// a text followed by chr(1) (which no stored text holds), NULL as chr(1114111) (U+10FFFF,
+/// above every other character).
+fn acceptance_key() -> String {
+    let copies = schema();
+    let parts: Vec<String> = MERGE_ORDER
+        .split(", ")
+        .filter_map(|c| copies.field_with_name(c).ok())
+        .map(|f| {
+            let c = f.name();
+            let part = if f.data_type() == &DataType::Utf8 {
+                format!("{c} || chr(1)")
+            } else {
+                format!("lpad(to_hex(CAST({c} AS BIGINT)), 16, '0')")
+            };
+            if f.is_nullable() {
+                format!("coalesce({part}, chr(1114111))")
+            } else {
+                part
+            }
+        })
+        .collect();
+    format!("concat({})", parts.join(", "))
+}
+
+/// Digits of [`presence_mask`] written after the acceptance key (a mask is below 2^63).
+const MASK_DIGITS: usize = 19;
+
+/// SQL of a copy's presence mask over `columns` (the view's merged columns but the maps): bit
+/// `i` is set when the copy has `columns[i]`. At most 63 columns (a test checks it).
+fn presence_mask(columns: &[&Field]) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                "CASE WHEN {} IS NULL THEN 0 ELSE {} END",
+                f.name(),
+                1_i64 << i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The SQL of the `gateway_logs` view: one row per `record_key`, each column merged by the
+/// rule of [`merge_expr`], computed so that no aggregate holds a request's values (one
+/// aggregate per column held every request's headers until the last copy was read, and a
+/// 1 GiB query memory limit ran out below 5,000 requests with large headers):
+/// - `req`: per request, the earliest `time` and `ingest_time`, the copies, their shapes and
+///   the least acceptance key (`acceptance_key`): the earliest-accepted copy's;
+/// - the earliest-accepted copy is read whole from the copies (a join on request and key),
+///   so its values, headers included, stream from the scan to the result;
+/// - `fills`: for a request with several copies, what the earliest-accepted copy lacks and a
+///   later copy has, one cell per column of each later copy that has it (the earliest copy's
+///   presence mask, `presence_mask`, says what it lacks); a request's cells sorted by column
+///   and acceptance key, so the first cell of a column is the earliest-accepted copy's;
+/// - `fill_<map>`, one per map column: the earliest-accepted copy's map among the copies that
+///   have one, for a request whose earliest-accepted copy has none.
+///
+/// Each column is the earliest-accepted copy's value, else its first cell; a token column is
+/// the earliest-accepted copy's when that copy has a `token_id` (a later copy's cells of the
+/// token columns are there only then, all of them, NULL or not, from each copy with one).
+/// What a query leaves out is not computed: the fill of a map nobody selects is dropped.
+pub fn view_sql() -> String {
+    let key = acceptance_key();
+    let merged = merged_fields();
+    let scalars: Vec<&Field> = merged.iter().filter(|f| !is_map(f)).collect();
+    let id = |name: &str| scalars.iter().position(|f| f.name() == name).unwrap_or(0);
+    // One slot of a cell per type of the merged columns (but the maps).
+    let mut types: Vec<&DataType> = Vec::new();
+    for f in &scalars {
+        if !types.contains(&f.data_type()) {
+            types.push(f.data_type());
+        }
+    }
+    let slot = |f: &Field| {
+        let t = types.iter().position(|t| *t == f.data_type()).unwrap_or(0);
+        format!("v{t}")
+    };
+
+    let req = format!(
+        "SELECT {RECORD_KEY}, min({TIME}) AS {TIME}, min({INGEST_TIME}) AS {INGEST_TIME}, \
+         count(*) AS copies, array_sort(array_distinct(array_agg({SOURCE_FORMAT}))) AS \
+         source_formats, min({key}) AS _first FROM {TABLE} GROUP BY {RECORD_KEY}"
+    );
+
+    let ids = scalars
+        .iter()
+        .map(|f| {
+            let has = presence(f.name());
+            format!(
+                "CASE WHEN (_has & {}) = 0 AND {has} IS NOT NULL THEN {} END",
+                1_i64 << id(has),
+                id(f.name().as_str())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = types
+        .iter()
+        .enumerate()
+        .map(|(t, ty)| {
+            let branches = scalars
+                .iter()
+                .filter(|f| f.data_type() == *ty)
+                .map(|f| format!("WHEN {} THEN {}", id(f.name().as_str()), f.name()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("CASE _n {branches} END AS v{t}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cell = (0..types.len())
+        .map(|t| format!("'v{t}', v{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mask = presence_mask(&scalars);
+    let fills = format!(
+        "SELECT {RECORD_KEY}, array_sort(array_agg(named_struct('n', _n, 'k', _key, {cell}))) \
+         AS _cells, array_sort(array_agg(_n)) AS _ids FROM (SELECT {RECORD_KEY}, _key, _n, \
+         {values} FROM (SELECT c.*, unnest(array_compact(make_array({ids}))) AS _n FROM \
+         (SELECT {RECORD_KEY}, CAST(right(min(concat({key}, lpad(CAST({mask} AS VARCHAR), \
+         {MASK_DIGITS}, '0'))), {MASK_DIGITS}) AS BIGINT) AS _has FROM {TABLE} GROUP BY \
+         {RECORD_KEY} HAVING count(*) > 1) f JOIN (SELECT *, {key} AS _key FROM {TABLE}) c ON \
+         c.{RECORD_KEY} = f.{RECORD_KEY}) cells) typed GROUP BY {RECORD_KEY}"
+    );
+
+    let mut ctes = vec![format!("req AS ({req})"), format!("fills AS ({fills})")];
+    let mut with_fills = format!("(fills RIGHT JOIN req ON fills.{RECORD_KEY} = req.{RECORD_KEY})");
+    for m in merged.iter().filter(|f| is_map(f)) {
+        let m = m.name();
+        ctes.push(format!(
+            "fill_{m} AS (SELECT c.{RECORD_KEY}, first_value(c.{m} ORDER BY c._key) AS v FROM \
+             (SELECT {RECORD_KEY} FROM {TABLE} GROUP BY {RECORD_KEY} HAVING count(*) > 1 AND \
+             right(min(concat({key}, CASE WHEN {m} IS NULL THEN '0' ELSE '1' END)), 1) = '0') f \
+             JOIN (SELECT {RECORD_KEY}, {m}, {key} AS _key FROM {TABLE} WHERE {m} IS NOT NULL) \
+             c ON c.{RECORD_KEY} = f.{RECORD_KEY} GROUP BY c.{RECORD_KEY})"
+        ));
+        with_fills = format!(
+            "(fill_{m} RIGHT JOIN {with_fills} ON fill_{m}.{RECORD_KEY} = req.{RECORD_KEY})"
+        );
+    }
+
+    let mut cols = vec![
+        format!("req.{TIME}"),
+        format!("req.{INGEST_TIME}"),
+        format!("req.{RECORD_KEY}"),
+    ];
+    for f in &merged {
+        let n = f.name();
+        let fill = format!(
+            "fills._cells[CAST(array_position(fills._ids, {}) AS BIGINT)]['{}']",
+            id(n.as_str()),
+            slot(f)
+        );
+        let e = if is_map(f) {
+            format!("coalesce(p.{n}, fill_{n}.v)")
+        } else if presence(n) != n.as_str() {
+            format!(
+                "CASE WHEN p.{0} IS NOT NULL THEN p.{n} ELSE {fill} END",
+                presence(n)
+            )
+        } else if n == GATEWAY_PRODUCT {
+            // Copies stored before the column existed were all APIM's.
+            format!("coalesce(p.{n}, {fill}, 'apim')")
+        } else {
+            format!("coalesce(p.{n}, {fill})")
+        };
+        cols.push(format!("{e} AS {n}"));
+    }
+    cols.push("req.copies".into());
+    cols.push("req.source_formats".into());
     format!(
-        "SELECT {} FROM {TABLE} GROUP BY {RECORD_KEY}",
+        "WITH {} SELECT {} FROM {with_fills} JOIN (SELECT *, {key} AS _key FROM {TABLE}) p ON \
+         p.{RECORD_KEY} = req.{RECORD_KEY} AND p._key = req._first",
+        ctes.join(", "),
         cols.join(", ")
     )
 }
@@ -363,40 +551,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn view_merges_by_the_earliest_accepted_copy() {
-        let sql = view_sql();
-        assert!(
-            sql.contains(
-                "first_value(status_code ORDER BY ingest_time, source_format, source_file, \
-                 source_line) FILTER (WHERE status_code IS NOT NULL) AS status_code"
-            ),
-            "{sql}"
+    fn merge_expr_states_the_rule() {
+        assert_eq!(
+            merge_expr(STATUS_CODE),
+            "first_value(status_code ORDER BY ingest_time, source_format, source_file, \
+             source_line) FILTER (WHERE status_code IS NOT NULL)"
         );
-        assert!(
-            sql.contains(
-                "first_value(request_headers ORDER BY ingest_time, source_format, source_file, \
-                 source_line) FILTER (WHERE request_headers IS NOT NULL) AS request_headers"
-            ),
-            "{sql}"
+        assert_eq!(
+            merge_expr(REQUEST_HEADERS),
+            "first_value(request_headers ORDER BY ingest_time, source_format, source_file, \
+             source_line) FILTER (WHERE request_headers IS NOT NULL)"
         );
         // The token identity is one copy's: every token column filters on token_id.
         for c in crate::token::COLUMNS {
-            assert!(
-                sql.contains(&format!(
-                    "first_value({c} ORDER BY {MERGE_ORDER}) FILTER (WHERE token_id IS NOT NULL) \
-                     AS {c}"
-                )),
-                "{c}: {sql}"
+            assert_eq!(
+                merge_expr(c),
+                format!(
+                    "first_value({c} ORDER BY {MERGE_ORDER}) FILTER (WHERE token_id IS NOT NULL)"
+                )
             );
         }
-        assert!(
-            sql.contains("min(time) AS time, min(ingest_time) AS ingest_time"),
-            "{sql}"
-        );
-        assert!(!sql.contains("max("), "{sql}");
-        for c in COPY_ONLY {
-            assert!(!sql.contains(&format!(" AS {c}, ")), "{c}: {sql}");
-        }
+        assert_eq!(merge_expr(TIME), "min(time)");
+        assert_eq!(merge_expr(INGEST_TIME), "min(ingest_time)");
+        assert!(merge_expr(GATEWAY_PRODUCT).starts_with("coalesce(first_value(gateway_product"));
     }
 
     #[test]
@@ -406,5 +583,70 @@ mod tests {
             assert!(s.field_with_name(c).is_ok(), "{c}");
         }
         assert!(MERGE_ORDER.starts_with(INGEST_TIME));
+    }
+
+    #[test]
+    fn acceptance_key_sorts_as_the_merge_order() {
+        assert_eq!(
+            acceptance_key(),
+            "concat(lpad(to_hex(CAST(ingest_time AS BIGINT)), 16, '0'), \
+             coalesce(source_format || chr(1), chr(1114111)), \
+             coalesce(source_file || chr(1), chr(1114111)), \
+             coalesce(lpad(to_hex(CAST(source_line AS BIGINT)), 16, '0'), chr(1114111)))"
+        );
+    }
+
+    #[test]
+    fn presence_mask_fits_its_digits() {
+        let merged = merged_fields();
+        let scalars: Vec<&Field> = merged.iter().filter(|f| !is_map(f)).collect();
+        // Bit i of the mask is 2^i, a BIGINT: at most 63 columns, written in 19 digits.
+        assert!(scalars.len() < 63, "{}", scalars.len());
+        assert!(i64::MAX.to_string().len() <= MASK_DIGITS);
+        assert!(
+            presence_mask(&scalars)
+                .starts_with("CASE WHEN correlation_id IS NULL THEN 0 ELSE 1 END + ")
+        );
+    }
+
+    #[test]
+    fn view_gives_every_merged_column_once_in_the_copies_order() {
+        let sql = view_sql();
+        let select = sql.rsplit_once(") SELECT ").map(|(_, s)| s).unwrap();
+        let mut at = 0;
+        for name in ["req.time", "req.ingest_time", "req.record_key"] {
+            let i = select[at..].find(name).unwrap() + at;
+            at = i;
+        }
+        for f in merged_fields() {
+            let alias = format!(" AS {}, ", f.name());
+            let i = select[at..]
+                .find(&alias)
+                .unwrap_or_else(|| panic!("{}", f.name()))
+                + at;
+            at = i;
+            assert_eq!(select.matches(&alias).count(), 1, "{}", f.name());
+        }
+        assert!(
+            select[at..].contains("req.copies, req.source_formats FROM "),
+            "{select}"
+        );
+        for c in COPY_ONLY {
+            assert!(!select.contains(&format!(" AS {c}, ")), "{c}");
+        }
+        // The token identity is one copy's: the earliest-accepted copy's when it has one.
+        assert!(
+            select.contains("CASE WHEN p.token_id IS NOT NULL THEN p.subject ELSE fills._cells["),
+            "{select}"
+        );
+        assert!(
+            select
+                .contains("coalesce(p.request_headers, fill_request_headers.v) AS request_headers")
+        );
+        // No aggregate holds a request's values: the headers come from the copy itself.
+        assert!(
+            !sql.contains("first_value(request_headers ORDER BY"),
+            "{sql}"
+        );
     }
 }
