@@ -36,8 +36,9 @@ RENAMES = [
 def to_duckdb(sql: str) -> str:
     for pattern, repl in RENAMES:
         sql = re.sub(pattern, repl, sql)
-    # Timestamps to integer nanoseconds: DataFusion casts, DuckDB has epoch_ns().
-    sql = re.sub(r"CAST\((\w+) AS BIGINT\)", r"epoch_ns(\1)", sql)
+    # Timestamps to integer nanoseconds: DataFusion casts, DuckDB has epoch_ns() (the
+    # timestamp columns are the ones named *time; other integer casts stay casts).
+    sql = re.sub(r"CAST\((\w*time) AS BIGINT\)", r"epoch_ns(\1)", sql)
     return sql
 
 

@@ -366,8 +366,10 @@ fn merged_fields() -> Vec<Field> {
 /// (ascending, NULLs last), so the earliest-accepted copy of a request is the one with the
 /// least key. Each column becomes a part that sorts as it does and ends where the next part
 /// begins: a whole number (a time in nanoseconds, a line; never negative) as 16 hex digits,
-/// a text followed by chr(1) (which no stored text holds), NULL as chr(1114111) (U+10FFFF,
-/// above every other character).
+/// a text followed by chr(1) (a control character no shape name or file name holds), NULL as
+/// chr(1114111) (U+10FFFF, above every other character). Like [`MERGE_ORDER`], the key tells
+/// the copies of a request apart in practice: two copies with one key would both be read as
+/// the earliest-accepted one.
 fn acceptance_key() -> String {
     let copies = schema();
     let parts: Vec<String> = MERGE_ORDER
