@@ -453,24 +453,26 @@ impl Correlator {
         let _busy = self.busy.lock().await;
         let started_ns = now_ns();
         let mut done = Done::default();
-        let result = self.recompute_slices(minute, &mut done).await;
-        let committed = match result {
-            Ok(()) => self
-                .storage
-                .commit_minutes(minute, std::mem::take(&mut done.files))
-                .await
-                .map_err(CorrelateError::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
+        if let Err(e) = self.recompute_slices(minute, &mut done).await {
             let outcome = match e {
                 CorrelateError::Stopped => "stopped",
                 _ => "failed",
             };
             ::metrics::counter!(metrics::STEPS, "outcome" => outcome).increment(1);
+            // Written, never listed: removed now (else at the next start).
             let files: Vec<_> = done.files.into_iter().flat_map(|(_, f)| f).collect();
             self.storage.discard(&files).await;
             return Err(e);
+        }
+        // A failed commit keeps its files: once its journal is written they may be listed,
+        // and the next start completes it.
+        let committed = self
+            .storage
+            .commit_minutes(minute, std::mem::take(&mut done.files))
+            .await;
+        if let Err(e) = committed {
+            ::metrics::counter!(metrics::STEPS, "outcome" => "failed").increment(1);
+            return Err(e.into());
         }
         ::metrics::counter!(metrics::STEPS, "outcome" => "ok").increment(1);
         let new_to = {
@@ -511,7 +513,15 @@ impl Correlator {
             let t0 = Instant::now();
             let input = self
                 .reader
-                .read_linked(lo.saturating_sub(d), hi.saturating_add(d), lo, hi)
+                // The slice's own records run a twin distance past its end: a gateway copy
+                // without a correlation id just before the edge pairs up with its twin just
+                // after it (`crate::TWIN_NS`), and only the slice owning the pair reads both.
+                .read_linked(
+                    lo.saturating_sub(d),
+                    hi.saturating_add(d),
+                    lo,
+                    hi.saturating_add(crate::TWIN_NS),
+                )
                 .await?;
             ::metrics::counter!(metrics::SLICES).increment(1);
             let records =
@@ -625,8 +635,10 @@ fn link_slice(
         if (lo..hi).contains(&t) {
             return true;
         }
-        let m = minute_of(t);
-        if m < minute {
+        // A request of an earlier minute: its minute, and those between (rows there may
+        // have been requests this one now merges with), are recomputed if its records are
+        // new to them.
+        for m in minutes_between(t, minute.saturating_sub(1)) {
             let e = earlier.entry(m).or_insert(ingest);
             *e = (*e).max(ingest);
         }

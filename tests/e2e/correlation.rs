@@ -937,3 +937,111 @@ async fn minutes_left_at_shutdown_are_kept_and_correlated_after_the_next_start()
     // Nothing left the second time.
     assert!(!pending.exists());
 }
+
+/// A minute over `max_step_records` is recomputed in slices: gateway twins (a copy without
+/// a correlation id and one with it, within a second, same path and status) on either side
+/// of a slice's edge, or of the minute's, are still one request, and no request is lost or
+/// doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_across_a_slice_or_minute_edge_stay_one_request() {
+    let stack = Stack::start_with(|c| {
+        c.correlation.horizon = Duration::from_secs(2);
+        c.correlation.delay = Duration::from_millis(200);
+        c.correlation.max_step_records = 1_000;
+    })
+    .await;
+    let text = String::from_utf8(sample("apim-gatewaylogs-storage.jsonl")).unwrap();
+    let base: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let record = |time: &str, cid: Option<&str>, path: &str| -> String {
+        let mut r = base.clone();
+        r["time"] = json!(time);
+        match cid {
+            Some(c) => r["correlationId"] = json!(c),
+            None => {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("correlationId");
+                }
+            }
+        }
+        let p = &mut r["properties"];
+        p["url"] = json!(format!("https://apim-contoso-weu.azure-api.net{path}"));
+        p["backendUrl"] = json!(format!("https://backend.example{path}"));
+        p["responseCode"] = json!(200);
+        // No headers: they would carry the request's ids.
+        if let Some(o) = p.as_object_mut() {
+            o.remove("requestHeaders");
+            o.remove("backendRequestHeaders");
+        }
+        r.to_string()
+    };
+    // 1,500 requests in one minute: two slices, the edge at :30.
+    let mut lines: Vec<String> = (0..1500)
+        .map(|i| {
+            let ms = i * 40;
+            record(
+                &format!("2024-11-06T10:30:{:02}.{:03}Z", ms / 1000, ms % 1000),
+                Some(&format!("aaaaaaaa-0000-0000-0000-{i:012}")),
+                &format!("/fill/{i}"),
+            )
+        })
+        .collect();
+    let twins = [
+        // Across the slice edge.
+        (
+            "2024-11-06T10:30:29.900Z",
+            "2024-11-06T10:30:30.200Z",
+            "/twin/a",
+            1,
+        ),
+        // Within one slice.
+        (
+            "2024-11-06T10:30:10.100Z",
+            "2024-11-06T10:30:10.600Z",
+            "/twin/b",
+            2,
+        ),
+        // Across the minute's edge.
+        (
+            "2024-11-06T10:30:59.900Z",
+            "2024-11-06T10:31:00.200Z",
+            "/twin/c",
+            3,
+        ),
+    ];
+    for (early, late, path, n) in twins {
+        lines.push(record(early, None, path));
+        lines.push(record(
+            late,
+            Some(&format!("bbbbbbbb-0000-0000-0000-{n:012}")),
+            path,
+        ));
+    }
+    let http = stack.addrs.ingest_http.to_string();
+    post_lines(&http, "/ingest/apim", &lines, 500).await;
+    let api = stack.api();
+    wait_count(&api, "SELECT count(*) FROM requests WHERE settled", 1503).await;
+    assert_eq!(
+        count(&api, "SELECT count(DISTINCT request_id) FROM requests")
+            .await
+            .unwrap(),
+        1503
+    );
+    for (early, _, path, n) in twins {
+        let q = format!(
+            "SELECT count(*) FROM requests WHERE url_path = '{path}' AND request_id = \
+             'bbbbbbbb-0000-0000-0000-{n:012}' AND records = 2 AND time = TIMESTAMP '{early}'"
+        );
+        let mut why = Vec::new();
+        for c in [
+            format!("url_path = '{path}'"),
+            format!("url_path = '{path}' AND records = 2"),
+            format!("url_path = '{path}' AND request_id = 'bbbbbbbb-0000-0000-0000-{n:012}'"),
+            format!("url_path = '{path}' AND time = TIMESTAMP '{early}'"),
+        ] {
+            let n = count(&api, &format!("SELECT count(*) FROM requests WHERE {c}")).await;
+            why.push(format!("{c}: {n:?}"));
+        }
+        assert_eq!(count(&api, &q).await.unwrap(), 1, "{path}: {why:?}");
+    }
+    stack.stop().await;
+}
