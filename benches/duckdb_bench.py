@@ -33,7 +33,61 @@ RENAMES = [
 ]
 
 
+def _call_end(sql: str, start: int) -> int:
+    """The index just past the parenthesis closing the call whose arguments begin at start."""
+    depth, quoted, i = 1, False, start
+    while depth and i < len(sql):
+        ch = sql[i]
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        i += 1
+    return i
+
+
+def _top_level_args(text: str) -> list:
+    """The comma-separated arguments of a call, split outside parentheses and quotes."""
+    args, depth, quoted, cur = [], 0, False, ""
+    for ch in text:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        elif not quoted and ch == "," and depth == 0:
+            args.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    args.append(cur)
+    return args
+
+
+def _named_structs(sql: str) -> str:
+    """named_struct('a', x, 'b', y) (DataFusion) -> struct_pack(a := x, b := y) (DuckDB)."""
+    while (k := sql.find("named_struct(")) >= 0:
+        start = k + len("named_struct(")
+        end = _call_end(sql, start)
+        args = [a.strip() for a in _top_level_args(sql[start : end - 1])]
+        pairs = ", ".join(
+            f"{args[i].strip(chr(39))} := {args[i + 1]}" for i in range(0, len(args) - 1, 2)
+        )
+        sql = sql[:k] + "struct_pack(" + pairs + ")" + sql[end:]
+    return sql
+
+
+# DataFusion functions DuckDB lacks, as DuckDB macros.
+MACROS = [
+    "CREATE MACRO array_compact(l) AS list_filter(l, lambda x: x IS NOT NULL)",
+]
+
+
 def to_duckdb(sql: str) -> str:
+    sql = _named_structs(sql)
     for pattern, repl in RENAMES:
         sql = re.sub(pattern, repl, sql)
     # Timestamps to integer nanoseconds: DataFusion casts, DuckDB has epoch_ns() (the
@@ -48,6 +102,8 @@ def main() -> int:
     runs = max(1, int(spec.get("runs", 3)))
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    for macro in MACROS:
+        con.execute(macro)
     tables_dir = os.path.join(data_dir, "tables")
     # Every table seam knows, as an empty file of its schema, replaced by its files if any.
     tables = dict((t, [p]) for t, p in spec.get("empty", {}).items())
