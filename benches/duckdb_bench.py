@@ -33,38 +33,36 @@ RENAMES = [
 ]
 
 
-def _call_end(sql: str, start: int) -> int:
-    """The index just past the parenthesis closing the call whose arguments begin at start."""
-    depth, quoted, i = 1, False, start
-    while depth and i < len(sql):
-        ch = sql[i]
+def _unquoted(text: str):
+    """(index, character, depth) of each character of text outside quotes; depth is the
+    number of parentheses open before it (a closing one counts as already closed)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
         if ch == "'":
             quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
+            continue
+        if quoted:
+            continue
+        if ch == ")":
             depth -= 1
-        i += 1
-    return i
+        yield i, ch, depth
+        if ch == "(":
+            depth += 1
+
+
+def _call_end(sql: str, start: int) -> int:
+    """The index just past the parenthesis closing the call whose arguments begin at start."""
+    for i, ch, depth in _unquoted(sql[start:]):
+        if ch == ")" and depth < 0:
+            return start + i + 1
+    return len(sql)
 
 
 def _top_level_args(text: str) -> list:
     """The comma-separated arguments of a call, split outside parentheses and quotes."""
-    args, depth, quoted, cur = [], 0, False, ""
-    for ch in text:
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        elif not quoted and ch == "," and depth == 0:
-            args.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    args.append(cur)
-    return args
+    cuts = [i for i, ch, depth in _unquoted(text) if ch == "," and depth == 0]
+    bounds = zip([-1] + cuts, cuts + [len(text)])
+    return [text[a + 1 : b] for a, b in bounds]
 
 
 def _named_structs(sql: str) -> str:

@@ -5,7 +5,8 @@
 //! minute bucket of request start time, the requests of that minute, recomputed from the
 //! stored raw records of the minute and its neighbourhood (read through
 //! [`crate::read::Reader`], linked and built by [`crate::correlate`]) and written as the
-//! minute's one file of each derived table ([`crate::write::replace_minute`], replacing the
+//! minute's files of each derived table ([`crate::write::minute_parts`], one file per
+//! slice of a busy minute, listed together by `Storage::commit_minutes`, replacing the
 //! previous ones). A bucket is recomputed a couple of seconds after records for it arrive
 //! (freshness), and once more when its last request settles (horizon after its last
 //! arrival); under load a minute is recomputed at most every four times what it costs. It

@@ -1,40 +1,23 @@
-//! Write: a minute bucket's derived rows, the three tables in one update.
+//! Write: a minute bucket's derived rows.
 //!
-//! Takes the [`Request`]s and [`Probe`]s of one minute bucket (start time) and the storage;
-//! gives their `requests`, `request_events` and `probes` rows ([`batches`], [`probe_batch`])
-//! and stores them as that minute's one file of each table, replacing the previous ones in
-//! one journal-backed update ([`replace_minute`], `Storage::replace_minutes`): the tables
-//! change together or not at all, across a crash too (a query running during the swap may
-//! see one table a moment ahead of another). An empty minute removes the minute's files.
+//! Takes the [`Request`]s and [`Probe`]s of one slice of a minute bucket (start time);
+//! gives their `requests`, `request_events` and `probes` batches ([`minute_parts`], from
+//! [`batches`] and [`probe_batch`]). The correlator (`schedule`) writes them as files of the
+//! minute (`Storage::write_minute_part`) and lists a minute's files in one journal-backed
+//! update (`Storage::commit_minutes`): the tables change together or not at all, across a
+//! crash too (a query running during the swap may see one table a moment ahead of another).
+//! An empty minute removes the minute's files.
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use seam_schemas::columns;
 use seam_schemas::tables::requests;
-use seam_store::Storage;
 use seam_store::rows::{self, Cell, Columns, Row};
 
-use crate::error::CorrelateError;
 use crate::{Event, Probe, Request};
 
-/// Replaces the minute starting at `minute_ns` of `requests`, `request_events` and `probes`
-/// with `reqs` and `probes` (those starting in that minute).
-///
-/// # Errors
-/// Building the batches or writing them failed; the minute's earlier files then stay.
-pub async fn replace_minute(
-    storage: &Storage,
-    minute_ns: i64,
-    reqs: &[Request],
-    probes: &[Probe],
-) -> Result<(), CorrelateError> {
-    let parts = minute_parts(reqs, probes)?;
-    storage.replace_minutes(minute_ns, parts).await?;
-    Ok(())
-}
-
 /// The three derived tables' batches of one minute's `reqs` and `probes`, as
-/// `Storage::replace_minutes` takes them (CPU work: build them off the async workers).
+/// `Storage::write_minute_part` takes them (CPU work: build them off the async workers).
 ///
 /// # Errors
 /// A cell that does not fit its column (a programming error).

@@ -790,13 +790,7 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
         .text()
         .await
         .unwrap();
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metric = |series: &str| metric_value(&metrics, series).unwrap_or(0.0);
     let (slices, steps) = (
         metric("seam_correlation_slices_total"),
         metric("seam_correlation_steps_total{outcome=\"ok\"}"),
