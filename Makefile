@@ -8,11 +8,13 @@ help: ## List the targets
 serve: ## Run seam on ./seam-data (release build)
 	$(CARGO) run --release -- serve
 
-test-deps: ## Install the peers the tests use (pyarrow, DuckDB, Azurite + azure-storage-blob, the tansu Kafka broker)
+test-deps: ## Install the peers the tests use (pyarrow, DuckDB, delta-rs's deltalake, Azurite + azure-storage-blob, moto's S3 server, the tansu Kafka broker)
 	@python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyarrow
 	@python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+	@python3 -c 'import deltalake' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check deltalake==1.6.6
 	@python3 -c 'import azure.storage.blob' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check azure-storage-blob
 	@command -v azurite-blob >/dev/null || npm install --global --silent azurite
+	@command -v moto_server >/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 	@command -v tansu >/dev/null || test -x $(HOME)/.cargo/bin/tansu || $(CARGO) install --locked tansu --version 0.6.0 --no-default-features --features libsql
 
 test: test-deps ## Run every test (unit, integration, benchmarks in test mode, a short fuzz run)

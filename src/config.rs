@@ -247,6 +247,8 @@ impl Default for SeamConfig {
 pub struct Overrides {
     /// `--data-dir` / `SEAM_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// `--storage-url` / `SEAM_STORAGE_URL` (`storage.url`).
+    pub storage_url: Option<String>,
     /// `--otlp-grpc-addr` / `SEAM_OTLP_GRPC_ADDR`.
     pub otlp_grpc_addr: Option<SocketAddr>,
     /// `--ingest-http-addr` / `SEAM_INGEST_HTTP_ADDR`.
@@ -336,6 +338,9 @@ impl SeamConfig {
         cfg.mapping_files.clear();
         if let Some(d) = overrides.data_dir {
             cfg.data_dir = d;
+        }
+        if let Some(u) = overrides.storage_url {
+            cfg.storage.url = (!u.trim().is_empty()).then_some(u);
         }
         if let Some(a) = overrides.otlp_grpc_addr {
             cfg.listen.otlp_grpc_addr = a;

@@ -157,6 +157,10 @@ struct ServeArgs {
     /// Data directory [default: ./seam-data].
     #[arg(long, env = "SEAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the tables live: az://container/prefix, s3://bucket/prefix or file:///path
+    /// [default: the data directory]. Credentials come from AZURE_* / AWS_* variables.
+    #[arg(long, env = "SEAM_STORAGE_URL")]
+    storage_url: Option<String>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
     #[arg(long, env = "SEAM_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -236,6 +240,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.config.as_deref(),
         Overrides {
             data_dir: args.data_dir,
+            storage_url: args.storage_url,
             otlp_grpc_addr: args.otlp_grpc_addr,
             ingest_http_addr: args.ingest_http_addr,
             api_addr: args.api_addr,

@@ -20,8 +20,6 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use seam_auth::grpc::GrpcGuard;
 use seam_auth::http::Guard;
 use seam_auth::tls::Side;
@@ -305,6 +303,12 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] seam_store::storage::StorageError),
+    /// `storage.url` cannot be used.
+    #[error(transparent)]
+    Backend(#[from] seam_store::backend::BackendError),
+    /// Another seam writes the table store.
+    #[error(transparent)]
+    Lease(#[from] seam_store::lease::LeaseError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -346,6 +350,9 @@ pub struct BoundAddrs {
 pub struct Server {
     /// The data directory's lock, held while the server lives (see [`lock_data_dir`]).
     _lock: std::fs::File,
+    /// The lock of a local table store other than the data directory (`storage.url =
+    /// "file://..."`).
+    _store_lock: Option<std::fs::File>,
     addrs: BoundAddrs,
     collector: Arc<Collector>,
     wal: Arc<Wal>,
@@ -555,17 +562,87 @@ impl Server {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
         let data_dir = std::fs::canonicalize(&cfg.data_dir).map_err(|e| dir_err(e.to_string()))?;
         let lock = lock_data_dir(&data_dir).map_err(dir_err)?;
-        let store: Arc<dyn ObjectStore> = Arc::new(
-            LocalFileSystem::new_with_prefix(&data_dir).map_err(|e| dir_err(e.to_string()))?,
-        );
-        let base_url = url::Url::from_directory_path(&data_dir)
-            .map_err(|_| dir_err("not an absolute path".into()))?;
+        let backend = seam_store::backend::open(
+            cfg.storage.url.as_deref(),
+            &data_dir,
+            cfg.storage.cache_bytes,
+        )?;
+        // The query engine reads a local store through its own file:// handling, a remote one
+        // through the same client the storage writes with.
+        let (base_url, remote) = match &backend.local_root {
+            Some(root) => (
+                url::Url::from_directory_path(root)
+                    .map_err(|_| dir_err("not an absolute path".into()))?
+                    .to_string(),
+                None,
+            ),
+            None => (
+                seam_store::backend::QUERY_URL.to_string(),
+                Some(Arc::clone(&backend.store)),
+            ),
+        };
+        tracing::info!(store = backend.kind.as_str(), location = %backend.location, "Tables are stored here.");
 
         crate::metrics::registry();
-        let storage = Storage::open(store, Some(data_dir.clone()), cfg.storage.clone()).await?;
+        // One writer per store: a local directory other than the data directory is locked
+        // like it; a remote store may be shared, and is written under a lease held in it.
+        let mut store_lock = None;
+        let lease = match &backend.local_root {
+            Some(root) if root == &data_dir => None,
+            Some(root) => {
+                store_lock = Some(lock_data_dir(root).map_err(|reason| ServerError::DataDir {
+                    path: root.display().to_string(),
+                    reason,
+                })?);
+                None
+            }
+            None => {
+                let node = seam_store::lease::node_id(&data_dir)
+                    .map_err(|e| dir_err(format!("node_id: {e}")))?;
+                let ttl = std::time::Duration::from_secs(30);
+                let lease = seam_store::lease::WriterLease::acquire(
+                    Arc::clone(&backend.store),
+                    &node,
+                    ttl,
+                    ttl + std::time::Duration::from_secs(5),
+                    cfg.storage.take_over,
+                )
+                .await?;
+                tracing::info!(node = %node, "Took the table store's writer lease.");
+                Some(Arc::new(lease))
+            }
+        };
+        let storage = Storage::open(
+            Arc::clone(&backend.store),
+            backend.local_root.clone(),
+            cfg.storage.clone(),
+        )
+        .await?;
+        if let Some(lease) = lease {
+            storage.set_lease(Arc::clone(&lease));
+            // Renewed on its own task, so that a long flush or compaction never starves it;
+            // it ends when the storage releases the lease at stop, or when it is lost.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease.renew_every()).await;
+                    if lease.is_done() {
+                        break;
+                    }
+                    if let Err(e) = lease.renew().await {
+                        tracing::error!(error = %e, "Could not renew the table store's writer lease.");
+                        if lease.is_done() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
         let orphans = storage.remove_orphans().await?;
         if orphans > 0 {
-            tracing::warn!(orphans, "Removed files that no manifest listed.");
+            tracing::info!(
+                orphans,
+                "Files no manifest lists are deleted after storage.delete_grace."
+            );
         }
         let mut tokens = cfg.tokens.build()?;
         let links = data_dir.join("token_links.jsonl");
@@ -615,11 +692,15 @@ impl Server {
                 .with_mappings(mappings),
         );
         collector.seed_dedupe(storage.as_ref());
-        let query = Arc::new(QueryService::new(
+        let query = QueryService::new(
             Arc::clone(&storage) as Arc<dyn seam_schemas::source::TableSource>,
-            base_url.as_str(),
+            &base_url,
             cfg.query.clone(),
-        )?);
+        )?;
+        if let Some(store) = remote {
+            query.register_store(&base_url, store)?;
+        }
+        let query = Arc::new(query);
 
         let correlator = Correlator::new(
             Arc::new(QueryRecords::new(Arc::clone(&query))),
@@ -898,6 +979,7 @@ impl Server {
         );
         Ok(Self {
             _lock: lock,
+            _store_lock: store_lock,
             addrs,
             collector,
             wal,

@@ -316,6 +316,22 @@ impl QueryService {
         })
     }
 
+    /// Reads table files under `base_url` (the one given to [`QueryService::new`]) through
+    /// `store`: the storage's own client of a remote table store.
+    ///
+    /// # Errors
+    /// `base_url` is not a URL.
+    pub fn register_store(
+        &self,
+        base_url: &str,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Result<(), QueryError> {
+        let url = url::Url::parse(base_url)
+            .map_err(|e| QueryError::Internal(format!("table store URL {base_url}: {e}")))?;
+        self.base.runtime_env().register_object_store(&url, store);
+        Ok(())
+    }
+
     /// Adds a function to every later statement's session (in-process callers and tests;
     /// call it before the PostgreSQL listener's session is made).
     pub fn register_udf(&mut self, udf: datafusion::logical_expr::ScalarUDF) {

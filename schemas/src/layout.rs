@@ -56,6 +56,11 @@ pub struct Manifest {
     pub wal_seq: u64,
     /// Every file of the table.
     pub files: Vec<FileEntry>,
+    /// The version of the table's Delta log (`_delta_log/`) that lists exactly `files`:
+    /// the log is committed first, then this manifest. `None`: written before seam kept a
+    /// Delta log (the next start commits one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
 }
 
 /// Path of a table's manifest, relative to the data directory.
@@ -79,7 +84,7 @@ pub fn hour_of(time_ns: i64) -> i64 {
 
 /// Converts days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian),
 /// after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

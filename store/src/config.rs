@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where the tables (Parquet files and manifests) live: `az://container/prefix` (Azure
+    /// Blob Storage, ADLS Gen2; also `abfss://container@account.dfs.core.windows.net/prefix`),
+    /// `s3://bucket/prefix` (S3 and S3-compatible servers) or `file:///path`. Unset: the
+    /// data directory. Flag `--storage-url`, variable `SEAM_STORAGE_URL`. Credentials come
+    /// from the environment, never from the URL (see `seam_store::backend`). The write-ahead
+    /// log and the other local state stay in the data directory either way.
+    pub url: Option<String>,
+    /// With a remote `url`: most bytes of table files kept in a local read cache
+    /// (`<data_dir>/cache`, emptied at start; least recently read files go first). 0 turns
+    /// it off. Default 2 GiB.
+    pub cache_bytes: u64,
+    /// With a remote `url`: take the store's writer lease from a seam that stopped without
+    /// releasing it (it died). Rows it acknowledged that were only in its write-ahead log are
+    /// then given up; without this, seam refuses to start and says which node to start again.
+    /// Default false.
+    pub take_over: bool,
     /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
     /// see accepted rows at once either way (recent rows are served from memory).
     #[serde(with = "humantime_serde")]
@@ -32,8 +48,10 @@ pub struct StorageConfig {
     pub compaction_idle: Duration,
     /// Do not merge partitions whose files add up to more than this many bytes. Default 1 GiB.
     pub compaction_max_bytes: u64,
-    /// Keep files replaced by a compaction this long before deleting them, so queries that
-    /// started before the swap can finish. Default 60s.
+    /// Keep files replaced by a compaction, a recomputation or retention this long before
+    /// deleting them, so that queries that started before the swap can finish: seam's own,
+    /// and those of other engines reading the tables as Delta tables (a Spark or Fabric job
+    /// planned on an older version of the log). Default 1h.
     #[serde(with = "humantime_serde")]
     pub delete_grace: Duration,
     /// How long data is kept, and how much of it.
@@ -94,6 +112,9 @@ impl RetentionConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            url: None,
+            cache_bytes: 2 << 30,
+            take_over: false,
             flush_interval: Duration::from_secs(10),
             flush_rows: 200_000,
             max_buffer_bytes: 512 << 20,
@@ -102,7 +123,7 @@ impl Default for StorageConfig {
             compaction_fanout: 8,
             compaction_idle: Duration::from_secs(120),
             compaction_max_bytes: 1 << 30,
-            delete_grace: Duration::from_secs(60),
+            delete_grace: Duration::from_secs(3600),
             retention: RetentionConfig::default(),
         }
     }

@@ -98,6 +98,23 @@ pub enum StorageError {
         /// The missing manifest.
         manifest: String,
     },
+    /// The table's Delta log could not be read or written.
+    #[error("Delta log of table {table}: {source}")]
+    Delta {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        #[source]
+        source: crate::delta::DeltaError,
+    },
+    /// This node no longer holds the store's writer lease (another node may have taken
+    /// over): nothing is written until it renews.
+    #[error(
+        "this seam does not hold the table store's writer lease ({}); the tables are not \
+         written until it renews",
+        crate::lease::LEASE_PATH
+    )]
+    LeaseLost,
     /// A background task failed to join.
     #[error("background encoding task failed: {0}")]
     Join(String),

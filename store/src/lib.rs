@@ -16,8 +16,11 @@
 //! engine. What a batch must look like (redaction, event-time window) is the caller's
 //! business, handed in as [`wal::Sanitise`].
 
+pub mod backend;
 pub mod config;
+pub mod delta;
 pub mod error;
+pub mod lease;
 pub mod metrics;
 pub mod rows;
 pub mod storage;

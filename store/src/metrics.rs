@@ -39,12 +39,28 @@ pub const WAL_QUARANTINED: &str = "seam_wal_quarantined_segments_total";
 pub const RETENTION_FILES: &str = "seam_retention_removed_files_total";
 /// Rows removed by retention or the disk budget, by `table` and `reason`.
 pub const RETENTION_ROWS: &str = "seam_retention_removed_rows_total";
+/// Delta log commits written, by `table`.
+pub const DELTA_COMMITS: &str = "seam_delta_commits_total";
+/// Bytes of table files held in the local cache of a remote store (gauge).
+pub const CACHE_BYTES: &str = "seam_storage_cache_bytes";
+/// Reads of table files through the local cache of a remote store, by `result` (`hit`:
+/// served from the local copy, `miss`: downloaded first).
+pub const CACHE_READS: &str = "seam_storage_cache_reads_total";
 
 /// Describes every storage metric to the installed registry, and gives each unlabelled one
 /// its zero, so that a scrape shows them before their first event.
 pub fn describe() {
     use ::metrics::{counter, describe_counter, describe_gauge, gauge};
     describe_counter!(FLUSHES, "Parquet files written by flushes, by table.");
+    describe_counter!(DELTA_COMMITS, "Delta log commits written, by table.");
+    describe_gauge!(
+        CACHE_BYTES,
+        "Bytes of table files in the local cache of a remote table store."
+    );
+    describe_counter!(
+        CACHE_READS,
+        "Table file reads through the local cache of a remote store, by result (hit, miss)."
+    );
     describe_counter!(
         FLUSH_ERRORS,
         "Flushes that failed (rows stay in memory and are retried), by table."

@@ -31,13 +31,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, MapArray, RecordBatch, StructArray,
+    TimestampNanosecondArray, new_null_array,
+};
 use arrow::compute::{cast, interleave};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -110,6 +114,23 @@ struct TableState {
     recent_bytes: usize,
     files: Vec<FileEntry>,
     manifest_dirty: bool,
+    /// The files the table's Delta log lists at `delta_version` (by path).
+    published: BTreeMap<String, FileEntry>,
+    /// The Delta log version that lists exactly `published`; `None`: no log yet (the next
+    /// manifest write commits version 0 with every file).
+    delta_version: Option<u64>,
+    /// The next Delta commit carries the table's schema (a newer seam wrote it, or a log
+    /// without one).
+    delta_metadata_due: bool,
+    /// The Delta log could not be read at start: no commits until the next start (the
+    /// manifest stays the truth for seam; the reason was logged).
+    delta_off: bool,
+    /// The version of the manifest object this node read or wrote last (conditional
+    /// replacement on a shared store).
+    manifest_tag: Option<UpdateVersion>,
+    /// Rows changed since the last Delta commit (a flush, a replacement, retention); only
+    /// compactions otherwise, which the commit marks `dataChange: false`.
+    data_changed: bool,
     /// When a file was last added to each hour partition (by partition directory).
     last_write: HashMap<String, Instant>,
 }
@@ -128,6 +149,8 @@ pub struct Storage {
     pending_delete: Mutex<Vec<(Instant, Path)>>,
     seq: AtomicU64,
     arrivals: std::sync::OnceLock<Hook>,
+    /// The store's writer lease, when the store is shared (not a local directory).
+    lease: std::sync::OnceLock<Arc<crate::lease::WriterLease>>,
 }
 
 struct Hook(ArrivalHook);
@@ -172,8 +195,9 @@ impl Storage {
         let mut tables = BTreeMap::new();
         let mut fresh = Vec::new();
         for def in tables::all() {
-            let (files, wal_seq, existed) = load_manifest(&store, def.name).await?;
-            if !existed {
+            let loaded = load_manifest(&store, def.name).await?;
+            let (files, wal_seq) = (loaded.files, loaded.wal_seq);
+            if !loaded.existed {
                 fresh.push(def.name);
             }
             ::metrics::gauge!(m::TABLE_FILES, "table" => def.name).set(files.len() as f64);
@@ -189,6 +213,12 @@ impl Storage {
                     recent_bytes: 0,
                     files,
                     manifest_dirty: false,
+                    published: BTreeMap::new(),
+                    delta_version: loaded.delta_version,
+                    delta_metadata_due: loaded.schema_version < SCHEMA_VERSION,
+                    delta_off: false,
+                    manifest_tag: loaded.tag,
+                    data_changed: false,
                     last_write: HashMap::new(),
                 }),
             );
@@ -204,6 +234,7 @@ impl Storage {
             pending_delete: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             arrivals: std::sync::OnceLock::new(),
+            lease: std::sync::OnceLock::new(),
         });
         // A new table gets its (empty) manifest at once: a crash during its first flush then
         // leaves files the manifest does not list, which are removed as orphans at the next
@@ -213,10 +244,23 @@ impl Storage {
             if let Some(t) = storage.table(name) {
                 lock(t).manifest_dirty = true;
             }
-            storage.write_manifest_if_dirty(name).await?;
+        }
+        // Each table's Delta log is brought up to its manifest (a stop between the two
+        // leaves the log ahead or behind by one commit; a store seam wrote before it kept a
+        // log gets one now).
+        for def in tables::all() {
+            storage.catch_up_delta(def.name).await?;
+            storage.write_manifest_if_dirty(def.name).await?;
         }
         storage.finish_replacement().await?;
         Ok(storage)
+    }
+
+    /// Hands the store's writer lease to the storage (once; the caller renews it): no
+    /// manifest is written while it is not held, manifests are replaced only if unchanged
+    /// since this node read or wrote them, and [`Storage::run`] releases it at the end.
+    pub fn set_lease(&self, lease: Arc<crate::lease::WriterLease>) {
+        let _ = self.lease.set(lease);
     }
 
     /// Installs the hook told of every batch that becomes visible (once; later calls are
@@ -373,6 +417,7 @@ impl Storage {
             st.files = keep;
             st.files.extend(new.iter().cloned());
             st.manifest_dirty = true;
+            st.data_changed = true;
             old.extend(gone.into_iter().filter(|f| !new.contains(f)));
         }
         for (table, _) in &r.files {
@@ -478,7 +523,20 @@ impl Storage {
     /// Parquet (replay after a crash that followed the flush) is ignored.
     /// `reserved` says whether [`Storage::admit`] already counted the batch's bytes.
     pub fn push_recent(&self, table: &str, batch: RecordBatch, seq: u64, reserved: bool) {
+        // The batch as stored (whole microseconds) is what the budget counts from here on, as
+        // the flush gives back what the stored batches hold; a reservation made for the
+        // batch as received is adjusted to it.
+        let received = batch.get_array_memory_size();
+        let batch = to_micros(batch);
         let size = batch.get_array_memory_size();
+        if reserved && size != received {
+            if size > received {
+                self.buffered_bytes
+                    .fetch_add(size - received, Ordering::AcqRel);
+            } else {
+                self.release(received - size);
+            }
+        }
         let Some(t) = self.table(table) else {
             if reserved {
                 self.release(size);
@@ -578,13 +636,16 @@ impl Storage {
             let flushed_seq = st.recent_seqs.drain(..taken).max().unwrap_or(0);
             st.wal_seq = st.wal_seq.max(flushed_seq);
             let freed: usize = drained.iter().map(|b| b.get_array_memory_size()).sum();
-            st.recent_rows -= drained.iter().map(|b| b.num_rows()).sum::<usize>();
-            st.recent_bytes -= freed;
+            st.recent_rows = st
+                .recent_rows
+                .saturating_sub(drained.iter().map(|b| b.num_rows()).sum::<usize>());
+            st.recent_bytes = st.recent_bytes.saturating_sub(freed);
             for f in &written {
                 st.last_write.insert(partition_of(&f.path).to_string(), now);
             }
             st.files.extend(written.iter().cloned());
             st.manifest_dirty = true;
+            st.data_changed = true;
             ::metrics::gauge!(m::BUFFERED_ROWS, "table" => table.to_string())
                 .set(st.recent_rows as f64);
             freed
@@ -699,37 +760,320 @@ impl Storage {
         let Some(t) = self.table(table) else {
             return Ok(());
         };
-        let manifest = {
+        let (mut manifest, published, base, metadata_due, off, data_change) = {
             let st = lock(t);
             if !st.manifest_dirty {
                 return Ok(());
             }
-            Manifest {
-                version: MANIFEST_VERSION,
-                table: table.to_string(),
-                schema_version: SCHEMA_VERSION,
-                wal_seq: st.wal_seq,
-                files: st.files.clone(),
+            if self.lease.get().is_some_and(|l| !l.check()) {
+                return Err(StorageError::LeaseLost);
             }
+            (
+                Manifest {
+                    version: MANIFEST_VERSION,
+                    table: table.to_string(),
+                    schema_version: SCHEMA_VERSION,
+                    wal_seq: st.wal_seq,
+                    files: st.files.clone(),
+                    delta_version: st.delta_version,
+                },
+                st.published.clone(),
+                st.delta_version,
+                st.delta_metadata_due,
+                st.delta_off,
+                st.data_changed,
+            )
         };
+        if off {
+            // The log was not readable at start: the next start reads all of it again.
+            manifest.delta_version = None;
+        } else {
+            // The log first, then the manifest: a Delta reader never sees a file seam's
+            // manifest does not list for longer than one manifest write.
+            let (adds, removes) = crate::delta::diff(&published, &manifest.files);
+            if base.is_none() || metadata_due || !adds.is_empty() || !removes.is_empty() {
+                let v = self
+                    .commit_delta(
+                        table,
+                        base,
+                        published,
+                        &manifest.files,
+                        metadata_due,
+                        data_change,
+                        manifest.wal_seq,
+                    )
+                    .await?;
+                let mut st = lock(t);
+                st.delta_version = Some(v);
+                st.delta_metadata_due = false;
+                st.data_changed = false;
+                st.published = manifest
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.clone()))
+                    .collect();
+                manifest.delta_version = Some(v);
+            }
+        }
         let count = manifest.files.len();
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StorageError::Manifest {
             path: layout::manifest_path(table),
             reason: e.to_string(),
         })?;
         let path = Path::from(layout::manifest_path(table));
-        self.store
-            .put(&path, PutPayload::from(json))
+        // On a shared store, replaced only if unchanged since this node read or wrote it: a
+        // manifest another node wrote (after a takeover) is never overwritten.
+        let mode = match (self.lease.get(), lock(t).manifest_tag.clone()) {
+            (None, _) => PutMode::Overwrite,
+            (Some(_), Some(tag)) => PutMode::Update(tag),
+            (Some(_), None) => PutMode::Create,
+        };
+        let written = match self
+            .store
+            .put_opts(&path, PutPayload::from(json), PutOptions::from(mode))
             .await
-            .map_err(|e| os_err(&path, e))?;
+        {
+            Ok(r) => r,
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) if self.lease.get().is_some() => {
+                if let Some(l) = self.lease.get() {
+                    l.mark_lost();
+                }
+                tracing::error!(
+                    table,
+                    "The table's manifest changed under this seam: another node writes the store; this one writes nothing more."
+                );
+                return Err(StorageError::LeaseLost);
+            }
+            Err(e) => return Err(os_err(&path, e)),
+        };
         self.sync_local(path.as_ref()).await?;
         let mut st = lock(t);
+        st.manifest_tag = Some(UpdateVersion {
+            e_tag: written.e_tag,
+            version: written.version,
+        });
         // Only clear the flag if nothing changed meanwhile (the I/O lock makes that certain).
         st.manifest_dirty = false;
         st.durable_wal_seq = st.durable_wal_seq.max(manifest.wal_seq);
         drop(st);
         ::metrics::gauge!(m::TABLE_FILES, "table" => table.to_string()).set(count as f64);
         Ok(())
+    }
+
+    /// Commits the next version of `table`'s Delta log so that it lists exactly `current`,
+    /// given that version `base` lists `published`: `remove`s and `add`s
+    /// (`dataChange: data_change`; false when only compactions moved rows between files), the
+    /// schema when `metadata` or when the log is new, and the WAL watermark as this writer's
+    /// `txn`. Each version is created only if absent: when it is taken, it is read; if it is
+    /// this very commit (an answer lost after the write), that is the version; otherwise it
+    /// is applied to what the log lists and the difference computed again for the next
+    /// version. Returns the version written.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_delta(
+        &self,
+        table: &str,
+        base: Option<u64>,
+        published: BTreeMap<String, FileEntry>,
+        current: &[FileEntry],
+        metadata: bool,
+        data_change: bool,
+        wal_seq: u64,
+    ) -> Result<u64> {
+        use crate::delta;
+        let derr = |source| StorageError::Delta {
+            table: table.to_string(),
+            source,
+        };
+        let schema = self
+            .table(table)
+            .map(|t| lock(t).schema.clone())
+            .ok_or_else(|| StorageError::UnknownTable(table.to_string()))?;
+        let mut snap = delta::Snapshot {
+            version: base,
+            files: published,
+            ..delta::Snapshot::default()
+        };
+        let mut version = base.map_or(0, |v| v.saturating_add(1));
+        // A commit id in commitInfo tells this writer's own commit from any other.
+        let commit_id = crate::key_of(&[table, &crate::now_ns().to_string(), &wal_seq.to_string()]);
+        for _ in 0..1_000 {
+            let now_ms = crate::now_ns().div_euclid(1_000_000);
+            let (adds, removes) = delta::diff(&snap.files, current);
+            let operation = if version == 0 {
+                "CREATE TABLE"
+            } else if !data_change {
+                "OPTIMIZE"
+            } else if adds.is_empty() && !removes.is_empty() {
+                "DELETE"
+            } else {
+                "WRITE"
+            };
+            let mut info = delta::commit_info(operation, now_ms, removes.is_empty());
+            if let Some(obj) = info.get_mut("commitInfo").and_then(|v| v.as_object_mut()) {
+                obj.insert(
+                    "seam.commitId".into(),
+                    serde_json::Value::from(commit_id.clone()),
+                );
+            }
+            let mut actions = vec![info];
+            if version == 0 {
+                actions.push(delta::protocol());
+            }
+            if version == 0 || metadata {
+                let id = delta_table_id(table);
+                actions.push(delta::metadata(&id, &file_schema(&schema), now_ms).map_err(derr)?);
+            }
+            for f in &removes {
+                actions.push(delta::remove(f, table, now_ms, data_change).map_err(derr)?);
+            }
+            for f in &adds {
+                actions.push(delta::add(f, table, now_ms, data_change).map_err(derr)?);
+            }
+            actions.push(delta::txn(DELTA_APP_ID, wal_seq, now_ms));
+            let body = Bytes::from(delta::encode_commit(&actions));
+            let path = Path::from(delta::commit_path(table, version));
+            let put = self
+                .store
+                .put_opts(
+                    &path,
+                    PutPayload::from_bytes(body),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await;
+            match put {
+                Ok(_) => {
+                    self.sync_local(path.as_ref()).await?;
+                    ::metrics::counter!(m::DELTA_COMMITS, "table" => table.to_string())
+                        .increment(1);
+                    return Ok(version);
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let taken = self
+                        .store
+                        .get(&path)
+                        .await
+                        .map_err(|e| os_err(&path, e))?
+                        .bytes()
+                        .await
+                        .map_err(|e| os_err(&path, e))?;
+                    if String::from_utf8_lossy(&taken).contains(&commit_id) {
+                        return Ok(version);
+                    }
+                    snap.apply(table, version, &taken).map_err(derr)?;
+                    version = version
+                        .checked_add(1)
+                        .ok_or_else(|| derr(delta::DeltaError::VersionOverflow))?;
+                }
+                Err(e) => return Err(os_err(&path, e)),
+            }
+        }
+        Err(derr(delta::DeltaError::VersionOverflow))
+    }
+
+    /// Reads `table`'s Delta log past the version its manifest names (all of it when the
+    /// manifest names none) and records what it lists; marks the manifest dirty when that
+    /// differs from the manifest's files, so that the next write commits the difference.
+    /// A log that cannot be read turns Delta commits off for the table until the next start
+    /// (logged): seam's own manifest stays the truth and ingest goes on.
+    async fn catch_up_delta(&self, table: &str) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        match self.read_delta(table).await {
+            Ok(None) => {
+                // No log: version 0 lists every file.
+                let mut st = lock(t);
+                st.delta_version = None;
+                st.published.clear();
+                st.manifest_dirty = true;
+                st.data_changed = true;
+            }
+            Ok(Some(snap)) => {
+                let mut st = lock(t);
+                let same = snap.files.len() == st.files.len()
+                    && st.files.iter().all(|f| snap.files.contains_key(&f.path));
+                if !same {
+                    st.manifest_dirty = true;
+                    st.data_changed = true;
+                }
+                if snap.schema_string.is_none() && snap.version == Some(0) {
+                    st.delta_metadata_due = true;
+                }
+                st.delta_version = snap.version;
+                st.published = snap.files;
+            }
+            // A log seam cannot follow (a commit it cannot parse, a protocol another engine
+            // raised): Delta commits stop for the table; the store failing stops the start
+            // like any manifest read would.
+            Err(e @ StorageError::Delta { .. }) => {
+                tracing::error!(table, error = %e, "The table's Delta log cannot be read; it is not updated until the next start (seam's manifest is unaffected).");
+                let mut st = lock(t);
+                st.delta_off = true;
+                st.delta_version = None;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// What `table`'s Delta log lists at its latest version, starting from the manifest's
+    /// files at the manifest's version when it names one; `None` when there is no log.
+    async fn read_delta(&self, table: &str) -> Result<Option<crate::delta::Snapshot>> {
+        use crate::delta;
+        let derr = |source| StorageError::Delta {
+            table: table.to_string(),
+            source,
+        };
+        let Some(t) = self.table(table) else {
+            return Ok(None);
+        };
+        let dir = Path::from(delta::log_dir(table));
+        let mut versions: Vec<u64> = self
+            .store
+            .list(Some(&dir))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| os_err(&dir, e))?
+            .iter()
+            .filter_map(|o| o.location.filename().and_then(delta::version_of))
+            .collect();
+        versions.sort_unstable();
+        let Some(&latest) = versions.last() else {
+            return Ok(None);
+        };
+        let (files, base) = {
+            let st = lock(t);
+            (st.files.clone(), st.delta_version)
+        };
+        let mut snap = delta::Snapshot::default();
+        let first = match base {
+            Some(v) if v <= latest => {
+                snap.version = Some(v);
+                snap.files = files.into_iter().map(|f| (f.path.clone(), f)).collect();
+                v.saturating_add(1)
+            }
+            _ => 0,
+        };
+        for v in first..=latest {
+            let path = Path::from(delta::commit_path(table, v));
+            let got = match self.store.get(&path).await {
+                Ok(got) => got,
+                // A version missing before the latest (another engine cleaned the log up).
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(derr(delta::DeltaError::OutOfOrder {
+                        version: latest,
+                        applied: snap.version,
+                    }));
+                }
+                Err(e) => return Err(os_err(&path, e)),
+            };
+            let bytes = got.bytes().await.map_err(|e| os_err(&path, e))?;
+            snap.apply(table, v, &bytes).map_err(derr)?;
+        }
+        Ok(Some(snap))
     }
 
     /// Merges small files of `table` (see the module docs). Returns the number of merges.
@@ -833,8 +1177,9 @@ impl Storage {
         }
     }
 
-    /// Removes files under each table's directory that its manifest does not list (left by
-    /// a flush or compaction that stopped before publishing).
+    /// Schedules the deletion, `delete_grace` from now, of files under each table's
+    /// directory that its manifest does not list (left by a flush or compaction that stopped
+    /// before publishing, or replaced files whose grace a stop cut short). Returns how many.
     ///
     /// # Errors
     /// Listing failures.
@@ -851,11 +1196,16 @@ impl Storage {
                 .await
                 .map_err(|e| os_err(&prefix, e))?;
             let manifest = layout::manifest_path(name);
+            let log = format!("{}/", crate::delta::log_dir(name));
             for o in objects {
                 let p = o.location.to_string();
-                if p != manifest && !listed.contains(&p) {
-                    tracing::warn!(path = %p, "Removing a file no manifest lists.");
-                    let _ = self.store.delete(&o.location).await;
+                if p != manifest && !p.starts_with(&log) && !listed.contains(&p) {
+                    // Deleted after the grace, not now: it may be a file the last run replaced
+                    // (compaction, retention) that another engine's query, planned on an
+                    // older Delta version, still reads.
+                    tracing::info!(path = %p, grace = ?self.config.delete_grace, "A file no manifest lists is deleted after the grace.");
+                    lock(&self.pending_delete)
+                        .push((Instant::now() + self.config.delete_grace, o.location));
                     removed += 1;
                 }
             }
@@ -914,7 +1264,11 @@ impl Storage {
         if let Err(e) = self.flush_all().await {
             tracing::error!(error = %e, "Final flush failed.");
         }
-        self.delete_due(true).await;
+        // Files still in their grace stay: the next start deletes them after a full grace.
+        self.delete_due(false).await;
+        if let Some(lease) = self.lease.get() {
+            lease.release().await;
+        }
     }
 
     /// Removes files past their table's retention, then, while all files together exceed
@@ -977,6 +1331,7 @@ impl Storage {
                 st.files
                     .retain(|f| !mine.iter().any(|(_, d, _)| d.path == f.path));
                 st.manifest_dirty = true;
+                st.data_changed = true;
             }
             self.write_manifest_if_dirty(name).await?;
             for (_, f, reason) in &mine {
@@ -1021,14 +1376,45 @@ impl TableSource for Storage {
     }
 }
 
-/// A table's files and WAL watermark, and whether its manifest exists.
-async fn load_manifest(
-    store: &Arc<dyn ObjectStore>,
-    table: &str,
-) -> Result<(Vec<FileEntry>, u64, bool)> {
+/// What a table's manifest says.
+struct Loaded {
+    files: Vec<FileEntry>,
+    wal_seq: u64,
+    /// Whether the manifest exists.
+    existed: bool,
+    delta_version: Option<u64>,
+    schema_version: u32,
+    /// The manifest object's version as read.
+    tag: Option<UpdateVersion>,
+}
+
+/// The `writer` (`appId`) of seam's `txn` actions in the Delta log.
+const DELTA_APP_ID: &str = "seam";
+
+/// A stable Delta table id (UUID-shaped) for `table`: every `metaData` of the table carries
+/// the same one.
+fn delta_table_id(table: &str) -> String {
+    let h = crate::key_of(&["seam-delta-table", table]);
+    let part = |a: usize, b: usize| h.get(a..b).unwrap_or("0");
+    format!(
+        "{}-{}-{}-{}-{}",
+        part(0, 8),
+        part(8, 12),
+        part(12, 16),
+        part(16, 20),
+        part(20, 32)
+    )
+}
+
+/// A table's manifest; an empty one when it does not exist.
+async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Loaded> {
     let path = Path::from(layout::manifest_path(table));
     match store.get(&path).await {
         Ok(r) => {
+            let tag = UpdateVersion {
+                e_tag: r.meta.e_tag.clone(),
+                version: r.meta.version.clone(),
+            };
             let bytes = r.bytes().await.map_err(|e| os_err(&path, e))?;
             let m: Manifest =
                 serde_json::from_slice(&bytes).map_err(|e| StorageError::Manifest {
@@ -1044,7 +1430,14 @@ async fn load_manifest(
                     ),
                 });
             }
-            Ok((m.files, m.wal_seq, true))
+            Ok(Loaded {
+                files: m.files,
+                wal_seq: m.wal_seq,
+                existed: true,
+                delta_version: m.delta_version,
+                schema_version: m.schema_version,
+                tag: Some(tag),
+            })
         }
         Err(object_store::Error::NotFound { .. }) => {
             let prefix = Path::from(format!("{}/{table}", layout::TABLES_DIR));
@@ -1062,7 +1455,14 @@ async fn load_manifest(
                     manifest: path.to_string(),
                 });
             }
-            Ok((Vec::new(), 0, false))
+            Ok(Loaded {
+                files: Vec::new(),
+                wal_seq: 0,
+                existed: false,
+                delta_version: None,
+                schema_version: SCHEMA_VERSION,
+                tag: None,
+            })
         }
         Err(e) => Err(os_err(&path, e)),
     }
@@ -1187,6 +1587,140 @@ pub fn adapt(
     RecordBatch::try_new(schema.clone(), cols)
 }
 
+/// The Arrow type a column of type `dt` is written to Parquet as: every timestamp in
+/// microseconds (the unit Spark, Fabric, Databricks, Trino, DuckDB and delta-rs all read;
+/// nanosecond Parquet timestamps fail in Spark and are truncated or refused by the others),
+/// and map entries named `key` and `value` (the Parquet specification's names, which
+/// DuckDB's Delta reader requires), nested types included. Reading casts back.
+pub fn file_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::List(f) => DataType::List(Arc::new(file_field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(file_field(f))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| file_field(f)).collect::<Fields>())
+        }
+        DataType::Map(entries, sorted) => {
+            let renamed = match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => {
+                    let key = Field::new("key", file_type(kv[0].data_type()), kv[0].is_nullable());
+                    let value =
+                        Field::new("value", file_type(kv[1].data_type()), kv[1].is_nullable());
+                    Field::new(
+                        entries.name(),
+                        DataType::Struct(Fields::from(vec![key, value])),
+                        entries.is_nullable(),
+                    )
+                }
+                _ => file_field(entries),
+            };
+            DataType::Map(Arc::new(renamed), *sorted)
+        }
+        other => other.clone(),
+    }
+}
+
+fn file_field(f: &Field) -> Field {
+    f.clone().with_data_type(file_type(f.data_type()))
+}
+
+/// The schema table files are written with ([`file_type`] of every column).
+pub fn file_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| file_field(f))
+            .collect::<Fields>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// Whether `dt` holds a timestamp, at any depth.
+fn has_timestamp(dt: &DataType) -> bool {
+    match dt {
+        DataType::Timestamp(..) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => {
+            has_timestamp(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| has_timestamp(f.data_type())),
+        _ => false,
+    }
+}
+
+/// `v` nanoseconds cut down to a whole microsecond (toward the past; the earliest
+/// representable instant stays as it is rather than overflow).
+fn floor_micros(v: i64) -> i64 {
+    v.checked_sub(v.rem_euclid(1_000)).unwrap_or(v)
+}
+
+/// `a` with every timestamp, at any depth, cut down to a whole microsecond (types, nulls
+/// and every other child unchanged and shared, not copied).
+fn micros_array(a: &ArrayRef) -> ArrayRef {
+    if !has_timestamp(a.data_type()) {
+        return Arc::clone(a);
+    }
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            let t = a.as_primitive::<TimestampNanosecondType>();
+            Arc::new(
+                t.unary::<_, TimestampNanosecondType>(floor_micros)
+                    .with_timezone_opt(tz.clone()),
+            )
+        }
+        // Rebuilt with checked constructors: an array they refuse stays as it was.
+        DataType::List(f) => {
+            let l = a.as_list::<i32>();
+            ListArray::try_new(
+                Arc::clone(f),
+                l.offsets().clone(),
+                micros_array(l.values()),
+                l.nulls().cloned(),
+            )
+            .map_or_else(|_| Arc::clone(a), |x| Arc::new(x) as ArrayRef)
+        }
+        DataType::Struct(fields) => {
+            let st = a.as_struct();
+            StructArray::try_new(
+                fields.clone(),
+                st.columns().iter().map(micros_array).collect(),
+                st.nulls().cloned(),
+            )
+            .map_or_else(|_| Arc::clone(a), |x| Arc::new(x) as ArrayRef)
+        }
+        DataType::Map(f, sorted) => {
+            let m = a.as_map();
+            let entries = micros_array(&(Arc::new(m.entries().clone()) as ArrayRef));
+            MapArray::try_new(
+                Arc::clone(f),
+                m.offsets().clone(),
+                entries.as_struct().clone(),
+                m.nulls().cloned(),
+                *sorted,
+            )
+            .map_or_else(|_| Arc::clone(a), |x| Arc::new(x) as ArrayRef)
+        }
+        // Timestamps in other units already hold no sub-microsecond part or are left alone.
+        _ => Arc::clone(a),
+    }
+}
+
+/// `batch` with every timestamp cut down to a whole microsecond, so that rows in memory and
+/// rows read back from Parquet ([`file_type`]) hold the same values.
+pub fn to_micros(batch: RecordBatch) -> RecordBatch {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| has_timestamp(f.data_type()))
+    {
+        return batch;
+    }
+    let cols: Vec<ArrayRef> = batch.columns().iter().map(micros_array).collect();
+    // Same schema, same lengths: this cannot fail; keep the original if it somehow does.
+    RecordBatch::try_new(batch.schema(), cols).unwrap_or(batch)
+}
+
 /// Sorts a batch by `time` and encodes it as Parquet with seam's writer settings. Returns
 /// bytes, rows, min and max time. `path` only names the file in errors.
 ///
@@ -1256,8 +1790,9 @@ pub fn encode_rows(
     };
     keys.sort_unstable();
     let n = keys.len();
+    // The bounds of what the file holds: whole microseconds.
     let (min, max) = match (keys.first(), keys.last()) {
-        (Some(a), Some(b)) => (a.0, b.0),
+        (Some(a), Some(b)) => (floor_micros(a.0), floor_micros(b.0)),
         _ => (0, 0),
     };
     let zstd = ZstdLevel::try_new(cfg.zstd_level).map_err(perr)?;
@@ -1295,8 +1830,9 @@ pub fn encode_rows(
     }
     let props = props.build();
     let mut buf = Vec::new();
+    let on_disk = file_schema(&input.schema);
     let mut writer =
-        ArrowWriter::try_new(&mut buf, input.schema.clone(), Some(props)).map_err(perr)?;
+        ArrowWriter::try_new(&mut buf, Arc::clone(&on_disk), Some(props)).map_err(perr)?;
     let columns: Vec<Vec<&dyn Array>> = (0..input.schema.fields().len())
         .map(|c| input.batches.iter().map(|b| b.column(c).as_ref()).collect())
         .collect();
@@ -1306,10 +1842,19 @@ pub fn encode_rows(
         idx.extend(chunk.iter().map(|&(_, b, r)| (b as usize, r as usize)));
         let cols: Vec<ArrayRef> = columns
             .iter()
-            .map(|arrays| interleave(arrays, &idx))
+            .zip(on_disk.fields())
+            .map(|(arrays, f)| {
+                // Floored first (a cast alone would round negative times toward zero).
+                let c = micros_array(&interleave(arrays, &idx)?);
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
             .collect::<Result<_, _>>()
             .map_err(arrow_err)?;
-        let part = RecordBatch::try_new(input.schema.clone(), cols).map_err(arrow_err)?;
+        let part = RecordBatch::try_new(Arc::clone(&on_disk), cols).map_err(arrow_err)?;
         writer.write(&part).map_err(perr)?;
     }
     writer.close().map_err(perr)?;
@@ -1350,18 +1895,19 @@ mod tests {
         let mut out = Vec::new();
         for b in reader {
             let b = b.unwrap();
-            let t = time_column(&b).unwrap();
-            let n = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
-            let m = b
-                .column(2)
+            // Microseconds on disk, and map entries named key/value.
+            let t = b
+                .column(0)
                 .as_any()
-                .downcast_ref::<arrow::array::MapArray>()
+                .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
                 .unwrap();
+            let n = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            let m = b.column(2).as_any().downcast_ref::<MapArray>().unwrap();
             for i in 0..b.num_rows() {
                 let v = m.value(i);
                 let vals = v.column(1).as_any().downcast_ref::<StringArray>().unwrap();
                 out.push((
-                    t.value(i),
+                    t.value(i) * 1_000,
                     n.value(i).to_string(),
                     vals.value(0).to_string(),
                 ));
@@ -1374,12 +1920,19 @@ mod tests {
     fn rows_from_several_batches_are_split_by_hour_and_written_sorted() {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new(columns::TIME, tables::timestamp_type(), false),
-            Field::new("name", arrow::datatypes::DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, true),
             Field::new("attrs", tables::attribute_map_type(), true),
         ]));
         let batches = Arc::new(vec![
-            batch(&schema, &[(HOUR + 5, "b"), (7, "x"), (HOUR + 1, "a")]),
-            batch(&schema, &[(HOUR + 3, "c"), (2, "w"), (HOUR + 9, "d")]),
+            // Whole microseconds (what push_recent keeps): the files hold microseconds.
+            batch(
+                &schema,
+                &[(HOUR + 5_000, "b"), (7_000, "x"), (HOUR + 1_000, "a")],
+            ),
+            batch(
+                &schema,
+                &[(HOUR + 3_000, "c"), (2_000, "w"), (HOUR + 9_000, "d")],
+            ),
         ]);
         let groups = rows_by_hour("t", &batches).unwrap();
         assert_eq!(groups.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 3600]);
@@ -1413,7 +1966,10 @@ mod tests {
         assert_eq!(names(&got[1]), "acbd");
         // Every row of one batch, more rows than one encode chunk, out of order.
         let many: Vec<(i64, String)> = (0..20_000)
-            .map(|i| ((i * 7919) % 20_000, format!("n{}", (i * 7919) % 20_000)))
+            .map(|i| {
+                let n = (i * 7919) % 20_000;
+                (n * 1_000, format!("n{n}"))
+            })
             .collect();
         let refs: Vec<(i64, &str)> = many.iter().map(|(t, n)| (*t, n.as_str())).collect();
         let (bytes, n, ..) = encode_parquet("t", "p", batch(&schema, &refs), &cfg).unwrap();
@@ -1422,7 +1978,7 @@ mod tests {
         assert!(
             rows.iter()
                 .enumerate()
-                .all(|(i, r)| r.0 == i as i64 && r.1 == format!("n{i}"))
+                .all(|(i, r)| r.0 == i as i64 * 1_000 && r.1 == format!("n{i}"))
         );
     }
 
@@ -1434,21 +1990,17 @@ mod tests {
             .iter()
             .map(|f| -> ArrayRef {
                 match f.data_type() {
-                    arrow::datatypes::DataType::Timestamp(..)
-                        if !f.is_nullable() || f.name() == columns::TIME =>
-                    {
+                    DataType::Timestamp(..) if !f.is_nullable() || f.name() == columns::TIME => {
                         Arc::new(TimestampNanosecondArray::from(vec![t]).with_timezone("UTC"))
                     }
-                    arrow::datatypes::DataType::Boolean if !f.is_nullable() => {
+                    DataType::Boolean if !f.is_nullable() => {
                         Arc::new(arrow::array::BooleanArray::from(vec![false]))
                     }
-                    arrow::datatypes::DataType::Utf8 if !f.is_nullable() => {
-                        Arc::new(StringArray::from(vec!["x"]))
-                    }
-                    arrow::datatypes::DataType::Int64 if !f.is_nullable() => {
+                    DataType::Utf8 if !f.is_nullable() => Arc::new(StringArray::from(vec!["x"])),
+                    DataType::Int64 if !f.is_nullable() => {
                         Arc::new(arrow::array::Int64Array::from(vec![1]))
                     }
-                    arrow::datatypes::DataType::Int32 if !f.is_nullable() => {
+                    DataType::Int32 if !f.is_nullable() => {
                         Arc::new(arrow::array::Int32Array::from(vec![1]))
                     }
                     other => new_null_array(other, 1),
@@ -1558,6 +2110,73 @@ mod tests {
         let mut want = vec![a.path, b.path];
         want.sort();
         assert_eq!(got, want);
+    }
+
+    /// The paths `table`'s Delta log lists at its latest version.
+    async fn in_delta(s: &Storage, table: &str) -> Vec<String> {
+        let snap = s.read_delta(table).await.expect("log").expect("a log");
+        snap.files.into_keys().collect()
+    }
+
+    #[tokio::test]
+    async fn the_delta_log_lists_the_manifests_files_also_after_a_stop_between_them() {
+        use seam_schemas::tables::requests::TABLE;
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().to_path_buf();
+        let open = || open_local(&root);
+        let minute = 29_000_002 * 60_000_000_000_i64;
+        let s = open().await;
+        // Every table starts with version 0 (schema, no files).
+        for def in tables::all() {
+            assert!(
+                root.join(crate::delta::commit_path(def.name, 0)).exists(),
+                "{}",
+                def.name
+            );
+        }
+        let a = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 1_000))
+            .await
+            .expect("part");
+        s.commit_minutes(minute, vec![(TABLE, vec![a.clone()])])
+            .await
+            .expect("commit");
+        assert_eq!(in_delta(&s, TABLE).await, vec![a.path.clone()]);
+        let manifest = root.join(layout::manifest_path(TABLE));
+        let before = std::fs::read(&manifest).expect("manifest");
+
+        // A stop after the log's commit and before the manifest: the log is one version
+        // ahead; the next start commits the difference back.
+        let b = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 2_000))
+            .await
+            .expect("part");
+        s.commit_minutes(minute, vec![(TABLE, vec![b.clone()])])
+            .await
+            .expect("commit");
+        assert_eq!(in_delta(&s, TABLE).await, vec![b.path.clone()]);
+        drop(s);
+        std::fs::write(&manifest, &before).expect("old manifest");
+        let s = open().await;
+        assert_eq!(listed(&s, TABLE), vec![a.path.clone()]);
+        assert_eq!(in_delta(&s, TABLE).await, vec![a.path.clone()]);
+
+        // A log removed (or a store from before seam kept one): rebuilt from the manifest.
+        drop(s);
+        std::fs::remove_dir_all(root.join(crate::delta::log_dir(TABLE))).expect("rm log");
+        let s = open().await;
+        assert_eq!(in_delta(&s, TABLE).await, vec![a.path.clone()]);
+        // And the files are microseconds with key/value maps: the types lake engines read.
+        let bytes = std::fs::read(root.join(&a.path)).expect("file");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).expect("parquet");
+        let on_disk = reader.schema().clone();
+        assert_eq!(
+            on_disk
+                .field_with_name(columns::TIME)
+                .expect("time")
+                .data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
     }
 
     #[tokio::test]

@@ -489,7 +489,7 @@ fn request_diffs(want: &Truth, got: &Row) -> Vec<String> {
 /// positives described by app, flow and path), the bypasses and `audit_gateway_bypass`,
 /// the denials per layer, no noise id as a Mule correlation id, and per request its
 /// outcome, ids, token and layer times.
-async fn check_generated_requests(api: &str, t: &Traffic) -> Vec<String> {
+pub(crate) async fn check_generated_requests(api: &str, t: &Traffic) -> Vec<String> {
     let mut out = Vec::new();
     let rows = rows_by(
         api,
@@ -594,7 +594,7 @@ async fn check_generated_requests(api: &str, t: &Traffic) -> Vec<String> {
 /// The generated probes against `probes` (each once, with its app, path, caller, match and
 /// flags; no request among them) and `audit_external_probes` (exactly the external probes
 /// without a gateway record).
-async fn check_generated_probes(api: &str, t: &Traffic) -> Vec<String> {
+pub(crate) async fn check_generated_probes(api: &str, t: &Traffic) -> Vec<String> {
     let mut out = Vec::new();
     let rows = rows_by(
         api,
@@ -682,7 +682,7 @@ async fn check_generated_probes(api: &str, t: &Traffic) -> Vec<String> {
 /// deliveries are duplicates), the platform lines without a correlation id, every
 /// background run, every gateway record (requests and gateway probes, each once), every
 /// kubelet probe's span.
-async fn check_noise_kept(api: &str, t: &Traffic) -> Vec<String> {
+pub(crate) async fn check_noise_kept(api: &str, t: &Traffic) -> Vec<String> {
     let flows: Vec<String> = background_flows()
         .iter()
         .map(|f| format!("'{f}'"))
@@ -730,7 +730,7 @@ async fn check_noise_kept(api: &str, t: &Traffic) -> Vec<String> {
 /// Waits until every generated request and probe is settled and no row is left unsettled
 /// (the late records' minutes recomputed). On a timeout it says what it saw and lets the
 /// checks report the differences.
-async fn wait_generated_settled(api: &str, t: &Traffic, within: Duration) {
+pub(crate) async fn wait_generated_settled(api: &str, t: &Traffic, within: Duration) {
     // The late records' minutes are recomputed `delay` after they came.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (requests, probes) = (t.truth.len() as i64, t.probes.len() as i64);

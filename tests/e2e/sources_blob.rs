@@ -7,19 +7,16 @@
 //! Needs `azurite-blob` (npm package `azurite`) and python3 with `azure-storage-blob`:
 //! `make test-deps` installs both. Without them these tests fail, saying so.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use seam_tests::generator::generate;
 
 use crate::binary::{Running, spawn_custom};
+use crate::emulators::Azurite;
 use crate::support::*;
 
-/// Azurite's well-known development account key (public, documented by Microsoft).
-const DEV_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// The variable seam reads the connection string from.
 const CONN_ENV: &str = "SEAM_E2E_BLOB_CONNECTION_STRING";
 /// The container diagnostic settings write GatewayLogs to.
@@ -27,133 +24,14 @@ const CONTAINER: &str = "insights-logs-gatewaylogs";
 /// Longest wait for seam to catch up.
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-/// Creates containers and writes append blobs with the Azure SDK for Python.
-const BLOB_PY: &str = r#"
-import os, sys, time
-from azure.storage.blob import BlobServiceClient
-from azure.core.exceptions import ResourceExistsError
-
-svc = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
-cmd, container = sys.argv[1], sys.argv[2]
-c = svc.get_container_client(container)
-if cmd == "container":
-    try:
-        c.create_container()
-    except ResourceExistsError:
-        pass
-    sys.exit(0)
-blob, data_file = sys.argv[3], sys.argv[4]
-data = open(data_file, "rb").read()
-b = c.get_blob_client(blob)
-if not b.exists():
-    b.create_append_blob()
-MAX = 4 * 1024 * 1024
-if cmd == "append":
-    for i in range(0, len(data), MAX):
-        b.append_block(data[i:i + MAX])
-elif cmd == "stream":
-    pieces, pause = int(sys.argv[5]), float(sys.argv[6]) / 1000.0
-    step = max(1, len(data) // pieces + 1)
-    # Pieces end anywhere, mostly inside a record.
-    for i in range(0, len(data), step):
-        b.append_block(data[i:i + step])
-        time.sleep(pause)
-else:
-    sys.exit("unknown command " + cmd)
-"#;
-
-/// Azurite's blob service on a free loopback port over a temporary folder; killed on drop.
-struct Azurite {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-    script: PathBuf,
+/// Azurite with the container diagnostic settings write to.
+fn azurite() -> Azurite {
+    let az = Azurite::start();
+    az.python(&["container", CONTAINER]);
+    az
 }
 
 impl Azurite {
-    fn start() -> Self {
-        let program = find_program("azurite-blob").unwrap_or_else(|| {
-            panic!(
-                "azurite-blob (the Azure Storage emulator) is not installed: run `make test-deps` \
-                 (it runs `npm install -g azurite`)"
-            )
-        });
-        let python = Command::new("python3")
-            .args(["-c", "import azure.storage.blob"])
-            .output();
-        assert!(
-            python.as_ref().is_ok_and(|o| o.status.success()),
-            "python3 with the azure-storage-blob package is missing: run `make test-deps` \
-             (it runs `python3 -m pip install azure-storage-blob`): {python:?}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(program)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--location")
-            .arg(dir.path())
-            .args([
-                "--skipApiVersionCheck",
-                "--loose",
-                "--silent",
-                "--disableTelemetry",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start azurite-blob");
-        let script = dir.path().join("blob.py");
-        std::fs::write(&script, BLOB_PY).unwrap();
-        let mut az = Self {
-            child,
-            port,
-            dir,
-            script,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = az.child.try_wait() {
-                panic!("azurite-blob exited at start with {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "azurite-blob did not listen on 127.0.0.1:{port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        az.python(&["container", CONTAINER]);
-        az
-    }
-
-    /// The connection string of the development account on this Azurite (path-style
-    /// endpoint: the account is the first path segment).
-    fn connection_string(&self) -> String {
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};\
-             BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
-            self.port
-        )
-    }
-
-    fn python_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("python3");
-        c.arg(&self.script)
-            .args(args)
-            .env("AZURE_STORAGE_CONNECTION_STRING", self.connection_string())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn python(&self, args: &[&str]) {
-        let out = self.python_command(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "blob.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// A file holding `data`, for the script.
     fn data_file(&self, data: &[u8]) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
@@ -182,13 +60,6 @@ impl Azurite {
             .spawn()
             .unwrap();
         Writer { child, _data: f }
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -330,7 +201,7 @@ fn n(v: usize) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_growing_append_blob_is_read_in_several_polls_and_a_cut_record_waits_for_its_end() {
-    let az = Azurite::start();
+    let az = azurite();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let blob = hour_blob(&service("SEAM-E2E-GROW"), now_secs());
@@ -399,7 +270,7 @@ async fn services_and_hours_are_read_not_before_skips_old_hours_and_finished_blo
         let wait = u64::try_from(3600 - into_hour + 2).unwrap();
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
-    let az = Azurite::start();
+    let az = azurite();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let now = now_secs();
@@ -477,7 +348,7 @@ async fn services_and_hours_are_read_not_before_skips_old_hours_and_finished_blo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seam_killed_while_a_blob_grows_takes_every_record_exactly_once() {
-    let az = Azurite::start();
+    let az = azurite();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let blob = hour_blob(&service("SEAM-E2E-CRASH"), now_secs());
