@@ -13,7 +13,8 @@ test-deps: ## Install the peers the tests use (pyarrow, DuckDB, delta-rs's delta
 	@python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
 	@python3 -c 'import deltalake' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check deltalake==1.6.6
 	@python3 -c 'import azure.storage.blob' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check azure-storage-blob
-	@command -v azurite-blob >/dev/null || npm install --global --silent azurite
+	@# Azurite 3.36+ needs Node.js 22; Debian's is 20.
+	@command -v azurite-blob >/dev/null || npm install --global --silent azurite@3.35.0
 	@command -v moto_server >/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 	@command -v tansu >/dev/null || test -x $(HOME)/.cargo/bin/tansu || $(CARGO) install --locked tansu --version 0.6.0 --no-default-features --features libsql
 

@@ -391,6 +391,8 @@ impl SeamConfig {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.tokens.fingerprint_keys = redacted_keys(&self.tokens.fingerprint_keys);
+        // A URL given with credentials (which `serve` refuses) is printed without them.
+        shown.storage.url = self.storage.url.as_deref().map(seam_store::backend::shown);
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 

@@ -612,10 +612,12 @@ impl Server {
                 Some(Arc::new(lease))
             }
         };
-        let storage = Storage::open(
+        let node = lease.as_ref().map(|l| l.holder().to_string());
+        let storage = Storage::open_as(
             Arc::clone(&backend.store),
             backend.local_root.clone(),
             cfg.storage.clone(),
+            node,
         )
         .await?;
         if let Some(lease) = lease {
@@ -1050,11 +1052,17 @@ impl Server {
         let _ = self.stop_storage.send(true);
         let _ = self.storage_task.await;
         let left = self.storage.buffered_rows();
-        if left > 0 {
-            return Err(ServerError::FinalFlush(format!(
-                "{left} acknowledged rows could not be written to Parquet; they are safe in \
-                 the write-ahead log and will be replayed at the next start"
-            )));
+        if left > 0 || !self.storage.fully_persisted() {
+            return Err(ServerError::FinalFlush(if left > 0 {
+                format!(
+                    "{left} acknowledged rows could not be written to Parquet; they are safe \
+                     in the write-ahead log and will be replayed at the next start"
+                )
+            } else {
+                "acknowledged rows are in Parquet files whose manifest could not be written; \
+                 they are safe in the write-ahead log and will be replayed at the next start"
+                    .to_string()
+            }));
         }
         // Everything is in Parquet: the log's segments are not needed at the next start.
         match self.wal.remove_persisted() {

@@ -54,6 +54,14 @@ pub struct Manifest {
     /// entries at or below it are skipped on replay (so no row is stored twice).
     #[serde(default)]
     pub wal_seq: u64,
+    /// The node whose write-ahead log `wal_seq` counts in (its id; none: a seam on its own
+    /// data directory, as before node ids existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_node: Option<String>,
+    /// The watermarks of other nodes that wrote this store before (a take-over): a node's
+    /// write-ahead log is replayed against its own entry only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub other_wal_seqs: std::collections::BTreeMap<String, u64>,
     /// Every file of the table.
     pub files: Vec<FileEntry>,
     /// The version of the table's Delta log (`_delta_log/`) that lists exactly `files`:

@@ -206,8 +206,8 @@ pub fn open(
     })
 }
 
-/// `text` for messages: a URL's password and query string removed.
-fn shown(text: &str) -> String {
+/// `text` for messages: a URL's password, query string and fragment removed.
+pub fn shown(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut u) => {
             let _ = u.set_password(None);

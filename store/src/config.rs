@@ -23,8 +23,8 @@ pub struct StorageConfig {
     pub cache_bytes: u64,
     /// With a remote `url`: take the store's writer lease from a seam that stopped without
     /// releasing it (it died). Rows it acknowledged that were only in its write-ahead log are
-    /// then given up; without this, seam refuses to start and says which node to start again.
-    /// Default false.
+    /// missing until that node starts again on its data directory (then they are stored);
+    /// without this, seam refuses to start and says which node to start again. Default false.
     pub take_over: bool,
     /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
     /// see accepted rows at once either way (recent rows are served from memory).

@@ -4,10 +4,12 @@
 //! (`tables/_writer_lease.json`: holder, host, expiry, whether it was released), taken and
 //! renewed with conditional writes (create-if-absent, or replace-if-unchanged by ETag), so
 //! that two processes pointed at one container cannot both write it: the second waits for a
-//! live holder's lease to end and then refuses to start, naming the holder. The same node
-//! (same id, kept in its data directory) takes its own lease back at once after a restart. A
-//! holder that died without releasing leaves rows it acknowledged in its own write-ahead log:
-//! another node takes such a lease over only when told to (`storage.take_over`). A holder
+//! live holder's lease to end and then refuses to start, naming the holder; so does another
+//! process under the same node id (a copied data directory). After a crash, the node (same
+//! id, kept in its data directory) takes its own lease back once its previous process's lease
+//! ended. A holder that died without releasing leaves rows it acknowledged in its own
+//! write-ahead log: another node takes such a lease over only when told to
+//! (`storage.take_over`). A holder
 //! that fails to renew before its lease expires, or finds it rewritten, has lost it for good
 //! ([`WriterLease::check`] is false): it writes nothing more until restarted, and seam's
 //! manifests are written with replace-if-unchanged too, so a write racing a takeover fails.
@@ -37,6 +39,10 @@ pub struct LeaseRecord {
     /// store, and any node may take over.
     #[serde(default)]
     pub released: bool,
+    /// Which process of the holder wrote it (a copy of a node's data directory has the same
+    /// node id, not the same process).
+    #[serde(default)]
+    pub process: String,
 }
 
 /// Why the lease could not be taken or kept.
@@ -44,9 +50,9 @@ pub struct LeaseRecord {
 pub enum LeaseError {
     /// Another node holds the lease.
     #[error(
-        "another seam ({holder} on {host}) writes the tables of this store until {until_ms} ms \
-         since the epoch, unless it stops renewing; several writers on one store are not \
-         supported yet: point each at its own storage.url, or stop the other"
+        "another seam ({holder} on {host}) writes the tables of this store (its lease runs \
+         until {}, renewed while it lives); several writers on one store are not supported \
+         yet: point each at its own storage.url, or stop the other", rfc3339(*until_ms)
     )]
     Held {
         /// Its node id.
@@ -62,7 +68,8 @@ pub enum LeaseError {
         "the last seam writing this store ({holder} on {host}) stopped without releasing it; \
          rows it acknowledged may still be only in its write-ahead log. Start that node again \
          on its data directory (it takes its lease back and stores them), or set \
-         storage.take_over = true on this one to give those rows up"
+         storage.take_over = true on this one (those rows are then missing until that node \
+         runs again)"
     )]
     Abandoned {
         /// Its node id.
@@ -96,6 +103,8 @@ pub struct WriterLease {
     held: Mutex<Option<(UpdateVersion, i64)>>,
     /// Set for good once the lease is lost or released.
     done: std::sync::atomic::AtomicBool,
+    /// This process (see [`LeaseRecord::process`]).
+    process: String,
 }
 
 /// This node's id: kept in `<data_dir>/node_id`, made on first use (a restart of the same
@@ -123,6 +132,35 @@ pub fn node_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     );
     std::fs::write(&path, &id)?;
     Ok(id)
+}
+
+/// Whether the store refused the credentials (401, 403): waiting does not help.
+fn refused(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => true,
+        // object_store may hide the status number; the reason phrase and the services'
+        // error codes stay.
+        other => {
+            let text = other.to_string();
+            [
+                "Unauthorized",
+                "Forbidden",
+                "AuthorizationFailure",
+                "AuthenticationFailed",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
+        }
+    }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time (for messages).
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| format!("{ms} ms since the epoch"), |t| t.to_rfc3339())
 }
 
 fn now_ms() -> i64 {
@@ -164,13 +202,18 @@ impl WriterLease {
             ttl,
             held: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
+            process: crate::key_of(&[
+                &crate::now_ns().to_string(),
+                &std::process::id().to_string(),
+                holder,
+            ]),
         };
         let give_up = now_ms().saturating_add(ms(wait));
         loop {
             let attempt = match lease.try_take(take_over).await {
                 // The store unreachable (after the client's own retries): wait for it as for
-                // a live holder, up to the same bound.
-                Err(LeaseError::Store(e)) if now_ms() < give_up => {
+                // a live holder, up to the same bound; refused credentials end it at once.
+                Err(LeaseError::Store(e)) if now_ms() < give_up && !refused(&e) => {
                     tracing::warn!(error = %e, "The table store is not reachable yet; waiting for it.");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -217,17 +260,21 @@ impl WriterLease {
                 None => PutMode::Create,
                 Some((record, version)) => {
                     let mine = record.holder == self.holder;
+                    let live = !record.released && record.expires_ms > now_ms();
+                    // A live lease of another process waits, also under this node's id (a
+                    // copied data directory, or this node's previous process that died: its
+                    // lease ends within a time to live).
+                    if live && (!mine || record.process != self.process) {
+                        return Ok(Some(record));
+                    }
                     if !mine && !record.released {
-                        if record.expires_ms > now_ms() {
-                            return Ok(Some(record));
-                        }
                         if !take_over {
                             return Err(LeaseError::Abandoned {
                                 holder: record.holder,
                                 host: record.host,
                             });
                         }
-                        tracing::warn!(holder = %record.holder, host = %record.host, "Taking over the table store from a seam that stopped without releasing it (storage.take_over); rows only in its write-ahead log are given up.");
+                        tracing::warn!(holder = %record.holder, host = %record.host, "Taking over the table store from a seam that stopped without releasing it (storage.take_over); rows only in its write-ahead log are missing until it runs again.");
                     }
                     PutMode::Update(version)
                 }
@@ -261,6 +308,7 @@ impl WriterLease {
             host: self.host.clone(),
             expires_ms,
             released,
+            process: self.process.clone(),
         };
         let body =
             serde_json::to_vec(&record).map_err(|e| LeaseError::Unreadable(e.to_string()))?;
@@ -346,6 +394,11 @@ impl WriterLease {
         }
     }
 
+    /// This node's id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     /// How often to renew.
     pub fn renew_every(&self) -> Duration {
         self.ttl / 3
@@ -379,8 +432,13 @@ mod tests {
             matches!(e, LeaseError::Held { .. }) && e.to_string().contains("node-a"),
             "{e}"
         );
-        // The same node takes its own lease back at once (a restart after a crash).
-        let a2 = take("node-a", 0, false).await.unwrap();
+        // Another process under the same node id (a copied data directory, or this node's
+        // next process after a crash) waits for the live lease to end, then takes it without
+        // take_over: its write-ahead log is this node's.
+        let e = take("node-a", 0, false).await.unwrap_err();
+        assert!(matches!(e, LeaseError::Held { .. }), "{e}");
+        let a2 = take("node-a", 3_000, false).await.unwrap();
+        assert!(!a.check() || a.renew().await.is_err());
         a2.renew().await.unwrap();
         // Not renewed, it expires; a dead holder's lease is not taken over silently...
         tokio::time::sleep(ttl).await;
@@ -398,8 +456,20 @@ mod tests {
         let c = take("node-c", 0, false).await.unwrap();
         assert!(c.check());
         // A renewal that finds the lease rewritten by someone else loses it for good.
-        let other = take("node-c", 0, false).await.unwrap();
-        other.renew().await.unwrap();
+        let forged = LeaseRecord {
+            holder: "node-d".into(),
+            host: "elsewhere".into(),
+            expires_ms: now_ms() + 60_000,
+            released: false,
+            process: "p".into(),
+        };
+        store
+            .put(
+                &Path::from(LEASE_PATH),
+                PutPayload::from(serde_json::to_vec(&forged).unwrap()),
+            )
+            .await
+            .unwrap();
         assert!(matches!(c.renew().await, Err(LeaseError::Lost(_))));
         assert!(!c.check() && c.is_done());
     }

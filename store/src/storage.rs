@@ -131,6 +131,8 @@ struct TableState {
     /// Rows changed since the last Delta commit (a flush, a replacement, retention); only
     /// compactions otherwise, which the commit marks `dataChange: false`.
     data_changed: bool,
+    /// Other nodes' write-ahead-log watermarks, kept as found (see `Manifest::other_wal_seqs`).
+    other_wal_seqs: BTreeMap<String, u64>,
     /// When a file was last added to each hour partition (by partition directory).
     last_write: HashMap<String, Instant>,
 }
@@ -151,6 +153,8 @@ pub struct Storage {
     arrivals: std::sync::OnceLock<Hook>,
     /// The store's writer lease, when the store is shared (not a local directory).
     lease: std::sync::OnceLock<Arc<crate::lease::WriterLease>>,
+    /// This node's id on a shared store.
+    node: Option<String>,
 }
 
 struct Hook(ArrivalHook);
@@ -192,11 +196,40 @@ impl Storage {
         local_root: Option<PathBuf>,
         config: StorageConfig,
     ) -> Result<Arc<Self>> {
+        Self::open_as(store, local_root, config, None).await
+    }
+
+    /// [`Storage::open`] for the node `node` of a shared store (its id; `None`: a seam on its
+    /// own data directory): the write-ahead-log watermark read and written is this node's
+    /// own, so that rows a node acknowledged are replayed against its own progress even after
+    /// another node wrote the store.
+    ///
+    /// # Errors
+    /// See [`Storage::open`].
+    pub async fn open_as(
+        store: Arc<dyn ObjectStore>,
+        local_root: Option<PathBuf>,
+        config: StorageConfig,
+        node: Option<String>,
+    ) -> Result<Arc<Self>> {
         let mut tables = BTreeMap::new();
         let mut fresh = Vec::new();
         for def in tables::all() {
             let loaded = load_manifest(&store, def.name).await?;
-            let (files, wal_seq) = (loaded.files, loaded.wal_seq);
+            let files = loaded.files;
+            // This node's watermark: the manifest's own when this node wrote it last, else
+            // its entry among the others (0: nothing of its log is in the store).
+            let mut others = loaded.other_wal_seqs;
+            let wal_seq = if loaded.wal_node == node {
+                loaded.wal_seq
+            } else {
+                if let Some(w) = &loaded.wal_node {
+                    others.insert(w.clone(), loaded.wal_seq);
+                } else if loaded.wal_seq > 0 {
+                    others.insert(String::new(), loaded.wal_seq);
+                }
+                node.as_ref().and_then(|n| others.remove(n)).unwrap_or(0)
+            };
             if !loaded.existed {
                 fresh.push(def.name);
             }
@@ -219,6 +252,7 @@ impl Storage {
                     delta_off: false,
                     manifest_tag: loaded.tag,
                     data_changed: false,
+                    other_wal_seqs: others,
                     last_write: HashMap::new(),
                 }),
             );
@@ -235,6 +269,7 @@ impl Storage {
             seq: AtomicU64::new(0),
             arrivals: std::sync::OnceLock::new(),
             lease: std::sync::OnceLock::new(),
+            node,
         });
         // A new table gets its (empty) manifest at once: a crash during its first flush then
         // leaves files the manifest does not list, which are removed as orphans at the next
@@ -774,6 +809,8 @@ impl Storage {
                     table: table.to_string(),
                     schema_version: SCHEMA_VERSION,
                     wal_seq: st.wal_seq,
+                    wal_node: self.node.clone(),
+                    other_wal_seqs: st.other_wal_seqs.clone(),
                     files: st.files.clone(),
                     delta_version: st.delta_version,
                 },
@@ -932,7 +969,11 @@ impl Storage {
             for f in &adds {
                 actions.push(delta::add(f, table, now_ms, data_change).map_err(derr)?);
             }
-            actions.push(delta::txn(DELTA_APP_ID, wal_seq, now_ms));
+            actions.push(delta::txn(
+                self.node.as_deref().unwrap_or(DELTA_APP_ID),
+                wal_seq,
+                now_ms,
+            ));
             let body = Bytes::from(delta::encode_commit(&actions));
             let path = Path::from(delta::commit_path(table, version));
             let put = self
@@ -1203,7 +1244,7 @@ impl Storage {
                     // Deleted after the grace, not now: it may be a file the last run replaced
                     // (compaction, retention) that another engine's query, planned on an
                     // older Delta version, still reads.
-                    tracing::info!(path = %p, grace = ?self.config.delete_grace, "A file no manifest lists is deleted after the grace.");
+                    tracing::debug!(path = %p, grace = ?self.config.delete_grace, "A file no manifest lists is deleted after the grace.");
                     lock(&self.pending_delete)
                         .push((Instant::now() + self.config.delete_grace, o.location));
                     removed += 1;
@@ -1219,6 +1260,7 @@ impl Storage {
         let tick = Duration::from_millis(500).min(self.config.flush_interval);
         let mut last_flush = Instant::now();
         let mut last_retention: Option<Instant> = None;
+        let mut lease_lost_said = false;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -1240,7 +1282,18 @@ impl Storage {
                 if ((rows > 0 && (due || rows >= self.config.flush_rows || over_budget)) || dirty)
                     && let Err(e) = self.flush_table(name).await
                 {
+                    if matches!(e, StorageError::LeaseLost) {
+                        // Said once (the lease's loss is logged where it happens).
+                        if !lease_lost_said {
+                            lease_lost_said = true;
+                            tracing::error!(error = %e, "Nothing is written to the table store any more; rows stay in memory and in the write-ahead log.");
+                        }
+                        continue;
+                    }
                     tracing::error!(table = name, error = %e, "Flush failed; rows stay in memory and will be retried.");
+                }
+                if self.lease.get().is_some_and(|l| l.is_done()) {
+                    continue;
                 }
                 if let Err(e) = self.compact_table(name).await {
                     tracing::error!(table = name, error = %e, "Compaction failed; files stay as they are.");
@@ -1355,6 +1408,15 @@ impl Storage {
         Ok(doomed.len())
     }
 
+    /// Whether everything accepted is in files listed in written manifests (no rows in
+    /// memory, no manifest waiting to be written).
+    pub fn fully_persisted(&self) -> bool {
+        self.tables.values().all(|t| {
+            let st = lock(t);
+            st.recent_rows == 0 && !st.manifest_dirty
+        })
+    }
+
     /// Rows not yet in Parquet, all tables.
     pub fn buffered_rows(&self) -> usize {
         self.tables.values().map(|t| lock(t).recent_rows).sum()
@@ -1380,6 +1442,8 @@ impl TableSource for Storage {
 struct Loaded {
     files: Vec<FileEntry>,
     wal_seq: u64,
+    wal_node: Option<String>,
+    other_wal_seqs: BTreeMap<String, u64>,
     /// Whether the manifest exists.
     existed: bool,
     delta_version: Option<u64>,
@@ -1388,7 +1452,8 @@ struct Loaded {
     tag: Option<UpdateVersion>,
 }
 
-/// The `writer` (`appId`) of seam's `txn` actions in the Delta log.
+/// The `writer` (`appId`) of the `txn` actions of a seam on its own data directory (a node of
+/// a shared store writes its id).
 const DELTA_APP_ID: &str = "seam";
 
 /// A stable Delta table id (UUID-shaped) for `table`: every `metaData` of the table carries
@@ -1433,6 +1498,8 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Load
             Ok(Loaded {
                 files: m.files,
                 wal_seq: m.wal_seq,
+                wal_node: m.wal_node,
+                other_wal_seqs: m.other_wal_seqs,
                 existed: true,
                 delta_version: m.delta_version,
                 schema_version: m.schema_version,
@@ -1458,6 +1525,8 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Load
             Ok(Loaded {
                 files: Vec::new(),
                 wal_seq: 0,
+                wal_node: None,
+                other_wal_seqs: BTreeMap::new(),
                 existed: false,
                 delta_version: None,
                 schema_version: SCHEMA_VERSION,
@@ -2110,6 +2179,45 @@ mod tests {
         let mut want = vec![a.path, b.path];
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn each_node_replays_against_its_own_watermark_after_another_wrote_the_store() {
+        use seam_schemas::tables::requests::TABLE;
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().to_path_buf();
+        let open = |node: &str| {
+            let store = Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&root).expect("store"),
+            );
+            Storage::open_as(
+                store,
+                Some(root.clone()),
+                StorageConfig::default(),
+                Some(node.to_string()),
+            )
+        };
+        let t = 29_000_003 * 60_000_000_000_i64;
+        // Node a stores its entries up to 7; node b (a take-over) its own up to 3.
+        let a = open("a").await.expect("open");
+        a.push_recent(TABLE, derived(TABLE, t), 7, false);
+        a.flush_table(TABLE).await.expect("flush");
+        assert_eq!(a.wal_watermarks()[TABLE], 7);
+        drop(a);
+        let b = open("b").await.expect("open");
+        assert_eq!(b.wal_watermarks()[TABLE], 0, "a's numbers are not b's");
+        b.push_recent(TABLE, derived(TABLE, t + 1_000), 3, false);
+        b.flush_table(TABLE).await.expect("flush");
+        drop(b);
+        // Back on a: its own watermark, untouched by b's writes; b's kept for b.
+        let a = open("a").await.expect("open");
+        assert_eq!(a.wal_watermarks()[TABLE], 7);
+        a.push_recent(TABLE, derived(TABLE, t + 2_000), 8, false);
+        a.flush_table(TABLE).await.expect("flush");
+        drop(a);
+        let b = open("b").await.expect("open");
+        assert_eq!(b.wal_watermarks()[TABLE], 3);
+        assert_eq!(listed(&b, TABLE).len(), 3);
     }
 
     /// The paths `table`'s Delta log lists at its latest version.
