@@ -3,15 +3,16 @@
 //! Takes table names and times; gives object-store paths and the [`Manifest`] format.
 //!
 //! ```text
-//! <data-dir>/tables/<table>/_manifest.json
-//! <data-dir>/tables/<table>/date=YYYY-MM-DD/hour=HH/<level>-<ingest-nanos>-<seq>.parquet
+//! <store>/tables/<table>/_manifest.json
+//! <store>/tables/<table>/date=YYYY-MM-DD/hour=HH/L<level>-<ingest-nanos>-<seq>.parquet
 //! ```
 //!
 //! Files are partitioned by the UTC hour of their rows' event `time`. The manifest is the
 //! source of truth: a file not listed in it is not part of the table (a compaction or flush
-//! that crashed before publishing leaves such orphans, and they are removed at start).
-//! Manifests and files are written whole and appear atomically (write to a temporary name,
-//! then rename), so a reader never sees half a file.
+//! that crashed before publishing leaves such orphans; they are deleted `delete_grace` after
+//! the next start). Manifests and files are written whole and appear atomically (on local
+//! disk: a temporary name, then rename; object stores publish a write whole), so a reader
+//! never sees half a file.
 
 use serde::{Deserialize, Serialize};
 

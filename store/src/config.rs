@@ -18,13 +18,14 @@ pub struct StorageConfig {
     /// log and the other local state stay in the data directory either way.
     pub url: Option<String>,
     /// With a remote `url`: most bytes of table files kept in a local read cache
-    /// (`<data_dir>/cache`, emptied at start; least recently read files go first). 0 turns
-    /// it off. Default 2 GiB.
+    /// (`<data_dir>/cache`, emptied at start; least recently read files go first; a file over
+    /// a quarter of it is never cached). 0 turns it off. Default 2 GiB.
     pub cache_bytes: u64,
     /// With a remote `url`: take the store's writer lease from a seam that stopped without
     /// releasing it (it died). Rows it acknowledged that were only in its write-ahead log are
-    /// missing until that node starts again on its data directory (then they are stored);
-    /// without this, seam refuses to start and says which node to start again. Default false.
+    /// missing until that node runs again on its data directory while no other seam holds
+    /// the store (then they are stored); without this, seam refuses to start and says which
+    /// node to start again. Default false.
     pub take_over: bool,
     /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
     /// see accepted rows at once either way (recent rows are served from memory).
@@ -51,7 +52,8 @@ pub struct StorageConfig {
     /// Keep files replaced by a compaction, a recomputation or retention this long before
     /// deleting them, so that queries that started before the swap can finish: seam's own,
     /// and those of other engines reading the tables as Delta tables (a Spark or Fabric job
-    /// planned on an older version of the log). Default 1h.
+    /// planned on an older version of the log). Files no manifest lists, found at start, are
+    /// deleted after it too. Default 1h.
     #[serde(with = "humantime_serde")]
     pub delete_grace: Duration,
     /// How long data is kept, and how much of it.

@@ -25,8 +25,8 @@
 //!   (`dataChange: false` on both sides); retention removes (`dataChange: true`). A removed
 //!   file may be deleted only after its `remove` commit exists, and after a grace period longer
 //!   than any outside query;
-//! - a [`txn`] action carries the writer's write-ahead-log watermark: `appId` = the writer
-//!   (seam writes `seam`: one writer per store), `version` = `wal_seq` (Delta's
+//! - a [`txn`] action carries the writer's write-ahead-log watermark: `appId` = the writer's
+//!   node id (`seam` for a store on local disk), `version` = `wal_seq` (Delta's
 //!   idempotent-writer watermark; replayed into [`Snapshot::txns`]).
 //!
 //! seam writes no checkpoints yet, so readers replay every JSON commit; `configuration` is left

@@ -107,8 +107,8 @@ pub struct WriterLease {
     process: String,
 }
 
-/// This node's id: kept in `<data_dir>/node_id`, made on first use (a restart of the same
-/// node takes its own lease back at once).
+/// This node's id: kept in `<data_dir>/node_id`, made on first use (after a crash, the same
+/// node takes its own lease back once its previous process's lease ended).
 ///
 /// # Errors
 /// The file cannot be read or written.
@@ -177,7 +177,7 @@ impl WriterLease {
     /// `take_over`.
     ///
     /// # Errors
-    /// [`LeaseError::Held`] when another node still holds it after `wait`,
+    /// [`LeaseError::Held`] when another process still holds it after `wait`,
     /// [`LeaseError::Abandoned`] for a dead holder without `take_over`; store failures.
     pub async fn acquire(
         store: std::sync::Arc<dyn ObjectStore>,

@@ -634,6 +634,11 @@ impl Storage {
             return Ok(0);
         };
         let _io = self.io.lock().await;
+        // A node that lost the store's lease uploads nothing more (its rows stay in memory
+        // and in the write-ahead log).
+        if self.lease.get().is_some_and(|l| l.is_done()) {
+            return Err(StorageError::LeaseLost);
+        }
         let (schema, batches) = {
             let st = lock(t);
             (st.schema.clone(), st.recent.clone())
@@ -1286,7 +1291,7 @@ impl Storage {
                         // Said once (the lease's loss is logged where it happens).
                         if !lease_lost_said {
                             lease_lost_said = true;
-                            tracing::error!(error = %e, "Nothing is written to the table store any more; rows stay in memory and in the write-ahead log.");
+                            tracing::error!(error = %e, "Nothing is published to the table store while this node does not hold its lease; rows stay in the write-ahead log.");
                         }
                         continue;
                     }
@@ -1319,8 +1324,16 @@ impl Storage {
         }
         // Files still in their grace stay: the next start deletes them after a full grace.
         self.delete_due(false).await;
+        // Released only when everything acknowledged is in the store: otherwise another node
+        // must not take over without `take_over` (the rows are only in this node's log).
         if let Some(lease) = self.lease.get() {
-            lease.release().await;
+            if self.fully_persisted() {
+                lease.release().await;
+            } else {
+                tracing::error!(
+                    "The table store's writer lease is kept (not released): acknowledged rows are not all in the store; start this node again to store them."
+                );
+            }
         }
     }
 
