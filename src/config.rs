@@ -186,6 +186,56 @@ impl TokensConfig {
     }
 }
 
+/// What one `seam serve` process does (`roles`, `--roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Opens the ingest listeners (OTLP/gRPC, ingest HTTP) and pulls the `[[sources]]`.
+    Ingest,
+    /// Keeps `requests` and `request_events` up to date (on a shared store: the one node
+    /// holding the correlation lease at a time).
+    Correlate,
+    /// Opens the SQL listeners (`POST /api/v1/sql`, the PostgreSQL wire) and request
+    /// explanations.
+    Query,
+}
+
+impl NodeRole {
+    /// Every role, the default.
+    pub const ALL: [NodeRole; 3] = [NodeRole::Ingest, NodeRole::Correlate, NodeRole::Query];
+
+    /// The role's name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Ingest => "ingest",
+            NodeRole::Correlate => "correlate",
+            NodeRole::Query => "query",
+        }
+    }
+
+    /// Parses `--roles` (`ingest,query`: names separated by commas).
+    ///
+    /// # Errors
+    /// An unknown or missing name.
+    pub fn parse_list(text: &str) -> Result<Vec<NodeRole>, ConfigError> {
+        let mut roles = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            let role = match name {
+                "ingest" => NodeRole::Ingest,
+                "correlate" => NodeRole::Correlate,
+                "query" => NodeRole::Query,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--roles: {other:?} is not a role (ingest, correlate, query)"
+                    )));
+                }
+            };
+            roles.push(role);
+        }
+        Ok(roles)
+    }
+}
+
 /// Everything `seam serve` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,6 +243,12 @@ pub struct SeamConfig {
     /// Where tables are stored. Flag `--data-dir`, variable `SEAM_DATA_DIR`. Default
     /// `./seam-data`.
     pub data_dir: PathBuf,
+    /// What this process does: `ingest`, `correlate`, `query`. Flag `--roles
+    /// ingest,query`, variable `SEAM_ROLES`. Default all three. Without `ingest` no ingest
+    /// listener is opened and no source pulled; without `query` no SQL listener (the API
+    /// listener still answers `/health`, `/metrics`, `/api/v1/sources` and, with
+    /// `correlate`, `POST /api/v1/correlate`).
+    pub roles: Vec<NodeRole>,
     /// Listener addresses.
     pub listen: ListenConfig,
     /// Receiver limits.
@@ -225,6 +281,7 @@ impl Default for SeamConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./seam-data"),
+            roles: NodeRole::ALL.to_vec(),
             listen: ListenConfig::default(),
             limits: LimitsConfig::default(),
             wal: WalConfig::default(),
@@ -249,6 +306,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--storage-url` / `SEAM_STORAGE_URL` (`storage.url`).
     pub storage_url: Option<String>,
+    /// `--roles` / `SEAM_ROLES` (`roles`).
+    pub roles: Option<Vec<NodeRole>>,
     /// `--otlp-grpc-addr` / `SEAM_OTLP_GRPC_ADDR`.
     pub otlp_grpc_addr: Option<SocketAddr>,
     /// `--ingest-http-addr` / `SEAM_INGEST_HTTP_ADDR`.
@@ -342,6 +401,9 @@ impl SeamConfig {
         if let Some(u) = overrides.storage_url {
             cfg.storage.url = (!u.trim().is_empty()).then_some(u);
         }
+        if let Some(r) = overrides.roles {
+            cfg.roles = r;
+        }
         if let Some(a) = overrides.otlp_grpc_addr {
             cfg.listen.otlp_grpc_addr = a;
         }
@@ -399,15 +461,18 @@ impl SeamConfig {
     /// The listeners bound to a non-loopback address, as `listen.api_addr 0.0.0.0:7317 is`.
     pub fn public_listeners(&self) -> Vec<String> {
         let l = &self.listen;
+        let ingest = self.has_role(NodeRole::Ingest);
+        let query = self.has_role(NodeRole::Query);
         let all = [
-            ("listen.otlp_grpc_addr", l.otlp_grpc_addr),
-            ("listen.ingest_http_addr", l.ingest_http_addr),
-            ("listen.api_addr", l.api_addr),
-            ("listen.pg_addr", l.pg_addr),
+            ("listen.otlp_grpc_addr", l.otlp_grpc_addr, ingest),
+            ("listen.ingest_http_addr", l.ingest_http_addr, ingest),
+            ("listen.api_addr", l.api_addr, true),
+            ("listen.pg_addr", l.pg_addr, query),
         ];
         let public: Vec<String> = all
             .iter()
-            .filter(|(_, a)| !a.ip().is_loopback())
+            .filter(|(_, a, open)| *open && !a.ip().is_loopback())
+            .map(|(n, a, _)| (n, a))
             .map(|(n, a)| format!("{n} {a}"))
             .collect();
         match public.len() {
@@ -417,11 +482,30 @@ impl SeamConfig {
         }
     }
 
+    /// Whether this process has `role`.
+    pub fn has_role(&self, role: NodeRole) -> bool {
+        self.roles.contains(&role)
+    }
+
     /// Checks every section.
     ///
     /// # Errors
     /// The first value out of range, by field path.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid(
+                "roles must name at least one of ingest, correlate, query".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.roles {
+            if !seen.insert(*r) {
+                return Err(ConfigError::Invalid(format!(
+                    "roles names {} twice",
+                    r.as_str()
+                )));
+            }
+        }
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.storage.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;

@@ -161,6 +161,10 @@ struct ServeArgs {
     /// [default: the data directory]. Credentials come from AZURE_* / AWS_* variables.
     #[arg(long, env = "SEAM_STORAGE_URL")]
     storage_url: Option<String>,
+    /// What this process does, of ingest, correlate, query (e.g. `ingest,query`)
+    /// [default: all three].
+    #[arg(long, env = "SEAM_ROLES")]
+    roles: Option<String>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
     #[arg(long, env = "SEAM_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -236,11 +240,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let roles = args
+        .roles
+        .as_deref()
+        .map(config::NodeRole::parse_list)
+        .transpose()?;
     let cfg = SeamConfig::load(
         args.config.as_deref(),
         Overrides {
             data_dir: args.data_dir,
             storage_url: args.storage_url,
+            roles,
             otlp_grpc_addr: args.otlp_grpc_addr,
             ingest_http_addr: args.ingest_http_addr,
             api_addr: args.api_addr,

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::SeamConfig;
+use crate::config::{NodeRole, SeamConfig};
 use crate::records::QueryRecords;
 use seam_correlate::Correlator;
 
@@ -102,7 +102,96 @@ fn json_errors(router: Router) -> Router {
         )
 }
 
+/// Holds the correlation lease of a shared store while it can: tries to take it every third
+/// of its time to live; once taken, turns the correlator on and has it look for what the
+/// last holder left ([`Correlator::take_over`], over `gap`); renews it; turns the
+/// correlator off when it is lost. Gives the lease still held when `stop` is set.
+async fn correlation_lease_loop(
+    store: Arc<dyn object_store::ObjectStore>,
+    storage: Arc<Storage>,
+    correlator: Arc<Correlator>,
+    ttl: std::time::Duration,
+    gap: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Arc<seam_store::lease::WriterLease>> {
+    use seam_store::lease::{CORRELATION_LEASE_PATH, WriterLease};
+    let node = storage.node().unwrap_or_default().to_string();
+    let mut held: Option<Arc<WriterLease>> = None;
+    let mut said_waiting = false;
+    loop {
+        match &held {
+            None => {
+                match WriterLease::try_acquire(
+                    Arc::clone(&store),
+                    CORRELATION_LEASE_PATH,
+                    &node,
+                    ttl,
+                )
+                .await
+                {
+                    Ok(Some(lease)) => {
+                        let lease = Arc::new(lease);
+                        storage.set_correlation_lease(Some(Arc::clone(&lease)));
+                        held = Some(lease);
+                        said_waiting = false;
+                        tracing::info!(node = %node, "This node correlates: it holds the correlation lease.");
+                        // Looked for on its own task: the renewals go on meanwhile.
+                        let c = Arc::clone(&correlator);
+                        tokio::spawn(async move {
+                            match c.take_over(gap).await {
+                                Ok(n) => tracing::info!(
+                                    minutes = n,
+                                    "Recomputing what the last correlating node may have left."
+                                ),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "Could not find what the last correlating node left.")
+                                }
+                            }
+                        });
+                    }
+                    Ok(None) => {
+                        if !said_waiting {
+                            said_waiting = true;
+                            tracing::info!(
+                                "Another node correlates; this one takes over if it stops."
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not read the correlation lease.");
+                    }
+                }
+            }
+            Some(lease) => {
+                if let Err(e) = lease.renew().await
+                    && lease.is_done()
+                {
+                    correlator.set_active(false);
+                    storage.set_correlation_lease(None);
+                    held = None;
+                    tracing::warn!(error = %e, "This node lost the correlation lease; it no longer correlates (another node takes over).");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => break,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+    }
+    held
+}
+
 async fn correlate_since(c: Arc<Correlator>, p: &CorrelateParams) -> axum::response::Response {
+    if !c.is_active() {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({
+                "error": "this node does not correlate (its roles, or another node holds the correlation lease): send the request to the correlating node",
+                "kind": "not_correlating",
+            })),
+        )
+            .into_response();
+    }
     let since = p
         .since
         .trim()
@@ -332,7 +421,13 @@ pub enum ServerError {
     FinalFlush(String),
 }
 
-/// The addresses the listeners are bound to (useful with port 0).
+/// The address given in [`BoundAddrs`] for a listener this node's roles do not open.
+pub const NOT_OPENED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The addresses the listeners are bound to (useful with port 0); [`NOT_OPENED`] for the
+/// listeners of roles this node does not have (the ingest listeners without `ingest`, the
+/// PostgreSQL listener without `query`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundAddrs {
     /// OTLP/gRPC.
@@ -372,6 +467,10 @@ pub struct Server {
     reload_task: JoinHandle<()>,
     correlator: Arc<Correlator>,
     stop_correlator: watch::Sender<bool>,
+    /// Stops the correlation lease's loop (a shared store, a node with the correlate role).
+    stop_correlation: watch::Sender<bool>,
+    /// The correlation lease's loop; gives the lease still held, released after the drain.
+    correlation_task: Option<JoinHandle<Option<Arc<seam_store::lease::WriterLease>>>>,
     correlator_task: JoinHandle<()>,
     sources: seam_collector::sources::pull::Sources,
 }
@@ -584,9 +683,15 @@ impl Server {
         tracing::info!(store = backend.kind.as_str(), location = %backend.location, "Tables are stored here.");
 
         crate::metrics::registry();
-        // One writer per store: a local directory other than the data directory is locked
-        // like it; a remote store may be shared, and is written under a lease held in it.
+        if cfg.storage.take_over {
+            tracing::warn!(
+                "storage.take_over is ignored: several nodes share a store, each under its own lease."
+            );
+        }
+        // A local directory other than the data directory is locked like it (one seam); a
+        // remote store is shared by any number of nodes, each under its own lease in it.
         let mut store_lock = None;
+        let ttl = cfg.storage.lease_ttl;
         let lease = match &backend.local_root {
             Some(root) if root == &data_dir => None,
             Some(root) => {
@@ -599,31 +704,25 @@ impl Server {
             None => {
                 let node = seam_store::lease::node_id(&data_dir)
                     .map_err(|e| dir_err(format!("node_id: {e}")))?;
-                let ttl = std::time::Duration::from_secs(30);
+                if !seam_store::lease::valid_node_id(&node) {
+                    return Err(ServerError::Storage(seam_store::StorageError::NodeId(node)));
+                }
                 let lease = seam_store::lease::WriterLease::acquire(
                     Arc::clone(&backend.store),
+                    &seam_store::lease::node_lease_path(&node),
                     &node,
                     ttl,
                     ttl + std::time::Duration::from_secs(5),
-                    cfg.storage.take_over,
                 )
                 .await?;
-                tracing::info!(node = %node, "Took the table store's writer lease.");
+                tracing::info!(node = %node, "Took this node's lease in the table store.");
                 Some(Arc::new(lease))
             }
         };
-        let node = lease.as_ref().map(|l| l.holder().to_string());
-        let storage = Storage::open_as(
-            Arc::clone(&backend.store),
-            backend.local_root.clone(),
-            cfg.storage.clone(),
-            node,
-        )
-        .await?;
-        if let Some(lease) = lease {
-            storage.set_lease(Arc::clone(&lease));
-            // Renewed on its own task, so that a long flush or compaction never starves it;
-            // it ends when the storage releases the lease at stop, or when it is lost.
+        if let Some(lease) = lease.clone() {
+            // Renewed on its own task from now on (opening the tables may wait for a commit
+            // lock a dead process held), so that a long flush or compaction never starves
+            // it; it ends when the storage releases the lease at stop, or when it is lost.
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease.renew_every()).await;
@@ -631,7 +730,7 @@ impl Server {
                         break;
                     }
                     if let Err(e) = lease.renew().await {
-                        tracing::error!(error = %e, "Could not renew the table store's writer lease.");
+                        tracing::error!(error = %e, "Could not renew this node's lease in the table store.");
                         if lease.is_done() {
                             break;
                         }
@@ -639,6 +738,35 @@ impl Server {
                 }
             });
         }
+        let opened = match &lease {
+            Some(lease) => {
+                Storage::open_shared(
+                    Arc::clone(&backend.store),
+                    cfg.storage.clone(),
+                    Arc::clone(lease),
+                )
+                .await
+            }
+            None => {
+                Storage::open_as(
+                    Arc::clone(&backend.store),
+                    backend.local_root.clone(),
+                    cfg.storage.clone(),
+                    None,
+                )
+                .await
+            }
+        };
+        let storage = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                // The renewals end with the failed start.
+                if let Some(l) = &lease {
+                    l.mark_lost();
+                }
+                return Err(e.into());
+            }
+        };
         let orphans = storage.remove_orphans().await?;
         if orphans > 0 {
             tracing::info!(
@@ -711,6 +839,35 @@ impl Server {
             data_dir.join(seam_correlate::PENDING_FILE),
         );
         correlator.attach();
+        let correlates = cfg.has_role(NodeRole::Correlate);
+        let ingests = cfg.has_role(NodeRole::Ingest);
+        let queries = cfg.has_role(NodeRole::Query);
+        if !correlates {
+            tracing::info!(
+                "This node does not correlate (roles): requests and request_events are kept by a node with the correlate role."
+            );
+        }
+        // On a shared store the node holding the correlation lease correlates (below).
+        if !correlates || storage.shared() {
+            correlator.set_active(false);
+        }
+        let (stop_correlation, rx_correlation) = watch::channel(false);
+        let correlation_task = if correlates && storage.shared() {
+            let gap = ttl
+                + cfg.storage.flush_interval
+                + cfg.storage.refresh_interval
+                + std::time::Duration::from_secs(60);
+            Some(tokio::spawn(correlation_lease_loop(
+                Arc::clone(&backend.store),
+                Arc::clone(&storage),
+                Arc::clone(&correlator),
+                ttl,
+                gap,
+                rx_correlation,
+            )))
+        } else {
+            None
+        };
 
         let credentials = Arc::new(if cfg.auth.configured() {
             CredentialStore::load(cfg.auth.keys.clone(), cfg.auth.keys_file.clone())?
@@ -767,31 +924,44 @@ impl Server {
             rx_audit,
         ));
 
-        let grpc_l = bind("--otlp-grpc-addr", cfg.listen.otlp_grpc_addr).await?;
-        let http_l = bind("--ingest-http-addr", cfg.listen.ingest_http_addr).await?;
+        // Only the listeners of this node's roles are opened.
+        let grpc_l = match ingests {
+            true => Some(bind("--otlp-grpc-addr", cfg.listen.otlp_grpc_addr).await?),
+            false => None,
+        };
+        let http_l = match ingests {
+            true => Some(bind("--ingest-http-addr", cfg.listen.ingest_http_addr).await?),
+            false => None,
+        };
         let api_l = bind("--api-addr", cfg.listen.api_addr).await?;
-        let pg_l = bind("--pg-addr", cfg.listen.pg_addr).await?;
+        let pg_l = match queries {
+            true => Some(bind("--pg-addr", cfg.listen.pg_addr).await?),
+            false => None,
+        };
         let local = |l: &TcpListener, what, addr| {
             l.local_addr()
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
+        let local_opt = |l: &Option<TcpListener>, what, addr| match l {
+            Some(l) => local(l, what, addr),
+            None => Ok(NOT_OPENED),
+        };
         let addrs = BoundAddrs {
-            otlp_grpc: local(&grpc_l, "--otlp-grpc-addr", cfg.listen.otlp_grpc_addr)?,
-            ingest_http: local(&http_l, "--ingest-http-addr", cfg.listen.ingest_http_addr)?,
+            otlp_grpc: local_opt(&grpc_l, "--otlp-grpc-addr", cfg.listen.otlp_grpc_addr)?,
+            ingest_http: local_opt(&http_l, "--ingest-http-addr", cfg.listen.ingest_http_addr)?,
             api: local(&api_l, "--api-addr", cfg.listen.api_addr)?,
-            pg: local(&pg_l, "--pg-addr", cfg.listen.pg_addr)?,
+            pg: local_opt(&pg_l, "--pg-addr", cfg.listen.pg_addr)?,
         };
         let seam_listener = |l: TcpListener, side: Side, what, addr| {
             SeamListener::new(l, tls.clone().map(|t| (t, side)))
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
-        let grpc_l = seam_listener(grpc_l, Side::Ingest, "--otlp-grpc-addr", addrs.otlp_grpc)?;
-        let http_l = seam_listener(
-            http_l,
-            Side::Ingest,
-            "--ingest-http-addr",
-            addrs.ingest_http,
-        )?;
+        let grpc_l = grpc_l
+            .map(|l| seam_listener(l, Side::Ingest, "--otlp-grpc-addr", addrs.otlp_grpc))
+            .transpose()?;
+        let http_l = http_l
+            .map(|l| seam_listener(l, Side::Ingest, "--ingest-http-addr", addrs.ingest_http))
+            .transpose()?;
         let api_l = seam_listener(api_l, Side::Http, "--api-addr", addrs.api)?;
 
         let (stop_receivers, rx_recv) = watch::channel(false);
@@ -814,26 +984,27 @@ impl Server {
             })
         };
 
-        let grpc = {
+        let mut receivers = Vec::new();
+        if let Some(grpc_l) = grpc_l {
             let c = Arc::clone(&collector);
             let stop = stopped(rx_recv.clone());
             let guard = GrpcGuard::new(Arc::clone(&credentials), Role::Ingest);
-            tokio::spawn(async move {
+            receivers.push(tokio::spawn(async move {
                 if let Err(e) =
                     seam_collector::sources::otlp::receive_grpc::serve(c, grpc_l, guard, stop).await
                 {
                     tracing::error!(error = %e, "OTLP/gRPC receiver failed.");
                 }
-            })
-        };
-        let http = {
+            }));
+        }
+        if let Some(http_l) = http_l {
             let router = json_errors(Guard::new(Arc::clone(&credentials), Role::Ingest).protect(
                 seam_collector::sources::otlp::receive_http::router(Arc::clone(&collector)).merge(
                     seam_collector::sources::logs::receive_http::router(Arc::clone(&collector)),
                 ),
             ));
             let stop = stopped(rx_recv);
-            tokio::spawn(async move {
+            receivers.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(
                     http_l,
                     router.into_make_service_with_connect_info::<PeerInfo>(),
@@ -843,8 +1014,8 @@ impl Server {
                 {
                     tracing::error!(error = %e, "Ingest HTTP listener failed.");
                 }
-            })
-        };
+            }));
+        }
         let stats_task = {
             let c = Arc::clone(&collector);
             let mut stop = rx_stats;
@@ -864,8 +1035,14 @@ impl Server {
             let s = Arc::clone(&storage);
             tokio::spawn(s.run(stopped(rx_storage)))
         };
+        if !ingests && !cfg.sources.is_empty() {
+            tracing::info!(
+                sources = cfg.sources.len(),
+                "[[sources]] are pulled by nodes with the ingest role; this node pulls none."
+            );
+        }
         let sources = seam_collector::sources::pull::spawn_all(
-            &cfg.sources,
+            if ingests { &cfg.sources } else { &[] },
             &collector,
             Arc::new(crate::sources::QueryPositions::new(Arc::clone(&query))),
         );
@@ -916,29 +1093,33 @@ impl Server {
             // audited.
             let on_refused = audit_refusals(Arc::clone(&audit), "POST");
             let query_guard = Guard::new(Arc::clone(&credentials), Role::Query);
-            let router = Router::new()
-                .merge(
-                    query_guard.clone().protect(
-                        Router::new()
-                            .route("/metrics", metrics_route)
-                            .route("/api/v1/sources", sources_route),
-                    ),
-                )
-                // Explain reveals request data: a read, behind the same role as SQL, and
-                // audited like it.
-                .merge(
-                    query_guard
-                        .clone()
-                        .on_refused(audit_refusals(Arc::clone(&audit), "GET"))
-                        .protect(
-                            Router::new().route("/api/v1/requests/{id}/explain", explain_route),
-                        ),
-                )
-                .merge(
-                    query_guard
-                        .on_refused(on_refused)
-                        .protect(seam_query::http::sql_router(Arc::clone(&query))),
-                )
+            let mut router = Router::new().merge(
+                query_guard.clone().protect(
+                    Router::new()
+                        .route("/metrics", metrics_route)
+                        .route("/api/v1/sources", sources_route),
+                ),
+            );
+            // SQL and explanations only on a node with the query role.
+            if queries {
+                router = router
+                    // Explain reveals request data: a read, behind the same role as SQL,
+                    // and audited like it.
+                    .merge(
+                        query_guard
+                            .clone()
+                            .on_refused(audit_refusals(Arc::clone(&audit), "GET"))
+                            .protect(
+                                Router::new().route("/api/v1/requests/{id}/explain", explain_route),
+                            ),
+                    )
+                    .merge(
+                        query_guard
+                            .on_refused(on_refused)
+                            .protect(seam_query::http::sql_router(Arc::clone(&query))),
+                    );
+            }
+            let router = router
                 .merge(
                     Guard::new(Arc::clone(&credentials), Role::Admin)
                         .protect(Router::new().route("/api/v1/correlate", correlate_route)),
@@ -967,12 +1148,18 @@ impl Server {
         };
         let pg_addr = addrs.pg;
         let pg_task = tokio::spawn(async move {
+            let Some(pg_l) = pg_l else {
+                return;
+            };
             if let Err(e) = seam_query::pgwire::serve(pg_ctx, pg_l, pg_security).await {
                 tracing::error!(error = %e, addr = %pg_addr, "PostgreSQL listener failed.");
             }
         });
+        let roles: Vec<&str> = cfg.roles.iter().map(|r| r.as_str()).collect();
         tracing::info!(
             data_dir = %data_dir.display(),
+            roles = %roles.join(","),
+            node = storage.node().unwrap_or("-"),
             pg = %addrs.pg,
             otlp_grpc = %addrs.otlp_grpc,
             ingest_http = %addrs.ingest_http,
@@ -992,8 +1179,10 @@ impl Server {
             stop_api,
             stop_stats,
             stats_task,
-            receivers: vec![grpc, http],
+            receivers,
             correlator,
+            stop_correlation,
+            correlation_task,
             stop_correlator,
             correlator_task,
             sources,
@@ -1049,6 +1238,16 @@ impl Server {
         self.correlator_task.abort();
         let _ = self.correlator_task.await;
         self.correlator.drain().await;
+        // The correlation lease is given up once the drain no longer needs it, so that
+        // another node takes over at once.
+        let _ = self.stop_correlation.send(true);
+        if let Some(task) = self.correlation_task
+            && let Ok(Some(lease)) = task.await
+        {
+            self.storage.set_correlation_lease(None);
+            lease.release().await;
+            tracing::info!("Gave the correlation lease up.");
+        }
         let _ = self.stop_storage.send(true);
         let _ = self.storage_task.await;
         let left = self.storage.buffered_rows();

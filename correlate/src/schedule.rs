@@ -16,6 +16,11 @@
 //! next start ([`Correlator::recover`]). [`Correlator::rebuild_since`] recomputes every
 //! minute with raw records since a time (after a rule change, or for data older than the
 //! horizon); it is idempotent. Recomputations never run concurrently.
+//!
+//! On a store shared by several nodes only the node holding the correlation lease
+//! recomputes ([`Correlator::set_active`]); it is told of other nodes' flushed rows as they
+//! become visible to it. The others drop what they were told; a node that takes the lease
+//! over looks for the work its predecessor may have left ([`Correlator::take_over`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -24,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seam_store::{Storage, now_ns};
+use seam_store::{Storage, StorageError, now_ns};
 use tokio::sync::Notify;
 
 use crate::Rules;
@@ -184,6 +189,9 @@ pub struct Correlator {
     pending: PathBuf,
     /// Minutes being recomputed by the live loop (a stop may cancel it mid-way).
     in_flight: Mutex<BTreeSet<i64>>,
+    /// Whether this node recomputes (always on a store of its own; on a shared store while
+    /// it holds the correlation lease).
+    active: AtomicBool,
 }
 
 impl Correlator {
@@ -208,7 +216,38 @@ impl Correlator {
             dirty: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             busy: tokio::sync::Mutex::new(()),
+            active: AtomicBool::new(true),
         })
+    }
+
+    /// Turns recomputation on or off (on a shared store: whether this node holds the
+    /// correlation lease). Off, the minutes it is told of are dropped: the node that
+    /// correlates is told of them too.
+    pub fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Release);
+        if !on && let Ok(mut d) = self.dirty.lock() {
+            d.clear();
+            ::metrics::gauge!(metrics::WAITING).set(0.0);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Whether this node recomputes (see [`Correlator::set_active`]).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// On taking the correlation over from another node: turns recomputation on and marks
+    /// what the last holder may have left undone: unsettled requests, and every minute with
+    /// records that arrived within the horizon plus `gap` (how long the lease may have been
+    /// without a live holder, plus how late other nodes' rows become visible).
+    ///
+    /// # Errors
+    /// A read failure (recomputation is on anyway).
+    pub async fn take_over(&self, gap: Duration) -> Result<usize, CorrelateError> {
+        self.set_active(true);
+        let gap = i64::try_from(gap.as_nanos()).unwrap_or(i64::MAX);
+        self.recover_within(gap).await
     }
 
     /// Installs the arrival hook on the storage.
@@ -253,9 +292,18 @@ impl Correlator {
     /// # Errors
     /// A read failure.
     pub async fn recover(&self) -> Result<usize, CorrelateError> {
+        self.recover_within(0).await
+    }
+
+    /// [`Correlator::recover`] with arrivals looked for `extra_ns` further back.
+    async fn recover_within(&self, extra_ns: i64) -> Result<usize, CorrelateError> {
+        if !self.is_active() {
+            return Ok(0);
+        }
         let since = now_ns()
             .saturating_sub(self.rules.horizon_ns)
-            .saturating_sub(MINUTE_NS);
+            .saturating_sub(MINUTE_NS)
+            .saturating_sub(extra_ns);
         let mut minutes = self.reader.unsettled_minutes().await?;
         for t in RAW {
             let arrived = self.reader.minutes_arrived_since(t, since).await?;
@@ -280,6 +328,12 @@ impl Correlator {
                 _ = &mut stop => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if !self.is_active() {
+                if let Ok(mut d) = self.dirty.lock() {
+                    d.clear();
+                }
+                continue;
             }
             let now = Instant::now();
             let due: Vec<i64> = match self.dirty.lock() {
@@ -331,6 +385,11 @@ impl Correlator {
     /// minutes left (and those that failed) to the pending file, which [`Correlator::recover`]
     /// schedules at the next start.
     pub async fn drain(&self) {
+        if !self.is_active() {
+            // Another node correlates: nothing of this node's is left to it.
+            let _ = std::fs::remove_file(&self.pending);
+            return;
+        }
         let mut minutes: BTreeSet<i64> = BTreeSet::new();
         // Minutes whose recomputation the stop cancelled.
         if let Ok(mut f) = self.in_flight.lock() {
@@ -409,6 +468,9 @@ impl Correlator {
     /// # Errors
     /// The first failure.
     pub async fn rebuild_since(&self, since_ns: i64) -> Result<usize, CorrelateError> {
+        if !self.is_active() {
+            return Err(CorrelateError::Storage(StorageError::NotCorrelating));
+        }
         let minutes = self.reader.minutes_with_records_since(since_ns).await?;
         // Minutes whose requests may start up to a link distance before their records.
         let mut all = BTreeSet::new();

@@ -21,12 +21,21 @@ pub struct StorageConfig {
     /// (`<data_dir>/cache`, emptied at start; least recently read files go first; a file over
     /// a quarter of it is never cached). 0 turns it off. Default 2 GiB.
     pub cache_bytes: u64,
-    /// With a remote `url`: take the store's writer lease from a seam that stopped without
-    /// releasing it (it died). Rows it acknowledged that were only in its write-ahead log are
-    /// missing until that node runs again on its data directory while no other seam holds
-    /// the store (then they are stored); without this, seam refuses to start and says which
-    /// node to start again. Default false.
+    /// No longer used (several nodes now share a store, each under its own lease): accepted
+    /// so that configurations written for the version with one writer per store still load;
+    /// a warning says it is ignored.
     pub take_over: bool,
+    /// With a remote `url`: how long this node's lease in the store, and the correlation
+    /// lease when this node holds it, last unless renewed (they are renewed every third of
+    /// it). A node that dies holds the correlation for at most this long; a process started
+    /// again under the same node id waits at most this long. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// With a remote `url`: how often this node reads the tables' manifests again, to see
+    /// the rows other nodes flushed (a query sees another node's rows at most
+    /// `flush_interval` + `refresh_interval` after it acknowledged them). Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
     /// Flush a table's in-memory rows to Parquet at least this often. Default 10s. Queries
     /// see accepted rows at once either way (recent rows are served from memory).
     #[serde(with = "humantime_serde")]
@@ -117,6 +126,8 @@ impl Default for StorageConfig {
             url: None,
             cache_bytes: 2 << 30,
             take_over: false,
+            lease_ttl: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(5),
             flush_interval: Duration::from_secs(10),
             flush_rows: 200_000,
             max_buffer_bytes: 512 << 20,
@@ -155,6 +166,12 @@ impl StorageConfig {
                     "storage.retention.tables names an unknown table {name:?}"
                 ));
             }
+        }
+        if self.lease_ttl < Duration::from_secs(3) {
+            return Err("storage.lease_ttl must be at least 3s".into());
+        }
+        if self.refresh_interval.is_zero() {
+            return Err("storage.refresh_interval must be more than 0s".into());
         }
         if self.flush_interval.is_zero() {
             return Err("storage.flush_interval must be more than 0s".into());

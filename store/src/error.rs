@@ -107,14 +107,41 @@ pub enum StorageError {
         #[source]
         source: crate::delta::DeltaError,
     },
-    /// This node no longer holds the store's writer lease (another node may have taken
-    /// over): nothing is written until it renews.
+    /// This node no longer holds its lease in the store (another process under its node id
+    /// took it): nothing more is written until it is restarted.
     #[error(
-        "this seam does not hold the table store's writer lease ({}); the tables are not \
-         written until it renews",
-        crate::lease::LEASE_PATH
+        "this seam does not hold its node lease in the table store ({}/node-<id>.json); \
+         the tables are not written until it is restarted",
+        crate::lease::LEASES_DIR
     )]
     LeaseLost,
+    /// A table's manifest changed while this node held the table's commit lock (the lock
+    /// outlived its time to live and another node took it): the update is tried again.
+    #[error("table {table}'s manifest changed during this node's update of it; it is tried again")]
+    Conflict {
+        /// The table.
+        table: String,
+    },
+    /// The correlation lease is not this node's (another node correlates, or the lease was
+    /// lost): derived rows are not written.
+    #[error("this node does not hold the correlation lease; derived rows are not written")]
+    NotCorrelating,
+    /// A node id that cannot name objects in the store.
+    #[error(
+        "node id {0:?} (in the data directory's node_id file) is not 1 to 64 letters, digits, \
+         '.', '_' or '-'"
+    )]
+    NodeId(String),
+    /// A table's commit lock could not be taken (another node held it for too long, or the
+    /// store failed): the update is tried again later.
+    #[error("cannot take table {table}'s commit lock: {source}")]
+    Lock {
+        /// The table.
+        table: String,
+        /// Why.
+        #[source]
+        source: crate::lease::LeaseError,
+    },
     /// A background task failed to join.
     #[error("background encoding task failed: {0}")]
     Join(String),

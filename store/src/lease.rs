@@ -1,20 +1,26 @@
-//! The writer lease of a shared table store: one seam writes a store's tables at a time.
+//! Leases held in a shared table store: each node's own lease, the correlation lease, and
+//! the short commit lock of each table.
 //!
-//! Takes the table store and this node's id; gives a lease held in the store itself
-//! (`tables/_writer_lease.json`: holder, host, expiry, whether it was released), taken and
-//! renewed with conditional writes (create-if-absent, or replace-if-unchanged by ETag), so
-//! that two processes pointed at one container cannot both write it: the second waits for a
-//! live holder's lease to end and then refuses to start, naming the holder; so does another
-//! process under the same node id (a copied data directory). After a crash, the node (same
-//! id, kept in its data directory) takes its own lease back once its previous process's lease
-//! ended. A holder that died without releasing leaves rows it acknowledged in its own
-//! write-ahead log: another node takes such a lease over only when told to
-//! (`storage.take_over`). A holder
-//! that fails to renew before its lease expires, or finds it rewritten, has lost it for good
-//! ([`WriterLease::check`] is false): it writes nothing more until restarted, and seam's
-//! manifests are written with replace-if-unchanged too, so a write racing a takeover fails.
+//! Takes the table store, an object path and this node's id; gives a lease held in the store
+//! itself (holder, host, expiry, whether it was released, which process), taken and renewed
+//! with conditional writes (create-if-absent, or replace-if-unchanged by ETag), so that two
+//! processes can never both believe they hold it. Three kinds use it:
+//! - **the node lease** (`tables/_leases/node-<node id>.json`): several seam nodes write one
+//!   store, each its own files, and each under its own node id (kept in its data directory);
+//!   a second process under the same id (a copied data directory, or the node's previous
+//!   process before its lease ended) waits for the live lease and then refuses to start.
+//!   After a crash the node takes its own lease back once its previous process's lease
+//!   ended. A node that fails to renew before its lease expires, or finds it rewritten, has
+//!   lost it for good ([`WriterLease::check`] is false): it writes nothing more until
+//!   restarted.
+//! - **the correlation lease** ([`CORRELATION_LEASE_PATH`]): the one node that keeps the
+//!   derived tables (`requests`, `request_events`) up to date; another node with the
+//!   `correlate` role takes it over once the holder's lease ended (it died, or stopped).
+//! - **a table's commit lock** ([`commit_lock_path`]): held for the few requests of one
+//!   update of a table's manifest and Delta log, so that concurrent writers update them one
+//!   after the other; a lock whose holder died ends with its time to live.
 //!
-//! A local directory needs no lease: an OS lock on it keeps a second seam out.
+//! A local directory needs none of them: an OS lock on it keeps a second seam out.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,8 +29,36 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
-/// Where the lease lives, relative to the store's root.
-pub const LEASE_PATH: &str = "tables/_writer_lease.json";
+/// The directory of the node and correlation leases, relative to the store's root.
+pub const LEASES_DIR: &str = "tables/_leases";
+
+/// The correlation lease (see the module docs).
+pub const CORRELATION_LEASE_PATH: &str = "tables/_leases/correlation.json";
+
+/// Where node `node`'s lease lives.
+pub fn node_lease_path(node: &str) -> String {
+    format!("{LEASES_DIR}/node-{node}.json")
+}
+
+/// Where table `table`'s commit lock lives (inside the table's directory, beside its
+/// manifest; Delta readers ignore names starting with `_`).
+pub fn commit_lock_path(table: &str) -> String {
+    format!(
+        "{}/{table}/_commit_lock.json",
+        seam_schemas::layout::TABLES_DIR
+    )
+}
+
+/// Whether `id` can name a node: 1 to 64 ASCII letters, digits, `.`, `_` or `-` (it is part
+/// of object names: the node lease and every file the node writes).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !id.starts_with('.')
+}
 
 /// What the lease object holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,13 +82,21 @@ pub struct LeaseRecord {
 /// Why the lease could not be taken or kept.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    /// Another node holds the lease.
+    /// Another process holds the lease.
     #[error(
-        "another seam ({holder} on {host}) writes the tables of this store (its lease runs \
-         until {}, renewed while it lives); several writers on one store are not supported \
-         yet: point each at its own storage.url, or stop the other", rfc3339(*until_ms)
+        "{path} is held by {holder} on {host} until {} (renewed while it lives){}",
+        rfc3339(*until_ms),
+        if path.contains("/node-") {
+            ": another process runs under this node id (a copy of its data directory, or its \
+             previous process, whose lease ends within storage.lease_ttl); give each node its \
+             own data directory"
+        } else {
+            ""
+        }
     )]
     Held {
+        /// The lease's object path.
+        path: String,
         /// Its node id.
         holder: String,
         /// Its host.
@@ -62,33 +104,18 @@ pub enum LeaseError {
         /// Its lease's expiry.
         until_ms: i64,
     },
-    /// The last holder died without giving the lease up: rows it acknowledged may still be
-    /// only in its write-ahead log.
-    #[error(
-        "the last seam writing this store ({holder} on {host}) stopped without releasing it; \
-         rows it acknowledged may still be only in its write-ahead log. Start that node again \
-         on its data directory (it takes its lease back and stores them), or set \
-         storage.take_over = true on this one (those rows are then missing until that node \
-         runs again)"
-    )]
-    Abandoned {
-        /// Its node id.
-        holder: String,
-        /// Its host.
-        host: String,
-    },
     /// This node lost the lease (it could not renew in time, or another node took it): it
     /// writes nothing more until restarted.
     #[error(
-        "this seam lost the table store's writer lease ({0}); it writes nothing more to the \
+        "this seam lost its lease in the table store ({0}); it writes nothing more to the \
          store: restart it (its acknowledged rows are safe in its write-ahead log)"
     )]
     Lost(String),
     /// The store failed.
-    #[error("writer lease {LEASE_PATH}: {0}")]
+    #[error("lease in the table store: {0}")]
     Store(#[from] object_store::Error),
     /// The lease object is not a lease.
-    #[error("writer lease {LEASE_PATH} is unreadable: {0}")]
+    #[error("lease in the table store is unreadable: {0}")]
     Unreadable(String),
 }
 
@@ -96,6 +123,8 @@ pub enum LeaseError {
 #[derive(Debug)]
 pub struct WriterLease {
     store: std::sync::Arc<dyn ObjectStore>,
+    /// The lease object's path.
+    path: String,
     holder: String,
     host: String,
     ttl: Duration,
@@ -172,45 +201,43 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl WriterLease {
-    /// Takes the lease for `holder`, waiting up to `wait` for another live holder's lease to
-    /// expire, or for the store to answer. A lease its holder did not release (it died) is taken over only when
-    /// `take_over`.
+    /// Takes the lease at `path` for `holder`, waiting up to `wait` for another live
+    /// holder's lease to expire (looking again every second at most), or for the store to
+    /// answer. A lease another holder did not release (it died) is taken once it expired
+    /// (every lease here may be: a node's own lease is contended only by processes under the
+    /// same id).
     ///
     /// # Errors
-    /// [`LeaseError::Held`] when another process still holds it after `wait`,
-    /// [`LeaseError::Abandoned`] for a dead holder without `take_over`; store failures.
+    /// [`LeaseError::Held`] when another process still holds it after `wait`; store
+    /// failures.
     pub async fn acquire(
         store: std::sync::Arc<dyn ObjectStore>,
+        path: &str,
         holder: &str,
         ttl: Duration,
         wait: Duration,
-        take_over: bool,
     ) -> Result<Self, LeaseError> {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".to_string());
-        let lease = Self {
-            store,
-            holder: holder.to_string(),
-            host,
-            ttl,
-            held: Mutex::new(None),
-            done: std::sync::atomic::AtomicBool::new(false),
-            process: crate::key_of(&[
-                &crate::now_ns().to_string(),
-                &std::process::id().to_string(),
-                holder,
-            ]),
-        };
+        Self::acquire_polling(store, path, holder, ttl, wait, Duration::from_secs(1)).await
+    }
+
+    /// [`WriterLease::acquire`], looking again at most every `poll` (a short commit lock is
+    /// held for a fraction of a second).
+    ///
+    /// # Errors
+    /// See [`WriterLease::acquire`].
+    pub async fn acquire_polling(
+        store: std::sync::Arc<dyn ObjectStore>,
+        path: &str,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+        poll: Duration,
+    ) -> Result<Self, LeaseError> {
+        let lease = Self::new(store, path, holder, ttl);
         let give_up = now_ms().saturating_add(ms(wait));
+        let poll = ms(poll).max(10);
         loop {
-            let attempt = match lease.try_take(take_over).await {
+            let attempt = match lease.try_take().await {
                 // The store unreachable (after the client's own retries): wait for it as for
                 // a live holder, up to the same bound; refused credentials end it at once.
                 Err(LeaseError::Store(e)) if now_ms() < give_up && !refused(&e) => {
@@ -226,22 +253,78 @@ impl WriterLease {
                     let now = now_ms();
                     if now >= give_up {
                         return Err(LeaseError::Held {
+                            path: lease.path.clone(),
                             holder: other.holder,
                             host: other.host,
                             until_ms: other.expires_ms,
                         });
                     }
-                    let pause = (other.expires_ms.saturating_sub(now)).clamp(100, 1_000);
+                    // A little jitter, so that waiting nodes do not knock in step.
+                    let jitter = crate::now_ns().rem_euclid(poll.max(1) * 1_000_000) / 4_000_000;
+                    let pause = (other.expires_ms.saturating_sub(now))
+                        .clamp(poll.min(100), poll)
+                        .saturating_add(jitter);
                     tokio::time::sleep(Duration::from_millis(pause.unsigned_abs())).await;
                 }
             }
         }
     }
 
-    /// One attempt: `None` when the lease is now this node's, else the live holder's record.
-    async fn try_take(&self, take_over: bool) -> Result<Option<LeaseRecord>, LeaseError> {
+    /// One attempt at the lease at `path`, without waiting: `Ok(None)` when another
+    /// process holds it.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn try_acquire(
+        store: std::sync::Arc<dyn ObjectStore>,
+        path: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Self>, LeaseError> {
+        let lease = Self::new(store, path, holder, ttl);
+        Ok(match lease.try_take().await? {
+            None => Some(lease),
+            Some(_) => None,
+        })
+    }
+
+    fn new(
+        store: std::sync::Arc<dyn ObjectStore>,
+        path: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        Self {
+            store,
+            path: path.to_string(),
+            holder: holder.to_string(),
+            host,
+            ttl,
+            held: Mutex::new(None),
+            done: std::sync::atomic::AtomicBool::new(false),
+            process: crate::key_of(&[
+                &crate::now_ns().to_string(),
+                &std::process::id().to_string(),
+                holder,
+                path,
+            ]),
+        }
+    }
+
+    /// One attempt: `None` when the lease is now this process's, else the live holder's
+    /// record.
+    async fn try_take(&self) -> Result<Option<LeaseRecord>, LeaseError> {
         for _ in 0..16 {
-            let path = Path::from(LEASE_PATH);
+            let path = Path::from(self.path.as_str());
             let current = match self.store.get(&path).await {
                 Ok(got) => {
                     let version = UpdateVersion {
@@ -250,7 +333,7 @@ impl WriterLease {
                     };
                     let bytes = got.bytes().await?;
                     let record: LeaseRecord = serde_json::from_slice(&bytes)
-                        .map_err(|e| LeaseError::Unreadable(e.to_string()))?;
+                        .map_err(|e| LeaseError::Unreadable(format!("{}: {e}", self.path)))?;
                     Some((record, version))
                 }
                 Err(object_store::Error::NotFound { .. }) => None,
@@ -259,22 +342,15 @@ impl WriterLease {
             let mode = match current {
                 None => PutMode::Create,
                 Some((record, version)) => {
-                    let mine = record.holder == self.holder;
                     let live = !record.released && record.expires_ms > now_ms();
                     // A live lease of another process waits, also under this node's id (a
                     // copied data directory, or this node's previous process that died: its
                     // lease ends within a time to live).
-                    if live && (!mine || record.process != self.process) {
+                    if live && (record.holder != self.holder || record.process != self.process) {
                         return Ok(Some(record));
                     }
-                    if !mine && !record.released {
-                        if !take_over {
-                            return Err(LeaseError::Abandoned {
-                                holder: record.holder,
-                                host: record.host,
-                            });
-                        }
-                        tracing::warn!(holder = %record.holder, host = %record.host, "Taking over the table store from a seam that stopped without releasing it (storage.take_over); rows only in its write-ahead log are missing until it runs again.");
+                    if record.holder != self.holder && !record.released {
+                        tracing::info!(path = %self.path, holder = %record.holder, host = %record.host, "Taking over a lease whose holder did not renew it.");
                     }
                     PutMode::Update(version)
                 }
@@ -289,9 +365,10 @@ impl WriterLease {
                 Err(e) => return Err(e),
             }
         }
-        Err(LeaseError::Unreadable(
-            "it changed at every attempt to take it".into(),
-        ))
+        Err(LeaseError::Unreadable(format!(
+            "{}: it changed at every attempt to take it",
+            self.path
+        )))
     }
 
     /// Writes this node's record with `mode` (expiring a time to live from now, or now when
@@ -312,7 +389,7 @@ impl WriterLease {
         };
         let body =
             serde_json::to_vec(&record).map_err(|e| LeaseError::Unreadable(e.to_string()))?;
-        let path = Path::from(LEASE_PATH);
+        let path = Path::from(self.path.as_str());
         let result = self
             .store
             .put_opts(&path, PutPayload::from(body), PutOptions::from(mode))
@@ -412,48 +489,52 @@ mod tests {
     use std::sync::Arc;
 
     #[tokio::test]
-    async fn one_holder_at_a_time_and_no_silent_takeover() {
+    async fn one_holder_at_a_time_taken_back_after_it_ends() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let ttl = Duration::from_millis(900);
-        let take = |holder: &'static str, wait: u64, take_over: bool| {
+        let path = CORRELATION_LEASE_PATH;
+        let take = |holder: &'static str, wait: u64| {
             WriterLease::acquire(
                 Arc::clone(&store),
+                path,
                 holder,
                 ttl,
                 Duration::from_millis(wait),
-                take_over,
             )
         };
-        let a = take("node-a", 0, false).await.unwrap();
+        let a = take("node-a", 0).await.unwrap();
         assert!(a.check());
         // A second node is refused while the lease lives, and told who holds it.
-        let e = take("node-b", 0, false).await.unwrap_err();
+        let e = take("node-b", 0).await.unwrap_err();
         assert!(
             matches!(e, LeaseError::Held { .. }) && e.to_string().contains("node-a"),
             "{e}"
         );
-        // Another process under the same node id (a copied data directory, or this node's
-        // next process after a crash) waits for the live lease to end, then takes it without
-        // take_over: its write-ahead log is this node's.
-        let e = take("node-a", 0, false).await.unwrap_err();
+        assert!(
+            WriterLease::try_acquire(Arc::clone(&store), path, "node-b", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Another process under the same node id waits for the live lease to end, then
+        // takes it.
+        let e = take("node-a", 0).await.unwrap_err();
         assert!(matches!(e, LeaseError::Held { .. }), "{e}");
-        let a2 = take("node-a", 3_000, false).await.unwrap();
+        let a2 = take("node-a", 3_000).await.unwrap();
         assert!(!a.check() || a.renew().await.is_err());
         a2.renew().await.unwrap();
-        // Not renewed, it expires; a dead holder's lease is not taken over silently...
+        // Not renewed, it expires; another node takes it, and the old holder can neither
+        // renew nor take it back while the new one lives.
         tokio::time::sleep(ttl).await;
-        let e = take("node-b", 0, false).await.unwrap_err();
-        assert!(matches!(e, LeaseError::Abandoned { .. }), "{e}");
         assert!(!a2.check());
-        // ...only when told to; the old holder then cannot renew, nor take it back.
-        let b = take("node-b", 0, true).await.unwrap();
+        let b = take("node-b", 0).await.unwrap();
         assert!(b.check());
         assert!(matches!(a2.renew().await, Err(LeaseError::Lost(_))));
         assert!(!a2.check());
-        // A clean stop hands over at once, without take_over.
+        // A clean stop hands over at once.
         b.release().await;
         assert!(!b.check());
-        let c = take("node-c", 0, false).await.unwrap();
+        let c = take("node-c", 0).await.unwrap();
         assert!(c.check());
         // A renewal that finds the lease rewritten by someone else loses it for good.
         let forged = LeaseRecord {
@@ -465,12 +546,54 @@ mod tests {
         };
         store
             .put(
-                &Path::from(LEASE_PATH),
+                &Path::from(path),
                 PutPayload::from(serde_json::to_vec(&forged).unwrap()),
             )
             .await
             .unwrap();
         assert!(matches!(c.renew().await, Err(LeaseError::Lost(_))));
         assert!(!c.check() && c.is_done());
+    }
+
+    #[tokio::test]
+    async fn a_commit_lock_is_waited_for_and_handed_on_at_release() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = commit_lock_path("spans");
+        let lock = |holder: &'static str| {
+            WriterLease::acquire_polling(
+                Arc::clone(&store),
+                &path,
+                holder,
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+                Duration::from_millis(20),
+            )
+        };
+        let a = lock("node-a").await.unwrap();
+        let waiting = tokio::spawn({
+            let store = Arc::clone(&store);
+            let path = path.clone();
+            async move {
+                WriterLease::acquire_polling(
+                    store,
+                    &path,
+                    "node-b",
+                    Duration::from_secs(60),
+                    Duration::from_secs(5),
+                    Duration::from_millis(20),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "a held lock was taken");
+        a.release().await;
+        let b = waiting.await.unwrap().unwrap();
+        assert!(b.check());
+        // Node ids name objects: only safe characters.
+        assert!(valid_node_id("seam-0123abcd"));
+        for bad in ["", "a/b", "../x", ".hidden", "a b", &"x".repeat(65)] {
+            assert!(!valid_node_id(bad), "{bad:?}");
+        }
     }
 }

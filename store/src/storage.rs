@@ -133,6 +133,15 @@ struct TableState {
     data_changed: bool,
     /// Other nodes' write-ahead-log watermarks, kept as found (see `Manifest::other_wal_seqs`).
     other_wal_seqs: BTreeMap<String, u64>,
+    /// On a shared store: the paths the manifest listed when this node last read or wrote
+    /// it. What `files` adds to it and removes from it is this node's change, applied to
+    /// the manifest as it is at the next update (other nodes' changes kept).
+    base: std::collections::HashSet<String>,
+    /// On a shared store: the minute tags (`M<minute>-`) this node replaced since its last
+    /// update of the manifest. The update drops every file of such a minute that it does
+    /// not add itself, also those a previous correlating node listed after this node last
+    /// read the manifest.
+    replaced_tags: std::collections::BTreeSet<String>,
     /// When a file was last added to each hour partition (by partition directory).
     last_write: HashMap<String, Instant>,
 }
@@ -155,7 +164,18 @@ pub struct Storage {
     lease: std::sync::OnceLock<Arc<crate::lease::WriterLease>>,
     /// This node's id on a shared store.
     node: Option<String>,
+    /// On a shared store: the correlation lease while this node holds it (derived rows are
+    /// written only under it).
+    correlation: Mutex<Option<Arc<crate::lease::WriterLease>>>,
 }
+
+/// The shortest time a table's commit lock lives unless released (its holder died
+/// mid-update); it is `storage.lease_ttl` when that is longer.
+const COMMIT_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// How long an update waits for another node's commit lock on the table before failing (and
+/// being tried again at the next flush).
+const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(120);
 
 struct Hook(ArrivalHook);
 
@@ -212,11 +232,44 @@ impl Storage {
         config: StorageConfig,
         node: Option<String>,
     ) -> Result<Arc<Self>> {
+        Self::open_inner(store, local_root, config, node, None).await
+    }
+
+    /// Opens a store shared with other nodes, as the node holding `lease` (its node lease:
+    /// [`crate::lease::node_lease_path`]). Every node writes its own files; each update of
+    /// a table's manifest and Delta log is made under the table's commit lock from the
+    /// manifest as it is in the store then, so that no node's change is lost; other nodes'
+    /// flushed rows become visible at [`Storage::refresh`].
+    ///
+    /// # Errors
+    /// See [`Storage::open`].
+    pub async fn open_shared(
+        store: Arc<dyn ObjectStore>,
+        config: StorageConfig,
+        lease: Arc<crate::lease::WriterLease>,
+    ) -> Result<Arc<Self>> {
+        let node = lease.holder().to_string();
+        Self::open_inner(store, None, config, Some(node), Some(lease)).await
+    }
+
+    async fn open_inner(
+        store: Arc<dyn ObjectStore>,
+        local_root: Option<PathBuf>,
+        config: StorageConfig,
+        node: Option<String>,
+        lease: Option<Arc<crate::lease::WriterLease>>,
+    ) -> Result<Arc<Self>> {
+        if let Some(n) = &node
+            && !crate::lease::valid_node_id(n)
+        {
+            return Err(StorageError::NodeId(n.clone()));
+        }
         let mut tables = BTreeMap::new();
         let mut fresh = Vec::new();
         for def in tables::all() {
             let loaded = load_manifest(&store, def.name).await?;
             let files = loaded.files;
+            let loaded_paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             // This node's watermark: the manifest's own when this node wrote it last, else
             // its entry among the others (0: nothing of its log is in the store).
             let mut others = loaded.other_wal_seqs;
@@ -253,6 +306,8 @@ impl Storage {
                     manifest_tag: loaded.tag,
                     data_changed: false,
                     other_wal_seqs: others,
+                    base: loaded_paths.into_iter().collect(),
+                    replaced_tags: std::collections::BTreeSet::new(),
                     last_write: HashMap::new(),
                 }),
             );
@@ -270,7 +325,11 @@ impl Storage {
             arrivals: std::sync::OnceLock::new(),
             lease: std::sync::OnceLock::new(),
             node,
+            correlation: Mutex::new(None),
         });
+        if let Some(l) = lease {
+            let _ = storage.lease.set(l);
+        }
         // A new table gets its (empty) manifest at once: a crash during its first flush then
         // leaves files the manifest does not list, which are removed as orphans at the next
         // start (their rows are still in the write-ahead log), instead of files with no
@@ -282,9 +341,16 @@ impl Storage {
         }
         // Each table's Delta log is brought up to its manifest (a stop between the two
         // leaves the log ahead or behind by one commit; a store seam wrote before it kept a
-        // log gets one now).
+        // log gets one now). On a shared store every update does that from the manifest as
+        // it is then: one update per table at start.
         for def in tables::all() {
-            storage.catch_up_delta(def.name).await?;
+            if storage.shared() {
+                if let Some(t) = storage.table(def.name) {
+                    lock(t).manifest_dirty = true;
+                }
+            } else {
+                storage.catch_up_delta(def.name).await?;
+            }
             storage.write_manifest_if_dirty(def.name).await?;
         }
         storage.finish_replacement().await?;
@@ -304,6 +370,49 @@ impl Storage {
         let _ = self.arrivals.set(Hook(hook));
     }
 
+    /// Whether the store is shared with other nodes (opened with [`Storage::open_shared`],
+    /// or with a node id).
+    pub fn shared(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// This node's id on a shared store.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Whether this node wrote the file at `path` (every file, on a store of its own). Each
+    /// node compacts only its own files, and removes only its own unlisted ones.
+    fn owned(&self, path: &str) -> bool {
+        match &self.node {
+            None => true,
+            Some(n) => path
+                .strip_suffix(".parquet")
+                .and_then(|p| p.strip_suffix(n.as_str()))
+                .is_some_and(|p| p.ends_with('-')),
+        }
+    }
+
+    /// Hands over (or, with `None`, takes back) the correlation lease: on a shared store
+    /// derived rows are committed only while it is held.
+    pub fn set_correlation_lease(&self, lease: Option<Arc<crate::lease::WriterLease>>) {
+        *lock(&self.correlation) = lease;
+    }
+
+    /// Whether this node may write derived rows now: always on a store of its own; on a
+    /// shared store while it holds the correlation lease.
+    pub fn correlating(&self) -> bool {
+        !self.shared() || lock(&self.correlation).as_ref().is_some_and(|l| l.check())
+    }
+
+    /// Where this node's replacement journal lives (one per node on a shared store).
+    fn journal_path(&self) -> String {
+        match &self.node {
+            None => REPLACE_JOURNAL.to_string(),
+            Some(n) => format!("{}/_replace_journal-{n}.json", layout::TABLES_DIR),
+        }
+    }
+
     /// Replaces the rows of the minute starting at `minute_ns` in every derived table of
     /// `parts` at once: writes each batch (when it has rows) as that minute's one file of its
     /// table, and drops the minute's earlier files. The tables change together or not at
@@ -319,6 +428,9 @@ impl Storage {
         parts: Vec<(&'static str, RecordBatch)>,
     ) -> Result<()> {
         let _io = self.io.lock().await;
+        if !self.correlating() {
+            return Err(StorageError::NotCorrelating);
+        }
         let tag = minute_tag(minute_ns);
         let mut files = Vec::with_capacity(parts.len());
         for (table, batch) in parts {
@@ -383,6 +495,9 @@ impl Storage {
         parts: Vec<(&'static str, Vec<FileEntry>)>,
     ) -> Result<()> {
         let _io = self.io.lock().await;
+        if !self.correlating() {
+            return Err(StorageError::NotCorrelating);
+        }
         let mut files = Vec::with_capacity(parts.len());
         let mut more = Vec::new();
         for (table, entries) in parts {
@@ -414,9 +529,9 @@ impl Storage {
 
     /// Records `journal`, applies it, and removes the record (the caller holds `io`).
     async fn replace(&self, journal: Replacement) -> Result<()> {
-        let jpath = Path::from(REPLACE_JOURNAL);
+        let jpath = Path::from(self.journal_path());
         let json = serde_json::to_vec(&journal).map_err(|e| StorageError::Manifest {
-            path: REPLACE_JOURNAL.into(),
+            path: self.journal_path(),
             reason: e.to_string(),
         })?;
         self.store
@@ -451,6 +566,7 @@ impl Storage {
                 });
             st.files = keep;
             st.files.extend(new.iter().cloned());
+            st.replaced_tags.insert(r.tag.clone());
             st.manifest_dirty = true;
             st.data_changed = true;
             old.extend(gone.into_iter().filter(|f| !new.contains(f)));
@@ -465,7 +581,7 @@ impl Storage {
 
     /// Finishes a replacement a crash interrupted (see [`Storage::replace_minutes`]).
     async fn finish_replacement(&self) -> Result<()> {
-        let jpath = Path::from(REPLACE_JOURNAL);
+        let jpath = Path::from(self.journal_path());
         let bytes = match self.store.get(&jpath).await {
             Ok(got) => got.bytes().await.map_err(|e| os_err(&jpath, e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(()),
@@ -742,8 +858,15 @@ impl Storage {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
+        // On a shared store the node's id ends the name: no two nodes write the same path,
+        // and each knows its own files.
+        let node = self
+            .node
+            .as_deref()
+            .map(|n| format!("-{n}"))
+            .unwrap_or_default();
         let path = format!(
-            "{}/{prefix}{stamp:020}-{seq:06}.parquet",
+            "{}/{prefix}{stamp:020}-{seq:06}{node}.parquet",
             layout::partition_dir(table, hour)
         );
         let cfg = self.config.clone();
@@ -797,6 +920,9 @@ impl Storage {
     }
 
     async fn write_manifest_if_dirty(&self, table: &str) -> Result<()> {
+        if self.shared() {
+            return self.commit_shared(table).await;
+        }
         let Some(t) = self.table(table) else {
             return Ok(());
         };
@@ -903,6 +1029,392 @@ impl Storage {
         drop(st);
         ::metrics::gauge!(m::TABLE_FILES, "table" => table.to_string()).set(count as f64);
         Ok(())
+    }
+
+    /// [`Storage::write_manifest_if_dirty`] on a shared store: this node's change since the
+    /// manifest it last read or wrote (files it added, files it removed) is applied to the
+    /// manifest as it is in the store now, under the table's commit lock: the Delta log is
+    /// read from the manifest's version on and a commit makes it list the new files, then
+    /// the manifest is replaced if unchanged since it was read. Other nodes' files and
+    /// write-ahead-log watermarks are kept; this node's watermark is its own entry.
+    async fn commit_shared(&self, table: &str) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        let node = self.node.clone().unwrap_or_default();
+        let (adds, removes, tags, wal_seq, data_change) = {
+            let st = lock(t);
+            if !st.manifest_dirty {
+                return Ok(());
+            }
+            if self.lease.get().is_some_and(|l| !l.check()) {
+                return Err(StorageError::LeaseLost);
+            }
+            let adds: Vec<FileEntry> = st
+                .files
+                .iter()
+                .filter(|f| !st.base.contains(&f.path))
+                .cloned()
+                .collect();
+            let kept: std::collections::HashSet<&str> =
+                st.files.iter().map(|f| f.path.as_str()).collect();
+            let removes: std::collections::HashSet<String> = st
+                .base
+                .iter()
+                .filter(|p| !kept.contains(p.as_str()))
+                .cloned()
+                .collect();
+            (
+                adds,
+                removes,
+                st.replaced_tags.clone(),
+                st.wal_seq,
+                st.data_changed,
+            )
+        };
+        let commit_lock = crate::lease::WriterLease::acquire_polling(
+            Arc::clone(&self.store),
+            &crate::lease::commit_lock_path(table),
+            &node,
+            COMMIT_LOCK_TTL.max(self.config.lease_ttl),
+            COMMIT_LOCK_WAIT,
+            Duration::from_millis(50),
+        )
+        .await
+        .map_err(|source| StorageError::Lock {
+            table: table.to_string(),
+            source,
+        })?;
+        let result = self
+            .commit_locked(table, &node, adds, &removes, &tags, wal_seq, data_change)
+            .await;
+        commit_lock.release().await;
+        result
+    }
+
+    /// The part of [`Storage::commit_shared`] made under the table's commit lock.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_locked(
+        &self,
+        table: &str,
+        node: &str,
+        adds: Vec<FileEntry>,
+        removes: &std::collections::HashSet<String>,
+        tags: &std::collections::BTreeSet<String>,
+        wal_seq: u64,
+        data_change: bool,
+    ) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        let latest = load_manifest(&self.store, table).await?;
+        let gone = removes
+            .iter()
+            .filter(|p| !latest.files.iter().any(|f| &f.path == *p))
+            .count();
+        if gone > 0 {
+            tracing::debug!(
+                table,
+                files = gone,
+                "Files this node removed were already removed by another node."
+            );
+        }
+        // A replaced minute keeps only the files this change adds for it.
+        let added_paths: std::collections::HashSet<&str> =
+            adds.iter().map(|f| f.path.as_str()).collect();
+        let replaced = |path: &str| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            !added_paths.contains(path) && tags.iter().any(|t| name.starts_with(t.as_str()))
+        };
+        let mut files: Vec<FileEntry> = latest
+            .files
+            .iter()
+            .filter(|f| !removes.contains(&f.path) && !replaced(&f.path))
+            .cloned()
+            .collect();
+        let mut present: std::collections::HashSet<String> =
+            files.iter().map(|f| f.path.clone()).collect();
+        let added = !adds.is_empty();
+        for f in adds {
+            if present.insert(f.path.clone()) {
+                files.push(f);
+            }
+        }
+        // Watermarks: every other node's as the manifest has them, this node's own.
+        let mut others = latest.other_wal_seqs.clone();
+        match &latest.wal_node {
+            Some(w) if w != node => {
+                others.insert(w.clone(), latest.wal_seq);
+            }
+            None if latest.wal_seq > 0 => {
+                others.insert(String::new(), latest.wal_seq);
+            }
+            _ => {}
+        }
+        let recorded = if latest.wal_node.as_deref() == Some(node) {
+            Some(latest.wal_seq)
+        } else {
+            others.get(node).copied()
+        };
+        others.remove(node);
+        // The Delta log first (as on a store of one's own): from the manifest's version on.
+        let mut delta_version = latest.delta_version;
+        let mut committed = false;
+        match self
+            .read_delta_from(table, latest.delta_version, &latest.files)
+            .await
+        {
+            Ok(snap) => {
+                let (published, base, metadata) = match snap {
+                    None => (BTreeMap::new(), None, true),
+                    Some(s) => {
+                        let metadata = (s.schema_string.is_none() && s.version == Some(0))
+                            || latest.schema_version < SCHEMA_VERSION;
+                        (s.files, s.version, metadata)
+                    }
+                };
+                let (a, r) = crate::delta::diff(&published, &files);
+                if base.is_none() || metadata || !a.is_empty() || !r.is_empty() {
+                    let v = self
+                        .commit_delta(
+                            table,
+                            base,
+                            published,
+                            &files,
+                            metadata,
+                            data_change,
+                            wal_seq,
+                        )
+                        .await?;
+                    delta_version = Some(v);
+                    committed = true;
+                } else {
+                    delta_version = base;
+                }
+            }
+            Err(e @ StorageError::Delta { .. }) => {
+                tracing::error!(table, error = %e, "The table's Delta log cannot be read; it is not updated (seam's manifest is).");
+            }
+            Err(e) => return Err(e),
+        }
+        let unchanged = !added
+            && removes.is_empty()
+            && tags.is_empty()
+            && !committed
+            && recorded == Some(wal_seq)
+            && delta_version == latest.delta_version
+            && latest.existed;
+        let tag = if unchanged {
+            latest.tag.clone()
+        } else {
+            let manifest = Manifest {
+                version: MANIFEST_VERSION,
+                table: table.to_string(),
+                schema_version: SCHEMA_VERSION,
+                wal_seq,
+                wal_node: Some(node.to_string()),
+                other_wal_seqs: others.clone(),
+                files: files.clone(),
+                delta_version,
+            };
+            let json =
+                serde_json::to_vec_pretty(&manifest).map_err(|e| StorageError::Manifest {
+                    path: layout::manifest_path(table),
+                    reason: e.to_string(),
+                })?;
+            let path = Path::from(layout::manifest_path(table));
+            let mode = match &latest.tag {
+                Some(tag) => PutMode::Update(tag.clone()),
+                None => PutMode::Create,
+            };
+            if self.lease.get().is_some_and(|l| !l.check()) {
+                return Err(StorageError::LeaseLost);
+            }
+            match self
+                .store
+                .put_opts(&path, PutPayload::from(json), PutOptions::from(mode))
+                .await
+            {
+                Ok(r) => Some(UpdateVersion {
+                    e_tag: r.e_tag,
+                    version: r.version,
+                }),
+                // The commit lock outlived its time to live and another node updated the
+                // table meanwhile: nothing of this change is lost, it is applied again.
+                Err(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::AlreadyExists { .. },
+                ) => {
+                    return Err(StorageError::Conflict {
+                        table: table.to_string(),
+                    });
+                }
+                Err(e) => return Err(os_err(&path, e)),
+            }
+        };
+        let foreign = {
+            let mut st = lock(t);
+            let foreign = unseen_rows(&st.files, &files, |p| self.owned(p));
+            st.base = files.iter().map(|f| f.path.clone()).collect();
+            st.replaced_tags.clear();
+            st.published = files.iter().map(|f| (f.path.clone(), f.clone())).collect();
+            st.files = files;
+            st.manifest_tag = tag;
+            st.manifest_dirty = false;
+            st.data_changed = false;
+            st.delta_metadata_due = false;
+            st.delta_version = delta_version;
+            st.other_wal_seqs = others;
+            st.durable_wal_seq = st.durable_wal_seq.max(wal_seq);
+            ::metrics::gauge!(m::TABLE_FILES, "table" => table.to_string())
+                .set(st.files.len() as f64);
+            foreign
+        };
+        self.announce(table, &foreign);
+        Ok(())
+    }
+
+    /// Tells the arrival hook of rows other nodes stored that this node had not seen
+    /// ([`unseen_rows`]): the minutes each of their files spans.
+    fn announce(&self, table: &str, files: &[FileEntry]) {
+        let Some(hook) = self.arrivals.get() else {
+            return;
+        };
+        const MINUTE: i64 = 60_000_000_000;
+        for f in files {
+            // A file holds one hour partition: at most about sixty minutes.
+            let first = f.min_time_ns.div_euclid(MINUTE).saturating_mul(MINUTE);
+            let minutes: Vec<i64> = std::iter::successors(Some(first), |m| m.checked_add(MINUTE))
+                .take_while(|m| *m <= f.max_time_ns)
+                .take(120)
+                .collect();
+            (hook.0)(table, &TimestampNanosecondArray::from(minutes));
+        }
+    }
+
+    /// On a shared store: reads every table's manifest again when it changed (another
+    /// node flushed, compacted or removed files), so that queries see every node's flushed
+    /// rows; a table with a change of this node's own waiting is left to that update, which
+    /// reads it anyway. Returns how many tables changed.
+    ///
+    /// # Errors
+    /// Store failures; an unreadable manifest.
+    pub async fn refresh(&self) -> Result<usize> {
+        if !self.shared() {
+            return Ok(0);
+        }
+        let _io = self.io.lock().await;
+        let mut changed = 0;
+        for (name, t) in &self.tables {
+            let (dirty, tag) = {
+                let st = lock(t);
+                (st.manifest_dirty, st.manifest_tag.clone())
+            };
+            if dirty {
+                continue;
+            }
+            let path = Path::from(layout::manifest_path(name));
+            let opts = object_store::GetOptions {
+                if_none_match: tag.as_ref().and_then(|t| t.e_tag.clone()),
+                ..Default::default()
+            };
+            let got = match self.store.get_opts(&path, opts).await {
+                Ok(got) => got,
+                Err(
+                    object_store::Error::NotModified { .. } | object_store::Error::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(os_err(&path, e)),
+            };
+            let now_tag = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            if tag.as_ref() == Some(&now_tag) && now_tag.e_tag.is_some() {
+                continue;
+            }
+            let bytes = got.bytes().await.map_err(|e| os_err(&path, e))?;
+            let m = parse_manifest(&path, &bytes)?;
+            let node = self.node.clone().unwrap_or_default();
+            let foreign = {
+                let mut st = lock(t);
+                let foreign = unseen_rows(&st.files, &m.files, |p| self.owned(p));
+                let mut others = m.other_wal_seqs.clone();
+                if let Some(w) = &m.wal_node
+                    && w != &node
+                {
+                    others.insert(w.clone(), m.wal_seq);
+                }
+                others.remove(&node);
+                st.other_wal_seqs = others;
+                st.base = m.files.iter().map(|f| f.path.clone()).collect();
+                st.published = m
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.clone()))
+                    .collect();
+                st.files = m.files;
+                st.delta_version = m.delta_version;
+                st.manifest_tag = Some(now_tag);
+                ::metrics::gauge!(m::TABLE_FILES, "table" => name.to_string())
+                    .set(st.files.len() as f64);
+                foreign
+            };
+            self.announce(name, &foreign);
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// What `table`'s Delta log lists at its latest version, from `base` (a version known
+    /// to list exactly `files`) on, reading the commits after it one by one; the whole log
+    /// when there is no base. `None` when there is no log.
+    async fn read_delta_from(
+        &self,
+        table: &str,
+        base: Option<u64>,
+        files: &[FileEntry],
+    ) -> Result<Option<crate::delta::Snapshot>> {
+        use crate::delta;
+        let derr = |source| StorageError::Delta {
+            table: table.to_string(),
+            source,
+        };
+        let Some(v0) = base else {
+            return self.read_delta_all(table).await;
+        };
+        // The base version must still be there (a log removed or cut short is read whole).
+        let base_path = Path::from(delta::commit_path(table, v0));
+        match self.store.head(&base_path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return self.read_delta_all(table).await,
+            Err(e) => return Err(os_err(&base_path, e)),
+        }
+        let mut snap = delta::Snapshot {
+            version: Some(v0),
+            files: files.iter().map(|f| (f.path.clone(), f.clone())).collect(),
+            ..delta::Snapshot::default()
+        };
+        let mut v = v0;
+        loop {
+            let Some(next) = v.checked_add(1) else {
+                return Err(derr(delta::DeltaError::VersionOverflow));
+            };
+            let path = Path::from(delta::commit_path(table, next));
+            let got = match self.store.get(&path).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(os_err(&path, e)),
+            };
+            let bytes = got.bytes().await.map_err(|e| os_err(&path, e))?;
+            snap.apply(table, next, &bytes).map_err(derr)?;
+            v = next;
+        }
+        // A schema is known from the manifest's version on only if a later commit carried
+        // one; version 0 always does.
+        if snap.schema_string.is_none() {
+            snap.schema_string = Some(String::new());
+        }
+        Ok(Some(snap))
     }
 
     /// Commits the next version of `table`'s Delta log so that it lists exactly `current`,
@@ -1068,16 +1580,26 @@ impl Storage {
     /// What `table`'s Delta log lists at its latest version, starting from the manifest's
     /// files at the manifest's version when it names one; `None` when there is no log.
     async fn read_delta(&self, table: &str) -> Result<Option<crate::delta::Snapshot>> {
+        let Some(t) = self.table(table) else {
+            return Ok(None);
+        };
+        let (files, base) = {
+            let st = lock(t);
+            (st.files.clone(), st.delta_version)
+        };
+        self.read_delta_from(table, base, &files).await
+    }
+
+    /// What `table`'s whole Delta log lists at its latest version (every commit read from
+    /// version 0); `None` when there is no log.
+    async fn read_delta_all(&self, table: &str) -> Result<Option<crate::delta::Snapshot>> {
         use crate::delta;
         let derr = |source| StorageError::Delta {
             table: table.to_string(),
             source,
         };
-        let Some(t) = self.table(table) else {
-            return Ok(None);
-        };
         let dir = Path::from(delta::log_dir(table));
-        let mut versions: Vec<u64> = self
+        let latest = self
             .store
             .list(Some(&dir))
             .try_collect::<Vec<_>>()
@@ -1085,29 +1607,15 @@ impl Storage {
             .map_err(|e| os_err(&dir, e))?
             .iter()
             .filter_map(|o| o.location.filename().and_then(delta::version_of))
-            .collect();
-        versions.sort_unstable();
-        let Some(&latest) = versions.last() else {
+            .max();
+        let Some(latest) = latest else {
             return Ok(None);
         };
-        let (files, base) = {
-            let st = lock(t);
-            (st.files.clone(), st.delta_version)
-        };
         let mut snap = delta::Snapshot::default();
-        let first = match base {
-            Some(v) if v <= latest => {
-                snap.version = Some(v);
-                snap.files = files.into_iter().map(|f| (f.path.clone(), f)).collect();
-                v.saturating_add(1)
-            }
-            _ => 0,
-        };
-        for v in first..=latest {
+        for v in 0..=latest {
             let path = Path::from(delta::commit_path(table, v));
             let got = match self.store.get(&path).await {
                 Ok(got) => got,
-                // A version missing before the latest (another engine cleaned the log up).
                 Err(object_store::Error::NotFound { .. }) => {
                     return Err(derr(delta::DeltaError::OutOfOrder {
                         version: latest,
@@ -1137,7 +1645,10 @@ impl Storage {
         let _io = self.io.lock().await;
         let (schema, plans) = {
             let st = lock(t);
-            (st.schema.clone(), plan_compaction(&st, &self.config))
+            (
+                st.schema.clone(),
+                plan_compaction(&st, &self.config, |p| self.owned(p)),
+            )
         };
         let mut merged = 0;
         for (inputs, level) in plans {
@@ -1245,7 +1756,14 @@ impl Storage {
             let log = format!("{}/", crate::delta::log_dir(name));
             for o in objects {
                 let p = o.location.to_string();
-                if p != manifest && !p.starts_with(&log) && !listed.contains(&p) {
+                // Only table files, and on a shared store only this node's own: another
+                // node's file may be one it has written and not listed yet.
+                let mine = if self.shared() {
+                    p.ends_with(".parquet") && self.owned(&p)
+                } else {
+                    true
+                };
+                if mine && p != manifest && !p.starts_with(&log) && !listed.contains(&p) {
                     // Deleted after the grace, not now: it may be a file the last run replaced
                     // (compaction, retention) that another engine's query, planned on an
                     // older Delta version, still reads.
@@ -1265,6 +1783,7 @@ impl Storage {
         let tick = Duration::from_millis(500).min(self.config.flush_interval);
         let mut last_flush = Instant::now();
         let mut last_retention: Option<Instant> = None;
+        let mut last_refresh = Instant::now();
         let mut lease_lost_said = false;
         tokio::pin!(stop);
         loop {
@@ -1307,6 +1826,12 @@ impl Storage {
             if due {
                 last_flush = Instant::now();
             }
+            if self.shared() && last_refresh.elapsed() >= self.config.refresh_interval {
+                last_refresh = Instant::now();
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "Could not read other nodes' changes to the tables; tried again at the next refresh.");
+                }
+            }
             if last_retention.is_none_or(|t| t.elapsed() >= self.config.retention.check_interval) {
                 last_retention = Some(Instant::now());
                 let now = std::time::SystemTime::now()
@@ -1324,14 +1849,14 @@ impl Storage {
         }
         // Files still in their grace stay: the next start deletes them after a full grace.
         self.delete_due(false).await;
-        // Released only when everything acknowledged is in the store: otherwise another node
-        // must not take over without `take_over` (the rows are only in this node's log).
+        // Released only when everything acknowledged is in the store (a process started
+        // again under this node id then need not wait for the lease to end).
         if let Some(lease) = self.lease.get() {
             if self.fully_persisted() {
                 lease.release().await;
             } else {
                 tracing::error!(
-                    "The table store's writer lease is kept (not released): acknowledged rows are not all in the store; start this node again to store them."
+                    "This node's lease in the table store is kept (not released): acknowledged rows are not all in the store; start this node again to store them."
                 );
             }
         }
@@ -1484,6 +2009,72 @@ fn delta_table_id(table: &str) -> String {
     )
 }
 
+/// The node that wrote a file of a shared store, from its name (`<prefix>-<stamp>-<seq>-<node
+/// id>.parquet`); empty for a file written before nodes shared stores.
+fn writer_of(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = name.strip_suffix(".parquet").unwrap_or(name);
+    name.splitn(4, '-').nth(3).unwrap_or("")
+}
+
+/// Of the files `new` lists and `old` did not, written by other nodes, those holding rows
+/// `old` had nowhere: per hour partition and writer, the added files when they hold more
+/// rows than the files of that writer and partition that `new` no longer lists. A flush
+/// adds rows; a compaction moves rows between files (as many out as in), so its output is
+/// new only when this node never saw some of its inputs (they were written and merged
+/// between two of its reads).
+fn unseen_rows(
+    old: &[FileEntry],
+    new: &[FileEntry],
+    owned: impl Fn(&str) -> bool,
+) -> Vec<FileEntry> {
+    let old_paths: std::collections::HashSet<&str> = old.iter().map(|f| f.path.as_str()).collect();
+    let new_paths: std::collections::HashSet<&str> = new.iter().map(|f| f.path.as_str()).collect();
+    // (partition, writer) → (rows added, rows removed, files added)
+    let mut groups: BTreeMap<(&str, &str), (u64, u64, Vec<&FileEntry>)> = BTreeMap::new();
+    for f in new
+        .iter()
+        .filter(|f| !old_paths.contains(f.path.as_str()) && !owned(&f.path))
+    {
+        let g = groups
+            .entry((partition_of(&f.path), writer_of(&f.path)))
+            .or_default();
+        g.0 = g.0.saturating_add(f.rows);
+        g.2.push(f);
+    }
+    for f in old
+        .iter()
+        .filter(|f| !new_paths.contains(f.path.as_str()) && !owned(&f.path))
+    {
+        if let Some(g) = groups.get_mut(&(partition_of(&f.path), writer_of(&f.path))) {
+            g.1 = g.1.saturating_add(f.rows);
+        }
+    }
+    groups
+        .into_values()
+        .filter(|(added, removed, _)| added > removed)
+        .flat_map(|(_, _, files)| files.into_iter().cloned())
+        .collect()
+}
+
+/// A manifest's bytes, checked to be one this seam understands.
+fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| StorageError::Manifest {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    if m.version > MANIFEST_VERSION {
+        return Err(StorageError::Manifest {
+            path: path.to_string(),
+            reason: format!(
+                "manifest version {} is newer than this seam understands ({MANIFEST_VERSION})",
+                m.version
+            ),
+        });
+    }
+    Ok(m)
+}
+
 /// A table's manifest; an empty one when it does not exist.
 async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Loaded> {
     let path = Path::from(layout::manifest_path(table));
@@ -1494,20 +2085,7 @@ async fn load_manifest(store: &Arc<dyn ObjectStore>, table: &str) -> Result<Load
                 version: r.meta.version.clone(),
             };
             let bytes = r.bytes().await.map_err(|e| os_err(&path, e))?;
-            let m: Manifest =
-                serde_json::from_slice(&bytes).map_err(|e| StorageError::Manifest {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })?;
-            if m.version > MANIFEST_VERSION {
-                return Err(StorageError::Manifest {
-                    path: path.to_string(),
-                    reason: format!(
-                        "manifest version {} is newer than this seam understands ({MANIFEST_VERSION})",
-                        m.version
-                    ),
-                });
-            }
+            let m = parse_manifest(&path, &bytes)?;
             Ok(Loaded {
                 files: m.files,
                 wal_seq: m.wal_seq,
@@ -1555,9 +2133,13 @@ fn partition_of(path: &str) -> &str {
 }
 
 /// Decides which files to merge: (inputs, output level) per merge.
-fn plan_compaction(st: &TableState, cfg: &StorageConfig) -> Vec<(Vec<FileEntry>, u32)> {
+fn plan_compaction(
+    st: &TableState,
+    cfg: &StorageConfig,
+    owned: impl Fn(&str) -> bool,
+) -> Vec<(Vec<FileEntry>, u32)> {
     let mut by_partition: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
-    for f in &st.files {
+    for f in st.files.iter().filter(|f| owned(&f.path)) {
         by_partition
             .entry(partition_of(&f.path))
             .or_default()
@@ -2194,43 +2776,160 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Node `node` of the shared store `store`.
+    async fn open_node(store: &Arc<dyn ObjectStore>, node: &str) -> Arc<Storage> {
+        Storage::open_as(
+            Arc::clone(store),
+            None,
+            StorageConfig::default(),
+            Some(node.to_string()),
+        )
+        .await
+        .expect("open")
+    }
+
     #[tokio::test]
     async fn each_node_replays_against_its_own_watermark_after_another_wrote_the_store() {
         use seam_schemas::tables::requests::TABLE;
-        let dir = tempfile::tempdir().expect("dir");
-        let root = dir.path().to_path_buf();
-        let open = |node: &str| {
-            let store = Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(&root).expect("store"),
-            );
-            Storage::open_as(
-                store,
-                Some(root.clone()),
-                StorageConfig::default(),
-                Some(node.to_string()),
-            )
-        };
+        // A shared store needs conditional replacement (object stores have it; the local
+        // file system does not, and is never shared).
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let t = 29_000_003 * 60_000_000_000_i64;
         // Node a stores its entries up to 7; node b (a take-over) its own up to 3.
-        let a = open("a").await.expect("open");
+        let a = open_node(&store, "a").await;
         a.push_recent(TABLE, derived(TABLE, t), 7, false);
         a.flush_table(TABLE).await.expect("flush");
         assert_eq!(a.wal_watermarks()[TABLE], 7);
         drop(a);
-        let b = open("b").await.expect("open");
+        let b = open_node(&store, "b").await;
         assert_eq!(b.wal_watermarks()[TABLE], 0, "a's numbers are not b's");
         b.push_recent(TABLE, derived(TABLE, t + 1_000), 3, false);
         b.flush_table(TABLE).await.expect("flush");
         drop(b);
         // Back on a: its own watermark, untouched by b's writes; b's kept for b.
-        let a = open("a").await.expect("open");
+        let a = open_node(&store, "a").await;
         assert_eq!(a.wal_watermarks()[TABLE], 7);
         a.push_recent(TABLE, derived(TABLE, t + 2_000), 8, false);
         a.flush_table(TABLE).await.expect("flush");
         drop(a);
-        let b = open("b").await.expect("open");
+        let b = open_node(&store, "b").await;
         assert_eq!(b.wal_watermarks()[TABLE], 3);
         assert_eq!(listed(&b, TABLE).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn nodes_flushing_one_table_at_once_lose_none_of_each_others_files() {
+        use seam_schemas::tables::requests::TABLE;
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (a, b, c) = (
+            open_node(&store, "node-a").await,
+            open_node(&store, "node-b").await,
+            open_node(&store, "node-c").await,
+        );
+        let t = 29_000_007 * 60_000_000_000_i64;
+        for i in 0..12_i64 {
+            let seq = u64::try_from(i + 1).expect("seq");
+            a.push_recent(TABLE, derived(TABLE, t + i), seq, false);
+            b.push_recent(TABLE, derived(TABLE, t + 100 + i), seq, false);
+            c.push_recent(TABLE, derived(TABLE, t + 200 + i), seq, false);
+            let (x, y, z) = tokio::join!(
+                a.flush_table(TABLE),
+                b.flush_table(TABLE),
+                c.flush_table(TABLE)
+            );
+            x.expect("a flush");
+            y.expect("b flush");
+            z.expect("c flush");
+        }
+        for s in [&a, &b, &c] {
+            s.refresh().await.expect("refresh");
+        }
+        let mut all = listed(&a, TABLE);
+        all.sort();
+        assert_eq!(all.len(), 36, "a file of some node was lost: {all:?}");
+        for s in [&b, &c] {
+            let mut other = listed(s, TABLE);
+            other.sort();
+            assert_eq!(other, all);
+        }
+        // Each file names its node; the Delta log lists exactly the same files.
+        for n in ["node-a", "node-b", "node-c"] {
+            assert_eq!(
+                all.iter()
+                    .filter(|p| p.ends_with(&format!("-{n}.parquet")))
+                    .count(),
+                12
+            );
+        }
+        let mut delta = a.read_delta_all(TABLE).await.expect("log").expect("a log");
+        let mut in_log: Vec<String> = std::mem::take(&mut delta.files).into_keys().collect();
+        in_log.sort();
+        assert_eq!(in_log, all);
+        // Every node's watermark is kept, each for its own node.
+        let m = load_manifest(&store, TABLE).await.expect("manifest");
+        let mut marks = m.other_wal_seqs.clone();
+        if let Some(w) = m.wal_node {
+            marks.insert(w, m.wal_seq);
+        }
+        for n in ["node-a", "node-b", "node-c"] {
+            assert_eq!(marks.get(n), Some(&12), "{marks:?}");
+        }
+        // A node started again after the others wrote sees every file and its own mark.
+        drop(b);
+        let b = open_node(&store, "node-b").await;
+        assert_eq!(b.wal_watermarks()[TABLE], 12);
+        assert_eq!(listed(&b, TABLE).len(), 36);
+        // Derived rows are written only under the correlation lease on a shared store.
+        let e = b
+            .commit_minutes(t, vec![(TABLE, Vec::new())])
+            .await
+            .expect_err("no lease");
+        assert!(matches!(e, StorageError::NotCorrelating), "{e}");
+        // A node taking the correlation over replaces a minute whole, also the files of it
+        // the previous correlating node listed after this node last read the manifest.
+        let lease = |n: &'static str| {
+            let store = Arc::clone(&store);
+            async move {
+                Arc::new(
+                    crate::lease::WriterLease::acquire(
+                        store,
+                        crate::lease::CORRELATION_LEASE_PATH,
+                        n,
+                        Duration::from_secs(30),
+                        Duration::ZERO,
+                    )
+                    .await
+                    .expect("lease"),
+                )
+            }
+        };
+        b.refresh().await.expect("refresh");
+        let la = lease("node-a").await;
+        a.set_correlation_lease(Some(Arc::clone(&la)));
+        let part = a
+            .write_minute_part(TABLE, t, derived(TABLE, t + 5))
+            .await
+            .expect("part");
+        a.commit_minutes(t, vec![(TABLE, vec![part])])
+            .await
+            .expect("a commits its minute");
+        la.release().await;
+        a.set_correlation_lease(None);
+        b.set_correlation_lease(Some(lease("node-b").await));
+        let part = b
+            .write_minute_part(TABLE, t, derived(TABLE, t + 6))
+            .await
+            .expect("part");
+        b.commit_minutes(t, vec![(TABLE, vec![part.clone()])])
+            .await
+            .expect("b commits the minute");
+        a.refresh().await.expect("refresh");
+        let tag = minute_tag(t);
+        let of_minute: Vec<String> = listed(&a, TABLE)
+            .into_iter()
+            .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(&tag)))
+            .collect();
+        assert_eq!(of_minute, vec![part.path]);
     }
 
     /// The paths `table`'s Delta log lists at its latest version.

@@ -784,12 +784,7 @@ async fn generated_traffic_gives_exact_answers_and_rebuilds_identically() {
     send_traffic(&http, &t).await;
     wait_generated_settled(&api, &t, Duration::from_secs(240)).await;
     // Busy minutes were done in slices (more slices than recomputations).
-    let metrics = reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&api).await;
     let metric = |series: &str| metric_value(&metrics, series).unwrap_or(0.0);
     let (slices, steps) = (
         metric("seam_correlation_slices_total"),

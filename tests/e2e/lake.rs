@@ -139,12 +139,7 @@ async fn every_table_reads_the_same_in_delta_rs_after_compaction_and_retention()
     // The files hold microseconds; retention and compaction happened and their removed
     // files are gone from disk, not only from the log.
     assert_eq!(delta["spans"]["time_type"], "timestamp[us, tz=UTC]");
-    let metrics = reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&api).await;
     let removed = metric_value(
         &metrics,
         "seam_retention_removed_files_total{table=\"spans\",reason=\"retention\"}",

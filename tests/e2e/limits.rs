@@ -16,12 +16,7 @@ async fn post_json(url: &str, body: Vec<u8>) -> (u16, String) {
 }
 
 async fn metrics(api: &str) -> String {
-    reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    metrics_text(api).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@
 mod access;
 mod auth;
 mod binary;
+mod cluster;
 mod correlation;
 mod crash;
 mod dashboards;

@@ -97,6 +97,16 @@ pub async fn wait_count(api: &str, query: &str, expected: i64) -> i64 {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The text of `GET /metrics` of the seam whose API listens at `api`.
+pub async fn metrics_text(api: &str) -> String {
+    reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The value of the metric line `name{labels}` (exactly as rendered) in a `/metrics` text.
 /// In-process stacks of the test binary share the process's one registry, so a test that
 /// runs beside others reads a lower bound of its own count.

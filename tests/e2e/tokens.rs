@@ -266,12 +266,7 @@ async fn tokens_are_identified_and_nothing_secret_is_stored() {
         assert!(rows[0]["token_uti"].is_null());
         assert_eq!(rows[0]["a"], format!("Bearer <redacted {id}>"));
     }
-    let metrics = reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&api).await;
     // At least this test's one (the registry is the process's, shared with other stacks).
     assert!(
         metric_value(

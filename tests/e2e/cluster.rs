@@ -1,0 +1,183 @@
+//! Several seam nodes on one store: three ingest nodes and one query node, each a real
+//! `seam serve` process with its own data directory, all pointed at one Azure container
+//! (Azurite). The layers of generated messy traffic arrive at different nodes (the gateway's
+//! records at one, Mule's at another, the spans at the third), an ingest node is killed with
+//! SIGKILL while it uploads, the node holding the correlation lease is killed too and
+//! another takes over, and the query node must give the exact answers of the ground truth:
+//! every acknowledged record counted once, every request correlated across the nodes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use seam_tests::generator::{GATEWAY_EGRESS, Traffic, generate};
+
+use crate::binary::{Running, kill9, sigterm_and_wait, spawn_custom};
+use crate::correlation::{
+    check_generated_probes, check_generated_requests, check_noise_kept, wait_generated_settled,
+};
+use crate::emulators::Azurite;
+use crate::support::*;
+
+/// Flushes and compactions often (a kill lands during an upload), manifests read again
+/// often, short leases (a take-over within seconds) and a short correlation horizon.
+fn config() -> String {
+    format!(
+        "[storage]\nflush_interval = \"200ms\"\nrefresh_interval = \"300ms\"\nlease_ttl = \"3s\"\n\
+         compaction_fanout = 3\ncompaction_idle = \"1s\"\ndelete_grace = \"30s\"\n\
+         [correlation]\nhorizon = \"3s\"\ndelay = \"300ms\"\ngateway_egress = [\"{GATEWAY_EGRESS}\"]\n"
+    )
+}
+
+fn start(dir: &Path, roles: &str, envs: &[(&str, String)]) -> Running {
+    let mut envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    envs.push(("SEAM_ROLES", roles));
+    spawn_custom(dir, &config(), &envs, None)
+}
+
+/// How many spans the OTLP/JSON bodies hold.
+fn span_count(t: &Traffic) -> i64 {
+    let mut n = 0;
+    for body in &t.otlp {
+        for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                n += ss["spans"].as_array().map_or(0, Vec::len);
+            }
+        }
+    }
+    i64::try_from(n).unwrap()
+}
+
+/// Waits until the generated traffic's requests are settled and every check of its ground
+/// truth passes (at most three minutes), then asserts that none fails.
+async fn converge(api: &str, t: &Traffic, who: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        wait_generated_settled(api, t, Duration::from_secs(180)).await;
+        let mut failures = check_generated_requests(api, t).await;
+        failures.extend(check_generated_probes(api, t).await);
+        failures.extend(check_noise_kept(api, t).await);
+        if failures.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{who}: {} of the checks failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_ingest_nodes_and_a_query_node_share_one_container() {
+    let az = Azurite::start();
+    az.python(&["container", "seam"]);
+    let envs = vec![
+        ("SEAM_STORAGE_URL", "az://seam/cluster".to_string()),
+        ("AZURE_STORAGE_CONNECTION_STRING", az.connection_string()),
+    ];
+    let t = generate(41, 360, 1_730_887_200_000_000_000, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db, dc, dq) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+        dir.path().join("q"),
+    );
+    let ingest = "ingest,correlate";
+    // The first node takes the correlation lease; the others wait for it.
+    let a = start(&da, ingest, &envs);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = start(&db, ingest, &envs);
+    let c = start(&dc, ingest, &envs);
+    let q = start(&dq, "query", &envs);
+
+    // Each node opens only the listeners of its roles.
+    assert_eq!(
+        q.http, "0.0.0.0:0",
+        "a query node opened an ingest listener"
+    );
+    assert_eq!(q.grpc, "0.0.0.0:0");
+    assert_eq!(
+        a.pg, "0.0.0.0:0",
+        "an ingest node opened the PostgreSQL listener"
+    );
+    let refused = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sql", a.api))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404, "an ingest node answered SQL");
+
+    // The gateway's records at a, the spans at c, the first half of Mule's lines at b,
+    // which is killed while it uploads them and started again on its data directory.
+    post_lines(&a.http, "/ingest/apim", &t.gateway_lines, 500).await;
+    post_lines(&a.http, "/ingest/apim", &t.events, 500).await;
+    for body in &t.otlp {
+        post_body(&c.http, "/v1/traces", body.to_string()).await;
+    }
+    let half = t.mule_lines.len() / 2;
+    post_lines(&b.http, "/ingest/mule", &t.mule_lines[..half], 500).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    kill9(b);
+    let b = start(&db, ingest, &envs);
+    post_lines(&b.http, "/ingest/mule", &t.mule_lines[half..], 500).await;
+    for chunk in t.mule_log4j.chunks(500) {
+        post_typed(&b.http, "/ingest/mule", "text/plain", chunk.join("\n")).await;
+    }
+    post_lines(&b.http, "/ingest/mule", &t.mule_duplicates, 1000).await;
+
+    // The correlating node dies; another takes the correlation over once its lease ends.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill9(a);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Started again, it stores what only its write-ahead log held; the late gateway
+    // records (some a second time) come to it, as the gateway's records did.
+    let a = start(&da, ingest, &envs);
+    post_body(
+        &a.http,
+        "/ingest/apim",
+        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    )
+    .await;
+
+    // Every answer through the query node, once it sees the late records (another node's
+    // rows are visible after its flush and the reader's next refresh of the manifests).
+    let gateway = t.truth.iter().filter(|x| x.has_gateway).count()
+        + t.probes.iter().filter(|p| p.has_gateway).count();
+    wait_exact(
+        &q.api,
+        "SELECT count(*) FROM gateway_logs",
+        i64::try_from(gateway).unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    // Another node's rows reach the correlating node a flush and a refresh after they were
+    // acknowledged, and it recomputes a busy minute at most every four times what that
+    // costs: the answers converge, and must then be exact.
+    converge(&q.api, &t, "through the query node").await;
+    wait_exact(
+        &q.api,
+        "SELECT count(*) FROM spans",
+        span_count(&t),
+        Duration::from_secs(30),
+    )
+    .await;
+    // The correlation was taken over by b or c after a died.
+    let steps = |text: &str| metric_value(text, "seam_correlation_steps_total{outcome=\"ok\"}");
+    let (mb, mc) = (metrics_text(&b.api).await, metrics_text(&c.api).await);
+    assert!(
+        steps(&mb).unwrap_or(0.0) + steps(&mc).unwrap_or(0.0) > 0.0,
+        "no surviving node correlated after the correlating node died"
+    );
+
+    // Clean stops; then a fresh query node reads the same answers from the store alone.
+    for n in [a, b, c, q] {
+        sigterm_and_wait(n);
+    }
+    let q2 = start(&dir.path().join("q2"), "query", &envs);
+    converge(&q2.api, &t, "through a new query node").await;
+    sigterm_and_wait(q2);
+}
