@@ -847,9 +847,17 @@ impl Server {
                 "This node does not correlate (roles): requests and request_events are kept by a node with the correlate role."
             );
         }
-        // On a shared store the node holding the correlation lease correlates (below).
+        // On a shared store the node holding the correlation lease correlates (below), and
+        // another node's rows are seen after its flush and this node's next refresh.
         if !correlates || storage.shared() {
             correlator.set_active(false);
+        }
+        if storage.shared() {
+            correlator.set_visibility_margin(
+                cfg.storage.flush_interval
+                    + cfg.storage.refresh_interval
+                    + std::time::Duration::from_secs(5),
+            );
         }
         let (stop_correlation, rx_correlation) = watch::channel(false);
         let correlation_task = if correlates && storage.shared() {

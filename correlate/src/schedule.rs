@@ -44,6 +44,10 @@ pub const MINUTE_NS: i64 = 60_000_000_000;
 /// File in the data directory holding the minutes a shutdown left to correlate.
 pub const PENDING_FILE: &str = "correlation_pending.json";
 
+/// On a shared store: the object (relative to the store's root) holding the minutes the
+/// correlating node's stop left to correlate, for whichever node correlates next.
+pub const SHARED_PENDING: &str = "tables/_leases/correlation_pending.json";
+
 /// Most minutes one arrival or rebuild step marks (two weeks): a bound on memory whatever
 /// the times and the configured link distance.
 const MAX_MINUTES_PER_STEP: usize = 14 * 24 * 60;
@@ -192,6 +196,10 @@ pub struct Correlator {
     /// Whether this node recomputes (always on a store of its own; on a shared store while
     /// it holds the correlation lease).
     active: AtomicBool,
+    /// How long after its acknowledgement a record may become visible to a recomputation
+    /// (ns): [`VISIBILITY_MARGIN_NS`], or more on a shared store (another node's rows are seen
+    /// after its flush and this node's next refresh).
+    visibility_margin: std::sync::atomic::AtomicI64,
 }
 
 impl Correlator {
@@ -217,7 +225,21 @@ impl Correlator {
             wake: Notify::new(),
             busy: tokio::sync::Mutex::new(()),
             active: AtomicBool::new(true),
+            visibility_margin: std::sync::atomic::AtomicI64::new(VISIBILITY_MARGIN_NS),
         })
+    }
+
+    /// Widens how long after its acknowledgement a record may first be visible to a
+    /// recomputation (never below the built-in 10 s): on a shared store, another node's
+    /// flush interval plus this node's refresh interval.
+    pub fn set_visibility_margin(&self, margin: Duration) {
+        let ns = i64::try_from(margin.as_nanos()).unwrap_or(i64::MAX);
+        self.visibility_margin
+            .store(ns.max(VISIBILITY_MARGIN_NS), Ordering::Relaxed);
+    }
+
+    fn visibility_margin_ns(&self) -> i64 {
+        self.visibility_margin.load(Ordering::Relaxed)
     }
 
     /// Turns recomputation on or off (on a shared store: whether this node holds the
@@ -246,8 +268,24 @@ impl Correlator {
     /// A read failure (recomputation is on anyway).
     pub async fn take_over(&self, gap: Duration) -> Result<usize, CorrelateError> {
         self.set_active(true);
+        // What the last correlating node's stop left, whatever its age.
+        let left: Vec<i64> = match self.storage.read_object(SHARED_PENDING).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "Unreadable list of minutes left to correlate ignored.");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let now = Instant::now();
+        for m in &left {
+            self.schedule(minute_of(*m), now);
+        }
         let gap = i64::try_from(gap.as_nanos()).unwrap_or(i64::MAX);
-        self.recover_within(gap).await
+        let n = self.recover_within(gap).await?;
+        if !left.is_empty() {
+            self.storage.delete_object(SHARED_PENDING).await?;
+        }
+        Ok(n + left.len())
     }
 
     /// Installs the arrival hook on the storage.
@@ -427,6 +465,32 @@ impl Correlator {
             let _ = std::fs::remove_file(path);
             return;
         }
+        // On a shared store the next correlating node may be another: the minutes go to the
+        // store (added to any left before), not to this node's data directory.
+        if self.storage.shared() {
+            let mut all: BTreeSet<i64> = left.iter().copied().collect();
+            if let Ok(Some(bytes)) = self.storage.read_object(SHARED_PENDING).await
+                && let Ok(before) = serde_json::from_slice::<Vec<i64>>(&bytes)
+            {
+                all.extend(before);
+            }
+            let all: Vec<i64> = all.into_iter().collect();
+            match serde_json::to_vec(&all) {
+                Ok(bytes) => match self.storage.write_object(SHARED_PENDING, bytes).await {
+                    Ok(()) => tracing::info!(
+                        minutes = left.len(),
+                        "Correlation of some minutes left for the next correlating node (shutdown_drain reached)."
+                    ),
+                    Err(e) => {
+                        tracing::warn!(minutes = left.len(), error = %e, "Could not keep the minutes left to correlate; the next correlating node recomputes those within its look-back.")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not encode the minutes left to correlate.")
+                }
+            }
+            return;
+        }
         let tmp = path.with_extension("json.tmp");
         let written = serde_json::to_vec(&left)
             .map_err(std::io::Error::other)
@@ -551,7 +615,7 @@ impl Correlator {
                 .iter()
                 .filter(|(m, ingest)| {
                     last.get(m)
-                        .is_none_or(|s| **ingest >= s.saturating_sub(VISIBILITY_MARGIN_NS))
+                        .is_none_or(|s| **ingest >= s.saturating_sub(self.visibility_margin_ns()))
                 })
                 .map(|(m, _)| *m)
                 .collect::<Vec<i64>>()

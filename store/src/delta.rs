@@ -29,8 +29,11 @@
 //!   node id (`seam` for a store on local disk), `version` = `wal_seq` (Delta's
 //!   idempotent-writer watermark; replayed into [`Snapshot::txns`]).
 //!
-//! seam writes no checkpoints yet, so readers replay every JSON commit; `configuration` is left
-//! empty (`delta.checkpointInterval` only matters to a writer that checkpoints). The log
+//! Every [`CHECKPOINT_INTERVAL`]th version the writer also leaves a classic single-file
+//! checkpoint ([`encode_checkpoint`] at [`checkpoint_path`], named by [`last_checkpoint`] in
+//! `_delta_log/_last_checkpoint`): the protocol, the metadata, each writer's `txn` and one
+//! `add` per file, so that readers start there instead of replaying every JSON commit (which
+//! all stay: seam's own reader replays them). `configuration` is left empty. The log
 //! declares time columns `timestamp`, i.e. microseconds: the Parquet files must hold
 //! `TIMESTAMP(MICROS, UTC)` and map entries named `key`/`value` (nanosecond files are
 //! unreadable by Spark, and `keys`/`values` break DuckDB's `delta_scan`).
@@ -131,6 +134,9 @@ pub enum DeltaError {
     /// No version follows `u64::MAX`.
     #[error("the Delta log has no version after {}", u64::MAX)]
     VersionOverflow,
+    /// A checkpoint could not be encoded.
+    #[error("Delta checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// How [`DeltaError::OutOfOrder`] describes the snapshot it was applied to.
@@ -154,6 +160,129 @@ pub fn log_dir(table: &str) -> String {
 /// The commit file of `version`, relative to the data directory.
 pub fn commit_path(table: &str, version: u64) -> String {
     format!("{}/{version:020}.json", log_dir(table))
+}
+
+/// Every how many versions a checkpoint is written (Delta's default `checkpointInterval`).
+pub const CHECKPOINT_INTERVAL: u64 = 10;
+
+/// The checkpoint of `version`, relative to the data directory.
+pub fn checkpoint_path(table: &str, version: u64) -> String {
+    format!("{}/{version:020}.checkpoint.parquet", log_dir(table))
+}
+
+/// Where `_last_checkpoint` lives, relative to the data directory.
+pub fn last_checkpoint_path(table: &str) -> String {
+    format!("{}/_last_checkpoint", log_dir(table))
+}
+
+/// The `_last_checkpoint` file naming the checkpoint of `version` with `size` actions.
+pub fn last_checkpoint(version: u64, size: usize) -> Vec<u8> {
+    json!({"version": version, "size": size})
+        .to_string()
+        .into_bytes()
+}
+
+/// The Arrow schema of a classic checkpoint: one nullable struct column per action kind,
+/// each row holding one action.
+fn checkpoint_schema() -> Schema {
+    let utf8 = |n: &str| Field::new(n, DataType::Utf8, true);
+    let long = |n: &str| Field::new(n, DataType::Int64, true);
+    let int = |n: &str| Field::new(n, DataType::Int32, true);
+    let boolean = |n: &str| Field::new(n, DataType::Boolean, true);
+    let map = |n: &str| {
+        let entries = Field::new(
+            "key_value",
+            DataType::Struct(
+                vec![
+                    Field::new("key", DataType::Utf8, false),
+                    Field::new("value", DataType::Utf8, true),
+                ]
+                .into(),
+            ),
+            false,
+        );
+        Field::new(n, DataType::Map(entries.into(), false), true)
+    };
+    let strukt = |n: &str, fields: Vec<Field>| Field::new(n, DataType::Struct(fields.into()), true);
+    Schema::new(vec![
+        strukt(
+            "txn",
+            vec![utf8("appId"), long("version"), long("lastUpdated")],
+        ),
+        strukt(
+            "add",
+            vec![
+                utf8("path"),
+                map("partitionValues"),
+                long("size"),
+                long("modificationTime"),
+                boolean("dataChange"),
+                utf8("stats"),
+                map("tags"),
+            ],
+        ),
+        strukt(
+            "remove",
+            vec![
+                utf8("path"),
+                long("deletionTimestamp"),
+                boolean("dataChange"),
+                boolean("extendedFileMetadata"),
+                map("partitionValues"),
+                long("size"),
+            ],
+        ),
+        strukt(
+            "metaData",
+            vec![
+                utf8("id"),
+                utf8("name"),
+                utf8("description"),
+                strukt("format", vec![utf8("provider"), map("options")]),
+                utf8("schemaString"),
+                Field::new(
+                    "partitionColumns",
+                    DataType::List(Field::new("element", DataType::Utf8, true).into()),
+                    true,
+                ),
+                map("configuration"),
+                long("createdTime"),
+            ],
+        ),
+        strukt(
+            "protocol",
+            vec![int("minReaderVersion"), int("minWriterVersion")],
+        ),
+    ])
+}
+
+/// The bytes of a classic checkpoint (Parquet) holding `actions` ([`protocol`],
+/// [`metadata`], [`txn`] and [`add`] actions, one per row), decoded into Delta's checkpoint
+/// schema by arrow's JSON reader.
+///
+/// # Errors
+/// [`DeltaError::Checkpoint`] when an action does not fit the schema or Parquet fails.
+pub fn encode_checkpoint(actions: &[Value]) -> Result<Vec<u8>, DeltaError> {
+    let fail = |e: &dyn std::fmt::Display| DeltaError::Checkpoint(e.to_string());
+    let schema = std::sync::Arc::new(checkpoint_schema());
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(actions.len().max(1))
+        .build_decoder()
+        .map_err(|e| fail(&e))?;
+    decoder.serialize(actions).map_err(|e| fail(&e))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::default(),
+        ))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props))
+        .map_err(|e| fail(&e))?;
+    while let Some(batch) = decoder.flush().map_err(|e| fail(&e))? {
+        writer.write(&batch).map_err(|e| fail(&e))?;
+    }
+    writer.close().map_err(|e| fail(&e))?;
+    Ok(out)
 }
 
 /// The version of a commit file (`00000000000000000012.json` → 12; a leading directory is
@@ -677,9 +806,70 @@ mod tests {
     const T: i64 = 1_730_798_043_121_451_000; // 2024-11-05T09:14:03.121451Z
 
     #[rustfmt::skip]
+    #[test]
+    fn a_checkpoint_holds_one_action_per_row_in_deltas_schema() {
+        use arrow::array::{Array, AsArray};
+        let schema = seam_schemas::tables::spans::schema();
+        let files = [
+            entry("a", 10, 1_000_000_000, 2_000_000_000, 0),
+            entry("b", 20, 3_000_000_000, 4_000_000_000, 1),
+        ];
+        let mut actions = vec![
+            protocol(),
+            metadata("id-1", &schema, 5).unwrap(),
+            txn("seam-node", 42, 5),
+        ];
+        for f in &files {
+            actions.push(add(f, "spans", 5, false).unwrap());
+        }
+        let bytes = encode_checkpoint(&actions).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes::Bytes::from(bytes),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, actions.len());
+        let b = &batches[0];
+        let add_col = b.column_by_name("add").unwrap().as_struct();
+        let paths = add_col.column_by_name("path").unwrap().as_string::<i32>();
+        let got: Vec<&str> = (0..b.num_rows())
+            .filter(|i| add_col.is_valid(*i))
+            .map(|i| paths.value(i))
+            .collect();
+        let want: Vec<&str> = actions[3..]
+            .iter()
+            .map(|a| a["add"]["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        // Exactly one action kind per row.
+        let kinds = ["txn", "add", "remove", "metaData", "protocol"];
+        for i in 0..b.num_rows() {
+            let set = kinds
+                .iter()
+                .filter(|k| b.column_by_name(k).unwrap().is_valid(i))
+                .count();
+            assert_eq!(set, 1, "row {i}");
+        }
+        assert_eq!(
+            String::from_utf8(last_checkpoint(10, 5)).unwrap(),
+            r#"{"size":5,"version":10}"#
+        );
+    }
+
     fn entry(name: &str, rows: u64, min_time_ns: i64, max_time_ns: i64, level: u32) -> FileEntry {
         let path = format!("tables/spans/date=2024-11-05/hour=09/{name}.parquet");
-        FileEntry { path, size: 1000 + rows, rows, min_time_ns, max_time_ns, level }
+        FileEntry {
+            path,
+            size: 1000 + rows,
+            rows,
+            min_time_ns,
+            max_time_ns,
+            level,
+        }
     }
 
     fn json_of(s: &str) -> Value {

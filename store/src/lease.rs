@@ -332,9 +332,24 @@ impl WriterLease {
                         version: got.meta.version.clone(),
                     };
                     let bytes = got.bytes().await?;
-                    let record: LeaseRecord = serde_json::from_slice(&bytes)
-                        .map_err(|e| LeaseError::Unreadable(format!("{}: {e}", self.path)))?;
-                    Some((record, version))
+                    match serde_json::from_slice::<LeaseRecord>(&bytes) {
+                        Ok(record) => Some((record, version)),
+                        // Not a lease (damaged, or written by something else): replaced, as
+                        // an expired one is (conditionally: a holder writing meanwhile wins).
+                        Err(e) => {
+                            tracing::warn!(path = %self.path, error = %e, "Replacing an unreadable lease object.");
+                            Some((
+                                LeaseRecord {
+                                    holder: String::new(),
+                                    host: String::new(),
+                                    expires_ms: 0,
+                                    released: true,
+                                    process: String::new(),
+                                },
+                                version,
+                            ))
+                        }
+                    }
                 }
                 Err(object_store::Error::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
@@ -407,8 +422,8 @@ impl WriterLease {
         self.done.store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Renews the lease (call every third of its time to live). A lease not renewed before
-    /// it expired is not taken back: another node may have written meanwhile.
+    /// Renews the lease (call every third of its time to live). A lease that expired (the
+    /// store was unreachable) is renewed only if no other process took it meanwhile.
     ///
     /// # Errors
     /// [`LeaseError::Lost`] when the lease is gone for good; store failures (the lease is
@@ -418,26 +433,57 @@ impl WriterLease {
             return Err(LeaseError::Lost("released or lost earlier".into()));
         }
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((version, until)) = held else {
+        let Some((version, _)) = held else {
             self.mark_lost();
             return Err(LeaseError::Lost("never held".into()));
         };
-        if until <= now_ms() {
-            self.mark_lost();
-            return Err(LeaseError::Lost(
-                "it expired before it could be renewed".into(),
-            ));
-        }
-        match self.write(PutMode::Update(version), false).await {
+        // Also after it expired (the store was unreachable for longer than its time to
+        // live): the conditional write succeeds only if no other process wrote the lease
+        // since, and nothing was written under it while it was expired ([`check`] was false).
+        // Bounded by a third of the time to live (the store client itself retries for
+        // minutes): a renewal stuck on a slow store gives way to the next one.
+        let written =
+            match tokio::time::timeout(self.ttl / 3, self.write(PutMode::Update(version), false))
+                .await
+            {
+                Ok(w) => w,
+                Err(_) => Err(LeaseError::Store(object_store::Error::Generic {
+                    store: "lease",
+                    source: "the renewal took longer than a third of the lease's time to live"
+                        .into(),
+                })),
+            };
+        match written {
             Err(LeaseError::Store(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
             )) => {
+                // A renewal whose answer was lost (a timeout after the store wrote it)
+                // leaves this process's own record under a newer version: still held.
+                if let Some(()) = self.adopt_own().await {
+                    return Ok(());
+                }
                 self.mark_lost();
                 Err(LeaseError::Lost("another node wrote the lease".into()))
             }
             other => other,
         }
+    }
+
+    /// When the lease object holds this very process's record, takes its version as the
+    /// one held.
+    async fn adopt_own(&self) -> Option<()> {
+        let got = self.store.get(&Path::from(self.path.as_str())).await.ok()?;
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let record: LeaseRecord = serde_json::from_slice(&got.bytes().await.ok()?).ok()?;
+        if record.holder != self.holder || record.process != self.process || record.released {
+            return None;
+        }
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, record.expires_ms));
+        Some(())
     }
 
     /// Whether this node may write now: it holds the lease, and the lease has at least a
@@ -590,6 +636,14 @@ mod tests {
         a.release().await;
         let b = waiting.await.unwrap().unwrap();
         assert!(b.check());
+        // A damaged lock (not a lease) does not block the table for ever: it is replaced.
+        b.release().await;
+        store
+            .put(&Path::from(path.as_str()), PutPayload::from("garbage"))
+            .await
+            .unwrap();
+        let c = lock("node-c").await.unwrap();
+        assert!(c.check());
         // Node ids name objects: only safe characters.
         assert!(valid_node_id("seam-0123abcd"));
         for bad in ["", "a/b", "../x", ".hidden", "a b", &"x".repeat(65)] {

@@ -41,6 +41,8 @@ pub const RETENTION_FILES: &str = "seam_retention_removed_files_total";
 pub const RETENTION_ROWS: &str = "seam_retention_removed_rows_total";
 /// Delta log commits written, by `table`.
 pub const DELTA_COMMITS: &str = "seam_delta_commits_total";
+/// Delta checkpoints written, by table.
+pub const DELTA_CHECKPOINTS: &str = "seam_delta_checkpoints_total";
 /// Bytes of table files held in the local cache of a remote store (gauge).
 pub const CACHE_BYTES: &str = "seam_storage_cache_bytes";
 /// Reads of table files through the local cache of a remote store, by `result` (`hit`:
@@ -53,6 +55,10 @@ pub fn describe() {
     use ::metrics::{counter, describe_counter, describe_gauge, gauge};
     describe_counter!(FLUSHES, "Parquet files written by flushes, by table.");
     describe_counter!(DELTA_COMMITS, "Delta log commits written, by table.");
+    describe_counter!(
+        DELTA_CHECKPOINTS,
+        "Delta checkpoints written (every tenth version), by table."
+    );
     describe_gauge!(
         CACHE_BYTES,
         "Bytes of table files in the local cache of a remote table store."

@@ -386,10 +386,8 @@ impl Storage {
     fn owned(&self, path: &str) -> bool {
         match &self.node {
             None => true,
-            Some(n) => path
-                .strip_suffix(".parquet")
-                .and_then(|p| p.strip_suffix(n.as_str()))
-                .is_some_and(|p| p.ends_with('-')),
+            // The whole writer part of the name: node `b` does not own `a-b`'s files.
+            Some(n) => path.ends_with(".parquet") && writer_of(path) == n,
         }
     }
 
@@ -403,6 +401,45 @@ impl Storage {
     /// shared store while it holds the correlation lease.
     pub fn correlating(&self) -> bool {
         !self.shared() || lock(&self.correlation).as_ref().is_some_and(|l| l.check())
+    }
+
+    /// The object at `rel` (relative to the store's root); `None` when there is none. For
+    /// small state objects next to the tables (not table files).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn read_object(&self, rel: &str) -> Result<Option<Bytes>> {
+        let path = Path::from(rel);
+        match self.store.get(&path).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| os_err(&path, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(&path, e)),
+        }
+    }
+
+    /// Writes the object at `rel` whole (see [`Storage::read_object`]).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn write_object(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = Path::from(rel);
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| os_err(&path, e))?;
+        self.sync_local(rel).await
+    }
+
+    /// Deletes the object at `rel` (none there is fine).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_object(&self, rel: &str) -> Result<()> {
+        let path = Path::from(rel);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(os_err(&path, e)),
+        }
     }
 
     /// Where this node's replacement journal lives (one per node on a shared store).
@@ -588,6 +625,13 @@ impl Storage {
             Err(e) => return Err(os_err(&jpath, e)),
         };
         match serde_json::from_slice::<Replacement>(&bytes) {
+            // On a shared store derived rows are written only under the correlation lease,
+            // which a node starting does not hold: its unfinished replacement is dropped (its
+            // files are this node's unlisted ones, removed as orphans) and the correlating
+            // node recomputes the minute (it looks for recent work at take-over).
+            Ok(r) if self.shared() => {
+                tracing::warn!(minute = %r.tag, "Dropped a replacement of derived rows that a stop interrupted; the correlating node recomputes the minute.");
+            }
             Ok(mut r) => {
                 // A journal that outlived its replacement (a lost delete) may name files
                 // removed since: list only files that exist, never a table that cannot be read.
@@ -646,6 +690,13 @@ impl Storage {
     /// On success the bytes are reserved: pass `reserved = true` to [`Storage::push_recent`],
     /// or give them back with [`Storage::release`] if the rows are not stored after all.
     pub fn admit(&self, size: usize) -> Result<(), AppendError> {
+        // A node whose lease another process under its id took stores nothing more: it
+        // refuses (retryably: a load balancer sends the data to another node).
+        if self.lease.get().is_some_and(|l| l.is_done()) {
+            return Err(AppendError::Overloaded(
+                "this node no longer holds its lease in the table store (another process runs under its node id); send to another node".into(),
+            ));
+        }
         let max = self.config.max_buffer_bytes;
         let reserved =
             self.buffered_bytes
@@ -1072,6 +1123,9 @@ impl Storage {
                 st.data_changed,
             )
         };
+        if !tags.is_empty() && !self.correlating() {
+            return self.drop_derived_change(table).await;
+        }
         let commit_lock = crate::lease::WriterLease::acquire_polling(
             Arc::clone(&self.store),
             &crate::lease::commit_lock_path(table),
@@ -1090,6 +1144,42 @@ impl Storage {
             .await;
         commit_lock.release().await;
         result
+    }
+
+    /// A derived table's change that can no longer be committed (the correlation lease
+    /// moved): forgotten, the table taken back to its manifest in the store; the files it
+    /// wrote go after the grace (the new correlating node recomputes those minutes).
+    async fn drop_derived_change(&self, table: &str) -> Result<()> {
+        let Some(t) = self.table(table) else {
+            return Ok(());
+        };
+        let latest = load_manifest(&self.store, table).await?;
+        let dropped: Vec<FileEntry> = {
+            let mut st = lock(t);
+            let dropped = st
+                .files
+                .iter()
+                .filter(|f| !st.base.contains(&f.path) && self.owned(&f.path))
+                .cloned()
+                .collect();
+            st.base = latest.files.iter().map(|f| f.path.clone()).collect();
+            st.files = latest.files;
+            st.manifest_tag = latest.tag;
+            st.delta_version = latest.delta_version;
+            st.replaced_tags.clear();
+            st.manifest_dirty = false;
+            st.data_changed = false;
+            dropped
+        };
+        tracing::warn!(
+            table,
+            files = dropped.len(),
+            "Dropped derived rows written after this node stopped correlating."
+        );
+        let at = Instant::now() + self.config.delete_grace;
+        lock(&self.pending_delete)
+            .extend(dropped.iter().map(|f| (at, Path::from(f.path.as_str()))));
+        Ok(())
     }
 
     /// The part of [`Storage::commit_shared`] made under the table's commit lock.
@@ -1229,6 +1319,9 @@ impl Storage {
             };
             if self.lease.get().is_some_and(|l| !l.check()) {
                 return Err(StorageError::LeaseLost);
+            }
+            if !tags.is_empty() && !self.correlating() {
+                return Err(StorageError::NotCorrelating);
             }
             match self
                 .store
@@ -1506,6 +1599,19 @@ impl Storage {
                     self.sync_local(path.as_ref()).await?;
                     ::metrics::counter!(m::DELTA_COMMITS, "table" => table.to_string())
                         .increment(1);
+                    if version > 0 && version.is_multiple_of(delta::CHECKPOINT_INTERVAL) {
+                        let mut txns = snap.txns.clone();
+                        if let Some(t) = self.table(table) {
+                            txns.extend(lock(t).other_wal_seqs.clone());
+                        }
+                        txns.retain(|app, _| !app.is_empty());
+                        txns.insert(
+                            self.node.as_deref().unwrap_or(DELTA_APP_ID).to_string(),
+                            wal_seq,
+                        );
+                        self.write_checkpoint(table, version, &schema, current, &txns, now_ms)
+                            .await;
+                    }
                     return Ok(version);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
@@ -1529,6 +1635,68 @@ impl Storage {
             }
         }
         Err(derr(delta::DeltaError::VersionOverflow))
+    }
+
+    /// Writes the checkpoint of `table` at `version` (which lists exactly `files`, with the
+    /// writers' watermarks `txns`) and points `_last_checkpoint` at it. Best effort: readers
+    /// without it replay the JSON commits, which all stay; a failure is logged.
+    async fn write_checkpoint(
+        &self,
+        table: &str,
+        version: u64,
+        schema: &SchemaRef,
+        files: &[FileEntry],
+        txns: &BTreeMap<String, u64>,
+        now_ms: i64,
+    ) {
+        use crate::delta;
+        let actions = (|| -> std::result::Result<Vec<serde_json::Value>, delta::DeltaError> {
+            let mut actions = vec![
+                delta::protocol(),
+                delta::metadata(&delta_table_id(table), &file_schema(schema), now_ms)?,
+            ];
+            for (app, v) in txns {
+                actions.push(delta::txn(app, *v, now_ms));
+            }
+            for f in files {
+                actions.push(delta::add(f, table, now_ms, false)?);
+            }
+            Ok(actions)
+        })();
+        let bytes = match actions.and_then(|a| Ok((delta::encode_checkpoint(&a)?, a.len()))) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(table, version, error = %e, "Could not encode a Delta checkpoint; readers replay the commits.");
+                return;
+            }
+        };
+        let (parquet, size) = bytes;
+        let path = Path::from(delta::checkpoint_path(table, version));
+        let last = Path::from(delta::last_checkpoint_path(table));
+        let result = async {
+            self.store
+                .put(&path, PutPayload::from(parquet))
+                .await
+                .map_err(|e| os_err(&path, e))?;
+            self.sync_local(path.as_ref()).await?;
+            self.store
+                .put(
+                    &last,
+                    PutPayload::from(delta::last_checkpoint(version, size)),
+                )
+                .await
+                .map_err(|e| os_err(&last, e))?;
+            self.sync_local(last.as_ref()).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                ::metrics::counter!(m::DELTA_CHECKPOINTS, "table" => table.to_string()).increment(1)
+            }
+            Err(e) => {
+                tracing::warn!(table, version, error = %e, "Could not write a Delta checkpoint; readers replay the commits.");
+            }
+        }
     }
 
     /// Reads `table`'s Delta log past the version its manifest names (all of it when the
@@ -2879,6 +3047,11 @@ mod tests {
         let b = open_node(&store, "node-b").await;
         assert_eq!(b.wal_watermarks()[TABLE], 12);
         assert_eq!(listed(&b, TABLE).len(), 36);
+        // A node owns exactly the files naming it: not another node's whose id ends with
+        // its own.
+        assert!(b.owned("tables/spans/date=x/hour=y/L0-1-2-node-b.parquet"));
+        assert!(!b.owned("tables/spans/date=x/hour=y/L0-1-2-x-node-b.parquet"));
+        assert!(!b.owned("tables/spans/date=x/hour=y/L0-1-2.parquet"));
         // Derived rows are written only under the correlation lease on a shared store.
         let e = b
             .commit_minutes(t, vec![(TABLE, Vec::new())])
