@@ -503,8 +503,6 @@ pub struct Snapshot {
     pub files: BTreeMap<String, FileEntry>,
     /// Each writer's watermark (`txn` actions): app id → version.
     pub txns: BTreeMap<String, u64>,
-    /// Whether a `metaData` action was seen.
-    pub has_metadata: bool,
     /// The schema of the last `metaData` action.
     pub schema_string: Option<String>,
 }
@@ -574,7 +572,6 @@ impl Snapshot {
                     self.txns.insert(app, v);
                 }
                 Change::Metadata(schema) => {
-                    self.has_metadata = true;
                     self.schema_string = schema;
                 }
                 Change::Protocol(..) => {}
@@ -1040,7 +1037,7 @@ mod tests {
             BTreeMap::from([("node-a".into(), 50), ("node-b".into(), 7)])
         );
         assert_eq!(snap.schema_string, Some(schema_string(&schema).unwrap()));
-        assert!(snap.has_metadata);
+        assert!(snap.schema_string.is_some());
         let e = add(&f1, "logs", 0, true).unwrap_err().to_string();
         assert!(e.contains("is not under tables/logs/"), "{e}");
     }
@@ -1095,7 +1092,7 @@ mod tests {
         let p = br#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7}}"#;
         refused(0, p, "sets protocol reader 3 / writer 7");
         assert!(
-            !snap.has_metadata && snap.version.is_none(),
+            snap.schema_string.is_none() && snap.version.is_none(),
             "unchanged after an error"
         );
         snap.apply("spans", 0, &ok).unwrap();

@@ -59,7 +59,7 @@ pub use crate::error::StorageError;
 use crate::metrics as m;
 
 /// Where a replacement of derived rows across tables is recorded before its manifests are
-/// written ([`Storage::replace_minutes`]).
+/// written ([`Storage::commit_minutes`]).
 pub const REPLACE_JOURNAL: &str = "tables/_replace_journal.json";
 
 /// A replacement of one minute's files across derived tables.
@@ -450,48 +450,6 @@ impl Storage {
         }
     }
 
-    /// Replaces the rows of the minute starting at `minute_ns` in every derived table of
-    /// `parts` at once: writes each batch (when it has rows) as that minute's one file of its
-    /// table, and drops the minute's earlier files. The tables change together or not at
-    /// all: the replacement is recorded in a journal (`tables/_replace_journal.json`) before
-    /// any manifest is written, and a start after a crash finishes it from there.
-    ///
-    /// # Errors
-    /// Encoding or object-store failures before the journal is written (nothing changed),
-    /// or after it (the next start completes the replacement).
-    pub async fn replace_minutes(
-        &self,
-        minute_ns: i64,
-        parts: Vec<(&'static str, RecordBatch)>,
-    ) -> Result<()> {
-        let _io = self.io.lock().await;
-        if !self.correlating() {
-            return Err(StorageError::NotCorrelating);
-        }
-        let tag = minute_tag(minute_ns);
-        let mut files = Vec::with_capacity(parts.len());
-        for (table, batch) in parts {
-            if self.table(table).is_none() {
-                return Err(StorageError::UnknownTable(table.to_string()));
-            }
-            let entry = if batch.num_rows() > 0 {
-                Some(
-                    self.write_named(table, layout::hour_of(minute_ns), &tag, Rows::of(batch))
-                        .await?,
-                )
-            } else {
-                None
-            };
-            files.push((table.to_string(), entry));
-        }
-        self.replace(Replacement {
-            tag,
-            files,
-            more: Vec::new(),
-        })
-        .await
-    }
-
     /// Writes `batch` as one more file of the minute starting at `minute_ns` in the derived
     /// table `table`, not listed yet: [`Storage::commit_minutes`] lists a minute's new files
     /// and drops its earlier ones in one update, so a minute can be written a part at a
@@ -520,8 +478,9 @@ impl Storage {
 
     /// Replaces the minute starting at `minute_ns` of every table of `parts` with the files
     /// [`Storage::write_minute_part`] wrote for it (none: the minute has no rows in that
-    /// table now), as [`Storage::replace_minutes`] does: together or not at all, across a
-    /// crash too.
+    /// table now): together or not at all, also across a crash (the replacement is recorded
+    /// in a journal, `tables/_replace_journal.json`, before any manifest is written, and a
+    /// start after a crash finishes it from there).
     ///
     /// # Errors
     /// An unknown table; object-store failures before the journal is written (nothing
@@ -616,7 +575,7 @@ impl Storage {
         Ok(())
     }
 
-    /// Finishes a replacement a crash interrupted (see [`Storage::replace_minutes`]).
+    /// Finishes a replacement a crash interrupted (see [`Storage::commit_minutes`]).
     async fn finish_replacement(&self) -> Result<()> {
         let jpath = Path::from(self.journal_path());
         let bytes = match self.store.get(&jpath).await {
@@ -3180,15 +3139,17 @@ mod tests {
         let open = || open_local(&root);
         let minute = 29_000_000 * 60_000_000_000_i64;
         let s = open().await;
-        s.replace_minutes(
-            minute,
-            vec![
-                (TABLE, derived(TABLE, minute + 1)),
-                (EVENTS_TABLE, derived(EVENTS_TABLE, minute + 2)),
-            ],
-        )
-        .await
-        .expect("replace");
+        let r = s
+            .write_minute_part(TABLE, minute, derived(TABLE, minute + 1))
+            .await
+            .expect("part");
+        let e = s
+            .write_minute_part(EVENTS_TABLE, minute, derived(EVENTS_TABLE, minute + 2))
+            .await
+            .expect("part");
+        s.commit_minutes(minute, vec![(TABLE, vec![r]), (EVENTS_TABLE, vec![e])])
+            .await
+            .expect("replace");
         let (r1, e1) = (listed(&s, TABLE), listed(&s, EVENTS_TABLE));
         assert_eq!((r1.len(), e1.len()), (1, 1));
         assert!(!root.join(REPLACE_JOURNAL).exists());
