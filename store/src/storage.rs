@@ -1355,8 +1355,9 @@ impl Storage {
         if !self.shared() {
             return Ok(0);
         }
-        let _io = self.io.lock().await;
         let mut changed = 0;
+        // The manifests are read without the I/O lock (flushes go on meanwhile); one is
+        // taken only if the table did not change here since (else the next refresh does).
         for (name, t) in &self.tables {
             let (dirty, tag) = {
                 let st = lock(t);
@@ -1387,8 +1388,12 @@ impl Storage {
             let bytes = got.bytes().await.map_err(|e| os_err(&path, e))?;
             let m = parse_manifest(&path, &bytes)?;
             let node = self.node.clone().unwrap_or_default();
+            let _io = self.io.lock().await;
             let foreign = {
                 let mut st = lock(t);
+                if st.manifest_dirty || st.manifest_tag != tag {
+                    continue;
+                }
                 let foreign = unseen_rows(&st.files, &m.files, |p| self.owned(p));
                 let mut others = m.other_wal_seqs.clone();
                 if let Some(w) = &m.wal_node
@@ -1855,8 +1860,12 @@ impl Storage {
             due.into_iter().map(|(_, p)| p).collect()
         };
         for p in due {
-            if let Err(e) = self.store.delete(&p).await {
-                tracing::warn!(path = %p, error = %e, "Could not delete a compacted file.");
+            match self.store.delete(&p).await {
+                // Another node of a shared store removed the same file (retention).
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(path = %p, error = %e, "Could not delete a replaced file.");
+                }
             }
         }
     }
