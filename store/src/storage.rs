@@ -2912,6 +2912,46 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    #[test]
+    fn other_nodes_rows_are_new_when_a_flush_adds_them_or_a_compaction_hides_inputs() {
+        let f = |name: &str, rows: u64, level: u32| FileEntry {
+            path: format!("tables/spans/date=2026-12-05/hour=10/{name}.parquet"),
+            size: rows * 10,
+            rows,
+            min_time_ns: 0,
+            max_time_ns: 1,
+            level,
+        };
+        let mine = |p: &str| writer_of(p) == "seam-me";
+        assert_eq!(
+            writer_of("tables/t/d/h/L0-123-000004-seam-abc.parquet"),
+            "seam-abc"
+        );
+        assert_eq!(writer_of("tables/t/d/h/M60000-123-000004-x.parquet"), "x");
+        assert_eq!(writer_of("tables/t/d/h/L0-123-000004.parquet"), "");
+        let a1 = f("L0-1-000001-seam-a", 10, 0);
+        let a2 = f("L0-2-000002-seam-a", 20, 0);
+        let own = f("L0-3-000003-seam-me", 5, 0);
+        // A flush of another node: new.
+        let got = unseen_rows(&[own.clone()], &[own.clone(), a1.clone()], mine);
+        assert_eq!(got, vec![a1.clone()]);
+        // Its compaction of files this node saw: nothing new.
+        let merged = f("L1-4-000004-seam-a", 30, 1);
+        let old = [own.clone(), a1.clone(), a2.clone()];
+        let got = unseen_rows(&old, &[own.clone(), merged.clone()], mine);
+        assert!(got.is_empty(), "{got:?}");
+        // Its compaction of a file this node never saw: the output holds new rows.
+        let got = unseen_rows(
+            &[own.clone(), a1.clone()],
+            &[own.clone(), merged.clone()],
+            mine,
+        );
+        assert_eq!(got, vec![merged]);
+        // This node's own files are never news to it.
+        let got = unseen_rows(&[], &[own], mine);
+        assert!(got.is_empty());
+    }
+
     /// Node `node` of the shared store `store`.
     async fn open_node(store: &Arc<dyn ObjectStore>, node: &str) -> Arc<Storage> {
         Storage::open_as(
