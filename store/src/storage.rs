@@ -2933,7 +2933,7 @@ mod tests {
         let a2 = f("L0-2-000002-seam-a", 20, 0);
         let own = f("L0-3-000003-seam-me", 5, 0);
         // A flush of another node: new.
-        let got = unseen_rows(&[own.clone()], &[own.clone(), a1.clone()], mine);
+        let got = unseen_rows(std::slice::from_ref(&own), &[own.clone(), a1.clone()], mine);
         assert_eq!(got, vec![a1.clone()]);
         // Its compaction of files this node saw: nothing new.
         let merged = f("L1-4-000004-seam-a", 30, 1);
