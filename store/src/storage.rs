@@ -160,7 +160,8 @@ pub struct Storage {
     pending_delete: Mutex<Vec<(Instant, Path)>>,
     seq: AtomicU64,
     arrivals: std::sync::OnceLock<Hook>,
-    /// The store's writer lease, when the store is shared (not a local directory).
+    /// This node's lease in a shared store ([`Storage::open_shared`]); none on a store of
+    /// its own.
     lease: std::sync::OnceLock<Arc<crate::lease::WriterLease>>,
     /// This node's id on a shared store.
     node: Option<String>,
@@ -355,13 +356,6 @@ impl Storage {
         }
         storage.finish_replacement().await?;
         Ok(storage)
-    }
-
-    /// Hands the store's writer lease to the storage (once; the caller renews it): no
-    /// manifest is written while it is not held, manifests are replaced only if unchanged
-    /// since this node read or wrote them, and [`Storage::run`] releases it at the end.
-    pub fn set_lease(&self, lease: Arc<crate::lease::WriterLease>) {
-        let _ = self.lease.set(lease);
     }
 
     /// Installs the hook told of every batch that becomes visible (once; later calls are
@@ -941,9 +935,6 @@ impl Storage {
             if !st.manifest_dirty {
                 return Ok(());
             }
-            if self.lease.get().is_some_and(|l| !l.check()) {
-                return Err(StorageError::LeaseLost);
-            }
             (
                 Manifest {
                     version: MANIFEST_VERSION,
@@ -999,34 +990,16 @@ impl Storage {
             reason: e.to_string(),
         })?;
         let path = Path::from(layout::manifest_path(table));
-        // On a shared store, replaced only if unchanged since this node read or wrote it: a
-        // manifest another node wrote (after a takeover) is never overwritten.
-        let mode = match (self.lease.get(), lock(t).manifest_tag.clone()) {
-            (None, _) => PutMode::Overwrite,
-            (Some(_), Some(tag)) => PutMode::Update(tag),
-            (Some(_), None) => PutMode::Create,
-        };
-        let written = match self
+        // A store of one's own (a shared one goes through `commit_shared`): overwritten.
+        let written = self
             .store
-            .put_opts(&path, PutPayload::from(json), PutOptions::from(mode))
+            .put_opts(
+                &path,
+                PutPayload::from(json),
+                PutOptions::from(PutMode::Overwrite),
+            )
             .await
-        {
-            Ok(r) => r,
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) if self.lease.get().is_some() => {
-                if let Some(l) = self.lease.get() {
-                    l.mark_lost();
-                }
-                tracing::error!(
-                    table,
-                    "The table's manifest changed under this seam: another node writes the store; this one writes nothing more."
-                );
-                return Err(StorageError::LeaseLost);
-            }
-            Err(e) => return Err(os_err(&path, e)),
-        };
+            .map_err(|e| os_err(&path, e))?;
         self.sync_local(path.as_ref()).await?;
         let mut st = lock(t);
         st.manifest_tag = Some(UpdateVersion {
