@@ -1053,6 +1053,7 @@ impl Server {
             if ingests { &cfg.sources } else { &[] },
             &collector,
             Arc::new(crate::sources::QueryPositions::new(Arc::clone(&query))),
+            storage.shared(),
         );
         let api_task = {
             let sources_view = sources.watcher();

@@ -331,6 +331,21 @@ async fn produce(p: &FutureProducer, bodies: &[Body]) -> Produced {
     out
 }
 
+/// Produces the bodies of 2,500 generated requests (traffic `seed`) in chunks of 12 every
+/// 200 ms (about 45 s), in the background; the task gives what was produced.
+fn produce_slowly(tansu: &Tansu, seed: u64) -> tokio::task::JoinHandle<Produced> {
+    let p = producer(&tansu.bootstrap());
+    let all = bodies(&generate(seed, 2500, start_ns(), 10));
+    tokio::spawn(async move {
+        let mut total = Produced::default();
+        for chunk in all.chunks(12) {
+            total.add(&produce(&p, chunk).await);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        total
+    })
+}
+
 /// The `[[sources]]` block; `sasl`: (user, environment variable of the password) for
 /// SCRAM-SHA-256.
 fn source_toml(name: &str, bootstrap: &str, sasl: Option<(&str, &str)>) -> String {
@@ -495,18 +510,8 @@ async fn kafka_source_killed_midway_takes_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let tansu = Tansu::start(dir.path(), false);
     tansu.create_topics();
-    let p = producer(&tansu.bootstrap());
-    let t = generate(11, 2500, start_ns(), 10);
-    let all = bodies(&t);
     // Messages keep coming for about 45 s, through the kill and (usually) the restart.
-    let producing = tokio::spawn(async move {
-        let mut total = Produced::default();
-        for chunk in all.chunks(12) {
-            total.add(&produce(&p, chunk).await);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        total
-    });
+    let producing = produce_slowly(&tansu, 11);
 
     let name = "kafka-crash";
     let data = dir.path().join("seam");
@@ -743,4 +748,93 @@ async fn kafka_source_reads_a_corrected_password_file_without_a_restart() {
     sigterm_and_wait(run);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains(RIGHT) && !logged.contains(WRONG));
+}
+
+/// The `records` a node's source has taken since it started.
+async fn node_records(api: &str, name: &str) -> i64 {
+    status(api, name)
+        .await
+        .and_then(|s| s["records"].as_i64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_one_store_share_a_consumer_group_exactly_once() {
+    let _one = KAFKA_TESTS.lock().await;
+    let az = crate::emulators::Azurite::start();
+    az.python(&["container", "seam"]);
+    let envs = [
+        ("SEAM_STORAGE_URL", "az://seam/kafka".to_string()),
+        ("AZURE_STORAGE_CONNECTION_STRING", az.connection_string()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start(dir.path(), false);
+    tansu.create_topics();
+    // Messages keep coming through every rebalance below (about 45 s).
+    let producing = produce_slowly(&tansu, 13);
+
+    let name = "kafka-shared";
+    let toml = format!(
+        "[storage]\nflush_interval = \"500ms\"\nrefresh_interval = \"300ms\"\nlease_ttl = \"3s\"\n{}",
+        source_toml(name, &tansu.bootstrap(), None)
+    );
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let tansu_log = dir.path().join("tansu.log");
+    let logs = || [la.as_path(), lb.as_path(), tansu_log.as_path()];
+    let fail = |what: &str, e: anyhow::Error| -> ! {
+        let text: Vec<String> = logs().iter().map(|p| tail(p)).collect();
+        panic!("{what}: {e}\n{}", text.join("\n----\n"))
+    };
+
+    // a reads alone, then b joins the group: the partitions are split between them.
+    let a = spawn_custom(&da, &toml, &envs, Some(&la));
+    let api = a.api.clone();
+    wait_until("a stored part of the messages", SETTLE, || {
+        let api = api.clone();
+        async move { (node_records(&api, name).await >= 300).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| fail("a alone", e));
+    let b = spawn_custom(&db, &toml, &envs, Some(&lb));
+    let (api_a, api_b) = (a.api.clone(), b.api.clone());
+    let a_before = node_records(&api_a, name).await;
+    wait_until("both nodes reading", SETTLE, || {
+        let (api_a, api_b) = (api_a.clone(), api_b.clone());
+        async move {
+            let both =
+                node_records(&api_b, name).await > 0 && node_records(&api_a, name).await > a_before;
+            both.then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| fail("b joining", e));
+    assert!(
+        !producing.is_finished(),
+        "the producer finished before the rebalances: they would move nothing mid-way"
+    );
+
+    // a leaves (SIGTERM: its partitions are revoked, committed, handed to b), then comes
+    // back and takes a share again.
+    sigterm_and_wait(a);
+    let api_b2 = b.api.clone();
+    let b_alone = node_records(&api_b2, name).await;
+    wait_until("b reading a's partitions", SETTLE, || {
+        let api = api_b2.clone();
+        async move { (node_records(&api, name).await > b_alone + 50).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| fail("a leaving", e));
+    let a = spawn_custom(&da, &toml, &envs, Some(&la));
+    let want = producing.await.unwrap();
+    assert_eq!(want.next.len(), 6, "three partitions of two topics");
+
+    // Every message once, through either node (each sees the other's flushed rows).
+    for api in [&b.api, &a.api] {
+        wait_all(api, name, &want, &logs()).await;
+        check_exactly_once(api, name, &want).await;
+    }
+    sigterm_and_wait(a);
+    sigterm_and_wait(b);
 }

@@ -9,9 +9,20 @@
 //! once; if the broker still starts past it, those offsets are gone (retention) and the
 //! source goes on with a `gap` warning. A partition seam has no position for starts where
 //! the group's committed offset, else `start`, puts it. After an input is stored, the same
-//! offsets are committed to the group asynchronously (for the broker's lag tools); a failed
-//! commit is only a warning. Rebalances need nothing more: seam never commits ahead of what
-//! it stored. One seam per consumer group: two seams sharing a group split its partitions.
+//! offsets are committed to the group asynchronously (for the broker's lag tools and the
+//! next owner of a partition); a failed commit is only a warning.
+//!
+//! **Rebalances.** seam never commits ahead of what it stored. When partitions are revoked,
+//! seam's positions of them are committed and waited for, and the messages of them taken but
+//! not yet stored are dropped (the next owner reads them). Several seam nodes of one shared
+//! store (`storage.url` remote) can share a consumer group: the group splits the partitions
+//! between them, and at an assignment a node starts at the group's committed offset where
+//! that is past its own position (another node stored up to it), so a partition moving
+//! between nodes at a clean rebalance is read exactly once. A node that dies has its
+//! partitions moved after the group's session timeout; the messages it stored but whose
+//! asynchronous commit had not reached the broker are read again by the next owner. On a
+//! store of its own, seam's position always wins (one seam per consumer group: two seams
+//! with their own stores sharing a group each store only the partitions they are given).
 //! A position row's `records` counts the messages with a payload in the step, `bytes` their
 //! payload bytes.
 //!
@@ -261,6 +272,13 @@ async fn consume(
                     },
                 },
             };
+            if rebalanced(shared, &mut tracker, &mut msgs) {
+                bytes = msgs.iter().map(|m| m.text.len()).sum();
+                records = msgs.iter().map(|m| batch::estimate(&m.text)).sum();
+                if msgs.is_empty() {
+                    deadline = None;
+                }
+            }
             let m = match next {
                 Got::Stop => return Ok(Stopped),
                 Got::Linger => break,
@@ -283,10 +301,6 @@ async fn consume(
                 }
                 Got::Message(m) => m,
             };
-            let assigned = shared.take_reassigned();
-            if !assigned.is_empty() {
-                tracker.reassigned(assigned, &shared.durable());
-            }
             match tracker.step(&m.topic, m.partition, m.offset) {
                 Step::Take => {}
                 Step::Skip => continue,
@@ -330,6 +344,7 @@ async fn consume(
                 deadline = Some(Instant::now() + LINGER);
             }
         }
+        rebalanced(shared, &mut tracker, &mut msgs);
         if msgs.is_empty() {
             continue;
         }
@@ -337,6 +352,35 @@ async fn consume(
             return Ok(Stopped);
         }
     }
+}
+
+/// Applies the rebalances since the last look: the messages of revoked partitions are
+/// dropped from the batch (their next owner reads them from the position committed at the
+/// revocation) and forgotten; assigned partitions start where [`Shared`] placed them.
+/// Returns whether the batch lost messages.
+fn rebalanced(shared: &Shared, tracker: &mut Tracker, msgs: &mut Vec<Msg>) -> bool {
+    let revoked = shared.take_revoked();
+    let before = msgs.len();
+    if !revoked.is_empty() {
+        msgs.retain(|m| {
+            !revoked
+                .iter()
+                .any(|(t, p)| *p == m.partition && *t == m.topic)
+        });
+        tracker.forget(&revoked);
+        if msgs.len() < before {
+            tracing::debug!(
+                source = shared.name(),
+                dropped = before - msgs.len(),
+                "Messages of revoked Kafka partitions dropped before storing (their next owner reads them)."
+            );
+        }
+    }
+    let assigned = shared.take_reassigned();
+    if !assigned.is_empty() {
+        tracker.reassigned(assigned);
+    }
+    msgs.len() < before
 }
 
 /// An error `recv` gave: already reported by the error callback, except a fatal one, which

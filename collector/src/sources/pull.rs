@@ -318,6 +318,7 @@ struct Shared {
     status: Arc<SourceStatus>,
     stop: watch::Receiver<bool>,
     initial: HashMap<String, Position>,
+    shared_store: bool,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -342,6 +343,13 @@ impl SourceCtx {
     /// The positions the source had when seam started (newest durable ones), by key.
     pub fn positions(&self) -> &HashMap<String, Position> {
         &self.inner.initial
+    }
+
+    /// Whether other seam nodes share the tables (`storage.url` remote): then a Kafka
+    /// partition may have been read further by another node than this one knows, and the
+    /// consumer group's committed offset is the freshest hand-over position.
+    pub fn shared_store(&self) -> bool {
+        self.inner.shared_store
     }
 
     /// True once seam is stopping.
@@ -638,10 +646,13 @@ impl SourcesView {
 
 /// Starts every configured source. Each one first loads its positions from `store` (retried
 /// until the table can be read), writes them again, then runs until [`Sources::stop`].
+/// `shared_store`: the tables are shared with other seam nodes (`storage.url` remote), so
+/// a source's work may move between nodes ([`SourceCtx::shared_store`]).
 pub fn spawn_all(
     configs: &[SourceConfig],
     collector: &Arc<Collector>,
     store: Arc<dyn PositionStore>,
+    shared_store: bool,
 ) -> Sources {
     metric::describe();
     let (tx, rx) = watch::channel(false);
@@ -671,6 +682,7 @@ pub fn spawn_all(
                 status,
                 stop,
                 initial: HashMap::new(),
+                shared_store,
             };
             let mut backoff = BACKOFF_START;
             loop {

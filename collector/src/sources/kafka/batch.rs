@@ -180,20 +180,28 @@ impl Tracker {
         self.track(topic, partition).sought = Some(at);
     }
 
-    /// Partitions were (re)assigned: their next message is checked against the position
-    /// again (`durable` fills a position the tracker does not have yet).
-    pub(super) fn reassigned(
-        &mut self,
-        parts: Vec<(String, i32)>,
-        durable: &HashMap<(String, i32), i64>,
-    ) {
-        for (topic, partition) in parts {
-            let at = durable.get(&(topic.clone(), partition)).copied();
+    /// Partitions were (re)assigned, each with where it starts (seam's position, on a
+    /// shared store the group's committed offset where further): their next message is
+    /// checked against it. A position the tracker is already past (messages taken and not
+    /// yet stored, the partition never revoked) is kept.
+    pub(super) fn reassigned(&mut self, parts: Vec<(String, i32, Option<i64>)>) {
+        for (topic, partition, start) in parts {
             let t = self.track(&topic, partition);
             t.strict = true;
             t.sought = None;
-            if t.expected.is_none() {
-                t.expected = at;
+            t.expected = match (t.expected, start) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+
+    /// Partitions were revoked: what the tracker knew of them is forgotten (the messages
+    /// taken and not stored are dropped; a later assignment says where to start).
+    pub(super) fn forget(&mut self, parts: &[(String, i32)]) {
+        for (topic, partition) in parts {
+            if let Some(m) = self.parts.get_mut(topic) {
+                m.remove(partition);
             }
         }
     }
@@ -435,7 +443,7 @@ mod tests {
             Step::Take,
             "a partition seam never read"
         );
-        tr.reassigned(vec![("t".into(), 0), ("t".into(), 2)], &durable);
+        tr.reassigned(vec![("t".into(), 0, Some(5)), ("t".into(), 2, None)]);
         assert_eq!(
             tr.step("t", 0, 9),
             Step::Seek(6),
@@ -443,10 +451,21 @@ mod tests {
         );
         assert_eq!(tr.step("t", 0, 6), Step::Take);
         assert_eq!(tr.get("t", 2).expected, None);
-        let mut after = durable.clone();
-        after.insert(("u".to_string(), 1), 30);
-        tr.reassigned(vec![("u".into(), 1)], &after);
+        tr.reassigned(vec![("u".into(), 1, Some(30))]);
         assert_eq!(tr.step("u", 1, 31), Step::Seek(30));
+        // Revoked, then assigned again at the group's offset (another node stored up to
+        // 40): what was taken before is forgotten, the new start is strict.
+        tr.forget(&[("t".into(), 0)]);
+        assert_eq!(tr.get("t", 0), Track::default());
+        tr.reassigned(vec![("t".into(), 0, Some(40))]);
+        assert_eq!(tr.step("t", 0, 39), Step::Skip);
+        assert_eq!(tr.step("t", 0, 41), Step::Seek(40));
+        assert_eq!(tr.step("t", 0, 40), Step::Take);
+        // Assigned without a revocation (messages taken, not stored): the further wins.
+        tr.taken("t", 0, 40);
+        tr.taken("t", 0, 41);
+        tr.reassigned(vec![("t".into(), 0, Some(40))]);
+        assert_eq!(tr.get("t", 0).expected, Some(42));
     }
 
     #[test]

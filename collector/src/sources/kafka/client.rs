@@ -1,10 +1,14 @@
 //! The librdkafka side of the Kafka source: the client settings (TLS × SASL, the secret),
 //! and the context whose callbacks turn librdkafka's errors, statistics and rebalances into
 //! the source's status (`auth`, `network`, `tls`, ... errors; recovery), its lag, and the
-//! offsets assigned partitions start at (seam's own positions).
+//! offsets assigned partitions start at (seam's own positions; on a shared store the group's
+//! committed offset where it is further).
 //!
 //! Callbacks run on the thread that polls the consumer (the source's task, inside `recv`);
-//! they only take short locks and never block.
+//! they take short locks, and block only at a rebalance: a revocation commits seam's
+//! positions of the revoked partitions and waits for the answer, and an assignment on a
+//! shared store reads the group's committed offsets (at most [`COMMITTED_TIMEOUT`]), so that
+//! a partition moving between nodes continues exactly where the previous owner stopped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -12,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -20,6 +24,9 @@ use serde::Deserialize;
 
 use crate::sources::pull::SourceCtx;
 use crate::sources::pull::config::{KafkaSource, SaslMechanism, Start};
+
+/// How long an assignment waits for the group's committed offsets (shared store only).
+const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often librdkafka reports its statistics (the lag), in milliseconds.
 const STATS_INTERVAL_MS: u32 = 5_000;
@@ -270,8 +277,14 @@ pub(super) struct Shared {
     secret: Mutex<Option<String>>,
     /// seam's durable positions: the next offset to read, per topic and partition.
     durable: Mutex<HashMap<(String, i32), i64>>,
-    /// Partitions assigned since the task last looked.
-    reassigned: Mutex<Vec<(String, i32)>>,
+    /// Partitions assigned since the task last looked, with where each starts.
+    reassigned: Mutex<Vec<(String, i32, Option<i64>)>>,
+    /// Partitions revoked since the task last looked: what it holds of them unstored is
+    /// dropped (their next owner reads it from the position committed at the revocation).
+    revoked: Mutex<Vec<(String, i32)>>,
+    /// Other seam nodes share the tables: at an assignment, the group's committed offset
+    /// wins when it is past this node's own position (another node stored up to it).
+    shared_store: bool,
     /// The newest message time stored (ms since the epoch; `i64::MIN` when unknown).
     newest_ms: AtomicI64,
     /// The trouble reported last, until a success.
@@ -309,6 +322,7 @@ impl Shared {
             (None, Some(p)) => format!("file {}", p.display()),
             (None, None) => "sasl_password_env".to_string(),
         };
+        let shared_store = ctx.shared_store();
         Self {
             name: ctx.name(),
             ctx,
@@ -320,6 +334,8 @@ impl Shared {
             secret: Mutex::new(None),
             durable: Mutex::new(durable),
             reassigned: Mutex::new(Vec::new()),
+            revoked: Mutex::new(Vec::new()),
+            shared_store,
             newest_ms: AtomicI64::new(i64::MIN),
             failing: Mutex::new(None),
             auth_since: Mutex::new(None),
@@ -375,9 +391,15 @@ impl Shared {
         lock(&self.durable).clone()
     }
 
-    /// Partitions assigned since the last call.
-    pub(super) fn take_reassigned(&self) -> Vec<(String, i32)> {
+    /// Partitions assigned since the last call, with where each starts (`None`: where the
+    /// broker puts it).
+    pub(super) fn take_reassigned(&self) -> Vec<(String, i32, Option<i64>)> {
         std::mem::take(&mut *lock(&self.reassigned))
+    }
+
+    /// Partitions revoked since the last call.
+    pub(super) fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *lock(&self.revoked))
     }
 
     /// Positions are durable (stored with their records).
@@ -491,33 +513,119 @@ impl Shared {
     }
 
     /// Partitions were assigned: each one seam has a position for starts there (not at the
-    /// group's committed offset). Returns `topic/partition[@offset]` of each, for the log.
-    fn place(&self, tpl: &mut TopicPartitionList) -> Vec<String> {
+    /// group's committed offset). On a shared store `committed` (the group's committed
+    /// offsets of these partitions, when they could be read) wins where it is further: the
+    /// previous owner, another node, stored up to it and committed it when the partition was
+    /// revoked. Returns `topic/partition[@offset]` of each, for the log.
+    fn place(
+        &self,
+        tpl: &mut TopicPartitionList,
+        committed: Option<&HashMap<(String, i32), i64>>,
+    ) -> Vec<String> {
         let parts: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         let mut placed = Vec::with_capacity(parts.len());
+        let mut starts = Vec::with_capacity(parts.len());
+        {
+            let mut durable = lock(&self.durable);
+            for (topic, partition) in parts {
+                let key = (topic, partition);
+                let own = durable.get(&key).copied().filter(|&at| at >= 0);
+                let theirs = committed
+                    .and_then(|c| c.get(&key).copied())
+                    .filter(|&at| at >= 0);
+                let start = start_at(own, theirs);
+                let (topic, partition) = key;
+                match start {
+                    Some(at) => {
+                        if let Err(e) =
+                            tpl.set_partition_offset(&topic, partition, Offset::Offset(at))
+                        {
+                            tracing::debug!(source = self.name, topic = %topic, partition, error = %e, "Could not set a starting offset.");
+                        }
+                        if start != own {
+                            // Stored by another node: this node's position from now on (what
+                            // it commits if the partition is revoked before it stores more).
+                            durable.insert((topic.clone(), partition), at);
+                            placed.push(format!("{topic}/{partition}@{at} (the group's)"));
+                        } else {
+                            placed.push(format!("{topic}/{partition}@{at}"));
+                        }
+                    }
+                    None => placed.push(format!("{topic}/{partition}")),
+                }
+                starts.push((topic, partition, start));
+            }
+        }
+        lock(&self.reassigned).extend(starts);
+        placed
+    }
+
+    /// Partitions are revoked: seam's durable positions of them are committed to the group at
+    /// once and waited for, so that the next owner (another node of a shared store) starts
+    /// where this node stopped; what the task holds of them unstored is dropped.
+    fn hand_over(&self, consumer: &BaseConsumer<KafkaContext>, tpl: &TopicPartitionList) {
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let mut commit = TopicPartitionList::with_capacity(parts.len());
         {
             let durable = lock(&self.durable);
-            for (topic, partition) in &parts {
-                match durable.get(&(topic.clone(), *partition)) {
-                    Some(&at) if at >= 0 => {
-                        if let Err(e) =
-                            tpl.set_partition_offset(topic, *partition, Offset::Offset(at))
-                        {
-                            tracing::debug!(source = self.name, topic = %topic, partition = *partition, error = %e, "Could not set a starting offset.");
-                        }
-                        placed.push(format!("{topic}/{partition}@{at}"));
-                    }
-                    _ => placed.push(format!("{topic}/{partition}")),
+            for key in &parts {
+                if let Some(&at) = durable.get(key).filter(|&&at| at >= 0)
+                    && let Err(e) = commit.add_partition_offset(&key.0, key.1, Offset::Offset(at))
+                {
+                    tracing::debug!(source = self.name, error = %e, "Could not list an offset to commit.");
                 }
             }
         }
-        lock(&self.reassigned).extend(parts);
-        placed
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => self.commit_worked(),
+                Err(e) => {
+                    let name = self.name;
+                    tracing::warn!(
+                        source = name,
+                        error = %e,
+                        "Could not commit seam's positions of the revoked Kafka partitions; their next owner may read messages this node stored again."
+                    );
+                }
+            }
+        }
+        lock(&self.revoked).extend(parts);
     }
+}
+
+/// Where an assigned partition starts: this node's own position, or the group's committed
+/// offset when that is further (shared store only: `theirs` is `None` otherwise).
+fn start_at(own: Option<i64>, theirs: Option<i64>) -> Option<i64> {
+    match (own, theirs) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The group's committed offsets of `tpl`'s partitions (only those it has), waited for at
+/// most `timeout`.
+fn committed_offsets(
+    consumer: &BaseConsumer<KafkaContext>,
+    tpl: &TopicPartitionList,
+    timeout: std::time::Duration,
+) -> Result<HashMap<(String, i32), i64>, KafkaError> {
+    let asked = consumer.committed_offsets(tpl.clone(), timeout)?;
+    Ok(asked
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(at) if at >= 0 => Some(((e.topic().to_string(), e.partition()), at)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The parts of librdkafka's statistics the source reads.
@@ -668,7 +776,18 @@ impl ConsumerContext for KafkaContext {
         let name = self.shared.name;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let placed = self.shared.place(tpl);
+                let committed = if self.shared.shared_store {
+                    match committed_offsets(consumer, tpl, COMMITTED_TIMEOUT) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(source = name, error = %e, "Could not read the consumer group's committed offsets; the assigned partitions start at this node's own positions (messages another node stored may be read again).");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let placed = self.shared.place(tpl, committed.as_ref());
                 let result = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -683,7 +802,9 @@ impl ConsumerContext for KafkaContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Nothing to commit: seam commits only what it stored.
+                // seam commits only what it stored; waited for here, so that the next owner
+                // starts after it.
+                self.shared.hand_over(consumer, tpl);
                 let result = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
