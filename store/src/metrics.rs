@@ -48,6 +48,22 @@ pub const CACHE_BYTES: &str = "seam_storage_cache_bytes";
 /// Reads of table files through the local cache of a remote store, by `result` (`hit`:
 /// served from the local copy, `miss`: downloaded first).
 pub const CACHE_READS: &str = "seam_storage_cache_reads_total";
+/// Manifest updates of a shared store made under the table's commit lock, by `table`.
+pub const STORE_COMMITS: &str = "seam_store_commits_total";
+/// Seconds of those updates, from asking for the commit lock to releasing it, by `table`
+/// (only grows; a gauge because the facade's counters are integers).
+pub const STORE_COMMIT_SECONDS: &str = "seam_store_commit_seconds_total";
+/// Seconds of those spent waiting for the commit lock (another node held it), by `table`.
+pub const STORE_COMMIT_LOCK_WAIT_SECONDS: &str = "seam_store_commit_lock_wait_seconds_total";
+/// Updates that found the manifest changed under them (a commit lock that outlived its time
+/// to live) and were made again, by `table`.
+pub const STORE_COMMIT_CONFLICTS: &str = "seam_store_commit_conflicts_total";
+/// Passes of a shared store's refresh (reading other nodes' manifest changes).
+pub const STORE_REFRESHES: &str = "seam_store_refreshes_total";
+/// Seconds spent in those passes (only grows).
+pub const STORE_REFRESH_SECONDS: &str = "seam_store_refresh_seconds_total";
+/// Manifests read again by the refresh because another node changed them, by `table`.
+pub const STORE_REFRESHED_MANIFESTS: &str = "seam_store_refreshed_manifests_total";
 
 /// Describes every storage metric to the installed registry, and gives each unlabelled one
 /// its zero, so that a scrape shows them before their first event.
@@ -88,6 +104,34 @@ pub fn describe() {
         "Bytes in memory not yet written to Parquet."
     );
     describe_gauge!(TABLE_FILES, "Files listed in a table's manifest, by table.");
+    describe_counter!(
+        STORE_COMMITS,
+        "Manifest updates of a shared store made under the table's commit lock, by table."
+    );
+    describe_gauge!(
+        STORE_COMMIT_SECONDS,
+        "Seconds of shared-store manifest updates, commit lock wait included, by table (only grows)."
+    );
+    describe_gauge!(
+        STORE_COMMIT_LOCK_WAIT_SECONDS,
+        "Seconds shared-store manifest updates waited for the table's commit lock, by table (only grows)."
+    );
+    describe_counter!(
+        STORE_COMMIT_CONFLICTS,
+        "Shared-store manifest updates made again because the manifest changed under them, by table."
+    );
+    describe_counter!(
+        STORE_REFRESHES,
+        "Passes reading other nodes' manifest changes (shared store)."
+    );
+    describe_gauge!(
+        STORE_REFRESH_SECONDS,
+        "Seconds spent reading other nodes' manifest changes (only grows)."
+    );
+    describe_counter!(
+        STORE_REFRESHED_MANIFESTS,
+        "Manifests read again because another node changed them, by table."
+    );
     describe_counter!(WAL_BYTES, "Bytes appended to the write-ahead log.");
     describe_counter!(WAL_GROUPS, "Write-ahead log group commits.");
     describe_counter!(WAL_FSYNCS, "Write-ahead log fsync calls.");

@@ -271,19 +271,14 @@ impl Storage {
             let loaded = load_manifest(&store, def.name).await?;
             let files = loaded.files;
             let loaded_paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-            // This node's watermark: the manifest's own when this node wrote it last, else
-            // its entry among the others (0: nothing of its log is in the store).
-            let mut others = loaded.other_wal_seqs;
-            let wal_seq = if loaded.wal_node == node {
-                loaded.wal_seq
-            } else {
-                if let Some(w) = &loaded.wal_node {
-                    others.insert(w.clone(), loaded.wal_seq);
-                } else if loaded.wal_seq > 0 {
-                    others.insert(String::new(), loaded.wal_seq);
-                }
-                node.as_ref().and_then(|n| others.remove(n)).unwrap_or(0)
-            };
+            // This node's watermark (0: nothing of its log is in the store) and the others'.
+            let (own, others) = split_watermarks(
+                loaded.wal_node.as_deref(),
+                loaded.wal_seq,
+                loaded.other_wal_seqs,
+                node.as_deref(),
+            );
+            let wal_seq = own.unwrap_or(0);
             if !loaded.existed {
                 fresh.push(def.name);
             }
@@ -1058,6 +1053,7 @@ impl Storage {
         if !tags.is_empty() && !self.correlating() {
             return self.drop_derived_change(table).await;
         }
+        let asked = Instant::now();
         let commit_lock = crate::lease::WriterLease::acquire_polling(
             Arc::clone(&self.store),
             &crate::lease::commit_lock_path(table),
@@ -1071,10 +1067,16 @@ impl Storage {
             table: table.to_string(),
             source,
         })?;
+        let waited = asked.elapsed().as_secs_f64();
         let result = self
             .commit_locked(table, &node, adds, &removes, &tags, wal_seq, data_change)
             .await;
         commit_lock.release().await;
+        ::metrics::counter!(m::STORE_COMMITS, "table" => table.to_string()).increment(1);
+        ::metrics::gauge!(m::STORE_COMMIT_LOCK_WAIT_SECONDS, "table" => table.to_string())
+            .increment(waited);
+        ::metrics::gauge!(m::STORE_COMMIT_SECONDS, "table" => table.to_string())
+            .increment(asked.elapsed().as_secs_f64());
         result
     }
 
@@ -1163,22 +1165,12 @@ impl Storage {
             }
         }
         // Watermarks: every other node's as the manifest has them, this node's own.
-        let mut others = latest.other_wal_seqs.clone();
-        match &latest.wal_node {
-            Some(w) if w != node => {
-                others.insert(w.clone(), latest.wal_seq);
-            }
-            None if latest.wal_seq > 0 => {
-                others.insert(String::new(), latest.wal_seq);
-            }
-            _ => {}
-        }
-        let recorded = if latest.wal_node.as_deref() == Some(node) {
-            Some(latest.wal_seq)
-        } else {
-            others.get(node).copied()
-        };
-        others.remove(node);
+        let (recorded, others) = split_watermarks(
+            latest.wal_node.as_deref(),
+            latest.wal_seq,
+            latest.other_wal_seqs.clone(),
+            Some(node),
+        );
         // The Delta log first (as on a store of one's own): from the manifest's version on.
         let mut delta_version = latest.delta_version;
         let mut committed = false;
@@ -1270,6 +1262,8 @@ impl Storage {
                     object_store::Error::Precondition { .. }
                     | object_store::Error::AlreadyExists { .. },
                 ) => {
+                    ::metrics::counter!(m::STORE_COMMIT_CONFLICTS, "table" => table.to_string())
+                        .increment(1);
                     return Err(StorageError::Conflict {
                         table: table.to_string(),
                     });
@@ -1328,6 +1322,15 @@ impl Storage {
         if !self.shared() {
             return Ok(0);
         }
+        let started = Instant::now();
+        let result = self.refresh_tables().await;
+        ::metrics::counter!(m::STORE_REFRESHES).increment(1);
+        ::metrics::gauge!(m::STORE_REFRESH_SECONDS).increment(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The pass of [`Storage::refresh`] over every table.
+    async fn refresh_tables(&self) -> Result<usize> {
         let mut changed = 0;
         // The manifests are read without the I/O lock (flushes go on meanwhile); one is
         // taken only if the table did not change here since (else the next refresh does).
@@ -1368,13 +1371,12 @@ impl Storage {
                     continue;
                 }
                 let foreign = unseen_rows(&st.files, &m.files, |p| self.owned(p));
-                let mut others = m.other_wal_seqs.clone();
-                if let Some(w) = &m.wal_node
-                    && w != &node
-                {
-                    others.insert(w.clone(), m.wal_seq);
-                }
-                others.remove(&node);
+                let (_, others) = split_watermarks(
+                    m.wal_node.as_deref(),
+                    m.wal_seq,
+                    m.other_wal_seqs,
+                    Some(&node),
+                );
                 st.other_wal_seqs = others;
                 st.base = m.files.iter().map(|f| f.path.clone()).collect();
                 st.published = m
@@ -1389,6 +1391,8 @@ impl Storage {
                     .set(st.files.len() as f64);
                 foreign
             };
+            ::metrics::counter!(m::STORE_REFRESHED_MANIFESTS, "table" => name.to_string())
+                .increment(1);
             self.announce(name, &foreign);
             changed += 1;
         }
@@ -2085,6 +2089,34 @@ impl TableSource for Storage {
     }
 }
 
+/// The write-ahead-log watermarks a manifest records (`wal_node`'s `wal_seq`, and `others`),
+/// split into `node`'s own (`None`: the manifest has none of it) and every other node's, by
+/// node id (`""`: a seam on its own data directory, which writes no node id).
+fn split_watermarks(
+    wal_node: Option<&str>,
+    wal_seq: u64,
+    mut others: BTreeMap<String, u64>,
+    node: Option<&str>,
+) -> (Option<u64>, BTreeMap<String, u64>) {
+    if wal_node == node {
+        if let Some(n) = node {
+            others.remove(n);
+        }
+        return (Some(wal_seq), others);
+    }
+    match wal_node {
+        Some(w) => {
+            others.insert(w.to_string(), wal_seq);
+        }
+        None if wal_seq > 0 => {
+            others.insert(String::new(), wal_seq);
+        }
+        None => {}
+    }
+    let own = node.and_then(|n| others.remove(n));
+    (own, others)
+}
+
 /// What a table's manifest says.
 struct Loaded {
     files: Vec<FileEntry>,
@@ -2641,6 +2673,42 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn watermarks_split_into_own_and_others() {
+        let marks = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        // Written last by this node: the manifest's watermark is its own.
+        assert_eq!(
+            split_watermarks(Some("a"), 7, marks(&[("b", 3), ("a", 1)]), Some("a")),
+            (Some(7), marks(&[("b", 3)]))
+        );
+        // Written last by another: that one joins the others, this node's entry is taken.
+        assert_eq!(
+            split_watermarks(Some("b"), 9, marks(&[("a", 4), ("c", 2)]), Some("a")),
+            (Some(4), marks(&[("b", 9), ("c", 2)]))
+        );
+        assert_eq!(
+            split_watermarks(Some("b"), 9, BTreeMap::new(), Some("a")),
+            (None, marks(&[("b", 9)])),
+            "nothing of this node's log is in the store yet"
+        );
+        // Written by a seam on its own data directory (no node id), now shared.
+        assert_eq!(
+            split_watermarks(None, 5, BTreeMap::new(), Some("a")),
+            (None, marks(&[("", 5)]))
+        );
+        assert_eq!(
+            split_watermarks(None, 0, BTreeMap::new(), Some("a")),
+            (None, BTreeMap::new())
+        );
+        // A store of one's own reads its own watermark.
+        assert_eq!(
+            split_watermarks(None, 5, BTreeMap::new(), None),
+            (Some(5), BTreeMap::new())
+        );
+    }
 
     fn batch(schema: &SchemaRef, rows: &[(i64, &str)]) -> RecordBatch {
         let times = TimestampNanosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())

@@ -173,6 +173,23 @@ async fn three_ingest_nodes_and_a_query_node_share_one_container() {
         steps(&mb).unwrap_or(0.0) + steps(&mc).unwrap_or(0.0) > 0.0,
         "no surviving node correlated after the correlating node died"
     );
+    // The store's own counts: b committed its flushes of Mule's lines under the commit
+    // lock, and the query node read the other nodes' manifest changes.
+    let mq = metrics_text(&q.api).await;
+    assert!(
+        metric_value(&mb, "seam_store_commits_total{table=\"flow_logs\"}").unwrap_or(0.0) > 0.0,
+        "b's flushes of Mule's lines were not counted as commits"
+    );
+    assert!(metric_value(&mq, "seam_store_refreshes_total").unwrap_or(0.0) > 0.0);
+    assert!(
+        metric_value(
+            &mq,
+            "seam_store_refreshed_manifests_total{table=\"flow_logs\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "the query node never read flow_logs' manifest again"
+    );
 
     // Clean stops; then a fresh query node reads the same answers from the store alone.
     for n in [a, b, c, q] {
