@@ -341,7 +341,9 @@ impl Storage {
         // it is then: one update per table at start.
         for def in tables::all() {
             if storage.shared() {
-                if let Some(t) = storage.table(def.name) {
+                if let Some(t) = storage.table(def.name)
+                    && !storage.delta_at_manifest(def.name).await?
+                {
                     lock(t).manifest_dirty = true;
                 }
             } else {
@@ -351,6 +353,39 @@ impl Storage {
         }
         storage.finish_replacement().await?;
         Ok(storage)
+    }
+
+    /// Whether `table`'s Delta log is at its manifest's version, as read at open: the
+    /// manifest exists and names a version, the table's schema is current, that version's
+    /// commit is there and no later one is (a node stopped between its Delta commit and its
+    /// manifest update leaves one). Then a start on a shared store has nothing to bring up to
+    /// date and takes no commit lock for the table.
+    async fn delta_at_manifest(&self, table: &str) -> Result<bool> {
+        let Some(t) = self.table(table) else {
+            return Ok(true);
+        };
+        let (version, due, dirty) = {
+            let st = lock(t);
+            (st.delta_version, st.delta_metadata_due, st.manifest_dirty)
+        };
+        let Some(v) = version.filter(|_| !due && !dirty) else {
+            return Ok(false);
+        };
+        let Some(next) = v.checked_add(1) else {
+            return Ok(false);
+        };
+        for (version, wanted) in [(v, true), (next, false)] {
+            let path = Path::from(crate::delta::commit_path(table, version));
+            let there = match self.store.head(&path).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(os_err(&path, e)),
+            };
+            if there != wanted {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Installs the hook told of every batch that becomes visible (once; later calls are

@@ -4,7 +4,8 @@
 //! records at one, Mule's at another, the spans at the third), an ingest node is killed with
 //! SIGKILL while it uploads, the node holding the correlation lease is killed too and
 //! another takes over, and the query node must give the exact answers of the ground truth:
-//! every acknowledged record counted once, every request correlated across the nodes.
+//! every acknowledged record counted once, every request correlated across the nodes. The
+//! same with two ingest nodes on one S3 bucket (moto), through S3's conditional writes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -68,6 +69,28 @@ async fn converge(api: &str, t: &Traffic, who: &str) {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// [`converge`], then every span counted.
+async fn converge_with_spans(api: &str, t: &Traffic, who: &str) {
+    converge(api, t, who).await;
+    wait_exact(
+        api,
+        "SELECT count(*) FROM spans",
+        span_count(t),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// The late gateway records (some a second time), in one Event Hubs-shaped body.
+async fn post_late_gateway(http: &str, t: &Traffic) {
+    post_body(
+        http,
+        "/ingest/apim",
+        serde_json::json!({ "records": t.late_gateway }).to_string(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,12 +160,7 @@ async fn three_ingest_nodes_and_a_query_node_share_one_container() {
     // Started again, it stores what only its write-ahead log held; the late gateway
     // records (some a second time) come to it, as the gateway's records did.
     let a = start(&da, ingest, &envs);
-    post_body(
-        &a.http,
-        "/ingest/apim",
-        serde_json::json!({ "records": t.late_gateway }).to_string(),
-    )
-    .await;
+    post_late_gateway(&a.http, &t).await;
 
     // Every answer through the query node, once it sees the late records (another node's
     // rows are visible after its flush and the reader's next refresh of the manifests).
@@ -158,14 +176,7 @@ async fn three_ingest_nodes_and_a_query_node_share_one_container() {
     // Another node's rows reach the correlating node a flush and a refresh after they were
     // acknowledged, and it recomputes a busy minute at most every four times what that
     // costs: the answers converge, and must then be exact.
-    converge(&q.api, &t, "through the query node").await;
-    wait_exact(
-        &q.api,
-        "SELECT count(*) FROM spans",
-        span_count(&t),
-        Duration::from_secs(30),
-    )
-    .await;
+    converge_with_spans(&q.api, &t, "through the query node").await;
     // The correlation was taken over by b or c after a died.
     let steps = |text: &str| metric_value(text, "seam_correlation_steps_total{outcome=\"ok\"}");
     let (mb, mc) = (metrics_text(&b.api).await, metrics_text(&c.api).await);
@@ -238,4 +249,70 @@ async fn three_ingest_nodes_and_a_query_node_share_one_container() {
         );
     }
     sigterm_and_wait(q2);
+}
+
+/// The same on S3 (moto): two ingest nodes and a query node on one bucket, the gateway's
+/// records at one node, Mule's lines and the spans at the other, the first killed while it
+/// uploads and started again; every answer exact through the query node. S3's conditional
+/// writes (If-None-Match for the leases and locks, If-Match for the manifests) are what keep
+/// the nodes from overwriting each other here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingest_nodes_and_a_query_node_share_one_s3_bucket() {
+    let moto = crate::emulators::Moto::start();
+    moto.bucket("seam-cluster");
+    let mut envs = moto.env();
+    envs.push((
+        "SEAM_STORAGE_URL",
+        "s3://seam-cluster/tables-of-two".to_string(),
+    ));
+    let t = generate(43, 240, 1_730_887_200_000_000_000, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db, dq) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("q"),
+    );
+    let ingest = "ingest,correlate";
+    let a = start(&da, ingest, &envs);
+    let b = start(&db, ingest, &envs);
+    let q = start(&dq, "query", &envs);
+
+    post_lines(&a.http, "/ingest/apim", &t.gateway_lines, 500).await;
+    post_lines(&a.http, "/ingest/apim", &t.events, 500).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    kill9(a);
+    for body in &t.otlp {
+        post_body(&b.http, "/v1/traces", body.to_string()).await;
+    }
+    post_lines(&b.http, "/ingest/mule", &t.mule_lines, 500).await;
+    for chunk in t.mule_log4j.chunks(500) {
+        post_typed(&b.http, "/ingest/mule", "text/plain", chunk.join("\n")).await;
+    }
+    post_lines(&b.http, "/ingest/mule", &t.mule_duplicates, 1000).await;
+    // a, started again, stores what only its write-ahead log held.
+    let a = start(&da, ingest, &envs);
+    post_late_gateway(&a.http, &t).await;
+    converge_with_spans(&q.api, &t, "through the query node on S3").await;
+    for n in [a, b, q] {
+        sigterm_and_wait(n);
+    }
+    // Each node wrote its own files under its own id: the gateway's records only a, Mule's
+    // lines only b.
+    for (table, dir) in [("gateway_log_copies", &da), ("flow_logs", &db)] {
+        let id = std::fs::read_to_string(dir.join("node_id")).unwrap();
+        let keys = moto.list("seam-cluster", &format!("tables-of-two/tables/{table}/"));
+        let files: Vec<&String> = keys.iter().filter(|k| k.ends_with(".parquet")).collect();
+        assert!(
+            !files.is_empty(),
+            "{table}: no files in the bucket: {keys:?}"
+        );
+        let suffix = format!("-{}.parquet", id.trim());
+        for f in files {
+            assert!(
+                f.ends_with(&suffix),
+                "{table}: {f} not written by {}",
+                id.trim()
+            );
+        }
+    }
 }
