@@ -19,12 +19,28 @@ clients="${3:-2}"
 : "${STORAGE_URL:?set STORAGE_URL to a shared store (az://container/prefix or s3://bucket/prefix)}"
 export SEAM_STORAGE_URL="$STORAGE_URL"
 dir=$(mktemp -d)
-start_node() { # start_node NAME ROLES -> sets the node's pid, grpc, http and api in n_<NAME>
+pids=()
+# Every process started here stops with the script (also on a failure or Ctrl-C): SIGTERM,
+# up to 30 s to stop, then SIGKILL.
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 300); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+start_node() { # start_node NAME ROLES: writes "pid grpc http api" to $dir/NAME.addr
   local name="$1" roles="$2" out="$dir/$1.out"
   target/release/seam serve --config "$dir/seam.toml" --roles "$roles" --data-dir "$dir/$name" \
     --otlp-grpc-addr 127.0.0.1:0 --ingest-http-addr 127.0.0.1:0 --api-addr 127.0.0.1:0 \
     --pg-addr 127.0.0.1:0 --log-filter warn > "$out" 2> "$out.err" &
   local p=$!
+  pids+=("$p")
   for _ in $(seq 1 300); do grep -q listening "$out" 2>/dev/null && break; sleep 0.1; done
   grep -q listening "$out" || { echo "node $name did not start:" >&2; cat "$out.err" >&2; exit 1; }
   printf '%s %s %s %s\n' "$p" "$(grep -o 'otlp_grpc=[^ ]*' "$out" | cut -d= -f2)" \
@@ -47,6 +63,7 @@ for i in $(seq 1 "$nodes"); do
     --seconds "$seconds" --clients "$clients" --seed "$i" ${probe[@]+"${probe[@]}"} --json \
     > "$dir/n$i.load.json" 2> "$dir/n$i.load.err" &
   loads+=($!)
+  pids+=($!)
 done
 wait "${loads[@]}" || true
 sleep 2
@@ -74,6 +91,3 @@ reread=$(metric "$m" 'seam_store_refreshed_manifests_total{')
 awk -v n="$nodes" -v t="$total" -v p="$passes" -v s="$rsecs" -v r="$reread" -v u="$STORAGE_URL" 'BEGIN {
   printf "{\"store\":\"%s\",\"ingest_nodes\":%d,\"spans_per_s_total\":%.0f,\"query_node_refreshes\":%d,\"refresh_ms_avg\":%.1f,\"manifests_read_again\":%d}\n",
     u, n, t, p, (p > 0 ? 1000 * s / p : 0), r }'
-for f in "$dir"/*.addr; do read -r p _ _ _ < "$f"; kill -TERM "$p" 2>/dev/null || true; done
-wait || true
-rm -rf "$dir"

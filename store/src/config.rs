@@ -65,6 +65,13 @@ pub struct StorageConfig {
     /// deleted after it too. Default 1h.
     #[serde(with = "humantime_serde")]
     pub delete_grace: Duration,
+    /// Keep each Delta log entry (commit JSON, checkpoint) this long. Older entries before
+    /// the previous checkpoint are deleted when a checkpoint is written (every tenth
+    /// version), so the log does not grow without bound: readers start at the latest
+    /// checkpoint, and time travel reaches back this far (not past `delete_grace` for
+    /// versions whose files were removed since). Default 1d.
+    #[serde(with = "humantime_serde")]
+    pub delta_log_retention: Duration,
     /// How long data is kept, and how much of it.
     pub retention: RetentionConfig,
 }
@@ -137,6 +144,7 @@ impl Default for StorageConfig {
             compaction_idle: Duration::from_secs(120),
             compaction_max_bytes: 1 << 30,
             delete_grace: Duration::from_secs(3600),
+            delta_log_retention: Duration::from_secs(86_400),
             retention: RetentionConfig::default(),
         }
     }

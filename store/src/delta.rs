@@ -297,6 +297,19 @@ pub fn version_of(file_name: &str) -> Option<u64> {
     digits.parse().ok() // None above u64::MAX
 }
 
+/// The version of a log entry seam writes: a commit (`N.json`) or a checkpoint
+/// (`N.checkpoint.parquet`); `None` for anything else (`_last_checkpoint`, temporary files).
+pub fn entry_version(file_name: &str) -> Option<u64> {
+    let name = file_name.rsplit('/').next().unwrap_or(file_name);
+    let digits = name
+        .strip_suffix(".json")
+        .or_else(|| name.strip_suffix(".checkpoint.parquet"))?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The Spark JSON schema (`metaData.schemaString`) of `schema`. Top-level fields carry their
 /// seam description as the column `comment`; nested fields carry no metadata.
 ///

@@ -43,12 +43,16 @@ pub const RETENTION_ROWS: &str = "seam_retention_removed_rows_total";
 pub const DELTA_COMMITS: &str = "seam_delta_commits_total";
 /// Delta checkpoints written, by table.
 pub const DELTA_CHECKPOINTS: &str = "seam_delta_checkpoints_total";
+/// Old Delta log entries (commits, checkpoints) removed after `storage.delta_log_retention`,
+/// by `table`.
+pub const DELTA_LOG_REMOVED: &str = "seam_delta_log_entries_removed_total";
 /// Bytes of table files held in the local cache of a remote store (gauge).
 pub const CACHE_BYTES: &str = "seam_storage_cache_bytes";
 /// Reads of table files through the local cache of a remote store, by `result` (`hit`:
 /// served from the local copy, `miss`: downloaded first).
 pub const CACHE_READS: &str = "seam_storage_cache_reads_total";
-/// Manifest updates of a shared store made under the table's commit lock, by `table`.
+/// Manifest updates of a shared store made under the table's commit lock, by `table`
+/// (every attempt that took the lock: those that failed or found nothing to write too).
 pub const STORE_COMMITS: &str = "seam_store_commits_total";
 /// Seconds of those updates, from asking for the commit lock to releasing it, by `table`
 /// (only grows; a gauge because the facade's counters are integers).
@@ -74,6 +78,10 @@ pub fn describe() {
     describe_counter!(
         DELTA_CHECKPOINTS,
         "Delta checkpoints written (every tenth version), by table."
+    );
+    describe_counter!(
+        DELTA_LOG_REMOVED,
+        "Old Delta log entries removed after storage.delta_log_retention, by table."
     );
     describe_gauge!(
         CACHE_BYTES,
@@ -168,6 +176,7 @@ pub fn describe() {
         WAL_WRITE_ERRORS,
         WAL_TORN_TAILS,
         WAL_QUARANTINED,
+        STORE_REFRESHES,
     ] {
         counter!(c).increment(0);
     }
@@ -176,6 +185,7 @@ pub fn describe() {
         WAL_QUEUE_DEPTH,
         WAL_SEGMENTS,
         WAL_FSYNC_SECONDS,
+        STORE_REFRESH_SECONDS,
     ] {
         gauge!(g).increment(0.0);
     }

@@ -1667,11 +1667,69 @@ impl Storage {
         .await;
         match result {
             Ok(()) => {
-                ::metrics::counter!(m::DELTA_CHECKPOINTS, "table" => table.to_string()).increment(1)
+                ::metrics::counter!(m::DELTA_CHECKPOINTS, "table" => table.to_string())
+                    .increment(1);
+                self.clean_delta_log(table, version).await;
             }
             Err(e) => {
                 tracing::warn!(table, version, error = %e, "Could not write a Delta checkpoint; readers replay the commits.");
             }
+        }
+    }
+
+    /// Deletes `table`'s Delta log entries older than `storage.delta_log_retention` that come
+    /// before the checkpoint preceding the one just written at `version` (that checkpoint and
+    /// every entry after it stay, so a reader, seam included, that read the log a moment ago
+    /// still finds the next versions). Best effort: a failure is logged and the entries
+    /// wait for the next checkpoint. An object store lists in name order, which is version
+    /// order: the listing stops at the first entry kept.
+    async fn clean_delta_log(&self, table: &str, version: u64) {
+        use crate::delta;
+        let keep_from = version.saturating_sub(delta::CHECKPOINT_INTERVAL);
+        let retention = chrono::Duration::from_std(self.config.delta_log_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(cutoff) = chrono::Utc::now().checked_sub_signed(retention) else {
+            return;
+        };
+        let ordered = self.local_root.is_none();
+        let dir = Path::from(delta::log_dir(table));
+        let mut listing = self.store.list(Some(&dir));
+        let mut removed = 0u64;
+        loop {
+            let meta = match listing.try_next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "Could not list the Delta log to remove old entries; trying again at the next checkpoint.");
+                    break;
+                }
+            };
+            let Some(v) = meta.location.filename().and_then(delta::entry_version) else {
+                continue;
+            };
+            if v >= keep_from || meta.last_modified >= cutoff {
+                if ordered {
+                    break;
+                }
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "Could not remove an old Delta log entry; trying again at the next checkpoint.");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            ::metrics::counter!(m::DELTA_LOG_REMOVED, "table" => table.to_string())
+                .increment(removed);
+            tracing::debug!(
+                table,
+                removed,
+                before = keep_from,
+                "Old Delta log entries removed."
+            );
         }
     }
 
@@ -3193,6 +3251,89 @@ mod tests {
     async fn in_delta(s: &Storage, table: &str) -> Vec<String> {
         let snap = s.read_delta(table).await.expect("log").expect("a log");
         snap.files.into_keys().collect()
+    }
+
+    #[tokio::test]
+    async fn old_delta_log_entries_go_after_the_retention_and_the_log_still_reads() {
+        use seam_schemas::tables::requests::TABLE;
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().to_path_buf();
+        let open = |retention: Duration| {
+            let root = root.clone();
+            async move {
+                let store = Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&root).expect("store"),
+                );
+                let config = StorageConfig {
+                    delta_log_retention: retention,
+                    ..StorageConfig::default()
+                };
+                Storage::open(store, Some(root.clone()), config)
+                    .await
+                    .expect("open")
+            }
+        };
+        let log = |root: &std::path::Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(root.join(crate::delta::log_dir(TABLE)))
+                .expect("log dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let minute = 29_000_003 * 60_000_000_000_i64;
+        // Twenty-five replacements of one minute: versions 1 to 25, checkpoints at 10 and 20.
+        let replace = |s: Arc<Storage>, i: i64| async move {
+            let part = s
+                .write_minute_part(TABLE, minute, derived(TABLE, minute + i))
+                .await
+                .expect("part");
+            s.commit_minutes(minute, vec![(TABLE, vec![part.clone()])])
+                .await
+                .expect("commit");
+            part
+        };
+        // With the default (a day) nothing goes.
+        let s = open(StorageConfig::default().delta_log_retention).await;
+        for i in 1..=12 {
+            replace(Arc::clone(&s), i).await;
+        }
+        assert!(
+            log(&root).contains(
+                &crate::delta::commit_path(TABLE, 0)
+                    .rsplit('/')
+                    .next()
+                    .expect("name")
+                    .to_string()
+            )
+        );
+        drop(s);
+        // With no retention, the checkpoint at 20 removes every entry before version 10.
+        let s = open(Duration::ZERO).await;
+        let mut last = None;
+        for i in 13..=25 {
+            last = Some(replace(Arc::clone(&s), i).await);
+        }
+        let names = log(&root);
+        let versions: Vec<u64> = names
+            .iter()
+            .filter_map(|n| crate::delta::entry_version(n))
+            .collect();
+        assert_eq!(versions.iter().min(), Some(&10), "{names:?}");
+        assert!(
+            names.contains(&format!("{:020}.checkpoint.parquet", 10))
+                && names.contains(&format!("{:020}.checkpoint.parquet", 20)),
+            "{names:?}"
+        );
+        assert!(names.contains(&"_last_checkpoint".to_string()), "{names:?}");
+        let last = last.expect("a part");
+        assert_eq!(in_delta(&s, TABLE).await, vec![last.path.clone()]);
+        // seam opens the table again from its manifest's version, and goes on committing.
+        drop(s);
+        let s = open(Duration::ZERO).await;
+        assert_eq!(listed(&s, TABLE), vec![last.path.clone()]);
+        let next = replace(Arc::clone(&s), 26).await;
+        assert_eq!(in_delta(&s, TABLE).await, vec![next.path.clone()]);
     }
 
     #[tokio::test]

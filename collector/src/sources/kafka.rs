@@ -4,7 +4,8 @@
 //! **Exactly once.** seam's own position per partition (`source_positions` key
 //! `"{topic}/{partition}"`, offset = the next offset to read) is stored in the same
 //! write-ahead log entry as the records read before it, and wins over the consumer group's
-//! committed offset: an assigned partition starts at seam's position, a message before it
+//! committed offset (on a store of its own; on a shared store the further of the two wins,
+//! see Rebalances): an assigned partition starts at seam's position, a message before it
 //! is dropped (already stored), and a first message past it makes the consumer go back to it
 //! once; if the broker still starts past it, those offsets are gone (retention) and the
 //! source goes on with a `gap` warning. A partition seam has no position for starts where
@@ -328,6 +329,7 @@ async fn consume(
                 ),
             }
             tracker.taken(&m.topic, m.partition, m.offset);
+            shared.taking(&m.topic, m.partition, m.offset);
             let size = m.text.len();
             let estimate = batch::estimate(&m.text);
             if !msgs.is_empty()
@@ -468,10 +470,16 @@ async fn store(
 fn commit(consumer: &StreamConsumer<KafkaContext>, shared: &Shared, next: &[(String, i32, i64)]) {
     let mut tpl = TopicPartitionList::with_capacity(next.len());
     for (topic, partition, at) in next {
+        if !shared.may_commit(topic, *partition) {
+            continue;
+        }
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*at)) {
             shared.commit_failed(&e.to_string());
             return;
         }
+    }
+    if tpl.count() == 0 {
+        return;
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         shared.commit_failed(&e.to_string());

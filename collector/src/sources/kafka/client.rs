@@ -275,8 +275,18 @@ pub(super) struct Shared {
     /// Where the password comes from (a variable or file name, never the value).
     secret_where: String,
     secret: Mutex<Option<String>>,
-    /// seam's durable positions: the next offset to read, per topic and partition.
+    /// seam's durable positions: the next offset to read, per topic and partition (on a
+    /// shared store also the group's committed offset a partition was assigned at, when it
+    /// was further: another node stored up to it).
     durable: Mutex<HashMap<(String, i32), i64>>,
+    /// Partitions without a durable position: the first offset taken (nothing before it was
+    /// taken), until something of the partition is stored. A revocation commits it, so that
+    /// the messages dropped then are read again, not skipped by `start = "latest"`.
+    floor: Mutex<HashMap<(String, i32), i64>>,
+    /// Partitions placed on a shared store without the group's committed offsets (they
+    /// could not be read): their own position may be behind the group's, so a revocation
+    /// does not commit it (it would move the group's offset back).
+    unsure: Mutex<std::collections::HashSet<(String, i32)>>,
     /// Partitions assigned since the task last looked, with where each starts.
     reassigned: Mutex<Vec<(String, i32, Option<i64>)>>,
     /// Partitions revoked since the task last looked: what it holds of them unstored is
@@ -333,6 +343,8 @@ impl Shared {
             secret_where,
             secret: Mutex::new(None),
             durable: Mutex::new(durable),
+            floor: Mutex::new(HashMap::new()),
+            unsure: Mutex::new(std::collections::HashSet::new()),
             reassigned: Mutex::new(Vec::new()),
             revoked: Mutex::new(Vec::new()),
             shared_store,
@@ -402,12 +414,30 @@ impl Shared {
         std::mem::take(&mut *lock(&self.revoked))
     }
 
+    /// Whether this node may commit its position of a partition to the group: not while it
+    /// was placed without the group's offsets on a shared store (see `unsure`).
+    pub(super) fn may_commit(&self, topic: &str, partition: i32) -> bool {
+        !lock(&self.unsure).contains(&(topic.to_string(), partition))
+    }
+
+    /// A message is taken: a partition without a durable position gets its floor.
+    pub(super) fn taking(&self, topic: &str, partition: i32, offset: i64) {
+        let key = (topic.to_string(), partition);
+        if lock(&self.durable).contains_key(&key) {
+            return;
+        }
+        lock(&self.floor).entry(key).or_insert(offset);
+    }
+
     /// Positions are durable (stored with their records).
     pub(super) fn stored(&self, next: &[(String, i32, i64)], newest_ms: Option<i64>) {
         {
             let mut d = lock(&self.durable);
+            let mut f = lock(&self.floor);
             for (topic, partition, at) in next {
-                d.insert((topic.clone(), *partition), *at);
+                let key = (topic.clone(), *partition);
+                f.remove(&key);
+                d.insert(key, *at);
             }
         }
         if let Some(t) = newest_ms {
@@ -531,9 +561,20 @@ impl Shared {
         let mut starts = Vec::with_capacity(parts.len());
         {
             let mut durable = lock(&self.durable);
+            let floor = lock(&self.floor);
+            let mut unsure = lock(&self.unsure);
             for (topic, partition) in parts {
                 let key = (topic, partition);
-                let own = durable.get(&key).copied().filter(|&at| at >= 0);
+                if self.shared_store && committed.is_none() {
+                    unsure.insert(key.clone());
+                } else {
+                    unsure.remove(&key);
+                }
+                let own = durable
+                    .get(&key)
+                    .or_else(|| floor.get(&key))
+                    .copied()
+                    .filter(|&at| at >= 0);
                 let theirs = committed
                     .and_then(|c| c.get(&key).copied())
                     .filter(|&at| at >= 0);
@@ -574,10 +615,18 @@ impl Shared {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         let mut commit = TopicPartitionList::with_capacity(parts.len());
-        {
+        // A lost assignment (the session or poll interval expired) cannot commit any more:
+        // the group already gave the partitions to others.
+        let lost = consumer.assignment_lost();
+        if !lost {
             let durable = lock(&self.durable);
-            for key in &parts {
-                if let Some(&at) = durable.get(key).filter(|&&at| at >= 0)
+            let floor = lock(&self.floor);
+            let unsure = lock(&self.unsure);
+            for key in parts.iter().filter(|k| !unsure.contains(*k)) {
+                if let Some(&at) = durable
+                    .get(key)
+                    .or_else(|| floor.get(key))
+                    .filter(|&&at| at >= 0)
                     && let Err(e) = commit.add_partition_offset(&key.0, key.1, Offset::Offset(at))
                 {
                     tracing::debug!(source = self.name, error = %e, "Could not list an offset to commit.");
@@ -823,6 +872,11 @@ impl ConsumerContext for KafkaContext {
             }
             other => {
                 tracing::warn!(source = name, error = ?other, "Kafka rebalance failed; leaving the assignment.");
+                // Whatever was assigned is given up: its unstored messages are dropped as at
+                // a revocation (read again from the committed position).
+                if let Ok(held) = consumer.assignment() {
+                    self.shared.hand_over(consumer, &held);
+                }
                 if let Err(e) = consumer.unassign() {
                     tracing::debug!(source = name, error = %e, "Could not give Kafka partitions up.");
                 }
