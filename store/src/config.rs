@@ -65,11 +65,14 @@ pub struct StorageConfig {
     /// deleted after it too. Default 1h.
     #[serde(with = "humantime_serde")]
     pub delete_grace: Duration,
-    /// Keep each Delta log entry (commit JSON, checkpoint) this long. Older entries before
-    /// the previous checkpoint are deleted when a checkpoint is written (every tenth
-    /// version), so the log does not grow without bound: readers start at the latest
-    /// checkpoint, and time travel reaches back this far (not past `delete_grace` for
-    /// versions whose files were removed since). Default 1d.
+    /// Keep Delta log entries (commit JSON, checkpoints) at least this long. When a
+    /// checkpoint is written (every tenth version), the entries before the newest checkpoint
+    /// older than this are deleted (at most 100 a pass), as Delta's own cleanup does, so the
+    /// log does not grow without bound; readers start at the latest checkpoint, and time
+    /// travel reaches back at least this far (not past `delete_grace` for versions whose
+    /// files were removed since). Default 1d; `0s` keeps only about the last twenty
+    /// versions (for tests: a streaming reader that falls behind more than the retention
+    /// cannot go on).
     #[serde(with = "humantime_serde")]
     pub delta_log_retention: Duration,
     /// How long data is kept, and how much of it.

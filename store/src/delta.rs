@@ -32,8 +32,11 @@
 //! Every [`CHECKPOINT_INTERVAL`]th version the writer also leaves a classic single-file
 //! checkpoint ([`encode_checkpoint`] at [`checkpoint_path`], named by [`last_checkpoint`] in
 //! `_delta_log/_last_checkpoint`): the protocol, the metadata, each writer's `txn` and one
-//! `add` per file, so that readers start there instead of replaying every JSON commit (which
-//! all stay: seam's own reader replays them). `configuration` is left empty. The log
+//! `add` per file, so that readers start there instead of replaying every JSON commit.
+//! Entries past `storage.delta_log_retention` before an older checkpoint are then removed;
+//! seam's own reader replays commits from its manifest's version, and from the newest
+//! checkpoint ([`decode_checkpoint`]) when the first commits are gone. `configuration` is
+//! left empty. The log
 //! declares time columns `timestamp`, i.e. microseconds: the Parquet files must hold
 //! `TIMESTAMP(MICROS, UTC)` and map entries named `key`/`value` (nanosecond files are
 //! unreadable by Spark, and `keys`/`values` break DuckDB's `delta_scan`).
@@ -282,6 +285,28 @@ pub fn encode_checkpoint(actions: &[Value]) -> Result<Vec<u8>, DeltaError> {
         writer.write(&batch).map_err(|e| fail(&e))?;
     }
     writer.close().map_err(|e| fail(&e))?;
+    Ok(out)
+}
+
+/// The actions of a single-file checkpoint (seam's, or another writer's in the classic
+/// layout) as newline-delimited JSON, one action per line as in a commit, for
+/// [`Snapshot::apply`]: each row's one non-null column is the action.
+///
+/// # Errors
+/// [`DeltaError::Checkpoint`] when the bytes are not a readable Parquet file.
+pub fn decode_checkpoint(bytes: bytes::Bytes) -> Result<Vec<u8>, DeltaError> {
+    let fail = |e: &dyn std::fmt::Display| DeltaError::Checkpoint(e.to_string());
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| fail(&e))?
+        .build()
+        .map_err(|e| fail(&e))?;
+    let mut out = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+    for batch in reader {
+        let batch = batch.map_err(|e| fail(&e))?;
+        writer.write(&batch).map_err(|e| fail(&e))?;
+    }
+    writer.finish().map_err(|e| fail(&e))?;
     Ok(out)
 }
 

@@ -1614,8 +1614,9 @@ impl Storage {
     }
 
     /// Writes the checkpoint of `table` at `version` (which lists exactly `files`, with the
-    /// writers' watermarks `txns`) and points `_last_checkpoint` at it. Best effort: readers
-    /// without it replay the JSON commits, which all stay; a failure is logged.
+    /// writers' watermarks `txns`) and points `_last_checkpoint` at it, then removes log
+    /// entries past the retention ([`Storage::clean_delta_log`]). Best effort: readers
+    /// without it replay the JSON commits since the previous checkpoint; a failure is logged.
     async fn write_checkpoint(
         &self,
         table: &str,
@@ -1677,43 +1678,69 @@ impl Storage {
         }
     }
 
-    /// Deletes `table`'s Delta log entries older than `storage.delta_log_retention` that come
-    /// before the checkpoint preceding the one just written at `version` (that checkpoint and
-    /// every entry after it stay, so a reader, seam included, that read the log a moment ago
-    /// still finds the next versions). Best effort: a failure is logged and the entries
-    /// wait for the next checkpoint. An object store lists in name order, which is version
-    /// order: the listing stops at the first entry kept.
+    /// Deletes old entries of `table`'s Delta log, as Delta's own log cleanup does: the
+    /// newest checkpoint that is older than `storage.delta_log_retention` and at least one
+    /// checkpoint interval before `version` (the one just written) is found, and every entry
+    /// (JSON commit, checkpoint) before it is deleted; that checkpoint and everything after
+    /// it stay, so every version within the retention can still be rebuilt, and a reader that
+    /// read `_last_checkpoint` a moment ago still finds its files. At most
+    /// [`MAX_LOG_DELETES`] per pass (a long log left by an earlier version goes over several
+    /// checkpoints, never holding a flush up for long). Best effort: a failure is logged and
+    /// the entries wait for the next checkpoint.
     async fn clean_delta_log(&self, table: &str, version: u64) {
         use crate::delta;
-        let keep_from = version.saturating_sub(delta::CHECKPOINT_INTERVAL);
+        let limit = version.saturating_sub(delta::CHECKPOINT_INTERVAL);
         let retention = chrono::Duration::from_std(self.config.delta_log_retention)
             .unwrap_or(chrono::Duration::MAX);
         let Some(cutoff) = chrono::Utc::now().checked_sub_signed(retention) else {
             return;
         };
+        // The entries older than the cutoff and at most `limit`: on an object store, which
+        // lists in name (= version) order, the listing stops at the first newer one.
         let ordered = self.local_root.is_none();
         let dir = Path::from(delta::log_dir(table));
         let mut listing = self.store.list(Some(&dir));
-        let mut removed = 0u64;
+        let mut old: Vec<(u64, bool, Path)> = Vec::new();
+        let mut last_version = None;
         loop {
             let meta = match listing.try_next().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(table, error = %e, "Could not list the Delta log to remove old entries; trying again at the next checkpoint.");
-                    break;
+                    return;
                 }
             };
-            let Some(v) = meta.location.filename().and_then(delta::entry_version) else {
+            let Some(name) = meta.location.filename() else {
                 continue;
             };
-            if v >= keep_from || meta.last_modified >= cutoff {
-                if ordered {
+            let Some(v) = delta::entry_version(name) else {
+                continue;
+            };
+            // A listing out of order is read whole.
+            let in_order = ordered && last_version.is_none_or(|l| v >= l);
+            last_version = Some(v);
+            if v > limit || meta.last_modified >= cutoff {
+                if in_order {
                     break;
                 }
                 continue;
             }
-            match self.store.delete(&meta.location).await {
+            old.push((v, name.ends_with(".checkpoint.parquet"), meta.location));
+        }
+        let Some(keep) = old
+            .iter()
+            .filter(|(_, cp, _)| *cp)
+            .map(|(v, _, _)| *v)
+            .max()
+        else {
+            return;
+        };
+        old.retain(|(v, _, _)| *v < keep);
+        old.sort_by_key(|(v, _, _)| *v);
+        let mut removed = 0u64;
+        for (_, _, path) in old.iter().take(MAX_LOG_DELETES) {
+            match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
                 Err(e) => {
                     tracing::warn!(table, error = %e, "Could not remove an old Delta log entry; trying again at the next checkpoint.");
@@ -1727,7 +1754,7 @@ impl Storage {
             tracing::debug!(
                 table,
                 removed,
-                before = keep_from,
+                before = keep,
                 "Old Delta log entries removed."
             );
         }
@@ -1792,8 +1819,9 @@ impl Storage {
         self.read_delta_from(table, base, &files).await
     }
 
-    /// What `table`'s whole Delta log lists at its latest version (every commit read from
-    /// version 0); `None` when there is no log.
+    /// What `table`'s whole Delta log lists at its latest version: every commit read from
+    /// version 0, or, when the first commits were removed (log cleanup), from the newest
+    /// checkpoint on; `None` when there is no log.
     async fn read_delta_all(&self, table: &str) -> Result<Option<crate::delta::Snapshot>> {
         use crate::delta;
         let derr = |source| StorageError::Delta {
@@ -1801,20 +1829,55 @@ impl Storage {
             source,
         };
         let dir = Path::from(delta::log_dir(table));
-        let latest = self
+        let names: Vec<String> = self
             .store
             .list(Some(&dir))
             .try_collect::<Vec<_>>()
             .await
             .map_err(|e| os_err(&dir, e))?
             .iter()
-            .filter_map(|o| o.location.filename().and_then(delta::version_of))
-            .max();
-        let Some(latest) = latest else {
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect();
+        let commits: std::collections::BTreeSet<u64> =
+            names.iter().filter_map(|n| delta::version_of(n)).collect();
+        let Some(&latest) = commits.last() else {
             return Ok(None);
         };
         let mut snap = delta::Snapshot::default();
-        for v in 0..=latest {
+        let mut from = 0;
+        if !commits.contains(&0) {
+            // Cleaned: start at the newest checkpoint from which every later commit is there.
+            let start = names
+                .iter()
+                .filter(|n| n.ends_with(".checkpoint.parquet"))
+                .filter_map(|n| delta::entry_version(n))
+                .filter(|&c| {
+                    c > 0
+                        && c <= latest
+                        && (c.saturating_add(1)..=latest).all(|v| commits.contains(&v))
+                })
+                .max();
+            let Some(c) = start else {
+                return Err(derr(delta::DeltaError::OutOfOrder {
+                    version: latest,
+                    applied: None,
+                }));
+            };
+            let path = Path::from(delta::checkpoint_path(table, c));
+            let bytes = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| os_err(&path, e))?
+                .bytes()
+                .await
+                .map_err(|e| os_err(&path, e))?;
+            let actions = delta::decode_checkpoint(bytes).map_err(derr)?;
+            snap.version = Some(c - 1);
+            snap.apply(table, c, &actions).map_err(derr)?;
+            from = c.saturating_add(1);
+        }
+        for v in from..=latest {
             let path = Path::from(delta::commit_path(table, v));
             let got = match self.store.get(&path).await {
                 Ok(got) => got,
@@ -2223,6 +2286,10 @@ struct Loaded {
     /// The manifest object's version as read.
     tag: Option<UpdateVersion>,
 }
+
+/// The most Delta log entries one cleanup pass deletes (one pass per checkpoint, every tenth
+/// version; a pass needs about eleven once the log is trimmed).
+const MAX_LOG_DELETES: usize = 100;
 
 /// The `writer` (`appId`) of the `txn` actions of a seam on its own data directory (a node of
 /// a shared store writes its id).
@@ -3328,6 +3395,18 @@ mod tests {
         assert!(names.contains(&"_last_checkpoint".to_string()), "{names:?}");
         let last = last.expect("a part");
         assert_eq!(in_delta(&s, TABLE).await, vec![last.path.clone()]);
+        // Read whole (as when a manifest names no version), the log starts at the newest
+        // checkpoint its later commits all follow, and lists the same.
+        let whole = s.read_delta_all(TABLE).await.expect("log").expect("a log");
+        assert_eq!(whole.version, Some(25));
+        assert_eq!(
+            whole.files.into_keys().collect::<Vec<_>>(),
+            vec![last.path.clone()]
+        );
+        assert!(
+            whole.schema_string.is_some(),
+            "the checkpoint's metadata was read"
+        );
         // seam opens the table again from its manifest's version, and goes on committing.
         drop(s);
         let s = open(Duration::ZERO).await;

@@ -114,6 +114,27 @@ async fn every_table_reads_the_same_in_delta_rs_after_compaction_and_retention()
     send_traffic(&http, &recent).await;
     wait_generated_settled(&api, &recent, Duration::from_secs(180)).await;
 
+    // More spans, one small request at a time (a flush, so a Delta version, each), until
+    // spans' log passed two checkpoints and its first commits were cleaned away.
+    let extra = generate(7, 120, now_ns - 20 * 60 * 1_000_000_000, 200);
+    let first = stack
+        .dir
+        .path()
+        .join("tables/spans/_delta_log")
+        .join(format!("{:020}.json", 0));
+    let mut bodies = extra.otlp.iter().cycle().take(400);
+    let started = std::time::Instant::now();
+    while first.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "spans' first Delta commit is still there after 2 minutes of flushes"
+        );
+        if let Some(body) = bodies.next() {
+            post_body(&http, "/v1/traces", body.to_string()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     let names: Vec<&str> = seam_schemas::tables::all().iter().map(|t| t.name).collect();
     // Quiet: files flushed, merged and removed; then both readers must agree exactly.
     let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -200,6 +221,7 @@ async fn every_table_reads_the_same_in_delta_rs_after_compaction_and_retention()
         cleaned > 0,
         "no table reached version 20: nothing was cleaned"
     );
+    assert!(!first.exists(), "spans' first commit came back");
     // Only the recent spans stay (the old traffic's hour files were removed whole).
     assert_eq!(
         count(

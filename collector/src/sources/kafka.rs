@@ -19,7 +19,11 @@
 //! store (`storage.url` remote) can share a consumer group: the group splits the partitions
 //! between them, and at an assignment a node starts at the group's committed offset where
 //! that is past its own position (another node stored up to it), so a partition moving
-//! between nodes at a clean rebalance is read exactly once. A node that dies has its
+//! between nodes at a clean rebalance is read exactly once. A partition without a position
+//! (`start = "latest"`) is committed at the first offset taken, so what a revocation dropped
+//! is read again, never skipped; partitions placed while the group's offsets could not be
+//! read are committed only past the group's offset (read again at the revocation), and a
+//! lost assignment commits nothing (the group gave the partitions away). A node that dies has its
 //! partitions moved after the group's session timeout; the messages it stored but whose
 //! asynchronous commit had not reached the broker are read again by the next owner. On a
 //! store of its own, seam's position always wins (one seam per consumer group: two seams

@@ -570,9 +570,11 @@ impl Shared {
                 } else {
                     unsure.remove(&key);
                 }
+                // A floor only where the group's offsets were read (or the store is this
+                // node's own): it may be behind what other nodes stored.
                 let own = durable
                     .get(&key)
-                    .or_else(|| floor.get(&key))
+                    .or_else(|| floor.get(&key).filter(|_| !unsure.contains(&key)))
                     .copied()
                     .filter(|&at| at >= 0);
                 let theirs = committed
@@ -615,27 +617,66 @@ impl Shared {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         let mut commit = TopicPartitionList::with_capacity(parts.len());
+        let mut committing: Vec<(String, i32)> = Vec::new();
         // A lost assignment (the session or poll interval expired) cannot commit any more:
         // the group already gave the partitions to others.
         let lost = consumer.assignment_lost();
         if !lost {
+            // Partitions placed without the group's offsets: their position is committed
+            // only where it is past the group's (read now), never moving that back.
+            let unsure: Vec<(String, i32)> = {
+                let set = lock(&self.unsure);
+                parts.iter().filter(|k| set.contains(*k)).cloned().collect()
+            };
+            let group = if unsure.is_empty() {
+                HashMap::new()
+            } else {
+                let mut asked = TopicPartitionList::with_capacity(unsure.len());
+                for (topic, partition) in &unsure {
+                    asked.add_partition(topic, *partition);
+                }
+                match committed_offsets(consumer, &asked, COMMITTED_TIMEOUT) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(source = self.name, error = %e, "Could not read the group's offsets of revoked partitions; not committing them.");
+                        HashMap::new()
+                    }
+                }
+            };
             let durable = lock(&self.durable);
             let floor = lock(&self.floor);
-            let unsure = lock(&self.unsure);
-            for key in parts.iter().filter(|k| !unsure.contains(*k)) {
-                if let Some(&at) = durable
-                    .get(key)
-                    .or_else(|| floor.get(key))
-                    .filter(|&&at| at >= 0)
-                    && let Err(e) = commit.add_partition_offset(&key.0, key.1, Offset::Offset(at))
-                {
-                    tracing::debug!(source = self.name, error = %e, "Could not list an offset to commit.");
+            for key in &parts {
+                let at = if unsure.contains(key) {
+                    // Past the group's offset only (never a floor: it may be behind).
+                    durable
+                        .get(key)
+                        .copied()
+                        .filter(|&at| group.get(key).is_some_and(|&g| at > g))
+                } else {
+                    durable.get(key).or_else(|| floor.get(key)).copied()
+                };
+                let Some(at) = at.filter(|&at| at >= 0) else {
+                    continue;
+                };
+                match commit.add_partition_offset(&key.0, key.1, Offset::Offset(at)) {
+                    Ok(()) => committing.push(key.clone()),
+                    Err(e) => {
+                        tracing::debug!(source = self.name, error = %e, "Could not list an offset to commit.")
+                    }
                 }
             }
         }
         if commit.count() > 0 {
             match consumer.commit(&commit, CommitMode::Sync) {
-                Ok(()) => self.commit_worked(),
+                Ok(()) => {
+                    self.commit_worked();
+                    // Committed: the next owner (this node too) starts there; a floor has
+                    // done its work.
+                    let mut floor = lock(&self.floor);
+                    for key in &committing {
+                        floor.remove(key);
+                    }
+                }
                 Err(e) => {
                     let name = self.name;
                     tracing::warn!(
@@ -644,6 +685,12 @@ impl Shared {
                         "Could not commit seam's positions of the revoked Kafka partitions; their next owner may read messages this node stored again."
                     );
                 }
+            }
+        }
+        {
+            let mut unsure = lock(&self.unsure);
+            for key in &parts {
+                unsure.remove(key);
             }
         }
         lock(&self.revoked).extend(parts);
