@@ -1591,14 +1591,7 @@ impl Storage {
                     return Ok(version);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    let taken = self
-                        .store
-                        .get(&path)
-                        .await
-                        .map_err(|e| os_err(&path, e))?
-                        .bytes()
-                        .await
-                        .map_err(|e| os_err(&path, e))?;
+                    let taken = self.get_bytes(&path).await?;
                     if String::from_utf8_lossy(&taken).contains(&commit_id) {
                         return Ok(version);
                     }
@@ -1819,6 +1812,17 @@ impl Storage {
         self.read_delta_from(table, base, &files).await
     }
 
+    /// The whole object at `path`.
+    async fn get_bytes(&self, path: &Path) -> Result<Bytes> {
+        self.store
+            .get(path)
+            .await
+            .map_err(|e| os_err(path, e))?
+            .bytes()
+            .await
+            .map_err(|e| os_err(path, e))
+    }
+
     /// What `table`'s whole Delta log lists at its latest version: every commit read from
     /// version 0, or, when the first commits were removed (log cleanup), from the newest
     /// checkpoint on; `None` when there is no log.
@@ -1864,14 +1868,7 @@ impl Storage {
                 }));
             };
             let path = Path::from(delta::checkpoint_path(table, c));
-            let bytes = self
-                .store
-                .get(&path)
-                .await
-                .map_err(|e| os_err(&path, e))?
-                .bytes()
-                .await
-                .map_err(|e| os_err(&path, e))?;
+            let bytes = self.get_bytes(&path).await?;
             let actions = delta::decode_checkpoint(bytes).map_err(derr)?;
             snap.version = Some(c - 1);
             snap.apply(table, c, &actions).map_err(derr)?;
