@@ -552,11 +552,7 @@ impl Shared {
         tpl: &mut TopicPartitionList,
         committed: Option<&HashMap<(String, i32), i64>>,
     ) -> Vec<String> {
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let parts = partitions(tpl);
         let mut placed = Vec::with_capacity(parts.len());
         let mut starts = Vec::with_capacity(parts.len());
         {
@@ -611,11 +607,7 @@ impl Shared {
     /// once and waited for, so that the next owner (another node of a shared store) starts
     /// where this node stopped; what the task holds of them unstored is dropped.
     fn hand_over(&self, consumer: &BaseConsumer<KafkaContext>, tpl: &TopicPartitionList) {
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let parts = partitions(tpl);
         let mut commit = TopicPartitionList::with_capacity(parts.len());
         let mut committing: Vec<(String, i32)> = Vec::new();
         // A lost assignment (the session or poll interval expired) cannot commit any more:
@@ -695,6 +687,14 @@ impl Shared {
         }
         lock(&self.revoked).extend(parts);
     }
+}
+
+/// The `(topic, partition)` of every element of `tpl`.
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// Where an assigned partition starts: this node's own position, or the group's committed
